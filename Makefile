@@ -1,0 +1,58 @@
+# B.A.I. platform. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+# Resolved when a recipe runs, so a uv installed by the `uv` target is found at once.
+UV = $$(command -v uv || echo "$$HOME/.local/bin/uv")
+export UV_LINK_MODE ?= copy
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: uv
+uv: ## Install uv with pip when it is missing
+	@command -v uv >/dev/null 2>&1 || [ -x "$$HOME/.local/bin/uv" ] || \
+		$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
+
+.PHONY: install
+install: uv ## Install every package and tool from uv.lock
+	@$(UV) sync --locked --all-packages
+
+.PHONY: run
+run: install ## Start PostgreSQL, NATS, Traefik and every service; Ctrl-C stops them
+	@$(UV) run --no-sync bai-stack up
+
+.PHONY: down
+down: install ## Stop processes left behind by a crashed `make run`
+	@$(UV) run --no-sync bai-stack down
+
+.PHONY: lint
+lint: install ## ruff (lint and format check)
+	@$(UV) run --no-sync ruff check .
+	@$(UV) run --no-sync ruff format --check .
+
+.PHONY: typecheck
+typecheck: install ## mypy --strict over libs and services
+	@$(UV) run --no-sync mypy libs services tests bench
+
+.PHONY: unit
+unit: install ## Unit tests of libs and services (real PostgreSQL and NATS, started by the session)
+	@$(UV) run --no-sync pytest libs services
+
+.PHONY: integration
+integration: install ## Whole-system tests through the edge (every process started)
+	@$(UV) run --no-sync pytest tests
+
+.PHONY: test
+test: lint typecheck ## Everything CI runs: lint, types, unit and integration tests
+	@$(UV) run --no-sync pytest
+
+.PHONY: bench
+bench: install ## Requests/s and p50/p99 through the edge and direct (prints a table)
+	@$(UV) run --no-sync python bench/edge_vs_direct.py
+
+.PHONY: clean
+clean: ## Remove the local state (database, streams, logs)
+	rm -rf .state

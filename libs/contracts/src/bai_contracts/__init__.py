@@ -1,0 +1,20 @@
+"""Messages exchanged between B.A.I. services, defined in one place.
+
+Every event is a past-tense fact on the subject ``bai.<service>.<entity>.<fact>.v<n>``.
+Contracts only gain optional fields; a breaking change is a new ``.v2`` subject.
+"""
+
+from bai_contracts._base import EventContract, stream_for_subject
+from bai_contracts.gateway import TenantCreated
+from bai_contracts.planner import CampaignCreated
+from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
+
+__all__ = [
+    "DEAD_LETTER_STREAM",
+    "STREAMS",
+    "CampaignCreated",
+    "EventContract",
+    "StreamSpec",
+    "TenantCreated",
+    "stream_for_subject",
+]

@@ -1,0 +1,171 @@
+"""Idempotent JetStream consumers.
+
+Each subscription is a durable pull consumer with explicit ack and a bounded
+``max_deliver``. A message is handled in one database transaction that first records
+``(consumer, event id)`` in the service's inbox table: a repeat finds the row and is
+acknowledged without effect. A failure is retried with backoff; after the last allowed
+delivery the message goes to the dead-letter stream (see ``deadletter``) and is
+acknowledged, so one poison message never blocks the ones behind it.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import propagate, trace
+from pydantic import ValidationError
+from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_platform.db import Database
+from bai_platform.deadletter import dead_letter
+from bai_platform.envelope import Envelope
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+log = structlog.get_logger("bai.consumer")
+tracer = trace.get_tracer("bai.consumer")
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """Events a service's consumers have already applied, to be declared in its metadata."""
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(128), nullable=False),
+        Column("event_id", String(64), nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "event_id"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What one durable consumer listens to and what it does with each event."""
+
+    durable: str
+    stream: str
+    subjects: tuple[str, ...]
+    handler: Handler
+    max_deliver: int = 8
+    backoff_seconds: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 300.0)
+    ack_wait_seconds: float = 30.0
+    batch_size: int = 32
+    fetch_timeout_seconds: float = 1.0
+    description: str = field(default="")
+
+    def retry_delay(self, delivered: int) -> float:
+        return self.backoff_seconds[min(delivered, len(self.backoff_seconds)) - 1]
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.description or None,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subjects=list(self.subjects),
+            max_deliver=self.max_deliver,
+            ack_wait=self.ack_wait_seconds,
+        )
+
+
+class ConsumerRunner:
+    """Pulls one subscription's messages and applies each exactly once."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        js: JetStreamContext,
+        inbox: Table,
+        subscription: Subscription,
+        service: str,
+    ) -> None:
+        self._db, self._js, self._inbox = db, js, inbox
+        self._sub = subscription
+        self._service = service
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = self._sub
+        await self._js.add_consumer(sub.stream, sub.consumer_config())
+        pull = await self._js.pull_subscribe_bind(durable=sub.durable, stream=sub.stream)
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                await self._fetch_and_handle(pull)
+        finally:
+            await pull.unsubscribe()
+
+    async def _fetch_and_handle(self, pull: JetStreamContext.PullSubscription) -> None:
+        try:
+            messages = await pull.fetch(
+                self._sub.batch_size, timeout=self._sub.fetch_timeout_seconds
+            )
+        except (TimeoutError, NatsTimeout):
+            return
+        except Exception:  # NATS down or reconnecting: wait and retry, never give up
+            log.warning("consumer_fetch_failed", consumer=self._sub.durable, exc_info=True)
+            await asyncio.sleep(self._sub.fetch_timeout_seconds)
+            return
+        for message in messages:
+            await self.handle(message)
+
+    async def handle(self, message: Msg) -> None:
+        try:
+            envelope = Envelope.model_validate_json(message.data)
+        except ValidationError as exc:
+            await self._give_up(message, f"envelope is not valid: {exc.error_count()} errors")
+            return
+        context = propagate.extract(dict(message.headers or {}))
+        with tracer.start_as_current_span(
+            f"consume {envelope.type}", context=context, kind=trace.SpanKind.CONSUMER
+        ):
+            await self._apply_or_retry(message, envelope)
+
+    async def _apply_or_retry(self, message: Msg, envelope: Envelope) -> None:
+        try:
+            applied = await self._apply(envelope)
+        except Exception as exc:
+            await self._retry_or_give_up(message, exc)
+            return
+        await message.ack()
+        log.debug(
+            "event_handled", consumer=self._sub.durable, event_id=envelope.id, repeat=not applied
+        )
+
+    async def _apply(self, envelope: Envelope) -> bool:
+        """Record the event and run the handler in one transaction; False for a repeat."""
+        async with self._db.transaction() as session:
+            statement = (
+                insert(self._inbox)
+                .values(consumer=self._sub.durable, event_id=envelope.id)
+                .on_conflict_do_nothing()
+                .returning(self._inbox.c.event_id)
+            )
+            if (await session.execute(statement)).scalar_one_or_none() is None:
+                return False
+            await self._sub.handler(session, envelope)
+            return True
+
+    async def _retry_or_give_up(self, message: Msg, exc: Exception) -> None:
+        delivered = message.metadata.num_delivered
+        log.warning(
+            "event_handler_failed", consumer=self._sub.durable, delivered=delivered, error=repr(exc)
+        )
+        if delivered >= self._sub.max_deliver:
+            await self._give_up(message, repr(exc))
+        else:
+            await message.nak(delay=self._sub.retry_delay(delivered))
+
+    async def _give_up(self, message: Msg, reason: str) -> None:
+        await dead_letter(
+            self._js, message, service=self._service, consumer=self._sub.durable, reason=reason
+        )
+        await message.term()

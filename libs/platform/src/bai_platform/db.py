@@ -1,0 +1,104 @@
+"""Async PostgreSQL access: one engine per service schema, one session per request.
+
+Services flush, never commit: the request's session commits at the edge (``session``
+dependency) or the worker's unit of work commits (``Database.transaction``). Every
+connection's ``search_path`` is the service's schema, and the service's role may touch
+nothing else.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from bai_platform.errors import ServiceError
+from bai_platform.settings import ServiceSettings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def make_metadata(schema: str) -> MetaData:
+    """MetaData for a service's tables, in its schema, with stable constraint names."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def _engine(url: str, settings: ServiceSettings) -> AsyncEngine:
+    server_settings = {
+        "search_path": settings.schema_name,
+        "application_name": settings.service_name,
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+    }
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=True,
+        connect_args={"server_settings": server_settings},
+    )
+
+
+class Database:
+    """The engines of one service: primary, and a read replica when configured."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.engine = _engine(settings.database_url.get_secret_value(), settings)
+        replica = settings.database_read_url
+        self.read_engine = _engine(replica.get_secret_value(), settings) if replica else self.engine
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session that commits when the block ends and rolls back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.db
+    async with database.sessionmaker() as session:
+        try:
+            yield session
+        except ServiceError as exc:
+            await (session.commit() if exc.keeps_effects else session.rollback())
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+async def _request_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.db
+    async with database.read_sessionmaker() as session:
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a failed commit
+# becomes an error answer instead of a 201 for data that was never stored.
+Session = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(_request_read_session, scope="function")]

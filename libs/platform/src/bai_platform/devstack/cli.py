@@ -1,0 +1,80 @@
+"""``bai-stack``: the command behind ``make run``."""
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bai_platform.devstack.config import StackSettings
+from bai_platform.devstack.process import recover_stale
+from bai_platform.devstack.stack import ComponentFailed, Stack, StackError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run the B.A.I. platform locally: PostgreSQL, NATS, Traefik, services.",
+)
+console = Console(highlight=False)
+
+_STYLE = {"ok": "green", "failed": "bold red", "recovered": "yellow", "stopping": "dim"}
+
+
+def _report(component: str, status: str, detail: str) -> None:
+    style = _STYLE.get(status, "white")
+    console.print(f"  [{style}]{status:>9}[/]  {component:<16} [dim]{detail}[/]")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _ready_table(stack: Stack) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for endpoint in stack.endpoints():
+        table.add_row(endpoint.name, endpoint.url)
+    return table
+
+
+@app.command()
+def up() -> None:
+    """Start everything, print where to go, and run until Ctrl-C."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = Stack(StackSettings(), reporter=_report)
+    console.print(f"Starting B.A.I. (state in {stack.state_dir})")
+    try:
+        stack.start()
+        console.print(f"\n[bold green]BAI ready: {stack.edge_url}[/]")
+        console.print(_ready_table(stack))
+        console.print("\nCtrl-C stops everything.")
+        while True:
+            time.sleep(3600)
+    except ComponentFailed as exc:
+        console.print(f"\n[bold red]{exc}[/]  log: {exc.log_path}\n{exc.log_tail()}")
+        sys.exit(1)
+    except StackError as exc:
+        console.print(f"\n[bold red]{exc}[/]")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("\nStopping…")
+    finally:
+        stack.stop()
+        console.print("Stopped.")
+
+
+@app.command()
+def down(state_dir: Path | None = None) -> None:
+    """Stop processes left running by a stack that did not shut down (a crash, kill -9)."""
+    root = (state_dir or StackSettings().state_dir).resolve()
+    stopped = 0
+    for pid_file in sorted((root / "run").glob("*.pid")):
+        stopped += recover_stale(pid_file, timeout=10.0)
+    console.print(f"stopped {stopped} process(es) left from {root}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,65 @@
+"""Where the local stack keeps its state and which ports it binds, all settings.
+
+Every port has a ``BAI_*_PORT`` setting so a port already taken can be moved; with
+``free_ports`` (the test session) each one is picked from the free ports instead.
+``DATABASE_URL`` / ``NATS_URL`` in the environment replace the embedded servers.
+"""
+
+import socket
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("gateway", "planner", "creator", "mining", "billing")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def repo_root() -> Path:
+    """The checkout this module runs from (libs/platform/src/bai_platform/devstack)."""
+    return Path(__file__).resolve().parents[5]
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BAI_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=lambda: repo_root() / ".state")
+    host: str = "127.0.0.1"
+    edge_port: int = 8080
+    postgres_port: int = 55432
+    nats_port: int = 4222
+    service_base_port: int = 8101
+    worker_base_port: int = 8111
+    free_ports: bool = False
+    startup_timeout_seconds: float = 90.0
+    stop_timeout_seconds: float = 15.0
+    database: str = "bai"
+
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "BAI_DATABASE_URL")
+    )
+    nats_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NATS_URL", "BAI_NATS_URL")
+    )
+
+    def assign_free_ports(self) -> "StackSettings":
+        """A copy whose every port is a free one (for tests and parallel stacks)."""
+        if not self.free_ports:
+            return self
+        return self.model_copy(
+            update={
+                "edge_port": free_port(),
+                "postgres_port": free_port(),
+                "nats_port": free_port(),
+                "free_ports": False,
+            }
+        )
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{self.host}:{self.edge_port}"

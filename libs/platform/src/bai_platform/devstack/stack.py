@@ -1,0 +1,388 @@
+"""The supervisor: starts components in order, waits for each, stops them in reverse.
+
+Order: postgres, (provisioning), nats, migrations, every service's api and worker,
+traefik. ``start(only=...)`` brings up a prefix of that order (the tests' infra fixture
+starts just postgres and nats); a later ``start()`` adds the rest.
+"""
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from bai_platform.devstack import provision, traefik
+from bai_platform.devstack.config import SERVICES, StackSettings, free_port
+from bai_platform.devstack.postgres import EmbeddedPostgres
+from bai_platform.devstack.process import ManagedProcess, recover_stale, tail
+
+
+class StackError(RuntimeError):
+    """The stack could not start."""
+
+
+class PortInUse(StackError):
+    def __init__(self, port: int, setting: str) -> None:
+        super().__init__(f"port {port} is already in use; set {setting} to move it")
+        self.port, self.setting = port, setting
+
+
+class ComponentFailed(StackError):
+    def __init__(self, component: str, reason: str, log_path: Path) -> None:
+        super().__init__(f"{component} failed: {reason}")
+        self.component, self.reason, self.log_path = component, reason, log_path
+
+    def log_tail(self) -> str:
+        return tail(self.log_path)
+
+
+Reporter = Callable[[str, str, str], None]
+
+
+def _silent(component: str, status: str, detail: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    url: str
+
+
+class Stack:
+    """The whole local system, as child processes of this one."""
+
+    def __init__(self, settings: StackSettings, *, reporter: Reporter = _silent) -> None:
+        self._free_ports = settings.free_ports
+        self.settings = settings.assign_free_ports()
+        self.report = reporter
+        self.state_dir = self.settings.state_dir.resolve()
+        self.logs = self.state_dir / "logs"
+        self.run_dir = self.state_dir / "run"
+        self.processes: dict[str, ManagedProcess] = {}
+        self.started: list[str] = []
+        self._ports = self._plan_ports()
+        self.postgres: EmbeddedPostgres | None = None
+        self._passwords: dict[str, str] = {}
+        atexit.register(self.stop)
+
+    # ---- addresses -------------------------------------------------------------------
+    def _plan_ports(self) -> dict[str, int]:
+        """Fixed ports from the settings, or (free_ports) none yet: each is picked on use."""
+        if self._free_ports:
+            return {}
+        s = self.settings
+        ports = {name: s.service_base_port + i for i, name in enumerate(SERVICES)}
+        return ports | {f"{name}-worker": s.worker_base_port + i for i, name in enumerate(SERVICES)}
+
+    def port(self, component: str) -> int:
+        if component not in self._ports:
+            self._ports[component] = free_port()
+        return self._ports[component]
+
+    def service_url(self, service: str) -> str:
+        return f"http://{self.settings.host}:{self.port(service)}"
+
+    def worker_url(self, service: str) -> str:
+        return f"http://{self.settings.host}:{self.port(f'{service}-worker')}"
+
+    @property
+    def edge_url(self) -> str:
+        return self.settings.edge_url
+
+    @property
+    def nats_url(self) -> str:
+        return self.settings.nats_url or f"nats://{self.settings.host}:{self.settings.nats_port}"
+
+    def admin_dsn(self, database: str | None = None) -> str:
+        """A superuser DSN (plain libpq form) for provisioning and for tests."""
+        database = database or self.settings.database
+        if self.settings.database_url is not None:
+            return _with_database(self.settings.database_url.get_secret_value(), database)
+        assert self.postgres is not None, "postgres is not started"
+        return self.postgres.admin_dsn(database)
+
+    def database_url(self, service: str) -> str:
+        """The async URL a service connects with, as its own role."""
+        host, port = self._database_host_port()
+        return provision.service_database_url(
+            host=host,
+            port=port,
+            database=self.settings.database,
+            service=service,
+            password=self._passwords[service],
+        )
+
+    def _database_host_port(self) -> tuple[str, int]:
+        if self.settings.database_url is None:
+            return self.settings.host, self.settings.postgres_port
+        url = make_url(self.settings.database_url.get_secret_value())
+        return url.host or "127.0.0.1", url.port or 5432
+
+    def endpoints(self) -> list[Endpoint]:
+        edge = self.edge_url
+        return [
+            Endpoint("edge (all API routes)", edge),
+            Endpoint("sign up", f"{edge}/v1/auth/signup"),
+            Endpoint("JWKS", f"{edge}/.well-known/jwks.json"),
+            *(Endpoint(f"{name} api (direct)", self.service_url(name)) for name in SERVICES),
+            Endpoint("nats", self.nats_url),
+            Endpoint("logs", str(self.logs)),
+        ]
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start(self, only: Iterable[str] | None = None) -> None:
+        """Start every component not yet running (or just ``only``, in stack order)."""
+        wanted = set(only) if only is not None else None
+        for name, step in self._steps():
+            if name in self.started or (wanted is not None and name not in wanted):
+                continue
+            try:
+                step()
+            except StackError:
+                self.report(name, "failed", "")
+                raise
+            self.started.append(name)
+
+    def _steps(self) -> list[tuple[str, Callable[[], None]]]:
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("postgres", self._start_postgres),
+            ("nats", self._start_nats),
+            ("migrations", self._run_migrations),
+            ("services", self._start_services),
+            ("traefik", self._start_traefik),
+        ]
+        return steps
+
+    def stop(self) -> None:
+        """Stop everything this stack started, in reverse order; services all at once."""
+        services = [name for name in self.processes if name.endswith(("-api", "-worker"))]
+        for tier in (["traefik"], services, ["nats"], ["postgres"]):
+            running = [self.processes.pop(name) for name in tier if name in self.processes]
+            for process in running:
+                self.report(process.name, "stopping", "")
+                process.signal_stop()
+            for process in running:
+                process.stop(self.settings.stop_timeout_seconds)
+        self.started.clear()
+
+    def stop_component(self, name: str) -> None:
+        self.processes.pop(name).stop(self.settings.stop_timeout_seconds)
+
+    # ---- components ------------------------------------------------------------------
+    def _prepare_state(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        for folder in (self.logs, self.run_dir):
+            folder.mkdir(exist_ok=True)
+
+    def _spawn(self, process: ManagedProcess, *, marker: str) -> ManagedProcess:
+        if recover_stale(
+            process.pid_path, marker=marker, timeout=self.settings.stop_timeout_seconds
+        ):
+            self.report(process.name, "recovered", "stopped a process left by an earlier run")
+        process.start()
+        self.processes[process.name] = process
+        return process
+
+    def _start_postgres(self) -> None:
+        self._prepare_state()
+        if self.settings.database_url is None:
+            self._check_port(self.settings.postgres_port, "BAI_POSTGRES_PORT")
+            pg = EmbeddedPostgres(self.state_dir, self.settings.host, self.settings.postgres_port)
+            self.postgres = pg
+            pg.ensure_initialised()
+            if pg.recover_stale(self.settings.stop_timeout_seconds):
+                self.report("postgres", "recovered", "removed a stale postmaster.pid")
+            process = self._spawn(pg.process(self.run_dir / "postgres.pid"), marker=str(pg.data))
+            self._wait_tcp("postgres", process, self.settings.postgres_port)
+            self._wait(lambda: _pg_accepts(self.admin_dsn("postgres")), "postgres", process)
+        self._passwords = provision.service_passwords(self.state_dir)
+        dsns = {name: self.admin_dsn(name) for name in ("postgres", self.settings.database)}
+        provision.provision_sync(dsns, database=self.settings.database, passwords=self._passwords)
+        self.report("postgres", "ok", self._log_hint("postgres"))
+
+    def _start_nats(self) -> None:
+        self._prepare_state()
+        if self.settings.nats_url is not None:
+            self.report("nats", "ok", f"external {self.settings.nats_url}")
+            return
+        self._check_port(self.settings.nats_port, "BAI_NATS_PORT")
+        store = self.state_dir / "nats"
+        argv = [
+            _bin("nats-server"),
+            "-a",
+            self.settings.host,
+            "-p",
+            str(self.settings.nats_port),
+            "-js",
+            "-sd",
+            str(store),
+            "-n",
+            "bai-local",
+        ]
+        process = self._spawn(self._managed("nats", argv), marker=str(store))
+        self._wait_tcp("nats", process, self.settings.nats_port)
+        self.report("nats", "ok", self._log_hint("nats"))
+
+    def restart_nats(self) -> None:
+        """Start NATS again after ``stop_component('nats')`` (same store, same port)."""
+        self.started = [name for name in self.started if name != "nats"]
+        self._start_nats()
+        self.started.append("nats")
+
+    def _run_migrations(self) -> None:
+        for service in SERVICES:
+            log = self.logs / f"{service}-migrate.log"
+            with log.open("ab") as out:
+                code = _run(
+                    [sys.executable, "-m", service, "migrate"],
+                    env=self._env(service, 0),
+                    stdout=out,
+                )
+            if code != 0:
+                raise ComponentFailed(f"{service} migrations", f"exit code {code}", log)
+        self.report("migrations", "ok", f"{len(SERVICES)} schemas at head")
+
+    def _start_services(self) -> None:
+        launched: list[tuple[str, ManagedProcess, str]] = []
+        for service in SERVICES:
+            for role, port in (
+                ("api", self.port(service)),
+                ("worker", self.port(f"{service}-worker")),
+            ):
+                name = f"{service}-{role}"
+                self._check_port(
+                    port, "BAI_SERVICE_BASE_PORT" if role == "api" else "BAI_WORKER_BASE_PORT"
+                )
+                argv = [sys.executable, "-m", service, role]
+                process = self._spawn(
+                    self._managed(name, argv, self._env(service, port)),
+                    marker=f"-m {service} {role}",
+                )
+                launched.append((name, process, f"http://{self.settings.host}:{port}/readyz"))
+        for name, process, ready_url in launched:
+            self._wait(functools.partial(_http_ok, ready_url), name, process)
+            self.report(name, "ok", self._log_hint(name))
+
+    def _start_traefik(self) -> None:
+        self._check_port(self.settings.edge_port, "BAI_EDGE_PORT")
+        static = traefik.render(
+            out_dir=self.state_dir / "traefik",
+            host=self.settings.host,
+            edge_port=self.settings.edge_port,
+            service_urls={name: self.service_url(name) for name in SERVICES},
+            log_dir=self.logs,
+        )
+        process = self._spawn(
+            self._managed("traefik", [_bin("traefik"), f"--configFile={static}"]),
+            marker=str(static),
+        )
+        self._wait(lambda: _http_ok(f"{self.edge_url}/readyz"), "traefik", process)
+        self.report("traefik", "ok", self._log_hint("traefik"))
+
+    # ---- helpers ---------------------------------------------------------------------
+    def _managed(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        return ManagedProcess(
+            name=name,
+            argv=argv,
+            log_path=self.logs / f"{name}.log",
+            pid_path=self.run_dir / f"{name}.pid",
+            env=env or {},
+        )
+
+    def _env(self, service: str, port: int) -> dict[str, str]:
+        return {
+            "BAI_SERVICE_NAME": service,
+            "BAI_ENVIRONMENT": "dev",
+            "BAI_HOST": self.settings.host,
+            "BAI_PORT": str(port),
+            "BAI_DATABASE_URL": self.database_url(service),
+            "BAI_NATS_URL": self.nats_url,
+            "BAI_PUBLIC_BASE_URL": self.edge_url,
+            "BAI_IDENTITY_JWKS_URL": f"{self.service_url('gateway')}/.well-known/jwks.json",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _log_hint(self, name: str) -> str:
+        return str(self.logs / f"{name}.log")
+
+    def _check_port(self, port: int, setting: str) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((self.settings.host, port))
+            except OSError as exc:
+                raise PortInUse(port, setting) from exc
+
+    def _wait_tcp(self, name: str, process: ManagedProcess, port: int) -> None:
+        self._wait(lambda: _tcp_open(self.settings.host, port), name, process)
+
+    def _wait(self, probe: Callable[[], bool], name: str, process: ManagedProcess) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_seconds
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise ComponentFailed(name, "exited during start-up", process.log_path)
+            if probe():
+                return
+            time.sleep(0.1)
+        raise ComponentFailed(name, "not ready in time", process.log_path)
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _with_database(url: str, database: str) -> str:
+    return (
+        make_url(url)
+        .set(drivername="postgresql", database=database)
+        .render_as_string(hide_password=False)
+    )
+
+
+def _run(argv: list[str], *, env: dict[str, str], stdout: IO[bytes]) -> int:
+    return subprocess.run(
+        argv, env={**os.environ, **env}, stdout=stdout, stderr=subprocess.STDOUT, check=False
+    ).returncode
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 (our own URL)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _pg_accepts(dsn: str) -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=1.0)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())

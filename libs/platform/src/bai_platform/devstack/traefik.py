@@ -1,0 +1,30 @@
+"""Traefik's configuration, rendered from ``deploy/traefik/*.tmpl`` with the stack's ports."""
+
+from pathlib import Path
+from string import Template
+
+from bai_platform.devstack.config import SERVICES, repo_root
+
+
+def template_dir() -> Path:
+    return repo_root() / "deploy" / "traefik"
+
+
+def render(
+    *, out_dir: Path, host: str, edge_port: int, service_urls: dict[str, str], log_dir: Path
+) -> Path:
+    """Write static and dynamic configuration into ``out_dir``; returns the static file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dynamic = out_dir / "dynamic.yml"
+    values = {
+        "host": host,
+        "edge_port": str(edge_port),
+        "dynamic_file": str(dynamic),
+        "access_log": str(log_dir / "traefik-access.log"),
+        **{f"{name}_url": service_urls[name] for name in SERVICES},
+    }
+    static = out_dir / "traefik.yml"
+    for name, target in (("traefik.yml.tmpl", static), ("dynamic.yml.tmpl", dynamic)):
+        text = (template_dir() / name).read_text()
+        target.write_text(Template(text).substitute(values))
+    return static

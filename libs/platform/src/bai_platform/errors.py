@@ -1,0 +1,196 @@
+"""Errors as RFC 9457 problem details, the same shape from every service.
+
+    ServiceError                      500 internal_error
+    ├── BadRequest                    400 bad_request
+    ├── Unauthorized                  401 unauthorized
+    ├── Forbidden                     403 forbidden
+    ├── NotFound                      404 not_found
+    ├── Conflict                      409 conflict
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── Unprocessable                 422 unprocessable
+    ├── TooManyRequests               429 rate_limited
+    └── ServiceUnavailable            503 unavailable
+
+Domain code raises these (or subclasses with a sharper ``code``); ``install_error_handlers``
+renders them, request validation errors, HTTP exceptions and anything unexpected (a 500
+without a stack trace) as ``application/problem+json``.
+"""
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://bai.dev/problems/"
+
+
+class ServiceError(Exception):
+    """A failure the caller can act on, rendered as problem+json."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+    # True for refusals whose writes must stand (e.g. revoking a reused token's family):
+    # the request session then commits before the error is answered.
+    keeps_effects: bool = False
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or HTTPStatus(self.status_code).phrase)
+        self.detail = detail
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ServiceError):
+    status_code, code = 400, "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status_code, code = 401, "unauthorized"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(ServiceError):
+    status_code, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status_code, code = 404, "not_found"
+
+
+class Conflict(ServiceError):
+    status_code, code = 409, "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code, code = 413, "payload_too_large"
+
+
+class Unprocessable(ServiceError):
+    status_code, code = 422, "unprocessable"
+
+
+class TooManyRequests(ServiceError):
+    status_code, code = 429, "rate_limited"
+
+
+class ServiceUnavailable(ServiceError):
+    status_code, code = 503, "unavailable"
+
+
+_CODES_BY_STATUS = {
+    cls.status_code: cls.code
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        Unprocessable,
+        TooManyRequests,
+        ServiceUnavailable,
+    )
+}
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    detail: str | None = None,
+    instance: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Build one problem+json answer."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extra or {})
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+    )
+
+
+def code_for_status(status: int) -> str:
+    return _CODES_BY_STATUS.get(status, "internal_error" if status >= 500 else "bad_request")
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return problem_response(
+        status=exc.status_code,
+        code=exc.code,
+        detail=exc.detail,
+        instance=request.url.path,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Input values are left out on purpose: they may hold passwords or tokens.
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return problem_response(
+        status=422,
+        code="validation_failed",
+        instance=request.url.path,
+        detail="The request body or parameters are not valid.",
+        extra={"errors": errors},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        status=exc.status_code,
+        code=code_for_status(exc.status_code),
+        detail=detail,
+        instance=request.url.path,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    structlog.get_logger("bai.errors").exception("unhandled_error", path=request.url.path)
+    return problem_response(
+        status=500,
+        code="internal_error",
+        instance=request.url.path,
+        detail="Something went wrong on our side; it has been logged.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every failure as problem+json."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

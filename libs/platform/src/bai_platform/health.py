@@ -1,0 +1,49 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (its dependencies answer).
+
+Liveness never looks at dependencies, so a database outage does not restart every pod;
+readiness does, so traffic stops reaching a replica that cannot serve it.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from bai_platform.errors import problem_response
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+async def _run_check(check: ReadinessCheck) -> str:
+    try:
+        await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}"
+    return "ok"
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        checks: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness_checks", {})
+        results = dict(
+            zip(checks, await asyncio.gather(*map(_run_check, checks.values())), strict=True)
+        )
+        if all(result == "ok" for result in results.values()):
+            return JSONResponse({"status": "ready", "checks": results})
+        return problem_response(
+            status=503,
+            code="not_ready",
+            detail="a dependency is not ready",
+            extra={"checks": results},
+        )
+
+    return router

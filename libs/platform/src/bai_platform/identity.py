@@ -1,0 +1,164 @@
+"""``X-BAI-Identity``: the short-lived token the gateway mints and every service trusts.
+
+The gateway answers Traefik's ForwardAuth call with this header; Traefik copies it onto
+the forwarded request, overwriting anything the client sent. Services verify it against
+the gateway's JWKS (EdDSA only, pinned ``typ``, ``iss``, ``aud``, small leeway) and a
+request without a valid one is 401. An unknown ``kid`` triggers at most one JWKS refresh
+per ``refresh_interval``.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Depends, Request
+
+from bai_platform.errors import Forbidden, Unauthorized
+
+IDENTITY_HEADER = "X-BAI-Identity"
+IDENTITY_TYP = "bai-identity+jwt"
+IDENTITY_TTL_SECONDS = 60
+ALGORITHMS = ["EdDSA"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, for which tenant, with what rights."""
+
+    subject: str
+    tenant_id: UUID
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    credential: str
+
+    def require_role(self, *allowed: str) -> None:
+        if not self.roles.intersection(allowed):
+            raise Forbidden(f"this action needs one of the roles: {', '.join(allowed)}")
+
+
+def mint_identity(
+    *,
+    key: Ed25519PrivateKey,
+    kid: str,
+    issuer: str,
+    audience: str,
+    subject: str,
+    tenant_id: UUID | str,
+    roles: list[str],
+    scopes: list[str],
+    credential: str,
+    ttl_seconds: int = IDENTITY_TTL_SECONDS,
+) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "tid": str(tenant_id),
+        "roles": roles,
+        "scope": " ".join(scopes),
+        "cred": credential,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid4().hex,
+    }
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": IDENTITY_TYP})
+
+
+class IdentityVerifier:
+    """Verifies identity tokens with keys from the gateway's JWKS."""
+
+    def __init__(
+        self,
+        *,
+        jwks_url: str,
+        issuer: str,
+        audience: str,
+        http: httpx.AsyncClient,
+        leeway_seconds: int = 5,
+        refresh_interval: float = 30.0,
+    ) -> None:
+        self._jwks_url, self._issuer, self._audience = jwks_url, issuer, audience
+        self._http = http
+        self._leeway = leeway_seconds
+        self._refresh_interval = refresh_interval
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+
+    def use_keys(self, jwks: dict[str, Any]) -> None:
+        """Trust these keys without fetching (the gateway verifying its own tokens)."""
+        keyset = jwt.PyJWKSet.from_dict(jwks)
+        self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+
+    async def verify(self, token: str) -> Identity:
+        key = await self._key_for(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "tid", "iss", "aud"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"identity token rejected: {exc}") from exc
+        return _identity_from(claims)
+
+    async def _key_for(self, token: str) -> jwt.PyJWK:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized("identity token is malformed") from exc
+        if header.get("alg") not in ALGORITHMS or header.get("typ") != IDENTITY_TYP:
+            raise Unauthorized("identity token has the wrong algorithm or type")
+        kid = str(header.get("kid", ""))
+        if kid not in self._keys:
+            await self._refresh()
+        if kid not in self._keys:
+            raise Unauthorized("identity token is signed by an unknown key")
+        return self._keys[kid]
+
+    async def _refresh(self) -> None:
+        if time.monotonic() - self._fetched_at < self._refresh_interval:
+            return
+        self._fetched_at = time.monotonic()
+        try:
+            response = await self._http.get(self._jwks_url, timeout=5.0)
+            response.raise_for_status()
+            keyset = jwt.PyJWKSet.from_dict(response.json())
+        except (httpx.HTTPError, jwt.PyJWKSetError, ValueError):
+            self._fetched_at = float("-inf")  # let the next request try again
+            return
+        self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+
+
+def _identity_from(claims: dict[str, Any]) -> Identity:
+    try:
+        tenant_id = UUID(str(claims["tid"]))
+    except ValueError as exc:
+        raise Unauthorized("identity token names no valid tenant") from exc
+    return Identity(
+        subject=str(claims["sub"]),
+        tenant_id=tenant_id,
+        roles=frozenset(claims.get("roles") or ()),
+        scopes=frozenset(str(claims.get("scope", "")).split()),
+        credential=str(claims.get("cred", "user")),
+    )
+
+
+async def require_identity(request: Request) -> Identity:
+    token = request.headers.get(IDENTITY_HEADER)
+    if not token:
+        raise Unauthorized("this service is reached only through the gateway")
+    verifier: IdentityVerifier = request.app.state.identity_verifier
+    return await verifier.verify(token)
+
+
+CurrentIdentity = Annotated[Identity, Depends(require_identity)]

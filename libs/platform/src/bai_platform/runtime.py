@@ -1,0 +1,102 @@
+"""``python -m <service> api|worker|migrate|dead-letters|replay``: one entry point per service."""
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+import uvicorn
+from fastapi import FastAPI
+from rich.console import Console
+from rich.table import Table
+
+from bai_platform import deadletter
+from bai_platform.messaging import connect
+from bai_platform.migrations import upgrade
+from bai_platform.settings import ServiceSettings
+from bai_platform.telemetry import configure_logging, configure_tracing
+from bai_platform.worker import WorkerSpec, run_worker
+
+
+def service_cli(
+    *,
+    settings_factory: Callable[[], ServiceSettings],
+    app_factory: Callable[[ServiceSettings], FastAPI],
+    worker_factory: Callable[[ServiceSettings], WorkerSpec],
+    migrations: Path,
+) -> typer.Typer:
+    """The command line of one service."""
+    cli = typer.Typer(add_completion=False, no_args_is_help=True)
+
+    @cli.command()
+    def api() -> None:
+        """Serve the HTTP API (uvicorn)."""
+        settings = _boot(settings_factory, "api")
+        config = uvicorn.Config(
+            app_factory(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            proxy_headers=True,
+            server_header=False,
+        )
+        uvicorn.Server(config).run()
+
+    @cli.command()
+    def worker() -> None:
+        """Run the outbox relay, consumers and periodic tasks."""
+        settings = _boot(settings_factory, "worker")
+        asyncio.run(run_worker(settings, worker_factory(settings)))
+
+    @cli.command()
+    def migrate(revision: str = "head") -> None:
+        """Apply the service's database migrations."""
+        settings = _boot(settings_factory, "migrate")
+        upgrade(settings, migrations, revision)
+
+    @cli.command("dead-letters")
+    def dead_letters(limit: int = 50) -> None:
+        """List messages this service's consumers gave up on."""
+        settings = _boot(settings_factory, "cli")
+        letters = asyncio.run(_list(settings, limit))
+        table = Table("seq", "consumer", "subject", "reason")
+        for letter in letters:
+            table.add_row(
+                str(letter.sequence), letter.consumer, letter.original_subject, letter.reason
+            )
+        Console().print(table)
+
+    @cli.command()
+    def replay(sequence: int) -> None:
+        """Publish a dead letter again on its original subject."""
+        settings = _boot(settings_factory, "cli")
+        letter = asyncio.run(_replay(settings, sequence))
+        Console().print(f"replayed {letter.sequence} to {letter.original_subject}")
+
+    return cli
+
+
+def _boot(settings_factory: Callable[[], ServiceSettings], process: str) -> ServiceSettings:
+    settings = settings_factory()
+    configure_logging(settings)
+    configure_tracing(settings, process=process)
+    return settings
+
+
+async def _list(settings: ServiceSettings, limit: int) -> list[deadletter.DeadLetter]:
+    nc = await connect(settings.nats_url, name=f"{settings.service_name}-cli")
+    try:
+        return await deadletter.list_dead_letters(
+            nc.jetstream(), service=settings.service_name, limit=limit
+        )
+    finally:
+        await nc.close()
+
+
+async def _replay(settings: ServiceSettings, sequence: int) -> deadletter.DeadLetter:
+    nc = await connect(settings.nats_url, name=f"{settings.service_name}-cli")
+    try:
+        return await deadletter.replay(nc.jetstream(), sequence=sequence)
+    finally:
+        await nc.close()

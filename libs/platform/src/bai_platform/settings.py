@@ -1,0 +1,92 @@
+"""Settings base for every service process.
+
+Values come from the environment (``BAI_`` prefix). Secrets are ``SecretStr`` and a
+service lists them in ``secret_fields``: outside dev and test a missing, short or
+well-known value refuses to start, as the original system's SECRET_KEY validator did.
+"""
+
+from enum import StrEnum
+from typing import ClassVar, Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KNOWN_INSECURE_SECRETS = frozenset(
+    {"", "secret", "changeme", "change-me", "password", "dev", "development", "test", "insecure"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+class InsecureSecretError(ValueError):
+    """A secret setting holds a value that must never reach production."""
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """What every api and worker process needs; services subclass it."""
+
+    model_config = SettingsConfigDict(env_prefix="BAI_", extra="ignore")
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    service_name: str = "bai"
+    environment: Environment = Environment.DEV
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_base_url: str = "http://127.0.0.1:8080"
+
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://bai@127.0.0.1:5432/bai")
+    database_read_url: SecretStr | None = None
+    db_schema: str = ""
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+
+    nats_url: str = "nats://127.0.0.1:4222"
+
+    identity_jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
+    identity_issuer: str = "bai-gateway"
+    identity_audience: str = "bai-services"
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_endpoint: str | None = None
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    docs_enabled: bool | None = None
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def show_docs(self) -> bool:
+        """Open API docs in dev and test; closed in production unless asked for."""
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
+
+    @property
+    def schema_name(self) -> str:
+        return self.db_schema or self.service_name
+
+    @model_validator(mode="after")
+    def _refuse_insecure_secrets(self) -> Self:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        for name in self.secret_fields:
+            value = getattr(self, name)
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+            if raw.lower() in KNOWN_INSECURE_SECRETS or "insecure" in raw.lower():
+                raise InsecureSecretError(f"BAI_{name.upper()} holds a known insecure value")
+            if len(raw) < MIN_SECRET_LENGTH:
+                raise InsecureSecretError(
+                    f"BAI_{name.upper()} must be at least {MIN_SECRET_LENGTH} characters"
+                )
+        return self

@@ -1,0 +1,107 @@
+"""The FastAPI app every service builds: same errors, health, limits and telemetry.
+
+Engines and clients are created in the lifespan and handed out through ``app.state``;
+nothing is created at import time.
+"""
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import httpx
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bai_platform.db import Database
+from bai_platform.errors import PayloadTooLarge, install_error_handlers, problem_response
+from bai_platform.health import health_router
+from bai_platform.identity import IdentityVerifier
+from bai_platform.settings import ServiceSettings
+from bai_platform.telemetry import install_telemetry
+
+ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class BodySizeLimit:
+    """Refuses bodies above ``max_bytes`` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise PayloadTooLarge(f"the body exceeds {self.max_bytes} bytes")
+            return message
+
+        return counted
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            status=413, code="payload_too_large", detail=f"the body exceeds {self.max_bytes} bytes"
+        )
+        await response(scope, receive, send)
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    lifespan: ServiceLifespan | None = None,
+    verify_identity: bool = True,
+) -> FastAPI:
+    """Build a service's app: routers, problem+json errors, health, metrics, traces."""
+
+    @asynccontextmanager
+    async def platform_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings)
+        app.state.settings, app.state.db = settings, database
+        app.state.readiness_checks = {"database": database.ping}
+        async with httpx.AsyncClient() as http:
+            app.state.http = http
+            if verify_identity:
+                app.state.identity_verifier = IdentityVerifier(
+                    jwks_url=settings.identity_jwks_url,
+                    issuer=settings.identity_issuer,
+                    audience=settings.identity_audience,
+                    http=http,
+                )
+            try:
+                if lifespan is None:
+                    yield
+                else:
+                    async with lifespan(app):
+                        yield
+            finally:
+                await database.dispose()
+
+    docs = settings.show_docs
+    app = FastAPI(
+        title=title,
+        lifespan=platform_lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    install_error_handlers(app)
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_telemetry(app, settings)
+    return app

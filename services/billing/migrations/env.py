@@ -1,0 +1,6 @@
+"""Alembic environment for billing: version table in the billing schema."""
+
+from bai_platform.migrations import run_env
+from billing.models import Base
+
+run_env(Base.metadata)

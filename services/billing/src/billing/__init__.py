@@ -1,0 +1,1 @@
+"""Billing: plans, Stripe, subscriptions, the credit ledger and quotas."""

@@ -1,0 +1,12 @@
+from bai_platform.settings import ServiceSettings
+from bai_platform.web import create_service_app
+from fastapi import FastAPI
+
+from billing.api import router
+from billing.settings import BillingSettings
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or BillingSettings(), title="B.A.I. billing", routers=[router]
+    )

@@ -1,0 +1,14 @@
+"""Billing tables (schema ``billing``)."""
+
+from bai_platform.consumer import inbox_table
+from bai_platform.db import make_metadata
+from bai_platform.outbox import outbox_table
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata("billing")
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)

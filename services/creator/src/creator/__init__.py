@@ -1,0 +1,1 @@
+"""Creator: generation jobs, engines (n8n, built-in), chat replies."""

@@ -1,0 +1,5 @@
+from bai_platform.errors import NotFound
+
+
+class CampaignBriefNotFound(NotFound):
+    code = "campaign_brief_not_found"

@@ -1,0 +1,1 @@
+"""Gateway: identity, tokens, API keys, ForwardAuth decisions, webhooks in, live events out."""

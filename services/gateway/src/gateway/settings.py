@@ -1,0 +1,20 @@
+from typing import ClassVar
+
+from bai_platform.settings import ServiceSettings
+from pydantic import Field, SecretStr
+
+
+class GatewaySettings(ServiceSettings):
+    secret_fields: ClassVar[tuple[str, ...]] = ("key_encryption_secret",)
+
+    service_name: str = "gateway"
+    port: int = 8101
+
+    # Encrypts the Ed25519 private keys at rest; refused outside dev when left insecure.
+    key_encryption_secret: SecretStr = SecretStr("dev-insecure-key-encryption-secret-change-me")
+    token_issuer: str = "bai-gateway"
+    token_audience: str = "bai-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
+    verify_cache_size: int = Field(default=10_000, ge=0)
+    password_min_length: int = Field(default=10, ge=8)

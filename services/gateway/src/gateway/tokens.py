@@ -1,0 +1,95 @@
+"""Access tokens (EdDSA JWT, ``typ=at+jwt``) and opaque refresh tokens.
+
+Verification pins the algorithm to EdDSA, the type to ``at+jwt`` (a refresh or identity
+token is never an access token), checks ``iss``, ``aud``, ``exp``, ``nbf`` with a small
+leeway and never follows ``jku`` / ``x5u``.
+"""
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+import jwt
+
+from gateway.errors import InvalidToken
+from gateway.keys import KeyRing, verification_key
+
+ACCESS_TYP = "at+jwt"
+LEEWAY_SECONDS = 5
+REFRESH_PREFIX = "rt_"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    subject: str
+    tenant_id: UUID
+    roles: list[str]
+    scopes: list[str]
+    expires_at: int
+    token_id: str
+
+
+def issue_access_token(
+    ring: KeyRing,
+    *,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int,
+    user_id: UUID,
+    tenant_id: UUID,
+    roles: list[str],
+) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(user_id),
+        "tid": str(tenant_id),
+        "roles": roles,
+        "scope": "api",
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid4().hex,
+    }
+    key = ring.current
+    return jwt.encode(
+        claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TYP}
+    )
+
+
+def verify_access_token(ring: KeyRing, token: str, *, issuer: str, audience: str) -> AccessClaims:
+    try:
+        if jwt.get_unverified_header(token).get("typ") != ACCESS_TYP:
+            raise InvalidToken("this is not an access token")
+        claims = jwt.decode(
+            token,
+            verification_key(ring, token),
+            algorithms=["EdDSA"],
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "nbf", "sub", "tid", "jti"]},
+        )
+        tenant_id = UUID(str(claims["tid"]))
+    except (jwt.InvalidTokenError, ValueError) as exc:
+        raise InvalidToken(f"the access token is not valid: {exc}") from exc
+    return AccessClaims(
+        subject=str(claims["sub"]),
+        tenant_id=tenant_id,
+        roles=list(claims.get("roles") or []),
+        scopes=str(claims.get("scope", "")).split(),
+        expires_at=int(claims["exp"]),
+        token_id=str(claims["jti"]),
+    )
+
+
+def new_refresh_token() -> str:
+    return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a high-entropy token: enough at rest, unlike for passwords."""
+    return hashlib.sha256(token.encode()).hexdigest()

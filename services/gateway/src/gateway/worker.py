@@ -1,0 +1,10 @@
+"""Gateway worker: relays the outbox (tenant events)."""
+
+from bai_platform.settings import ServiceSettings
+from bai_platform.worker import WorkerSpec
+
+from gateway.models import inbox, outbox
+
+
+def worker_spec(settings: ServiceSettings) -> WorkerSpec:
+    return WorkerSpec(outbox=outbox, inbox=inbox)

@@ -1,0 +1,1 @@
+"""Mining: extraction jobs, sources, results, exports."""

@@ -1,0 +1,19 @@
+"""``python -m mining api|worker|migrate|dead-letters|replay``."""
+
+from pathlib import Path
+
+from bai_platform.runtime import service_cli
+
+from mining.app import create_app
+from mining.settings import MiningSettings
+from mining.worker import worker_spec
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+if __name__ == "__main__":
+    service_cli(
+        settings_factory=MiningSettings,
+        app_factory=create_app,
+        worker_factory=worker_spec,
+        migrations=MIGRATIONS,
+    )()

@@ -1,0 +1,10 @@
+from bai_platform.settings import ServiceSettings
+from bai_platform.web import create_service_app
+from fastapi import FastAPI
+
+from mining.api import router
+from mining.settings import MiningSettings
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    return create_service_app(settings or MiningSettings(), title="B.A.I. mining", routers=[router])

@@ -1,0 +1,14 @@
+"""Mining tables (schema ``mining``)."""
+
+from bai_platform.consumer import inbox_table
+from bai_platform.db import make_metadata
+from bai_platform.outbox import outbox_table
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata("mining")
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)

@@ -1,0 +1,10 @@
+"""Mining worker: relays the outbox."""
+
+from bai_platform.settings import ServiceSettings
+from bai_platform.worker import WorkerSpec
+
+from mining.models import inbox, outbox
+
+
+def worker_spec(settings: ServiceSettings) -> WorkerSpec:
+    return WorkerSpec(outbox=outbox, inbox=inbox)

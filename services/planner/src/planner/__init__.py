@@ -1,0 +1,1 @@
+"""Planner: brands, campaigns, monthly content calendars, posts and approvals."""

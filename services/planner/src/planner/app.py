@@ -1,0 +1,12 @@
+from bai_platform.settings import ServiceSettings
+from bai_platform.web import create_service_app
+from fastapi import FastAPI
+
+from planner.api import router
+from planner.settings import PlannerSettings
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or PlannerSettings(), title="B.A.I. planner", routers=[router]
+    )

@@ -1,0 +1,48 @@
+"""Fixtures for whole-system tests through the edge."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import uuid4
+
+import httpx
+import pytest
+from bai_platform.devstack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    token: str
+    tenant_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+async def edge(system: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=system.edge_url, timeout=10.0) as client:
+        yield client
+
+
+async def sign_up(edge: httpx.AsyncClient, workspace: str = "Acme Coffee") -> Account:
+    email = f"owner-{uuid4().hex[:8]}@example.com"
+    response = await edge.post(
+        "/v1/auth/signup",
+        json={
+            "email": email,
+            "password": "correct horse battery",
+            "workspace": workspace,
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Account(email=email, token=body["access_token"], tenant_id=body["tenant_id"])
+
+
+@pytest.fixture
+async def account(edge: httpx.AsyncClient) -> Account:
+    return await sign_up(edge)

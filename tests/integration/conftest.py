@@ -6,6 +6,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+
 from bai_platform.devstack import Stack
 
 pytestmark = pytest.mark.integration

@@ -2,6 +2,7 @@
 
 import httpx
 import pytest
+
 from bai_platform.devstack import Stack
 
 from .conftest import Account, sign_up

@@ -1,6 +1,7 @@
 from uuid import uuid4
 
 import pytest
+
 from bai_contracts import STREAMS, CampaignCreated, stream_for_subject
 
 

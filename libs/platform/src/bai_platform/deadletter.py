@@ -8,11 +8,11 @@ replay is applied once.
 
 from dataclasses import dataclass
 
-from bai_contracts import DEAD_LETTER_STREAM
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from bai_contracts import DEAD_LETTER_STREAM
 from bai_platform.messaging import ensure_streams
 
 ORIGINAL_SUBJECT = "Bai-Original-Subject"

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from uuid import UUID, uuid4
 
-from bai_contracts import EventContract
 from opentelemetry import propagate
 from pydantic import BaseModel, ConfigDict, Field
+
+from bai_contracts import EventContract
 
 ContractT = TypeVar("ContractT", bound=EventContract)
 

@@ -4,11 +4,12 @@ from collections.abc import Iterable
 
 import nats
 import structlog
-from bai_contracts import StreamSpec
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
+
+from bai_contracts import StreamSpec
 
 DUPLICATE_WINDOW_SECONDS = 120.0
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bai_platform.db import Database
-from bai_platform.errors import PayloadTooLarge, install_error_handlers, problem_response
+from bai_platform.errors import install_error_handlers, problem_response
 from bai_platform.health import health_router
 from bai_platform.identity import IdentityVerifier
 from bai_platform.settings import ServiceSettings
@@ -22,7 +22,7 @@ ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 class BodySizeLimit:
-    """Refuses bodies above ``max_bytes`` with 413, declared or streamed."""
+    """Refuses bodies above ``max_bytes`` with 413, whether declared or streamed."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -35,20 +35,35 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        await self._guarded(scope, receive, send)
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        seen, exceeded, started = 0, False, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise PayloadTooLarge(f"the body exceeds {self.max_bytes} bytes")
+                exceeded = True  # the app sees a disconnect; the client gets our 413
+                return {"type": "http.disconnect"}
             return message
 
-        return counted
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if not exceeded:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(

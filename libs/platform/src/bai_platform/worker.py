@@ -14,13 +14,13 @@ from typing import Any
 
 import structlog
 import uvicorn
-from bai_contracts import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 from fastapi import FastAPI, Response
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Table
 
+from bai_contracts import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 from bai_platform.consumer import ConsumerRunner, Subscription
 from bai_platform.db import Database
 from bai_platform.health import health_router

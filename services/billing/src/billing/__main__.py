@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
-
 from billing.app import create_app
 from billing.settings import BillingSettings
 from billing.worker import worker_spec

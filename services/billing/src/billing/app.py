@@ -1,7 +1,7 @@
-from bai_platform.settings import ServiceSettings
-from bai_platform.web import create_service_app
 from fastapi import FastAPI
 
+from bai_platform.settings import ServiceSettings
+from bai_platform.web import create_service_app
 from billing.api import router
 from billing.settings import BillingSettings
 

@@ -1,9 +1,10 @@
 """Billing tables (schema ``billing``)."""
 
+from sqlalchemy.orm import DeclarativeBase
+
 from bai_platform.consumer import inbox_table
 from bai_platform.db import make_metadata
 from bai_platform.outbox import outbox_table
-from sqlalchemy.orm import DeclarativeBase
 
 
 class Base(DeclarativeBase):

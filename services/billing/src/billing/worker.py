@@ -2,7 +2,6 @@
 
 from bai_platform.settings import ServiceSettings
 from bai_platform.worker import WorkerSpec
-
 from billing.models import inbox, outbox
 
 

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
-
 from creator.app import create_app
 from creator.settings import CreatorSettings
 from creator.worker import worker_spec

@@ -2,10 +2,10 @@
 
 from uuid import UUID
 
-from bai_platform.db import ReadSession
-from bai_platform.identity import CurrentIdentity
 from fastapi import APIRouter
 
+from bai_platform.db import ReadSession
+from bai_platform.identity import CurrentIdentity
 from creator import service
 from creator.schemas import CampaignBriefRead
 

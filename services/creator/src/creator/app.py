@@ -1,7 +1,7 @@
-from bai_platform.settings import ServiceSettings
-from bai_platform.web import create_service_app
 from fastapi import FastAPI
 
+from bai_platform.settings import ServiceSettings
+from bai_platform.web import create_service_app
 from creator.api import router
 from creator.settings import CreatorSettings
 

@@ -2,11 +2,11 @@
 
 from uuid import UUID
 
-from bai_contracts import CampaignCreated
-from bai_platform.envelope import Envelope
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bai_contracts import CampaignCreated
+from bai_platform.envelope import Envelope
 from creator.models import CampaignBrief
 
 

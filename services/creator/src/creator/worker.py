@@ -4,7 +4,6 @@ from bai_contracts import CampaignCreated
 from bai_platform.consumer import Subscription
 from bai_platform.settings import ServiceSettings
 from bai_platform.worker import WorkerSpec
-
 from creator.events import on_campaign_created
 from creator.models import inbox, outbox
 

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
-
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.worker import worker_spec

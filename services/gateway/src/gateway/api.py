@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from bai_platform.db import Session
-from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from fastapi import APIRouter, Header, Request, Response, status
 
+from bai_platform.db import Session
+from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from gateway import service
 from gateway.deps import Auth, Decider
 from gateway.schemas import LoginRequest, MeResponse, RefreshRequest, SignupRequest, TokenResponse

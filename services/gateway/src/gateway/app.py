@@ -1,11 +1,11 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bai_platform.settings import ServiceSettings
-from bai_platform.web import create_service_app
 from fastapi import FastAPI
 from pwdlib import PasswordHash
 
+from bai_platform.settings import ServiceSettings
+from bai_platform.web import create_service_app
 from gateway.api import router
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import fernet_for, load_keyring

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
 from cachetools import TTLCache
 
+from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
 from gateway.errors import InvalidToken
 from gateway.keys import KeyRing
 from gateway.settings import GatewaySettings

@@ -3,12 +3,13 @@
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from bai_platform.consumer import inbox_table
-from bai_platform.db import make_metadata
-from bai_platform.outbox import outbox_table
 from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bai_platform.consumer import inbox_table
+from bai_platform.db import make_metadata
+from bai_platform.outbox import outbox_table
 
 
 class Base(DeclarativeBase):

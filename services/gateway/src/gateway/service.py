@@ -4,15 +4,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
-from bai_contracts import TenantCreated
-from bai_platform.envelope import new_event
-from bai_platform.outbox import emit
 from pwdlib import PasswordHash
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
+from bai_contracts import TenantCreated
+from bai_platform.envelope import new_event
+from bai_platform.outbox import emit
 from gateway.errors import EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
 from gateway.keys import KeyRing
 from gateway.models import Membership, RefreshToken, Tenant, User, outbox

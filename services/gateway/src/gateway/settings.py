@@ -1,7 +1,8 @@
 from typing import ClassVar
 
-from bai_platform.settings import ServiceSettings
 from pydantic import Field, SecretStr
+
+from bai_platform.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):

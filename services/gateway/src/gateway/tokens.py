@@ -74,7 +74,8 @@ def verify_access_token(ring: KeyRing, token: str, *, issuer: str, audience: str
             options={"require": ["exp", "iat", "nbf", "sub", "tid", "jti"]},
         )
         tenant_id = UUID(str(claims["tid"]))
-    except (jwt.InvalidTokenError, ValueError) as exc:
+    # PyJWTError, not InvalidTokenError: an unknown kid raises InvalidKeyError, which is not one.
+    except (jwt.PyJWTError, ValueError) as exc:
         raise InvalidToken(f"the access token is not valid: {exc}") from exc
     return AccessClaims(
         subject=str(claims["sub"]),

@@ -2,7 +2,6 @@
 
 from bai_platform.settings import ServiceSettings
 from bai_platform.worker import WorkerSpec
-
 from gateway.models import inbox, outbox
 
 

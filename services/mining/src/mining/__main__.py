@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
-
 from mining.app import create_app
 from mining.settings import MiningSettings
 from mining.worker import worker_spec

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
-
 from planner.app import create_app
 from planner.settings import PlannerSettings
 from planner.worker import worker_spec

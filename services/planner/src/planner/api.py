@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
+from fastapi import APIRouter, Query, status
+
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.pagination import MAX_PAGE_SIZE
-from fastapi import APIRouter, Query, status
-
 from planner import service
 from planner.schemas import CampaignCreate, CampaignPage, CampaignRead
 

@@ -3,11 +3,12 @@
 from datetime import date, datetime
 from uuid import UUID, uuid4
 
+from sqlalchemy import ARRAY, Date, DateTime, Index, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
 from bai_platform.consumer import inbox_table
 from bai_platform.db import make_metadata
 from bai_platform.outbox import outbox_table
-from sqlalchemy import ARRAY, Date, DateTime, Index, String, Text, func
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):

@@ -2,14 +2,14 @@
 
 from uuid import UUID
 
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bai_contracts import CampaignCreated
 from bai_platform.envelope import new_event
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from bai_platform.pagination import decode_cursor, encode_cursor
-from sqlalchemy import select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from planner.models import Campaign, outbox
 from planner.schemas import CampaignCreate
 

@@ -324,8 +324,11 @@ class Stack:
 
     def _check_port(self, port: int, setting: str) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # Like the servers themselves: only a listener counts, not TIME_WAIT leftovers.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((self.settings.host, port))
+                probe.listen()
             except OSError as exc:
                 raise PortInUse(port, setting) from exc
 

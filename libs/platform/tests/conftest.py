@@ -1,0 +1,67 @@
+"""A throwaway schema and stream on the session's real PostgreSQL and NATS."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import uuid4
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from pydantic import SecretStr
+from sqlalchemy import Column, Integer, String, Table, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bai_contracts import DEAD_LETTER_STREAM, StreamSpec
+from bai_platform.consumer import inbox_table
+from bai_platform.db import Database, make_metadata
+from bai_platform.devstack import Stack
+from bai_platform.messaging import connect, ensure_streams
+from bai_platform.outbox import outbox_table
+from bai_platform.settings import ServiceSettings
+from bai_platform.testing import superuser_async_url
+
+
+@dataclass
+class Sandbox:
+    """One service-shaped corner: schema with outbox, inbox and an effects table; a stream."""
+
+    service: str
+    db: Database
+    nc: NatsClient
+    js: JetStreamContext
+    outbox: Table
+    inbox: Table
+    effects: Table
+    stream: StreamSpec
+
+    def subject(self, fact: str) -> str:
+        return f"bai.{self.service}.thing.{fact}.v1"
+
+
+@pytest.fixture
+async def sandbox(infra: Stack) -> AsyncIterator[Sandbox]:
+    service = f"t{uuid4().hex[:10]}"
+    metadata = make_metadata(service)
+    outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+    effects = Table(
+        "effects",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("event_id", String(64), nullable=False),
+    )
+    url = superuser_async_url(infra)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{service}"'))
+        await conn.run_sync(metadata.create_all)
+    await engine.dispose()
+    db = Database(ServiceSettings(service_name=service, database_url=SecretStr(url)))
+    nc = await connect(infra.nats_url, name=service)
+    stream = StreamSpec(name=service.upper(), service=service)
+    await ensure_streams(nc.jetstream(), [stream, DEAD_LETTER_STREAM])
+    try:
+        yield Sandbox(service, db, nc, nc.jetstream(), outbox, inbox, effects, stream)
+    finally:
+        await nc.jetstream().delete_stream(stream.name)
+        await nc.close()
+        await db.dispose()

@@ -19,7 +19,6 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -245,14 +244,28 @@ class Stack:
         self.started.append("nats")
 
     def _run_migrations(self) -> None:
+        """Every service's migrations, side by side: each touches only its own schema."""
+        running = []
         for service in SERVICES:
             log = self.logs / f"{service}-migrate.log"
             with log.open("ab") as out:
-                code = _run(
-                    [sys.executable, "-m", service, "migrate"],
-                    env=self._env(service, 0),
-                    stdout=out,
+                argv = [sys.executable, "-m", service, "migrate"]
+                env = {**os.environ, **self._env(service, 0)}
+                running.append(
+                    (
+                        service,
+                        log,
+                        subprocess.Popen(
+                            argv,
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL,
+                        ),
+                    )
                 )
+        exit_codes = [(service, log, process.wait()) for service, log, process in running]
+        for service, log, code in exit_codes:
             if code != 0:
                 raise ComponentFailed(f"{service} migrations", f"exit code {code}", log)
         self.report("migrations", "ok", f"{len(SERVICES)} schemas at head")
@@ -357,12 +370,6 @@ def _with_database(url: str, database: str) -> str:
         .set(drivername="postgresql", database=database)
         .render_as_string(hide_password=False)
     )
-
-
-def _run(argv: list[str], *, env: dict[str, str], stdout: IO[bytes]) -> int:
-    return subprocess.run(
-        argv, env={**os.environ, **env}, stdout=stdout, stderr=subprocess.STDOUT, check=False
-    ).returncode
 
 
 def _tcp_open(host: str, port: int) -> bool:

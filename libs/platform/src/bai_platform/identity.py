@@ -116,7 +116,9 @@ class IdentityVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
             raise Unauthorized("identity token is malformed") from exc
-        if header.get("alg") not in ALGORITHMS or header.get("typ") != IDENTITY_TYP:
+        # typ is a media type: compared without regard to case (RFC 7515 section 4.1.9).
+        typ = str(header.get("typ", "")).lower()
+        if header.get("alg") not in ALGORITHMS or typ != IDENTITY_TYP:
             raise Unauthorized("identity token has the wrong algorithm or type")
         kid = str(header.get("kid", ""))
         if kid not in self._keys:

@@ -1,10 +1,12 @@
 """Gateway HTTP routes: public auth, JWKS, the ForwardAuth decision and the caller's identity."""
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Request, Response, status
 
 from bai_platform.db import Session
+from bai_platform.errors import ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from gateway import service
 from gateway.deps import Auth, Decider
@@ -66,5 +68,15 @@ async def verify(
     authorization: Annotated[str | None, Header()] = None,
     x_forwarded_uri: Annotated[str | None, Header()] = None,
 ) -> Response:
-    identity = decider.decide(authorization=authorization, forwarded_uri=x_forwarded_uri)
+    try:
+        identity = decider.decide(authorization=authorization, forwarded_uri=x_forwarded_uri)
+    except ServiceError as exc:  # Traefik relays this answer: name the caller's path in it
+        path = urlsplit(x_forwarded_uri or "").path or None
+        return problem_response(
+            status=exc.status_code,
+            code=exc.code,
+            detail=exc.detail,
+            instance=path,
+            headers=exc.headers,
+        )
     return Response(status_code=200, headers={IDENTITY_HEADER: identity})

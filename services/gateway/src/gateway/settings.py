@@ -18,4 +18,3 @@ class GatewaySettings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
-    password_min_length: int = Field(default=10, ge=8)

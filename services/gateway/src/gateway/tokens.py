@@ -62,7 +62,7 @@ def issue_access_token(
 
 def verify_access_token(ring: KeyRing, token: str, *, issuer: str, audience: str) -> AccessClaims:
     try:
-        if jwt.get_unverified_header(token).get("typ") != ACCESS_TYP:
+        if str(jwt.get_unverified_header(token).get("typ", "")).lower() != ACCESS_TYP:
             raise InvalidToken("this is not an access token")
         claims = jwt.decode(
             token,

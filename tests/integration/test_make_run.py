@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bai_platform.devstack import SERVICES
 from bai_platform.devstack.process import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,3 +59,7 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
                 up.kill()
     assert [pid for pid in pids if pid_alive(pid)] == []
     assert any("ok  postgres" in line for line in lines)
+    logs = state / "logs"
+    for service in SERVICES:  # each drained and closed, not killed
+        assert "worker_stopped" in (logs / f"{service}-worker.log").read_text()
+        assert "Application shutdown complete" in (logs / f"{service}-api.log").read_text()

@@ -6,27 +6,45 @@ only what a test needs: ``infra`` (PostgreSQL and NATS), ``migrated`` (plus ever
 schema), ``system`` (everything, behind Traefik).
 """
 
-import shutil
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from bai_platform.devstack import Stack, StackSettings
+from bai_platform.devstack.containers import container_servers, docker_unavailable_reason
 
 INFRA = ("postgres", "nats")
 
 
-def docker_available() -> bool:
-    return shutil.which("docker") is not None and Path("/var/run/docker.sock").exists()
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    local = Stack(StackSettings(state_dir=tmp_path_factory.mktemp("stack"), free_ports=True))
+    """Local processes by default; ``BAI_TEST_PROVIDER=containers`` puts PostgreSQL and NATS
+    in Docker (testcontainers) instead."""
+    state_dir = tmp_path_factory.mktemp("stack")
+    if os.environ.get("BAI_TEST_PROVIDER", "local") != "containers":
+        yield from _run(StackSettings(state_dir=state_dir, free_ports=True))
+        return
+    reason = docker_unavailable_reason()
+    if reason:
+        pytest.exit(f"BAI_TEST_PROVIDER=containers, but {reason}", returncode=2)
+    with container_servers() as (database_url, nats_url):
+        yield from _run(
+            StackSettings(
+                state_dir=state_dir,
+                free_ports=True,
+                database_url=SecretStr(database_url),
+                nats_url=nats_url,
+            )
+        )
+
+
+def _run(settings: StackSettings) -> Iterator[Stack]:
+    local = Stack(settings)
     try:
         yield local
     finally:

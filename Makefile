@@ -54,5 +54,5 @@ bench: install ## Requests/s and p50/p99 through the edge and direct (prints a t
 	@$(UV) run --no-sync python bench/edge_vs_direct.py
 
 .PHONY: clean
-clean: ## Remove the local state (database, streams, logs)
-	rm -rf .state
+clean: install ## Remove the local state (database, streams, logs)
+	@$(UV) run --no-sync bai-stack clean

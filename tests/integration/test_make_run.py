@@ -33,8 +33,8 @@ def _recorded_pids(state: Path) -> list[int]:
     return [int(p.read_text().split()[0]) for p in (state / "run").glob("*.pid")]
 
 
-def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
+    state = state_dir
     env = {
         **os.environ,
         "BAI_STATE_DIR": str(state),

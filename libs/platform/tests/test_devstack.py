@@ -3,12 +3,13 @@
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bai_platform.devstack import PortInUse, Stack, StackSettings
-from bai_platform.devstack.process import pid_alive, recover_stale
+from bai_platform.devstack.process import cmdline, pid_alive, recover_stale
 from bai_platform.devstack.traefik import render
 
 
@@ -26,7 +27,12 @@ def test_taken_port_is_named_with_the_setting_that_moves_it(tmp_path: Path) -> N
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """A process that is fully running, as one left by an earlier run would be."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    deadline = time.monotonic() + 5
+    while "time.sleep" not in cmdline(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)  # /proc/<pid>/cmdline can read empty just after exec
+    return process
 
 
 def test_process_left_by_a_crashed_run_is_stopped(tmp_path: Path) -> None:
@@ -66,8 +72,8 @@ def test_traefik_config_is_rendered_with_the_stacks_ports(tmp_path: Path) -> Non
     assert "${" not in dynamic
 
 
-def test_stale_postmaster_pid_whose_pid_was_reused_is_recovered(tmp_path: Path) -> None:
-    scratch = Stack(StackSettings(state_dir=tmp_path / "state", free_ports=True))
+def test_stale_postmaster_pid_whose_pid_was_reused_is_recovered(state_dir: Path) -> None:
+    scratch = Stack(StackSettings(state_dir=state_dir, free_ports=True))
     scratch.start(only=["postgres"])
     assert scratch.postgres is not None
     pid_file = scratch.postgres.data / "postmaster.pid"

@@ -7,8 +7,11 @@ schema), ``system`` (everything, behind Traefik).
 """
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,11 +24,36 @@ from bai_platform.devstack.containers import container_servers, docker_unavailab
 INFRA = ("postgres", "nats")
 
 
+@contextmanager
+def reachable_state_dir() -> Iterator[Path]:
+    """A fresh state folder the unprivileged PostgreSQL user can reach, removed afterwards.
+
+    pytest's own temporary folders are private (mode 700): a server data folder there would
+    have to move out of the tree (see ``devstack.postgres``) and would outlive the test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="bai-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    with reachable_state_dir() as path:
+        yield path
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     """Local processes by default; ``BAI_TEST_PROVIDER=containers`` puts PostgreSQL and NATS
     in Docker (testcontainers) instead."""
-    state_dir = tmp_path_factory.mktemp("stack")
+    with reachable_state_dir() as state_dir:
+        yield from _stack(state_dir)
+
+
+def _stack(state_dir: Path) -> Iterator[Stack]:
     if os.environ.get("BAI_TEST_PROVIDER", "local") != "containers":
         yield from _run(StackSettings(state_dir=state_dir, free_ports=True))
         return

@@ -1,5 +1,6 @@
 """``bai-stack``: the command behind ``make run``."""
 
+import shutil
 import signal
 import sys
 import time
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bai_platform.devstack.config import StackSettings
+from bai_platform.devstack.postgres import data_dir
 from bai_platform.devstack.process import recover_stale
 from bai_platform.devstack.stack import ComponentFailed, Stack, StackError
 
@@ -74,6 +76,17 @@ def down(state_dir: Path | None = None) -> None:
     for pid_file in sorted((root / "run").glob("*.pid")):
         stopped += recover_stale(pid_file, timeout=10.0)
     console.print(f"stopped {stopped} process(es) left from {root}")
+
+
+@app.command()
+def clean(state_dir: Path | None = None) -> None:
+    """Stop leftovers, then delete the state folder (and the database kept outside it)."""
+    root = (state_dir or StackSettings().state_dir).resolve()
+    down(root)
+    outside = data_dir(root)
+    for folder in {root, outside}:
+        shutil.rmtree(folder, ignore_errors=True)
+    console.print(f"removed {root}" + (f" and {outside}" if outside != root / "postgres" else ""))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import jwt
+from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
 
@@ -82,6 +83,7 @@ class IdentityVerifier:
         http: httpx.AsyncClient,
         leeway_seconds: int = 5,
         refresh_interval: float = 30.0,
+        cache_size: int = 10_000,
     ) -> None:
         self._jwks_url, self._issuer, self._audience = jwks_url, issuer, audience
         self._http = http
@@ -89,6 +91,11 @@ class IdentityVerifier:
         self._refresh_interval = refresh_interval
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        # The gateway hands the same identity token to every request of a credential for
+        # tens of seconds: verify its signature once, then answer from memory until exp.
+        self._verified: TTLCache[str, tuple[Identity, float]] = TTLCache(
+            maxsize=cache_size, ttl=IDENTITY_TTL_SECONDS
+        )
 
     def use_keys(self, jwks: dict[str, Any]) -> None:
         """Trust these keys without fetching (the gateway verifying its own tokens)."""
@@ -96,6 +103,14 @@ class IdentityVerifier:
         self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
 
     async def verify(self, token: str) -> Identity:
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        identity, expires_at = await self._verify_signed(token)
+        self._verified[token] = (identity, expires_at)
+        return identity
+
+    async def _verify_signed(self, token: str) -> tuple[Identity, float]:
         key = await self._key_for(token)
         try:
             claims = jwt.decode(
@@ -109,7 +124,7 @@ class IdentityVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"identity token rejected: {exc}") from exc
-        return _identity_from(claims)
+        return _identity_from(claims), float(claims["exp"])
 
     async def _key_for(self, token: str) -> jwt.PyJWK:
         try:

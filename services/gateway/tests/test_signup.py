@@ -231,3 +231,14 @@ async def test_tenant_created_event_is_written_in_the_signup_transaction(
             select(text("gateway.users.xmin::text")).where(User.id == UUID(account.user_id))
         )
     assert event_xmin == tenant_xmin == user_xmin
+
+
+async def test_workspace_name_with_a_nul_character_is_422_and_creates_nothing(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    email = unique_email()
+    response = await client.post(
+        "/v1/auth/signup", json={"email": email, "password": PASSWORD, "workspace": "Acme\x00"}
+    )
+    assert_problem(response, status=422, code="validation_failed")
+    assert await _users_with_email(db, email) == 0

@@ -3,7 +3,7 @@
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from bai_platform.errors import BadRequest
@@ -25,6 +25,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), UUID(row_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        if not isinstance(created_at, str) or not isinstance(row_id, str):
+            raise TypeError("a cursor holds two strings")
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time carries its offset")
+        return moment.astimezone(UTC), UUID(row_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise InvalidCursor("the cursor is not valid") from exc

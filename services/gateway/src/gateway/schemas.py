@@ -5,8 +5,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from bai_platform.validation import NoNul
+
 Password = Annotated[str, Field(min_length=10, max_length=128)]
-Workspace = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Workspace = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul
+]
 
 
 class SignupRequest(BaseModel):

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from bai_platform.migrations import create_messaging_tables, drop_messaging_tables
 from sqlalchemy.dialects import postgresql
+
+from bai_platform.migrations import create_messaging_tables, drop_messaging_tables
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -5,7 +5,16 @@ from enum import StrEnum
 from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from bai_platform.validation import NoNul
 
 
 class Channel(StrEnum):
@@ -19,7 +28,12 @@ class Channel(StrEnum):
     GOOGLE_BUSINESS = "google_business"
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    NoNul,
+]
+Goal = Annotated[str, StringConstraints(max_length=5000), NoNul]
 
 
 class CampaignCreate(BaseModel):
@@ -27,10 +41,15 @@ class CampaignCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    goal: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    goal: Goal | None = None
     channels: list[Channel] = Field(default_factory=list, max_length=8)
     starts_on: date | None = None
     ends_on: date | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _each_channel_once(cls, channels: list[Channel]) -> list[Channel]:
+        return list(dict.fromkeys(channels))
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> Self:

@@ -38,6 +38,8 @@ def service_cli(
             port=settings.port,
             log_config=None,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            loop="uvloop",
+            http="httptools",
             proxy_headers=True,
             server_header=False,
         )

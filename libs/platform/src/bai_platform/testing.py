@@ -1,4 +1,4 @@
-"""Test helpers: the session's local stack and clients for it.
+"""Test helpers: the session's local stack, clients for it, and trusted test identities.
 
 The test session starts the same processes ``make run`` does, from the same binaries, on
 free ports and in a temporary state folder, and stops them at the end. Fixtures start
@@ -6,20 +6,27 @@ only what a test needs: ``infra`` (PostgreSQL and NATS), ``migrated`` (plus ever
 schema), ``system`` (everything, behind Traefik).
 """
 
+import base64
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from bai_platform.devstack import Stack, StackSettings
 from bai_platform.devstack.containers import container_servers, docker_unavailable_reason
+from bai_platform.identity import IDENTITY_HEADER, mint_identity
+from bai_platform.settings import Environment, ServiceSettings
 
 INFRA = ("postgres", "nats")
 
@@ -109,3 +116,69 @@ async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
+
+
+# ---- identities a service under test trusts -------------------------------------------
+TEST_KID = "test"
+# Nothing answers here: a service under test trusts only keys handed over with use_keys.
+UNREACHABLE_JWKS_URL = "http://127.0.0.1:9/.well-known/jwks.json"
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def jwks_for(key: Ed25519PrivateKey, kid: str = TEST_KID) -> dict[str, Any]:
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return {
+        "keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]
+    }
+
+
+def settings_for(settings_class: type[SettingsT], stack: Stack, service: str) -> SettingsT:
+    """A service's settings on the session's stack, as its own database role."""
+    return settings_class(
+        database_url=SecretStr(stack.database_url(service)),
+        nats_url=stack.nats_url,
+        environment=Environment.TEST,
+        identity_jwks_url=UNREACHABLE_JWKS_URL,
+    )
+
+
+@asynccontextmanager
+async def trusting_client(app: FastAPI, key: Ed25519PrivateKey) -> AsyncIterator[httpx.AsyncClient]:
+    """``app_client`` for an app that trusts ``key`` as it would the gateway's."""
+    async with app_client(app) as http:
+        app.state.identity_verifier.use_keys(jwks_for(key))
+        yield http
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> Ed25519PrivateKey:
+    """The key the app under test trusts, standing in for the gateway's."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def tenant() -> UUID:
+    """A fresh tenant: the database is shared by the whole session."""
+    return uuid4()
+
+
+@pytest.fixture
+def identity_for(signing_key: Ed25519PrivateKey) -> Callable[[UUID, str], dict[str, str]]:
+    """Headers carrying a valid identity of a user with ``role`` in ``tenant``."""
+
+    def headers(tenant_id: UUID, role: str) -> dict[str, str]:
+        token = mint_identity(
+            key=signing_key,
+            kid=TEST_KID,
+            issuer="bai-gateway",
+            audience="bai-services",
+            subject=f"user-{uuid4().hex[:12]}",
+            tenant_id=tenant_id,
+            roles=[role],
+            scopes=["api"],
+            credential="user",
+        )
+        return {IDENTITY_HEADER: token}
+
+    return headers

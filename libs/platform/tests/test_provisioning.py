@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from bai_platform.devstack import Stack, StackSettings
+from bai_platform.devstack import ComponentFailed, Stack, StackSettings
 
 
 def _plain(url: str) -> str:
@@ -65,3 +65,13 @@ def test_external_nats_url_starts_no_server(tmp_path: Path) -> None:
     stack.start(only=["nats"])
     assert stack.processes == {}
     assert stack.nats_url == "nats://127.0.0.1:1"
+
+
+def test_unusable_external_database_stops_the_start_with_the_reason(
+    infra: Stack, tmp_path: Path
+) -> None:
+    port = infra.settings.postgres_port
+    url = SecretStr(f"postgresql://nobody:wrong-password@127.0.0.1:{port}/postgres")
+    stack = Stack(StackSettings(state_dir=tmp_path, database_url=url))
+    with pytest.raises(ComponentFailed, match="provisioning failed"):
+        stack.start(only=["postgres"])

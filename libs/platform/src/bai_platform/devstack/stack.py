@@ -95,9 +95,6 @@ class Stack:
     def service_url(self, service: str) -> str:
         return f"http://{self.settings.host}:{self.port(service)}"
 
-    def worker_url(self, service: str) -> str:
-        return f"http://{self.settings.host}:{self.port(f'{service}-worker')}"
-
     @property
     def edge_url(self) -> str:
         return self.settings.edge_url
@@ -157,14 +154,13 @@ class Stack:
             self.started.append(name)
 
     def _steps(self) -> list[tuple[str, Callable[[], None]]]:
-        steps: list[tuple[str, Callable[[], None]]] = [
+        return [
             ("postgres", self._start_postgres),
             ("nats", self._start_nats),
             ("migrations", self._run_migrations),
             ("services", self._start_services),
             ("traefik", self._start_traefik),
         ]
-        return steps
 
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order; services all at once."""
@@ -199,20 +195,32 @@ class Stack:
 
     def _start_postgres(self) -> None:
         self._prepare_state()
-        if self.settings.database_url is None:
-            self._check_port(self.settings.postgres_port, "BAI_POSTGRES_PORT")
-            pg = EmbeddedPostgres(self.state_dir, self.settings.host, self.settings.postgres_port)
-            self.postgres = pg
-            pg.ensure_initialised()
-            if pg.recover_stale(self.settings.stop_timeout_seconds):
-                self.report("postgres", "recovered", "removed a stale postmaster.pid")
-            process = self._spawn(pg.process(self.run_dir / "postgres.pid"), marker=str(pg.data))
-            self._wait_tcp("postgres", process, self.settings.postgres_port)
-            self._wait(lambda: _pg_accepts(self.admin_dsn("postgres")), "postgres", process)
+        external = self.settings.database_url is not None
+        if not external:
+            self._start_embedded_postgres()
         self._passwords = provision.service_passwords(self.state_dir)
         dsns = {name: self.admin_dsn(name) for name in ("postgres", self.settings.database)}
-        provision.provision_sync(dsns, database=self.settings.database, passwords=self._passwords)
-        self.report("postgres", "ok", self._log_hint("postgres"))
+        try:
+            provision.provision_sync(
+                dsns, database=self.settings.database, passwords=self._passwords
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ComponentFailed(
+                "postgres", f"provisioning failed: {exc}", self.logs / "postgres.log"
+            ) from exc
+        detail = "external DATABASE_URL" if external else self._log_hint("postgres")
+        self.report("postgres", "ok", detail)
+
+    def _start_embedded_postgres(self) -> None:
+        self._check_port(self.settings.postgres_port, "BAI_POSTGRES_PORT")
+        pg = EmbeddedPostgres(self.state_dir, self.settings.host, self.settings.postgres_port)
+        self.postgres = pg
+        pg.ensure_initialised()
+        if pg.recover_stale(self.settings.stop_timeout_seconds):
+            self.report("postgres", "recovered", "removed a stale postmaster.pid")
+        process = self._spawn(pg.process(self.run_dir / "postgres.pid"), marker=str(pg.data))
+        self._wait_tcp("postgres", process, self.settings.postgres_port)
+        self._wait(lambda: _pg_accepts(self.admin_dsn("postgres")), "postgres", process)
 
     def _start_nats(self) -> None:
         self._prepare_state()

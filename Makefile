@@ -3,9 +3,9 @@
 SHELL := /bin/bash
 
 PYTHON ?= python3
-# Resolved when a recipe runs, so a uv installed by the `uv` target is found at once.
-UV = $$(command -v uv || echo "$$HOME/.local/bin/uv")
-export UV_LINK_MODE ?= copy
+# Resolved when a recipe runs, so a uv that the `uv` target just installed is found:
+# on the PATH, or as the module that the uv wheel also installs (`python3 -m uv`).
+UV = $$(command -v uv || echo "$(PYTHON) -m uv")
 
 .PHONY: help
 help: ## List the targets
@@ -13,8 +13,10 @@ help: ## List the targets
 
 .PHONY: uv
 uv: ## Install uv with pip when it is missing
-	@command -v uv >/dev/null 2>&1 || [ -x "$$HOME/.local/bin/uv" ] || \
-		$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+		$(PYTHON) -m pip install --quiet --user uv || \
+		$(PYTHON) -m pip install --quiet --user --break-system-packages uv || \
+		$(PYTHON) -m pip install --quiet uv
 
 .PHONY: install
 install: uv ## Install every package and tool from uv.lock

@@ -2,15 +2,26 @@
 
 from typing import Annotated
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from fastapi import APIRouter, Header, Request, Response, status
 
 from bai_platform.db import Session
 from bai_platform.errors import ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
-from gateway import service
+from gateway import api_keys, service
 from gateway.deps import Auth, Decider
-from gateway.schemas import LoginRequest, MeResponse, RefreshRequest, SignupRequest, TokenResponse
+from gateway.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyRead,
+    LoginRequest,
+    MeResponse,
+    RefreshRequest,
+    SignupRequest,
+    TokenResponse,
+)
 
 router = APIRouter(tags=["auth"])
 
@@ -67,9 +78,12 @@ async def verify(
     decider: Decider,
     authorization: Annotated[str | None, Header()] = None,
     x_forwarded_uri: Annotated[str | None, Header()] = None,
+    x_forwarded_method: Annotated[str | None, Header()] = None,
 ) -> Response:
     try:
-        identity = decider.decide(authorization=authorization, forwarded_uri=x_forwarded_uri)
+        identity = await decider.decide(
+            authorization=authorization, forwarded_uri=x_forwarded_uri, method=x_forwarded_method
+        )
     except ServiceError as exc:  # Traefik relays this answer: name the caller's path in it
         path = urlsplit(x_forwarded_uri or "").path or None
         return problem_response(
@@ -80,3 +94,29 @@ async def verify(
             headers=exc.headers,
         )
     return Response(status_code=200, headers={IDENTITY_HEADER: identity})
+
+
+@router.post("/v1/auth/api-keys", status_code=status.HTTP_201_CREATED, tags=["api keys"])
+async def create_api_key(
+    body: ApiKeyCreate, identity: CurrentIdentity, session: Session, response: Response
+) -> ApiKeyCreated:
+    response.headers.update(NO_STORE)
+    row, key = await api_keys.create_api_key(session, identity=identity, data=body)
+    return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(row).model_dump(), "key": key})
+
+
+@router.get("/v1/auth/api-keys", tags=["api keys"])
+async def list_api_keys(identity: CurrentIdentity, session: Session) -> ApiKeyList:
+    rows = await api_keys.list_api_keys(session, identity=identity)
+    return ApiKeyList(items=[ApiKeyRead.model_validate(row) for row in rows])
+
+
+@router.delete(
+    "/v1/auth/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["api keys"]
+)
+async def revoke_api_key(
+    key_id: UUID, identity: CurrentIdentity, session: Session, decider: Decider
+) -> Response:
+    row = await api_keys.revoke_api_key(session, identity=identity, key_id=key_id)
+    decider.forget_api_key(row.prefix)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

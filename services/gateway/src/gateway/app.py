@@ -27,7 +27,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             hasher=hasher,
             dummy_hash=hasher.hash("dummy password for timing"),
         )
-        app.state.forward_auth = ForwardAuth(settings=resolved, ring=ring)
+        app.state.forward_auth = ForwardAuth(settings=resolved, ring=ring, db=app.state.db)
         app.state.identity_verifier.use_keys(ring.jwks())  # its own keys: no HTTP to itself
         yield
 

@@ -1,9 +1,13 @@
 """The ForwardAuth decision Traefik asks for on every protected request.
 
-Input: the caller's ``Authorization: Bearer`` (never a token from the query string).
-Output: 200 with ``X-BAI-Identity`` or a problem+json 401. A verified credential's
-identity is cached (bounded, by token digest) until shortly before either token expires,
-so most decisions cost one dictionary lookup.
+Input: the caller's ``Authorization: Bearer`` (an access token or an API key; never a
+token from the query string) and the forwarded method and path. Output: 200 with
+``X-BAI-Identity`` or a problem+json 401 / 403.
+
+Verified credentials are cached (bounded, by token digest): an access token until shortly
+before its identity expires, an API key for at most ``API_KEY_CACHE_SECONDS``. Revoking a
+key drops it from this process's cache at once; other gateway replicas stop accepting it
+within ``API_KEY_CACHE_SECONDS``.
 """
 
 import time
@@ -12,49 +16,95 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cachetools import TTLCache
 
+from bai_platform.db import Database
+from bai_platform.errors import Forbidden
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
+from gateway import api_keys
 from gateway.errors import InvalidToken
 from gateway.keys import KeyRing
+from gateway.scopes import allows, required_scope
 from gateway.settings import GatewaySettings
 from gateway.tokens import token_digest, verify_access_token
 
 QUERY_TOKEN_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "jwt"})
 # An identity is handed out only while it still has this long to live at the service.
 IDENTITY_MIN_REMAINING = 15
+API_KEY_CACHE_SECONDS = 30
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
 
 
 @dataclass(frozen=True, slots=True)
 class _Decision:
     identity: str
+    scopes: frozenset[str]
     valid_until: float
+    key_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    subject: str
+    tenant_id: str
+    roles: list[str]
+    scopes: list[str]
+    credential: str
 
 
 class ForwardAuth:
-    def __init__(self, *, settings: GatewaySettings, ring: KeyRing) -> None:
-        self._settings, self._ring = settings, ring
+    def __init__(self, *, settings: GatewaySettings, ring: KeyRing, db: Database) -> None:
+        self._settings, self.ring, self._db = settings, ring, db
         ttl = IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
         self._cache: TTLCache[str, _Decision] = TTLCache(
             maxsize=max(settings.verify_cache_size, 1), ttl=ttl
         )
 
-    def decide(self, *, authorization: str | None, forwarded_uri: str | None) -> str:
-        """The identity token for this request, or an error to answer with."""
-        _refuse_query_tokens(forwarded_uri)
+    async def decide(
+        self, *, authorization: str | None, forwarded_uri: str | None, method: str | None
+    ) -> str:
+        """The identity token for this request; raises the error to answer with."""
+        path = _refuse_query_tokens(forwarded_uri)
         token = _bearer(authorization)
         key = token_digest(token)
-        cached = self._cache.get(key)
-        if cached is not None and cached.valid_until > time.time():
-            return cached.identity
-        decision = self._verify(token)
-        self._cache[key] = decision
+        decision = self._cache.get(key)
+        if decision is None or decision.valid_until <= time.time():
+            decision = await self._verify(token)
+            self._cache[key] = decision
+        needed = required_scope(method or "GET", path)
+        if not allows(decision.scopes, needed):
+            raise InsufficientScope(f"this credential lacks the scope {needed or 'api'}")
         return decision.identity
 
-    def _verify(self, token: str) -> _Decision:
+    def forget_api_key(self, prefix: str) -> None:
+        """Stop accepting a revoked key in this process at once."""
+        for digest, decision in list(self._cache.items()):
+            if decision.key_prefix == prefix:
+                self._cache.pop(digest, None)
+
+    async def _verify(self, token: str) -> _Decision:
+        if api_keys.looks_like_api_key(token):
+            return await self._verify_api_key(token)
         settings = self._settings
         claims = verify_access_token(
-            self._ring, token, issuer=settings.token_issuer, audience=settings.token_audience
+            self.ring, token, issuer=settings.token_issuer, audience=settings.token_audience
         )
-        key = self._ring.current
+        identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
+        minted = _Claims(claims.subject, str(claims.tenant_id), claims.roles, claims.scopes, "user")
+        return self._decision(minted, min(claims.expires_at, identity_expiry))
+
+    async def _verify_api_key(self, token: str) -> _Decision:
+        async with self._db.transaction() as session:
+            row = await api_keys.authenticate(session, token)
+        until = time.time() + API_KEY_CACHE_SECONDS
+        if row.expires_at is not None:
+            until = min(until, row.expires_at.timestamp())
+        claims = _Claims(f"key:{row.id}", str(row.tenant_id), [row.role], row.scopes, "api_key")
+        return self._decision(claims, until, key_prefix=row.prefix)
+
+    def _decision(self, claims: _Claims, until: float, key_prefix: str | None = None) -> _Decision:
+        key, settings = self.ring.current, self._settings
         identity = mint_identity(
             key=key.private_key,
             kid=key.kid,
@@ -64,10 +114,14 @@ class ForwardAuth:
             tenant_id=claims.tenant_id,
             roles=claims.roles,
             scopes=claims.scopes,
-            credential="user",
+            credential=claims.credential,
         )
-        identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
-        return _Decision(identity=identity, valid_until=min(claims.expires_at, identity_expiry))
+        return _Decision(
+            identity=identity,
+            scopes=frozenset(claims.scopes),
+            valid_until=until,
+            key_prefix=key_prefix,
+        )
 
 
 def _bearer(authorization: str | None) -> str:
@@ -77,9 +131,10 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def _refuse_query_tokens(forwarded_uri: str | None) -> None:
-    if not forwarded_uri:
-        return
-    params = {name.lower() for name, _ in parse_qsl(urlsplit(forwarded_uri).query)}
+def _refuse_query_tokens(forwarded_uri: str | None) -> str:
+    """The forwarded path, once sure no credential rides in its query string."""
+    parts = urlsplit(forwarded_uri or "")
+    params = {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
     if params & QUERY_TOKEN_PARAMS:
         raise InvalidToken("tokens in the query string are refused; use the Authorization header")
+    return parts.path

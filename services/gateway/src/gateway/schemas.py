@@ -1,11 +1,20 @@
 """Gateway API shapes."""
 
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from bai_platform.validation import NoNul
+from gateway.scopes import KEY_SCOPES
 
 Password = Annotated[str, Field(min_length=10, max_length=128)]
 Workspace = Annotated[
@@ -48,3 +57,44 @@ class MeResponse(BaseModel):
     tenant_id: UUID
     roles: list[str]
     scopes: list[str]
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul
+    ]
+    role: Literal["editor", "viewer"] = "editor"
+    scopes: Annotated[list[str], Field(min_length=1, max_length=len(KEY_SCOPES))]
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, scopes: list[str]) -> list[str]:
+        unknown = sorted(set(scopes) - KEY_SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; known: {sorted(KEY_SCOPES)}")
+        return sorted(set(scopes))
+
+
+class ApiKeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    name: str
+    prefix: str
+    role: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The full key. It is shown this once and never again.")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyRead]

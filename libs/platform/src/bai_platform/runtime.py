@@ -1,7 +1,7 @@
 """``python -m <service> api|worker|migrate|dead-letters|replay``: one entry point per service."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import typer
@@ -24,9 +24,12 @@ def service_cli(
     app_factory: Callable[[ServiceSettings], FastAPI],
     worker_factory: Callable[[ServiceSettings], WorkerSpec],
     migrations: Path,
+    commands: Sequence[Callable[..., None]] = (),
 ) -> typer.Typer:
-    """The command line of one service."""
+    """The command line of one service; ``commands`` adds the service's own (typer style)."""
     cli = typer.Typer(add_completion=False, no_args_is_help=True)
+    for command in commands:
+        cli.command()(command)
 
     @cli.command()
     def api() -> None:

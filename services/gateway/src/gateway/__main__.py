@@ -1,9 +1,10 @@
-"""``python -m gateway api|worker|migrate|dead-letters|replay``."""
+"""``python -m gateway api|worker|migrate|dead-letters|replay|rotate-signing-key``."""
 
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
 from gateway.app import create_app
+from gateway.commands import rotate_signing_key
 from gateway.settings import GatewaySettings
 from gateway.worker import worker_spec
 
@@ -15,4 +16,5 @@ if __name__ == "__main__":
         app_factory=create_app,
         worker_factory=worker_spec,
         migrations=MIGRATIONS,
+        commands=[rotate_signing_key],
     )()

@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -8,7 +9,7 @@ from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from gateway.api import router
 from gateway.forward_auth import ForwardAuth
-from gateway.keys import fernet_for, load_keyring
+from gateway.keys import KeyRing, KeyStore, fernet_for
 from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
 
@@ -18,17 +19,31 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with app.state.db.transaction() as session:
-            ring = await load_keyring(session, fernet=fernet_for(resolved.key_encryption_secret))
+        fernet = fernet_for(resolved.key_encryption_secret)
+        keys = await KeyStore.open(
+            db=app.state.db,
+            fernet=fernet,
+            unknown_kid_reload_seconds=resolved.unknown_kid_reload_seconds,
+        )
+
+        def trust_own_keys(ring: KeyRing) -> None:  # its own tokens: no HTTP to itself
+            app.state.identity_verifier.use_keys(ring.jwks())
+
+        keys.on_change(trust_own_keys)
         hasher = PasswordHash.recommended()
         app.state.auth = AuthContext(
             settings=resolved,
-            ring=ring,
+            keys=keys,
             hasher=hasher,
             dummy_hash=hasher.hash("dummy password for timing"),
         )
-        app.state.forward_auth = ForwardAuth(settings=resolved, ring=ring, db=app.state.db)
-        app.state.identity_verifier.use_keys(ring.jwks())  # its own keys: no HTTP to itself
-        yield
+        app.state.forward_auth = ForwardAuth(settings=resolved, keys=keys, db=app.state.db)
+        stop = asyncio.Event()
+        refresher = asyncio.create_task(keys.refresh_every(resolved.key_reload_seconds, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await refresher
 
     return create_service_app(resolved, title="B.A.I. gateway", routers=[router], lifespan=lifespan)

@@ -21,10 +21,10 @@ from bai_platform.errors import Forbidden
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
 from gateway import api_keys
 from gateway.errors import InvalidToken
-from gateway.keys import KeyRing
+from gateway.keys import KeyStore
 from gateway.scopes import allows, required_scope
 from gateway.settings import GatewaySettings
-from gateway.tokens import token_digest, verify_access_token
+from gateway.tokens import AccessClaims, token_digest, verify_access_token
 
 QUERY_TOKEN_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "jwt"})
 # An identity is handed out only while it still has this long to live at the service.
@@ -54,8 +54,8 @@ class _Claims:
 
 
 class ForwardAuth:
-    def __init__(self, *, settings: GatewaySettings, ring: KeyRing, db: Database) -> None:
-        self._settings, self.ring, self._db = settings, ring, db
+    def __init__(self, *, settings: GatewaySettings, keys: KeyStore, db: Database) -> None:
+        self._settings, self._keys, self._db = settings, keys, db
         ttl = IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
         self._cache: TTLCache[str, _Decision] = TTLCache(
             maxsize=max(settings.verify_cache_size, 1), ttl=ttl
@@ -86,13 +86,28 @@ class ForwardAuth:
     async def _verify(self, token: str) -> _Decision:
         if api_keys.looks_like_api_key(token):
             return await self._verify_api_key(token)
-        settings = self._settings
-        claims = verify_access_token(
-            self.ring, token, issuer=settings.token_issuer, audience=settings.token_audience
-        )
+        claims = await self._verify_access_token(token)
         identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
         minted = _Claims(claims.subject, str(claims.tenant_id), claims.roles, claims.scopes, "user")
         return self._decision(minted, min(claims.expires_at, identity_expiry))
+
+    async def _verify_access_token(self, token: str) -> AccessClaims:
+        settings = self._settings
+
+        def verify() -> AccessClaims:
+            return verify_access_token(
+                self._keys.ring,
+                token,
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+            )
+
+        try:
+            return verify()
+        except InvalidToken:
+            if not await self._keys.knows_after_reload(token):  # another replica rotated?
+                raise
+            return verify()
 
     async def _verify_api_key(self, token: str) -> _Decision:
         async with self._db.transaction() as session:
@@ -104,7 +119,7 @@ class ForwardAuth:
         return self._decision(claims, until, key_prefix=row.prefix)
 
     def _decision(self, claims: _Claims, until: float, key_prefix: str | None = None) -> _Decision:
-        key, settings = self.ring.current, self._settings
+        key, settings = self._keys.ring.current, self._settings
         identity = mint_identity(
             key=key.private_key,
             kid=key.kid,

@@ -14,7 +14,7 @@ from bai_contracts import TenantCreated
 from bai_platform.envelope import new_event
 from bai_platform.outbox import emit
 from gateway.errors import EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
-from gateway.keys import KeyRing
+from gateway.keys import KeyRing, KeyStore
 from gateway.models import Membership, RefreshToken, Tenant, User, outbox
 from gateway.schemas import LoginRequest, SignupRequest, TokenResponse
 from gateway.settings import GatewaySettings
@@ -26,9 +26,13 @@ class AuthContext:
     """What issuing tokens needs, built once in the app's lifespan."""
 
     settings: GatewaySettings
-    ring: KeyRing
+    keys: KeyStore
     hasher: PasswordHash
     dummy_hash: str
+
+    @property
+    def ring(self) -> KeyRing:
+        return self.keys.ring
 
 
 def normalise_email(email: str) -> str:

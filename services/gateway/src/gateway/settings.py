@@ -2,6 +2,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
+from bai_platform.identity import IDENTITY_TTL_SECONDS
 from bai_platform.settings import ServiceSettings
 
 
@@ -18,3 +19,12 @@ class GatewaySettings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
+    # How often each process re-reads the signing keys (rotations by other processes).
+    key_reload_seconds: float = Field(default=30.0, gt=0)
+    # A token naming a key this process does not know reloads the keys at most this often.
+    unknown_kid_reload_seconds: float = Field(default=5.0, ge=0)
+
+    @property
+    def key_retirement_grace_seconds(self) -> int:
+        """How long a rotated-out key still verifies: every token it signed has expired."""
+        return self.access_token_ttl_seconds + IDENTITY_TTL_SECONDS + 60

@@ -1,0 +1,33 @@
+"""Operator commands of the gateway: ``python -m gateway <command>``."""
+
+import asyncio
+
+from rich.console import Console
+
+from bai_platform.db import Database
+from gateway import keys
+from gateway.settings import GatewaySettings
+
+
+def rotate_signing_key() -> None:
+    """Add a new signing key; the current ones keep verifying until their tokens expire."""
+    settings = GatewaySettings()
+    kid = asyncio.run(_rotate(settings))
+    Console().print(
+        f"new signing key {kid}; the previous keys verify for "
+        f"{settings.key_retirement_grace_seconds} s more. Every gateway process signs with it "
+        f"within {settings.key_reload_seconds:g} s."
+    )
+
+
+async def _rotate(settings: GatewaySettings) -> str:
+    database = Database(settings)
+    try:
+        async with database.transaction() as session:
+            return await keys.rotate_signing_key(
+                session,
+                fernet=keys.fernet_for(settings.key_encryption_secret),
+                grace_seconds=settings.key_retirement_grace_seconds,
+            )
+    finally:
+        await database.dispose()

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bai_platform.devstack import Stack
+from bai_platform.identity import IDENTITY_HEADER
 from bai_platform.settings import Environment
 from bai_platform.testing import app_client
 from gateway.app import create_app
@@ -72,6 +73,27 @@ async def sign_up(
     )
 
 
+async def forward_auth(
+    client: httpx.AsyncClient, bearer: str, uri: str = "/v1/auth/me", method: str = "GET"
+) -> httpx.Response:
+    """What Traefik asks the gateway before forwarding ``method uri`` with this bearer."""
+    return await client.get(
+        "/auth/verify",
+        headers={
+            "Authorization": f"Bearer {bearer}",
+            "X-Forwarded-Uri": uri,
+            "X-Forwarded-Method": method,
+        },
+    )
+
+
+async def identity_headers(client: httpx.AsyncClient, bearer: str) -> dict[str, str]:
+    """The headers a request carries once Traefik has asked the gateway who this is."""
+    response = await forward_auth(client, bearer)
+    assert response.status_code == 200, response.text
+    return {IDENTITY_HEADER: response.headers[IDENTITY_HEADER]}
+
+
 def assert_problem(response: httpx.Response, *, status: int, code: str) -> dict[str, Any]:
     """The response is an RFC 9457 problem with this status and code; returns its body."""
     assert response.status_code == status, response.text
@@ -101,6 +123,7 @@ class TokenForge:
 
     ring: KeyRing
     settings: GatewaySettings
+    owner: Account  # a real member, so only the forged detail can make a token fail
 
     def claims(self, **changes: Any) -> dict[str, Any]:
         """Valid access claims; a change to ``None`` removes the claim."""
@@ -108,8 +131,8 @@ class TokenForge:
         claims: dict[str, Any] = {
             "iss": self.settings.token_issuer,
             "aud": self.settings.token_audience,
-            "sub": str(uuid4()),
-            "tid": str(uuid4()),
+            "sub": self.owner.user_id,
+            "tid": self.owner.tenant_id,
             "roles": ["owner"],
             "scope": "api",
             "iat": now,
@@ -165,10 +188,10 @@ async def jwks(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def forge(app: FastAPI, client: httpx.AsyncClient, settings: GatewaySettings) -> TokenForge:
+async def forge(app: FastAPI, client: httpx.AsyncClient, settings: GatewaySettings) -> TokenForge:
     # ``client`` runs the lifespan, which loads the key ring.
     ring: KeyRing = app.state.auth.ring
-    return TokenForge(ring=ring, settings=settings)
+    return TokenForge(ring=ring, settings=settings, owner=await sign_up(client))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from gateway.models import ApiKey
 from gateway.settings import GatewaySettings
 from gateway.tokens import token_digest
 
-from .conftest import Account, assert_problem, sign_up
+from .conftest import Account, assert_problem, forward_auth, identity_headers, sign_up
 
 KEYS = "/v1/auth/api-keys"
 
@@ -23,21 +23,11 @@ KEYS = "/v1/auth/api-keys"
 async def _identity(
     client: httpx.AsyncClient, bearer: str, uri: str = KEYS, method: str = "GET"
 ) -> httpx.Response:
-    return await client.get(
-        "/auth/verify",
-        headers={
-            "Authorization": f"Bearer {bearer}",
-            "X-Forwarded-Uri": uri,
-            "X-Forwarded-Method": method,
-        },
-    )
+    return await forward_auth(client, bearer, uri, method)
 
 
 async def _as(client: httpx.AsyncClient, account: Account) -> dict[str, str]:
-    """Headers a request carries once Traefik has asked the gateway who this is."""
-    response = await _identity(client, account.access_token)
-    assert response.status_code == 200, response.text
-    return {IDENTITY_HEADER: response.headers[IDENTITY_HEADER]}
+    return await identity_headers(client, account.access_token)
 
 
 async def _create(client: httpx.AsyncClient, account: Account, **body: Any) -> dict[str, Any]:

@@ -9,18 +9,32 @@ from fastapi import APIRouter, Header, Request, Response, status
 from bai_platform.db import Session
 from bai_platform.errors import ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
-from gateway import api_keys, service
+from gateway import api_keys, service, workspaces
 from gateway.deps import Auth, Decider
+from gateway.models import Membership, User
 from gateway.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
     ApiKeyRead,
+    InvitationAccept,
+    InvitationCreate,
+    InvitationCreated,
+    InvitationList,
+    InvitationRead,
     LoginRequest,
+    LogoutRequest,
+    MemberList,
+    MemberRead,
     MeResponse,
+    PasswordChange,
     RefreshRequest,
+    RoleChange,
     SignupRequest,
+    SwitchRequest,
     TokenResponse,
+    WorkspaceList,
+    WorkspaceRead,
 )
 
 router = APIRouter(tags=["auth"])
@@ -120,3 +134,122 @@ async def revoke_api_key(
     row = await api_keys.revoke_api_key(session, identity=identity, key_id=key_id)
     decider.forget_api_key(row.prefix)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: LogoutRequest, session: Session) -> Response:
+    await service.logout(session, token=body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/auth/password")
+async def change_password(
+    body: PasswordChange,
+    identity: CurrentIdentity,
+    session: Session,
+    auth: Auth,
+    response: Response,
+) -> TokenResponse:
+    response.headers.update(NO_STORE)
+    return await service.change_password(session, auth=auth, identity=identity, data=body)
+
+
+@router.get("/v1/auth/workspaces", tags=["workspaces"])
+async def list_workspaces(identity: CurrentIdentity, session: Session) -> WorkspaceList:
+    rows = await workspaces.workspaces_of(session, user_id=UUID(identity.subject))
+    return WorkspaceList(
+        items=[
+            WorkspaceRead(tenant_id=tenant.id, name=tenant.name, role=role) for tenant, role in rows
+        ]
+    )
+
+
+@router.post("/v1/auth/switch", tags=["workspaces"])
+async def switch_workspace(
+    body: SwitchRequest,
+    identity: CurrentIdentity,
+    session: Session,
+    auth: Auth,
+    response: Response,
+) -> TokenResponse:
+    response.headers.update(NO_STORE)
+    return await service.switch_workspace(
+        session, auth=auth, identity=identity, tenant_id=body.tenant_id
+    )
+
+
+@router.get("/v1/auth/members", tags=["workspaces"])
+async def list_members(identity: CurrentIdentity, session: Session) -> MemberList:
+    rows = await workspaces.members(session, identity=identity)
+    return MemberList(items=[_member(user, member) for user, member in rows])
+
+
+@router.patch("/v1/auth/members/{user_id}", tags=["workspaces"])
+async def change_member_role(
+    user_id: UUID, body: RoleChange, identity: CurrentIdentity, session: Session
+) -> MemberRead:
+    member = await workspaces.change_role(
+        session, identity=identity, user_id=user_id, role=body.role
+    )
+    user = await session.get(User, user_id)
+    assert user is not None  # a membership's user exists (foreign key)
+    return _member(user, member)
+
+
+@router.delete(
+    "/v1/auth/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["workspaces"]
+)
+async def remove_member(user_id: UUID, identity: CurrentIdentity, session: Session) -> Response:
+    await workspaces.remove_member(session, identity=identity, user_id=user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/auth/invitations", status_code=status.HTTP_201_CREATED, tags=["workspaces"])
+async def invite(
+    body: InvitationCreate,
+    identity: CurrentIdentity,
+    session: Session,
+    auth: Auth,
+    response: Response,
+) -> InvitationCreated:
+    response.headers.update(NO_STORE)
+    row, token = await workspaces.invite(session, identity=identity, data=body)
+    # A fragment never reaches a server or its logs; the frontend posts the token.
+    link = f"{auth.settings.public_base_url}/invitations#token={token}"
+    read = InvitationRead.model_validate(row).model_dump()
+    return InvitationCreated.model_validate({**read, "token": token, "accept_url": link})
+
+
+@router.get("/v1/auth/invitations", tags=["workspaces"])
+async def list_invitations(identity: CurrentIdentity, session: Session) -> InvitationList:
+    rows = await workspaces.invitations(session, identity=identity)
+    return InvitationList(items=[InvitationRead.model_validate(row) for row in rows])
+
+
+@router.delete(
+    "/v1/auth/invitations/{invitation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["workspaces"],
+)
+async def revoke_invitation(
+    invitation_id: UUID, identity: CurrentIdentity, session: Session
+) -> Response:
+    await workspaces.revoke_invitation(session, identity=identity, invitation_id=invitation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/auth/invitations/accept", tags=["workspaces"])
+async def accept_invitation(
+    body: InvitationAccept, session: Session, auth: Auth, response: Response
+) -> TokenResponse:
+    response.headers.update(NO_STORE)
+    return await service.join(session, auth=auth, data=body)
+
+
+def _member(user: User, member: Membership) -> MemberRead:
+    return MemberRead(
+        user_id=user.id,
+        email=user.email,
+        role=member.role,
+        joined_at=member.created_at,
+    )

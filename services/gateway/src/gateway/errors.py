@@ -1,4 +1,4 @@
-from bai_platform.errors import Conflict, Unauthorized
+from bai_platform.errors import Conflict, Forbidden, Unauthorized
 
 
 class EmailTaken(Conflict):
@@ -11,6 +11,10 @@ class InvalidCredentials(Unauthorized):
 
 class InvalidToken(Unauthorized):
     code = "invalid_token"
+
+
+class WrongPassword(Forbidden):
+    code = "wrong_password"
 
 
 class RefreshTokenReused(Unauthorized):

@@ -4,22 +4,25 @@ Input: the caller's ``Authorization: Bearer`` (an access token or an API key; ne
 token from the query string) and the forwarded method and path. Output: 200 with
 ``X-BAI-Identity`` or a problem+json 401 / 403.
 
-Verified credentials are cached (bounded, by token digest): an access token until shortly
-before its identity expires, an API key for at most ``API_KEY_CACHE_SECONDS``. Revoking a
-key drops it from this process's cache at once; other gateway replicas stop accepting it
-within ``API_KEY_CACHE_SECONDS``.
+Verified credentials are cached (bounded, by token digest): an access token for at most
+``IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING`` (45 s), an API key for at most
+``API_KEY_CACHE_SECONDS`` (30 s). An access token is checked against the user's current
+membership and role, and refused when it was issued in an earlier session epoch of the
+user (a password change moves the epoch on). So revocations take effect within those
+windows on every replica; revoking a key drops it from this process's cache at once.
 """
 
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
+from uuid import UUID
 
 from cachetools import TTLCache
 
 from bai_platform.db import Database
 from bai_platform.errors import Forbidden
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
-from gateway import api_keys
+from gateway import api_keys, workspaces
 from gateway.errors import InvalidToken
 from gateway.keys import KeyStore
 from gateway.scopes import allows, required_scope
@@ -87,9 +90,27 @@ class ForwardAuth:
         if api_keys.looks_like_api_key(token):
             return await self._verify_api_key(token)
         claims = await self._verify_access_token(token)
+        role = await self._current_role(claims)
         identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
-        minted = _Claims(claims.subject, str(claims.tenant_id), claims.roles, claims.scopes, "user")
+        minted = _Claims(claims.subject, str(claims.tenant_id), [role], claims.scopes, "user")
         return self._decision(minted, min(claims.expires_at, identity_expiry))
+
+    async def _current_role(self, claims: AccessClaims) -> str:
+        """The role now: removals, role changes and ended sessions apply within the cache TTL."""
+        try:
+            user_id = UUID(claims.subject)
+        except ValueError as exc:
+            raise InvalidToken("the access token names no valid user") from exc
+        async with self._db.read_sessionmaker() as session:
+            state = await workspaces.session_state(
+                session, user_id=user_id, tenant_id=claims.tenant_id
+            )
+        if state is None:
+            raise InvalidToken("you are not a member of this workspace any more")
+        role, epoch = state
+        if claims.session_epoch != epoch:
+            raise InvalidToken("this session has been ended; sign in again")
+        return role
 
     async def _verify_access_token(self, token: str) -> AccessClaims:
         settings = self._settings

@@ -98,3 +98,87 @@ class ApiKeyCreated(ApiKeyRead):
 
 class ApiKeyList(BaseModel):
     items: list[ApiKeyRead]
+
+
+Role = Literal["owner", "admin", "editor", "viewer"]
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[str, Field(min_length=20, max_length=200)]
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[str, Field(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class WorkspaceRead(BaseModel):
+    tenant_id: UUID
+    name: str
+    role: Role
+
+
+class WorkspaceList(BaseModel):
+    items: list[WorkspaceRead]
+
+
+class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: UUID
+
+
+class MemberRead(BaseModel):
+    user_id: UUID
+    email: str
+    role: Role
+    joined_at: datetime
+
+
+class MemberList(BaseModel):
+    items: list[MemberRead]
+
+
+class RoleChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
+class InvitationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    role: Role = "editor"
+
+
+class InvitationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    email: str
+    role: Role
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+    revoked_at: datetime | None
+
+
+class InvitationCreated(InvitationRead):
+    token: str = Field(description="The invitation secret. It is shown this once.")
+    accept_url: str
+
+
+class InvitationList(BaseModel):
+    items: list[InvitationRead]
+
+
+class InvitationAccept(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: Annotated[str, Field(min_length=20, max_length=200)]
+    password: Password

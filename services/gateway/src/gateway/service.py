@@ -5,18 +5,33 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from pwdlib import PasswordHash
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from bai_contracts import TenantCreated
 from bai_platform.envelope import new_event
+from bai_platform.errors import Forbidden
+from bai_platform.identity import Identity
 from bai_platform.outbox import emit
-from gateway.errors import EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
+from gateway import workspaces
+from gateway.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidToken,
+    RefreshTokenReused,
+    WrongPassword,
+)
 from gateway.keys import KeyRing, KeyStore
 from gateway.models import Membership, RefreshToken, Tenant, User, outbox
-from gateway.schemas import LoginRequest, SignupRequest, TokenResponse
+from gateway.schemas import (
+    InvitationAccept,
+    LoginRequest,
+    PasswordChange,
+    SignupRequest,
+    TokenResponse,
+)
 from gateway.settings import GatewaySettings
 from gateway.tokens import issue_access_token, new_refresh_token, token_digest
 
@@ -94,11 +109,7 @@ async def refresh(session: AsyncSession, *, auth: AuthContext, token: str) -> To
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise InvalidToken("the refresh token is not valid")
     if row.used_at is not None:
-        await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.family_id == row.family_id)
-            .values(revoked_at=now)
-        )
+        await _revoke(session, RefreshToken.family_id == row.family_id)
         raise RefreshTokenReused("this refresh token was already used; sign in again")
     row.used_at = now
     membership = await session.get(Membership, (row.tenant_id, row.user_id))
@@ -114,6 +125,83 @@ async def refresh(session: AsyncSession, *, auth: AuthContext, token: str) -> To
     )
 
 
+async def logout(session: AsyncSession, *, token: str) -> None:
+    """End the session behind a refresh token (its whole family); unknown tokens too, quietly."""
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == token_digest(token))
+    )
+    if row is not None:
+        await _revoke(session, RefreshToken.family_id == row.family_id)
+
+
+async def change_password(
+    session: AsyncSession, *, auth: AuthContext, identity: Identity, data: PasswordChange
+) -> TokenResponse:
+    """Set a new password and end every session of the user; this device gets new tokens."""
+    user = await session.get(User, UUID(identity.subject), with_for_update=True)
+    if user is None or identity.credential != "user":
+        raise Forbidden("only a person can change their password")
+    if not await run_in_threadpool(auth.hasher.verify, data.current_password, user.password_hash):
+        raise WrongPassword("the current password is wrong")
+    user.password_hash = await run_in_threadpool(auth.hasher.hash, data.new_password)
+    user.session_epoch += 1
+    await _revoke(session, RefreshToken.user_id == user.id)
+    return await _issue(
+        session,
+        auth=auth,
+        user_id=user.id,
+        tenant_id=identity.tenant_id,
+        roles=sorted(identity.roles),
+        family_id=uuid4(),
+    )
+
+
+async def switch_workspace(
+    session: AsyncSession, *, auth: AuthContext, identity: Identity, tenant_id: UUID
+) -> TokenResponse:
+    """Tokens for another workspace the caller belongs to."""
+    if identity.credential != "user":
+        raise Forbidden("only a person can switch workspaces")
+    user_id = UUID(identity.subject)
+    member = await workspaces.membership(session, user_id=user_id, tenant_id=tenant_id)
+    return await _issue(
+        session,
+        auth=auth,
+        user_id=user_id,
+        tenant_id=tenant_id,
+        roles=[member.role],
+        family_id=uuid4(),
+    )
+
+
+async def join(
+    session: AsyncSession, *, auth: AuthContext, data: InvitationAccept
+) -> TokenResponse:
+    """Accept an invitation and sign in to the workspace it opens."""
+    joined = await workspaces.accept(session, hasher=auth.hasher, data=data)
+    return await _issue(
+        session,
+        auth=auth,
+        user_id=joined.user_id,
+        tenant_id=joined.tenant_id,
+        roles=[joined.role],
+        family_id=uuid4(),
+    )
+
+
+async def _revoke(session: AsyncSession, condition: ColumnElement[bool]) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(condition, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+async def _session_epoch(session: AsyncSession, user_id: UUID) -> int:
+    epoch = await session.scalar(select(User.session_epoch).where(User.id == user_id))
+    return int(epoch or 0)
+
+
 async def _issue(
     session: AsyncSession,
     *,
@@ -125,6 +213,7 @@ async def _issue(
 ) -> TokenResponse:
     settings = auth.settings
     refresh_token = new_refresh_token()
+    await session.flush()  # the user row (and a changed epoch) is in the transaction
     session.add(
         RefreshToken(
             token_hash=token_digest(refresh_token),
@@ -142,8 +231,8 @@ async def _issue(
         user_id=user_id,
         tenant_id=tenant_id,
         roles=roles,
+        session_epoch=await _session_epoch(session, user_id),
     )
-    await session.flush()
     return TokenResponse(
         access_token=access,
         refresh_token=refresh_token,

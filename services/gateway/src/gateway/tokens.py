@@ -28,6 +28,7 @@ class AccessClaims:
     roles: list[str]
     scopes: list[str]
     expires_at: int
+    session_epoch: int
     token_id: str
 
 
@@ -40,6 +41,7 @@ def issue_access_token(
     user_id: UUID,
     tenant_id: UUID,
     roles: list[str],
+    session_epoch: int = 0,
 ) -> str:
     now = int(time.time())
     claims = {
@@ -53,6 +55,7 @@ def issue_access_token(
         "nbf": now,
         "exp": now + ttl_seconds,
         "jti": uuid4().hex,
+        "sep": session_epoch,
     }
     key = ring.current
     return jwt.encode(
@@ -83,6 +86,7 @@ def verify_access_token(ring: KeyRing, token: str, *, issuer: str, audience: str
         roles=list(claims.get("roles") or []),
         scopes=str(claims.get("scope", "")).split(),
         expires_at=int(claims["exp"]),
+        session_epoch=int(claims.get("sep", 0)),
         token_id=str(claims["jti"]),
     )
 

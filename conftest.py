@@ -1,3 +1,16 @@
 """Root fixtures: the session's local stack (see ``bai_platform.testing``)."""
 
+import json
+
+import pytest
+
 pytest_plugins = ["bai_platform.testing"]
+
+# Every test client is 127.0.0.1, so the per-IP quota of the auth routes is lifted; the
+# tenant quota is small enough for a test to reach, and each test works in its own tenant.
+TEST_RATE_LIMITS = {"ip_auth": {"limit": 1_000_000}, "tenant_plans": {"starter": {"limit": 100}}}
+
+
+@pytest.fixture(scope="session")
+def stack_service_env() -> dict[str, str]:
+    return {"BAI_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS)}

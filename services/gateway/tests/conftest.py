@@ -23,6 +23,7 @@ from bai_platform.settings import Environment
 from bai_platform.testing import app_client
 from gateway.app import create_app
 from gateway.keys import KeyRing
+from gateway.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings
 
 PASSWORD = "correct horse battery staple"
@@ -165,6 +166,8 @@ def settings(migrated: Stack) -> GatewaySettings:
         database_url=SecretStr(migrated.database_url("gateway")),
         nats_url=migrated.nats_url,
         environment=Environment.TEST,
+        # Every test client is 127.0.0.1: per-IP quotas are tested with their own settings.
+        rate_limits=RateLimitSettings(ip_auth=Quota(limit=1_000_000)),
     )
 
 

@@ -5,6 +5,7 @@ Contracts only gain optional fields; a breaking change is a new ``.v2`` subject.
 """
 
 from bai_contracts._base import EventContract, stream_for_subject
+from bai_contracts.billing import SubscriptionChanged
 from bai_contracts.gateway import TenantCreated
 from bai_contracts.planner import CampaignCreated
 from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
@@ -15,6 +16,7 @@ __all__ = [
     "CampaignCreated",
     "EventContract",
     "StreamSpec",
+    "SubscriptionChanged",
     "TenantCreated",
     "stream_for_subject",
 ]

@@ -30,7 +30,8 @@ class Environment(StrEnum):
 class ServiceSettings(BaseSettings):
     """What every api and worker process needs; services subclass it."""
 
-    model_config = SettingsConfigDict(env_prefix="BAI_", extra="ignore")
+    # Nested settings from the environment: BAI_RATE_LIMITS__FAIL_OPEN=false.
+    model_config = SettingsConfigDict(env_prefix="BAI_", extra="ignore", env_nested_delimiter="__")
 
     secret_fields: ClassVar[tuple[str, ...]] = ()
 

@@ -8,10 +8,8 @@ schema), ``system`` (everything, behind Traefik).
 
 import base64
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -24,26 +22,12 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from bai_platform.devstack import Stack, StackSettings
+from bai_platform.devstack.config import reachable_state_dir
 from bai_platform.devstack.containers import container_servers, docker_unavailable_reason
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.settings import Environment, ServiceSettings
 
 INFRA = ("postgres", "nats")
-
-
-@contextmanager
-def reachable_state_dir() -> Iterator[Path]:
-    """A fresh state folder the unprivileged PostgreSQL user can reach, removed afterwards.
-
-    pytest's own temporary folders are private (mode 700): a server data folder there would
-    have to move out of the tree (see ``devstack.postgres``) and would outlive the test.
-    """
-    path = Path(tempfile.mkdtemp(prefix="bai-test-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -53,16 +37,24 @@ def state_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack_service_env() -> dict[str, str]:
+    """Extra environment for every service process of the session's stack (override it)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def stack(stack_service_env: dict[str, str]) -> Iterator[Stack]:
     """Local processes by default; ``BAI_TEST_PROVIDER=containers`` puts PostgreSQL and NATS
     in Docker (testcontainers) instead."""
     with reachable_state_dir() as state_dir:
-        yield from _stack(state_dir)
+        yield from _stack(state_dir, stack_service_env)
 
 
-def _stack(state_dir: Path) -> Iterator[Stack]:
+def _stack(state_dir: Path, service_env: dict[str, str]) -> Iterator[Stack]:
     if os.environ.get("BAI_TEST_PROVIDER", "local") != "containers":
-        yield from _run(StackSettings(state_dir=state_dir, free_ports=True))
+        yield from _run(
+            StackSettings(state_dir=state_dir, free_ports=True, service_env=service_env)
+        )
         return
     reason = docker_unavailable_reason()
     if reason:
@@ -74,6 +66,7 @@ def _stack(state_dir: Path) -> Iterator[Stack]:
                 free_ports=True,
                 database_url=SecretStr(database_url),
                 nats_url=nats_url,
+                service_env=service_env,
             )
         )
 

@@ -72,6 +72,46 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+class RateLimitEcho:
+    """Puts the RateLimit fields on every answer, errors included.
+
+    Behind the edge, the gateway's ForwardAuth answer carries them and Traefik copies them
+    onto the request (never from the client: the edge strips them first). A route that
+    counts for itself (the gateway's public auth routes) leaves them in
+    ``request.state.rate_limit_headers``.
+    """
+
+    FIELDS = (b"ratelimit", b"ratelimit-policy")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        forwarded = [(name, value) for name, value in scope["headers"] if name in self.FIELDS]
+
+        async def send_with_fields(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = self._with_fields(message, forwarded, scope)
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)
+
+    @staticmethod
+    def _with_fields(
+        message: Message, forwarded: list[tuple[bytes, bytes]], scope: Scope
+    ) -> Message:
+        own = scope.get("state", {}).get("rate_limit_headers", {})
+        fields = [*forwarded, *((k.lower().encode(), v.encode()) for k, v in own.items())]
+        present = {name.lower() for name, _ in message.get("headers", [])}
+        extra = [(name, value) for name, value in fields if name not in present]
+        if not extra:
+            return message
+        return {**message, "headers": [*message.get("headers", []), *extra]}
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -118,5 +158,6 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitEcho)
     install_telemetry(app, settings)
     return app

@@ -10,7 +10,7 @@ from bai_platform.db import Session
 from bai_platform.errors import ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from gateway import api_keys, service, workspaces
-from gateway.deps import Auth, Decider
+from gateway.deps import LIMIT_BY_IP, Auth, Decider
 from gateway.models import Membership, User
 from gateway.schemas import (
     ApiKeyCreate,
@@ -42,7 +42,7 @@ router = APIRouter(tags=["auth"])
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.post("/v1/auth/signup", status_code=status.HTTP_201_CREATED)
+@router.post("/v1/auth/signup", status_code=status.HTTP_201_CREATED, dependencies=[LIMIT_BY_IP])
 async def signup(
     body: SignupRequest, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:
@@ -50,7 +50,7 @@ async def signup(
     return await service.signup(session, auth=auth, data=body)
 
 
-@router.post("/v1/auth/login")
+@router.post("/v1/auth/login", dependencies=[LIMIT_BY_IP])
 async def login(
     body: LoginRequest, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:
@@ -58,7 +58,7 @@ async def login(
     return await service.login(session, auth=auth, data=body)
 
 
-@router.post("/v1/auth/refresh")
+@router.post("/v1/auth/refresh", dependencies=[LIMIT_BY_IP])
 async def refresh(
     body: RefreshRequest, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:
@@ -95,7 +95,7 @@ async def verify(
     x_forwarded_method: Annotated[str | None, Header()] = None,
 ) -> Response:
     try:
-        identity = await decider.decide(
+        allowed = await decider.decide(
             authorization=authorization, forwarded_uri=x_forwarded_uri, method=x_forwarded_method
         )
     except ServiceError as exc:  # Traefik relays this answer: name the caller's path in it
@@ -107,7 +107,9 @@ async def verify(
             instance=path,
             headers=exc.headers,
         )
-    return Response(status_code=200, headers={IDENTITY_HEADER: identity})
+    # Traefik copies these onto the forwarded request; the service echoes the RateLimit
+    # fields on its answer (bai_platform.web.RateLimitEcho).
+    return Response(status_code=200, headers={IDENTITY_HEADER: allowed.identity, **allowed.headers})
 
 
 @router.post("/v1/auth/api-keys", status_code=status.HTTP_201_CREATED, tags=["api keys"])
@@ -136,7 +138,7 @@ async def revoke_api_key(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT, dependencies=[LIMIT_BY_IP])
 async def logout(body: LogoutRequest, session: Session) -> Response:
     await service.logout(session, token=body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -238,7 +240,7 @@ async def revoke_invitation(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/v1/auth/invitations/accept", tags=["workspaces"])
+@router.post("/v1/auth/invitations/accept", tags=["workspaces"], dependencies=[LIMIT_BY_IP])
 async def accept_invitation(
     body: InvitationAccept, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:

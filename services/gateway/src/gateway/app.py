@@ -10,6 +10,7 @@ from bai_platform.web import create_service_app
 from gateway.api import router
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import KeyRing, KeyStore, fernet_for
+from gateway.ratelimit import RateLimiter
 from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
 
@@ -37,7 +38,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             hasher=hasher,
             dummy_hash=hasher.hash("dummy password for timing"),
         )
-        app.state.forward_auth = ForwardAuth(settings=resolved, keys=keys, db=app.state.db)
+        limiter = RateLimiter.from_settings(resolved.rate_limits)
+        app.state.rate_limiter = limiter
+        app.state.forward_auth = ForwardAuth(
+            settings=resolved, keys=keys, db=app.state.db, limiter=limiter
+        )
         stop = asyncio.Event()
         refresher = asyncio.create_task(keys.refresh_every(resolved.key_reload_seconds, stop))
         try:
@@ -45,5 +50,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             stop.set()
             await refresher
+            await limiter.close()
 
     return create_service_app(resolved, title="B.A.I. gateway", routers=[router], lifespan=lifespan)

@@ -1,4 +1,11 @@
-from bai_platform.errors import Conflict, Forbidden, Unauthorized
+from bai_platform.errors import (
+    Conflict,
+    Forbidden,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from gateway.ratelimit import Decision, rate_limit_headers
 
 
 class EmailTaken(Conflict):
@@ -22,3 +29,21 @@ class RefreshTokenReused(Unauthorized):
 
     code = "refresh_token_reused"
     keeps_effects = True
+
+
+class RateLimited(TooManyRequests):
+    """Over a quota: the answer carries RateLimit, RateLimit-Policy and Retry-After."""
+
+
+class RateLimitStoreDown(ServiceUnavailable):
+    code = "rate_limit_store_unavailable"
+
+
+def enforce(decision: Decision) -> dict[str, str]:
+    """The rate-limit fields of an allowed hit; a denied one raises 429 (or 503, store down)."""
+    headers = rate_limit_headers(decision)
+    if decision.allowed:
+        return headers
+    if decision.store_unavailable:
+        raise RateLimitStoreDown("rate limits cannot be checked right now", headers=headers)
+    raise RateLimited(f"over the {decision.policy.name} quota; retry later", headers=headers)

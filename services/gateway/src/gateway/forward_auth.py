@@ -23,8 +23,9 @@ from bai_platform.db import Database
 from bai_platform.errors import Forbidden
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
 from gateway import api_keys, workspaces
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, enforce
 from gateway.keys import KeyStore
+from gateway.ratelimit import RateLimiter
 from gateway.scopes import allows, required_scope
 from gateway.settings import GatewaySettings
 from gateway.tokens import AccessClaims, token_digest, verify_access_token
@@ -40,25 +41,36 @@ class InsufficientScope(Forbidden):
 
 
 @dataclass(frozen=True, slots=True)
-class _Decision:
-    identity: str
-    scopes: frozenset[str]
-    valid_until: float
-    key_prefix: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Claims:
     subject: str
     tenant_id: str
     roles: list[str]
     scopes: list[str]
     credential: str
+    plan: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    identity: str
+    claims: _Claims
+    valid_until: float
+    key_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """What Traefik copies onto the forwarded request."""
+
+    identity: str
+    headers: dict[str, str]
 
 
 class ForwardAuth:
-    def __init__(self, *, settings: GatewaySettings, keys: KeyStore, db: Database) -> None:
-        self._settings, self._keys, self._db = settings, keys, db
+    def __init__(
+        self, *, settings: GatewaySettings, keys: KeyStore, db: Database, limiter: RateLimiter
+    ) -> None:
+        self._settings, self._keys, self._db, self._limiter = settings, keys, db, limiter
         ttl = IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
         self._cache: TTLCache[str, _Decision] = TTLCache(
             maxsize=max(settings.verify_cache_size, 1), ttl=ttl
@@ -66,8 +78,8 @@ class ForwardAuth:
 
     async def decide(
         self, *, authorization: str | None, forwarded_uri: str | None, method: str | None
-    ) -> str:
-        """The identity token for this request; raises the error to answer with."""
+    ) -> Allowed:
+        """The identity for this request and its rate-limit fields; raises what to answer."""
         path = _refuse_query_tokens(forwarded_uri)
         token = _bearer(authorization)
         key = token_digest(token)
@@ -76,9 +88,20 @@ class ForwardAuth:
             decision = await self._verify(token)
             self._cache[key] = decision
         needed = required_scope(method or "GET", path)
-        if not allows(decision.scopes, needed):
+        if not allows(frozenset(decision.claims.scopes), needed):
             raise InsufficientScope(f"this credential lacks the scope {needed or 'api'}")
-        return decision.identity
+        return Allowed(decision.identity, await self._count(decision.claims))
+
+    async def _count(self, claims: _Claims) -> dict[str, str]:
+        """One hit for the credential and one for its tenant; the tighter one answers."""
+        limits = self._settings.rate_limits
+        outcome = await self._limiter.check_all(
+            [
+                (limits.credential_policy, f"credential:{claims.subject}"),
+                (limits.tenant_policy(claims.plan), f"tenant:{claims.tenant_id}"),
+            ]
+        )
+        return enforce(outcome)
 
     def forget_api_key(self, prefix: str) -> None:
         """Stop accepting a revoked key in this process at once."""
@@ -90,12 +113,14 @@ class ForwardAuth:
         if api_keys.looks_like_api_key(token):
             return await self._verify_api_key(token)
         claims = await self._verify_access_token(token)
-        role = await self._current_role(claims)
+        state = await self._current_state(claims)
         identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
-        minted = _Claims(claims.subject, str(claims.tenant_id), [role], claims.scopes, "user")
+        minted = _Claims(
+            claims.subject, str(claims.tenant_id), [state.role], claims.scopes, "user", state.plan
+        )
         return self._decision(minted, min(claims.expires_at, identity_expiry))
 
-    async def _current_role(self, claims: AccessClaims) -> str:
+    async def _current_state(self, claims: AccessClaims) -> workspaces.SessionState:
         """The role now: removals, role changes and ended sessions apply within the cache TTL."""
         try:
             user_id = UUID(claims.subject)
@@ -107,10 +132,9 @@ class ForwardAuth:
             )
         if state is None:
             raise InvalidToken("you are not a member of this workspace any more")
-        role, epoch = state
-        if claims.session_epoch != epoch:
+        if claims.session_epoch != state.session_epoch:
             raise InvalidToken("this session has been ended; sign in again")
-        return role
+        return state
 
     async def _verify_access_token(self, token: str) -> AccessClaims:
         settings = self._settings
@@ -133,10 +157,13 @@ class ForwardAuth:
     async def _verify_api_key(self, token: str) -> _Decision:
         async with self._db.transaction() as session:
             row = await api_keys.authenticate(session, token)
+            plan = await workspaces.tenant_plan(session, tenant_id=row.tenant_id)
         until = time.time() + API_KEY_CACHE_SECONDS
         if row.expires_at is not None:
             until = min(until, row.expires_at.timestamp())
-        claims = _Claims(f"key:{row.id}", str(row.tenant_id), [row.role], row.scopes, "api_key")
+        claims = _Claims(
+            f"key:{row.id}", str(row.tenant_id), [row.role], row.scopes, "api_key", plan
+        )
         return self._decision(claims, until, key_prefix=row.prefix)
 
     def _decision(self, claims: _Claims, until: float, key_prefix: str | None = None) -> _Decision:
@@ -152,12 +179,7 @@ class ForwardAuth:
             scopes=claims.scopes,
             credential=claims.credential,
         )
-        return _Decision(
-            identity=identity,
-            scopes=frozenset(claims.scopes),
-            valid_until=until,
-            key_prefix=key_prefix,
-        )
+        return _Decision(identity=identity, claims=claims, valid_until=until, key_prefix=key_prefix)
 
 
 def _bearer(authorization: str | None) -> str:

@@ -3,7 +3,17 @@
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, Integer, LargeBinary, String, func, text
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -25,6 +35,9 @@ class Tenant(Base):
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # Billing's word on the plan (None until it speaks); rate-limit tiers follow it.
+    plan: Mapped[str | None] = mapped_column(String(32))
+    plan_changed_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = _created_at()
 
 

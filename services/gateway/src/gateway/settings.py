@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr
 
 from bai_platform.identity import IDENTITY_TTL_SECONDS
 from bai_platform.settings import ServiceSettings
+from gateway.ratelimit import RateLimitSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -19,6 +20,7 @@ class GatewaySettings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     # How often each process re-reads the signing keys (rotations by other processes).
     key_reload_seconds: float = Field(default=30.0, gt=0)
     # A token naming a key this process does not know reloads the keys at most this often.

@@ -83,17 +83,32 @@ async def membership(session: AsyncSession, *, user_id: UUID, tenant_id: UUID) -
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What the edge needs to know about a signed-in person, read once per decision."""
+
+    role: str
+    session_epoch: int
+    plan: str | None
+
+
 async def session_state(
     session: AsyncSession, *, user_id: UUID, tenant_id: UUID
-) -> tuple[str, int] | None:
-    """The user's current role in the workspace and their current session epoch."""
+) -> SessionState | None:
+    """The user's current role in the workspace, session epoch and the workspace's plan."""
     query = (
-        select(Membership.role, User.session_epoch)
+        select(Membership.role, User.session_epoch, Tenant.plan)
         .join(User, User.id == Membership.user_id)
+        .join(Tenant, Tenant.id == Membership.tenant_id)
         .where(Membership.user_id == user_id, Membership.tenant_id == tenant_id)
     )
     row = (await session.execute(query)).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else SessionState(row[0], row[1], row[2])
+
+
+async def tenant_plan(session: AsyncSession, *, tenant_id: UUID) -> str | None:
+    plan: str | None = await session.scalar(select(Tenant.plan).where(Tenant.id == tenant_id))
+    return plan
 
 
 async def members(session: AsyncSession, *, identity: Identity) -> list[tuple[User, Membership]]:

@@ -5,7 +5,11 @@ Every port has a ``BAI_*_PORT`` setting so a port already taken can be moved; wi
 ``DATABASE_URL`` / ``NATS_URL`` in the environment replace the embedded servers.
 """
 
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -18,6 +22,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextmanager
+def reachable_state_dir() -> Iterator[Path]:
+    """A fresh state folder the unprivileged PostgreSQL user can reach, removed afterwards.
+
+    pytest's own temporary folders are private (mode 700): a server data folder there would
+    have to move out of the tree (see ``devstack.postgres``) and would outlive the test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="bai-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def repo_root() -> Path:
@@ -39,6 +58,8 @@ class StackSettings(BaseSettings):
     startup_timeout_seconds: float = 90.0
     stop_timeout_seconds: float = 15.0
     database: str = "bai"
+    # Extra environment for every service process (e.g. test-sized rate limits).
+    service_env: dict[str, str] = Field(default_factory=dict)
 
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "BAI_DATABASE_URL")

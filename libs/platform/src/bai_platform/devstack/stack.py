@@ -338,6 +338,7 @@ class Stack:
             "BAI_PUBLIC_BASE_URL": self.edge_url,
             "BAI_IDENTITY_JWKS_URL": f"{self.service_url('gateway')}/.well-known/jwks.json",
             "PYTHONUNBUFFERED": "1",
+            **self.settings.service_env,
         }
 
     def _log_hint(self, name: str) -> str:

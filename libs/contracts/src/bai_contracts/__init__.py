@@ -6,6 +6,13 @@ Contracts only gain optional fields; a breaking change is a new ``.v2`` subject.
 
 from bai_contracts._base import EventContract, stream_for_subject
 from bai_contracts.billing import SubscriptionChanged
+from bai_contracts.callbacks import (
+    CallbackReceived,
+    CallbackVerification,
+    CallbackVerificationRequest,
+    callback_subject,
+    callback_verification_subject,
+)
 from bai_contracts.gateway import TenantCreated
 from bai_contracts.planner import CampaignCreated
 from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
@@ -13,10 +20,15 @@ from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 __all__ = [
     "DEAD_LETTER_STREAM",
     "STREAMS",
+    "CallbackReceived",
+    "CallbackVerification",
+    "CallbackVerificationRequest",
     "CampaignCreated",
     "EventContract",
     "StreamSpec",
     "SubscriptionChanged",
     "TenantCreated",
+    "callback_subject",
+    "callback_verification_subject",
     "stream_for_subject",
 ]

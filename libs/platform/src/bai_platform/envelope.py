@@ -51,12 +51,18 @@ def new_event(
     source: str,
     tenant_id: UUID | str | None,
     subject: str | None = None,
+    event_id: str | None = None,
+    event_type: str | None = None,
 ) -> Envelope:
-    """Wrap a contract into an envelope stamped with a fresh id, time and trace."""
+    """Wrap a contract into an envelope stamped with a fresh id, time and trace.
+
+    ``event_id`` replaces the random id where the id must dedupe (the same input, the same
+    id); ``event_type`` replaces the contract's subject for contracts published per owner.
+    """
     return Envelope(
-        id=f"evt_{uuid4().hex}",
+        id=event_id or f"evt_{uuid4().hex}",
         source=source,
-        type=event.subject,
+        type=event_type or event.subject,
         time=datetime.now(UTC),
         subject=subject,
         tenantid=str(tenant_id) if tenant_id is not None else None,

@@ -1,10 +1,13 @@
 """NATS connection and JetStream stream provisioning."""
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import nats
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -57,3 +60,27 @@ async def ensure_streams(js: JetStreamContext, specs: Iterable[StreamSpec]) -> N
                 await js.update_stream(config)
         else:
             await js.update_stream(config)
+
+
+class NatsLink:
+    """A NATS connection an API process can live without until it is there.
+
+    ``run`` keeps trying to connect in the background (nats-py gives up on a failed first
+    connect) and then holds the connection, which reconnects by itself, until ``stop``.
+    """
+
+    def __init__(self, url: str, *, name: str, retry_seconds: float = 2.0) -> None:
+        self.url, self.name, self.retry_seconds = url, name, retry_seconds
+        self.client: NatsClient | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while self.client is None and not stop.is_set():
+            try:
+                self.client = await connect(self.url, name=self.name)
+            except (TimeoutError, OSError, NatsError):
+                log.warning("nats_unreachable", client=self.name, retry_in=self.retry_seconds)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.retry_seconds)
+        await stop.wait()
+        if self.client is not None:
+            await self.client.drain()

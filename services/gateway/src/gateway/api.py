@@ -4,12 +4,13 @@ from typing import Annotated
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Header, Path, Request, Response, status
 
 from bai_platform.db import Session
 from bai_platform.errors import ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from gateway import api_keys, service, workspaces
+from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
 from gateway.models import Membership, User
 from gateway.schemas import (
@@ -17,6 +18,7 @@ from gateway.schemas import (
     ApiKeyCreated,
     ApiKeyList,
     ApiKeyRead,
+    CallbackAccepted,
     InvitationAccept,
     InvitationCreate,
     InvitationCreated,
@@ -255,3 +257,20 @@ def _member(user: User, member: Membership) -> MemberRead:
         role=member.role,
         joined_at=member.created_at,
     )
+
+
+@router.post("/v1/webhooks/n8n/{job_id}", status_code=status.HTTP_202_ACCEPTED, tags=["webhooks"])
+async def n8n_callback(
+    job_id: Annotated[str, Path(max_length=120)],
+    request: Request,
+    x_bai_timestamp: Annotated[str | None, Header()] = None,
+    x_bai_signature: Annotated[str | None, Header()] = None,
+    x_bai_secret: Annotated[str | None, Header()] = None,
+) -> CallbackAccepted:
+    """An n8n workflow reports on a job; verified on the raw body, queued for its owner."""
+    callbacks: CallbackRouter = request.app.state.callbacks
+    headers = CallbackHeaders(
+        timestamp=x_bai_timestamp, signature=x_bai_signature, secret=x_bai_secret
+    )
+    event_id = await callbacks.receive(job_id=job_id, body=await request.body(), headers=headers)
+    return CallbackAccepted(event_id=event_id)

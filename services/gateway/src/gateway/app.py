@@ -5,9 +5,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pwdlib import PasswordHash
 
+from bai_platform.messaging import NatsLink
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from gateway.api import router
+from gateway.callbacks import CallbackRouter
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import KeyRing, KeyStore, fernet_for
 from gateway.ratelimit import RateLimiter
@@ -43,13 +45,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.forward_auth = ForwardAuth(
             settings=resolved, keys=keys, db=app.state.db, limiter=limiter
         )
+        link = NatsLink(resolved.nats_url, name="gateway-api")
+        app.state.callbacks = CallbackRouter(link=link, routes=resolved.callback_routes)
         stop = asyncio.Event()
-        refresher = asyncio.create_task(keys.refresh_every(resolved.key_reload_seconds, stop))
+        background = [
+            asyncio.create_task(keys.refresh_every(resolved.key_reload_seconds, stop)),
+            asyncio.create_task(link.run(stop)),
+        ]
         try:
             yield
         finally:
             stop.set()
-            await refresher
+            await asyncio.gather(*background)
             await limiter.close()
 
     return create_service_app(resolved, title="B.A.I. gateway", routers=[router], lifespan=lifespan)

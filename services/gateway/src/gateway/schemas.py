@@ -182,3 +182,8 @@ class InvitationAccept(BaseModel):
 
     token: Annotated[str, Field(min_length=20, max_length=200)]
     password: Password
+
+
+class CallbackAccepted(BaseModel):
+    accepted: Literal[True] = True
+    event_id: str

@@ -21,6 +21,10 @@ class GatewaySettings(ServiceSettings):
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # n8n callbacks: job-id prefix -> the service that owns such jobs.
+    callback_routes: dict[str, str] = Field(
+        default_factory=lambda: {"gen": "creator", "ext": "mining", "pub": "planner"}
+    )
     # How often each process re-reads the signing keys (rotations by other processes).
     key_reload_seconds: float = Field(default=30.0, gt=0)
     # A token naming a key this process does not know reloads the keys at most this often.

@@ -1,0 +1,248 @@
+"""n8n callbacks: verified on the raw body, routed by prefix, queued once, answered 202."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from bai_contracts import (
+    STREAMS,
+    CallbackVerification,
+    callback_subject,
+    callback_verification_subject,
+)
+from bai_platform.devstack import Stack
+from bai_platform.envelope import Envelope
+from bai_platform.messaging import ensure_streams
+from gateway.signatures import sign
+
+from .conftest import assert_problem
+
+SECRET = "workflow-signing-secret-of-the-tenant"
+CREATOR_SUBJECT = callback_subject("creator")
+
+
+@dataclass
+class Owner:
+    """Creator's side of the contract: which jobs exist and how their callbacks verify."""
+
+    js: JetStreamContext
+    jobs: dict[str, CallbackVerification] = field(default_factory=dict)
+
+    def job(
+        self,
+        *,
+        tenant: UUID | None = None,
+        secret: str = SECRET,
+        accept_secret_header: bool = False,
+    ) -> str:
+        job_id = f"gen_{uuid4().hex}"
+        self.jobs[job_id] = CallbackVerification(
+            found=True,
+            tenant_id=tenant or uuid4(),
+            secret=secret,
+            accept_secret_header=accept_secret_header,
+        )
+        return job_id
+
+    async def answer(self, request: Request) -> None:
+        job_id = json.loads(request.data)["job_id"]
+        verification = self.jobs.get(job_id, CallbackVerification(found=False))
+        await request.respond(verification.model_dump_json().encode())
+
+
+@pytest.fixture
+async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[Owner]:
+    nc = await nats.connect(migrated.nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js, [s for s in STREAMS if s.service == "gateway"])
+    owner = Owner(js=js)
+    service = await add_service(nc, name="creator-callbacks", version="0.1.0")
+    await service.add_endpoint(
+        name="verification", handler=owner.answer, subject=callback_verification_subject("creator")
+    )
+    async with asyncio.timeout(10):
+        while not app.state.callbacks.connected:
+            await asyncio.sleep(0.05)
+    try:
+        yield owner
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+def _signed(body: bytes, *, secret: str = SECRET, at: float | None = None) -> dict[str, str]:
+    timestamp = int(at if at is not None else time.time())
+    return {
+        "X-BAI-Timestamp": str(timestamp),
+        "X-BAI-Signature": sign(secret, timestamp, body),
+        "Content-Type": "application/json",
+    }
+
+
+def _body(job_id: str, **extra: Any) -> bytes:
+    return json.dumps(
+        {"job_id": job_id, "status": "completed", "content": {"text": "Hello"}, **extra}
+    ).encode()
+
+
+async def _queued(js: JetStreamContext, job_id: str) -> list[Envelope]:
+    """The callbacks queued for creator about this job."""
+    pull = await js.pull_subscribe(CREATOR_SUBJECT, stream="GATEWAY")
+    found: list[Envelope] = []
+    try:
+        while True:
+            try:
+                messages = await pull.fetch(100, timeout=0.5)
+            except (TimeoutError, NatsTimeout):
+                return found
+            envelopes = [Envelope.model_validate_json(m.data) for m in messages]
+            found += [e for e in envelopes if e.subject == job_id]
+    finally:
+        await pull.unsubscribe()
+
+
+async def _post(
+    client: httpx.AsyncClient, job_id: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    return await client.post(f"/v1/webhooks/n8n/{job_id}", content=body, headers=headers)
+
+
+async def test_signed_callback_is_accepted_and_queued_for_the_owner(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    tenant = uuid4()
+    job_id = owner.job(tenant=tenant)
+    body = _body(job_id)
+    response = await _post(client, job_id, body, _signed(body))
+    assert response.status_code == 202, response.text
+    [envelope] = await _queued(owner.js, job_id)
+    assert envelope.id == response.json()["event_id"]
+    assert envelope.type == CREATOR_SUBJECT
+    assert envelope.tenantid == str(tenant)
+    assert envelope.data["payload"]["content"] == {"text": "Hello"}
+    assert envelope.data["verified_by"] == "signature"
+
+
+async def test_a_repeated_callback_is_queued_once(client: httpx.AsyncClient, owner: Owner) -> None:
+    job_id = owner.job()
+    body = _body(job_id)
+    first = await _post(client, job_id, body, _signed(body))
+    second = await _post(client, job_id, body, _signed(body))
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json()["event_id"] == second.json()["event_id"]
+    assert len(await _queued(owner.js, job_id)) == 1
+
+
+@pytest.mark.parametrize(
+    "forge", ["tampered-body", "other-secret", "stale", "future", "no-headers", "v0-only"]
+)
+async def test_a_forged_or_stale_callback_is_401_and_nothing_is_queued(
+    client: httpx.AsyncClient, owner: Owner, forge: str
+) -> None:
+    job_id = owner.job()
+    body = _body(job_id)
+    headers = {
+        "tampered-body": _signed(_body(job_id, status="failed")),
+        "other-secret": _signed(body, secret="not-the-tenants-secret"),
+        "stale": _signed(body, at=time.time() - 301),
+        "future": _signed(body, at=time.time() + 301),
+        "no-headers": {"Content-Type": "application/json"},
+        "v0-only": {
+            **_signed(body),
+            "X-BAI-Signature": _signed(body)["X-BAI-Signature"].replace("v1=", "v0="),
+        },
+    }[forge]
+    response = await _post(client, job_id, body, headers)
+    assert_problem(response, status=401, code="invalid_signature")
+    assert await _queued(owner.js, job_id) == []
+
+
+async def test_any_matching_v1_signature_passes_while_secrets_roll(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    job_id = owner.job()
+    body = _body(job_id)
+    headers = _signed(body)
+    old = _signed(body, secret="the-previous-secret")["X-BAI-Signature"]
+    headers["X-BAI-Signature"] = f"{old},{headers['X-BAI-Signature']}"
+    assert (await _post(client, job_id, body, headers)).status_code == 202
+
+
+async def test_the_original_shared_secret_header_works_only_where_configured(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    legacy, modern = owner.job(accept_secret_header=True), owner.job()
+    for job_id, expected in ((legacy, 202), (modern, 401)):
+        body = _body(job_id)
+        headers = {"X-BAI-Secret": SECRET, "Content-Type": "application/json"}
+        assert (await _post(client, job_id, body, headers)).status_code == expected
+    wrong = await _post(client, legacy, _body(legacy), {"X-BAI-Secret": "nope"})
+    assert_problem(wrong, status=401, code="invalid_signature")
+
+
+async def test_an_empty_configured_secret_verifies_nothing(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    job_id = owner.job(secret="")
+    body = _body(job_id)
+    assert_problem(
+        await _post(client, job_id, body, _signed(body, secret="")),
+        status=401,
+        code="invalid_signature",
+    )
+
+
+@pytest.mark.parametrize("job_id", ["zzz_0123456789", "gen", "no-prefix-at-all"])
+async def test_a_job_no_service_owns_is_404(
+    client: httpx.AsyncClient, owner: Owner, job_id: str
+) -> None:
+    body = _body(job_id)
+    assert_problem(await _post(client, job_id, body, _signed(body)), status=404, code="unknown_job")
+
+
+async def test_a_job_its_owner_does_not_know_is_404(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    job_id = f"gen_{uuid4().hex}"
+    body = _body(job_id)
+    assert_problem(await _post(client, job_id, body, _signed(body)), status=404, code="unknown_job")
+
+
+async def test_an_owner_that_does_not_answer_makes_n8n_retry(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    job_id = f"ext_{uuid4().hex}"  # mining answers nobody in this test
+    body = _body(job_id)
+    assert_problem(
+        await _post(client, job_id, body, _signed(body)), status=503, code="owner_unavailable"
+    )
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", None])
+async def test_a_malformed_callback_is_422_and_nothing_is_queued(
+    client: httpx.AsyncClient, owner: Owner, body: bytes | None
+) -> None:
+    job_id = owner.job()
+    raw = body if body is not None else _body(f"gen_{uuid4().hex}")  # someone else's job
+    response = await _post(client, job_id, raw, _signed(raw))
+    assert_problem(response, status=422, code="invalid_callback")
+    assert await _queued(owner.js, job_id) == []
+
+
+async def test_a_callback_over_the_size_cap_is_413(client: httpx.AsyncClient, owner: Owner) -> None:
+    job_id = owner.job()
+    body = _body(job_id, content={"text": "x" * 2_000_000})
+    assert (await _post(client, job_id, body, _signed(body))).status_code == 413

@@ -55,6 +55,10 @@ test: lint typecheck ## Everything CI runs: lint, types, unit and integration te
 bench: install ## Requests/s and p50/p99 through the edge and direct (prints a table)
 	@$(UV) run --no-sync python bench/edge_vs_direct.py
 
+.PHONY: bench-auth
+bench-auth: install ## ForwardAuth decisions/s and p50/p99 of one gateway process (prints tables)
+	@$(UV) run --no-sync python bench/forward_auth.py
+
 .PHONY: clean
 clean: install ## Remove the local state (database, streams, logs)
 	@$(UV) run --no-sync bai-stack clean

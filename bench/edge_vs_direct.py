@@ -14,30 +14,62 @@ See bench/README.md for how to read the ratio.
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
-import platform
 import signal
-import statistics
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import jwt
-from rich.console import Console
 from rich.table import Table
 
-from bai_platform.devstack import Stack, StackSettings
-from bai_platform.devstack.config import reachable_state_dir
-from bai_platform.devstack.stack import ComponentFailed, StackError
+from bai_platform.devstack.stack import StackError
 from bai_platform.identity import IDENTITY_HEADER
+
+if TYPE_CHECKING:  # mypy reads the folder from the repository root
+    from bench._load import (
+        BenchError,
+        Sample,
+        Summary,
+        bearer,
+        client,
+        console,
+        drive,
+        error_counts,
+        expect,
+        listed,
+        loopback_only,
+        machine_rows,
+        own_stack,
+        pool_limits,
+        raise_interrupt,
+        summarise,
+    )
+else:  # `python bench/edge_vs_direct.py` puts this folder first on sys.path
+    from _load import (
+        BenchError,
+        Sample,
+        Summary,
+        bearer,
+        client,
+        console,
+        drive,
+        error_counts,
+        expect,
+        listed,
+        loopback_only,
+        machine_rows,
+        own_stack,
+        pool_limits,
+        raise_interrupt,
+        summarise,
+    )
 
 # Throughput, not quotas, is measured: the limiter still counts every request (its cost is
 # in the figures) but the quotas sit far above what one machine can send.
@@ -52,19 +84,10 @@ BENCH_ENV = {
 
 LIST_PATH = "/v1/planner/campaigns"
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8101"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-REQUEST_TIMEOUT = 10.0
 # Fetch a new identity when the current one has less than this to live (the gateway
 # hands out a cached one with at least 15 s left; the planner allows 5 s of leeway).
 IDENTITY_MARGIN = 10.0
 TARGETS = ("direct", "edge")
-
-# Wide enough for the results table when the output goes to a file or a pipe.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not set up or run."""
 
 
 @dataclass(frozen=True)
@@ -85,46 +108,6 @@ class Targets:
     edge: str
     planner: str
     gateway: str
-
-
-@dataclass
-class Sample:
-    """The measured window of one run against one target."""
-
-    target: str
-    seconds: float
-    cpu_seconds: float = 0.0  # this process (the load generator) in the window
-    latencies: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-
-    def record(self, outcome: str, seconds: float) -> None:
-        if outcome == "200":
-            self.latencies.append(seconds)
-        else:
-            self.errors[outcome] += 1
-
-
-@dataclass(frozen=True)
-class Summary:
-    target: str
-    requests: int
-    errors: int
-    rps: float
-    p50: float
-    p90: float
-    p99: float
-    generator_cpu: float  # percent of one core
-
-
-@dataclass(frozen=True)
-class Window:
-    start: float
-    end: float
-
-    @classmethod
-    def after(cls, warmup: float, duration: float) -> "Window":
-        start = time.perf_counter() + warmup
-        return cls(start=start, end=start + duration)
 
 
 # ---- arguments -----------------------------------------------------------------------
@@ -154,47 +137,25 @@ def _validate(parser: argparse.ArgumentParser, p: Params) -> None:
 
 
 def _loopback_only(targets: Targets) -> None:
-    for url in (targets.edge, targets.planner, targets.gateway):
-        if urlsplit(url).hostname not in LOOPBACK_HOSTS:
-            raise BenchError(f"{url}: this benchmark only sends traffic to 127.0.0.1")
+    loopback_only((targets.edge, targets.planner, targets.gateway))
 
 
 # ---- the stack -----------------------------------------------------------------------
-def _report(component: str, status: str, detail: str) -> None:
-    console.print(f"  [dim]{status:>9}  {component}[/]")
-
-
 @contextlib.contextmanager
-def own_stack() -> Iterator[Targets]:
+def whole_stack() -> Iterator[Targets]:
     """A whole stack in a temporary folder on free ports, stopped on the way out."""
-    with reachable_state_dir() as state:
-        settings = StackSettings(state_dir=state, free_ports=True, service_env=BENCH_ENV)
-        stack = Stack(settings, reporter=_report)
-        try:
-            console.print(f"Starting a stack in {state} …")
-            _start(stack)
-            yield Targets(
-                mode="own stack (temporary, free ports)",
-                edge=stack.edge_url,
-                planner=stack.service_url("planner"),
-                gateway=stack.service_url("gateway"),
-            )
-        finally:
-            console.print("Stopping the stack …")
-            stack.stop()
-
-
-def _start(stack: Stack) -> None:
-    """Start the stack; a failure carries its log tail (the folder goes away with it)."""
-    try:
-        stack.start()
-    except ComponentFailed as exc:
-        raise BenchError(f"{exc}; log {exc.log_path}:\n{exc.log_tail()}") from exc
+    with own_stack(BENCH_ENV) as stack:
+        yield Targets(
+            mode="own stack (temporary, free ports)",
+            edge=stack.edge_url,
+            planner=stack.service_url("planner"),
+            gateway=stack.service_url("gateway"),
+        )
 
 
 def targets_of(params: Params) -> contextlib.AbstractContextManager[Targets]:
     if params.edge_url is None or params.planner_url is None:
-        return own_stack()
+        return whole_stack()
     return contextlib.nullcontext(
         Targets(
             mode="running stack",
@@ -206,35 +167,22 @@ def targets_of(params: Params) -> contextlib.AbstractContextManager[Targets]:
 
 
 # ---- set-up: an account, campaigns, an identity ----------------------------------------
-def _client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT, trust_env=False, **kwargs)
-
-
-def _expect(response: httpx.Response, status: int, what: str) -> None:
-    if response.status_code != status:
-        raise BenchError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def prepare_account(edge_url: str, campaigns: int) -> str:
     """Sign up a fresh workspace through the edge, fill it; returns the access token."""
-    async with _client(edge_url) as edge:
+    async with client(edge_url) as edge:
         signup = {
             "email": f"bench-{uuid.uuid4().hex[:12]}@example.com",
             "password": "bench-password-" + uuid.uuid4().hex[:8],
             "workspace": "Bench Coffee",
         }
         response = await edge.post("/v1/auth/signup", json=signup)
-        _expect(response, 201, "sign up")
+        expect(response, 201, "sign up")
         token = str(response.json()["access_token"])
         for number in range(1, campaigns + 1):
             created = await edge.post(
-                LIST_PATH, json={"name": f"Bench campaign {number}"}, headers=_bearer(token)
+                LIST_PATH, json={"name": f"Bench campaign {number}"}, headers=bearer(token)
             )
-            _expect(created, 201, "create a campaign")
+            expect(created, 201, "create a campaign")
     return token
 
 
@@ -247,16 +195,16 @@ class IdentitySource:
 
     async def fetch(self) -> tuple[str, float]:
         """The identity and when it expires (epoch seconds)."""
-        async with _client(self.gateway_url) as gateway:
-            response = await gateway.get("/auth/verify", headers=_bearer(self.token))
-        _expect(response, 200, "ForwardAuth /auth/verify")
+        async with client(self.gateway_url) as gateway:
+            response = await gateway.get("/auth/verify", headers=bearer(self.token))
+        expect(response, 200, "ForwardAuth /auth/verify")
         identity = response.headers.get(IDENTITY_HEADER)
         if not identity:
             raise BenchError(f"/auth/verify answered without {IDENTITY_HEADER}")
         claims = jwt.decode(identity, options={"verify_signature": False})
         return identity, float(claims["exp"])
 
-    async def keep_fresh(self, client: httpx.AsyncClient, expires_at: float) -> None:
+    async def keep_fresh(self, http: httpx.AsyncClient, expires_at: float) -> None:
         """Replace the client's identity shortly before each one expires."""
         while True:
             await asyncio.sleep(max(1.0, expires_at - time.time() - IDENTITY_MARGIN))
@@ -266,62 +214,35 @@ class IdentitySource:
                 console.print(f"[yellow]identity refresh failed, retrying: {exc}[/]")
                 expires_at = time.time() + IDENTITY_MARGIN + 1.0
                 continue
-            client.headers[IDENTITY_HEADER] = identity
+            http.headers[IDENTITY_HEADER] = identity
 
 
 # ---- the load ------------------------------------------------------------------------
-async def _one_request(client: httpx.AsyncClient) -> str:
-    """The answer's status code, or the transport error's name."""
-    try:
-        response = await client.get(LIST_PATH)
-    except httpx.HTTPError as exc:
-        return type(exc).__name__
-    return str(response.status_code)
-
-
-async def _worker(client: httpx.AsyncClient, window: Window, sample: Sample) -> None:
-    while (started := time.perf_counter()) < window.end:
-        outcome = await _one_request(client)
-        if started >= window.start:
-            sample.record(outcome, time.perf_counter() - started)
-
-
-def _limits(concurrency: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-
-async def _cpu_in(window: Window) -> float:
-    """CPU seconds this process spends inside the window."""
-    await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
-    before = time.process_time()
-    await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
-    return time.process_time() - before
-
-
-async def _drive(client: httpx.AsyncClient, target: str, params: Params) -> Sample:
-    sample = Sample(target=target, seconds=params.duration)
-    window = Window.after(params.warmup, params.duration)
-    async with asyncio.timeout(params.warmup + params.duration + REQUEST_TIMEOUT + 5.0):
-        cpu = asyncio.create_task(_cpu_in(window))
-        await asyncio.gather(*(_worker(client, window, sample) for _ in range(params.concurrency)))
-        sample.cpu_seconds = await cpu
-    return sample
+async def _drive(http: httpx.AsyncClient, target: str, params: Params) -> Sample:
+    send = functools.partial(http.get, LIST_PATH)
+    return await drive(
+        [send] * params.concurrency,  # the workers share the client and its pool
+        target,
+        warmup=params.warmup,
+        duration=params.duration,
+    )
 
 
 async def measure_edge(targets: Targets, token: str, params: Params) -> Sample:
-    limits = _limits(params.concurrency)
-    async with _client(targets.edge, headers=_bearer(token), limits=limits) as client:
-        return await _drive(client, "edge", params)
+    limits = pool_limits(params.concurrency)
+    async with client(targets.edge, headers=bearer(token), limits=limits) as http:
+        return await _drive(http, "edge", params)
 
 
 async def measure_direct(targets: Targets, identity: IdentitySource, params: Params) -> Sample:
-    limits = _limits(params.concurrency)
-    async with _client(targets.planner, headers=_bearer(identity.token), limits=limits) as client:
+    limits = pool_limits(params.concurrency)
+    headers = bearer(identity.token)
+    async with client(targets.planner, headers=headers, limits=limits) as http:
         current, expires_at = await identity.fetch()
-        client.headers[IDENTITY_HEADER] = current
-        refresher = asyncio.create_task(identity.keep_fresh(client, expires_at))
+        http.headers[IDENTITY_HEADER] = current
+        refresher = asyncio.create_task(identity.keep_fresh(http, expires_at))
         try:
-            return await _drive(client, "direct", params)
+            return await _drive(http, "direct", params)
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -332,13 +253,13 @@ async def check_answers(targets: Targets, identity: IdentitySource, expected: in
     """One list through each target before measuring: 200 and the same campaigns."""
     current, _ = await identity.fetch()
     checks = (
-        (targets.edge, _bearer(identity.token)),
-        (targets.planner, {**_bearer(identity.token), IDENTITY_HEADER: current}),
+        (targets.edge, bearer(identity.token)),
+        (targets.planner, {**bearer(identity.token), IDENTITY_HEADER: current}),
     )
     for base_url, headers in checks:
-        async with _client(base_url, headers=headers) as client:
-            response = await client.get(LIST_PATH)
-        _expect(response, 200, f"list campaigns at {base_url}")
+        async with client(base_url, headers=headers) as http:
+            response = await http.get(LIST_PATH)
+        expect(response, 200, f"list campaigns at {base_url}")
         if len(response.json()["items"]) != expected:
             raise BenchError(f"{base_url}: expected {expected} campaigns in the list")
 
@@ -360,32 +281,6 @@ async def run(targets: Targets, params: Params) -> dict[str, list[Sample]]:
 
 
 # ---- results -------------------------------------------------------------------------
-def _percentiles(latencies: list[float]) -> tuple[float, float, float]:
-    """p50, p90, p99 in milliseconds (NaN with fewer than two answers)."""
-    if len(latencies) < 2:
-        return (float("nan"),) * 3
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return cuts[49] * 1000, cuts[89] * 1000, cuts[98] * 1000
-
-
-def summarise(target: str, samples: list[Sample]) -> Summary:
-    latencies = [value for sample in samples for value in sample.latencies]
-    errors = sum(sum(sample.errors.values()) for sample in samples)
-    seconds = sum(sample.seconds for sample in samples)
-    cpu = sum(sample.cpu_seconds for sample in samples)
-    p50, p90, p99 = _percentiles(latencies)
-    return Summary(
-        target=target,
-        requests=len(latencies) + errors,
-        errors=errors,
-        rps=len(latencies) / seconds,
-        p50=p50,
-        p90=p90,
-        p99=p99,
-        generator_cpu=100 * cpu / seconds,
-    )
-
-
 def _ratio(edge: float, direct: float) -> str:
     return f"{edge / direct:.2f}" if direct > 0 else "-"
 
@@ -397,7 +292,7 @@ def results_table(direct: Summary, edge: Summary) -> Table:
         table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for s in (direct, edge):
         table.add_row(
-            s.target,
+            s.name,
             str(s.requests),
             str(s.errors),
             f"{s.rps:.1f}",
@@ -435,13 +330,8 @@ def rounds_table(samples: dict[str, list[Sample]]) -> Table:
 
 def context_table(params: Params, targets: Targets, load: tuple[float, ...]) -> Table:
     table = Table(title="context", show_header=False)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     rows = {
-        "cpu count": f"{os.cpu_count()} (usable: {usable})",
-        "load average (before; after)": f"{_loads(load)}; {_loads(os.getloadavg())}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "httpx": httpx.__version__,
+        **machine_rows(load),
         "stack": targets.mode,
         "edge": targets.edge,
         "planner (direct)": targets.planner,
@@ -456,16 +346,11 @@ def context_table(params: Params, targets: Targets, load: tuple[float, ...]) -> 
     return table
 
 
-def _loads(load: tuple[float, ...]) -> str:
-    return " ".join(f"{value:.2f}" for value in load)
-
-
 def print_errors(samples: dict[str, list[Sample]]) -> None:
     for target, runs in samples.items():
-        errors: Counter[str] = sum((sample.errors for sample in runs), Counter())
+        errors = error_counts(runs)
         if errors:
-            listed = ", ".join(f"{name} x{count}" for name, count in errors.most_common())
-            console.print(f"[red]{target} errors: {listed}[/]")
+            console.print(f"[red]{target} errors: {listed(errors)}[/]")
         if target == "edge" and errors.get("429"):
             console.print("[yellow]429 = Traefik flood-shield (300 req/s per IP): edge capped.[/]")
 
@@ -482,13 +367,9 @@ def render(
 
 
 # ---- entry ---------------------------------------------------------------------------
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     params = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     load = os.getloadavg()
     try:
         with targets_of(params) as targets:

@@ -5,6 +5,8 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from bai_platform.db import Session
 from bai_platform.errors import ServiceError, problem_response
@@ -12,6 +14,8 @@ from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from gateway import api_keys, service, workspaces
 from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
+from gateway.live import Hub
+from gateway.live import stream as live_stream
 from gateway.models import Membership, User
 from gateway.schemas import (
     ApiKeyCreate,
@@ -38,6 +42,7 @@ from gateway.schemas import (
     WorkspaceList,
     WorkspaceRead,
 )
+from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["auth"])
 
@@ -274,3 +279,28 @@ async def n8n_callback(
     )
     event_id = await callbacks.receive(job_id=job_id, body=await request.body(), headers=headers)
     return CallbackAccepted(event_id=event_id)
+
+
+@router.get("/v1/events", tags=["live"], response_class=StreamingResponse)
+async def live_events(
+    identity: CurrentIdentity,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: the workspace's status changes, resumable with Last-Event-ID."""
+    hub: Hub = request.app.state.live
+    settings: GatewaySettings = request.app.state.auth.settings
+    connection = hub.open(str(identity.tenant_id))
+    body = live_stream(
+        hub,
+        connection,
+        last_event_id=last_event_id,
+        heartbeat_seconds=settings.live_heartbeat_seconds,
+    )
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # The stream closes its connection itself; this covers a client gone before it began.
+        background=BackgroundTask(hub.close, connection),
+    )

@@ -12,6 +12,7 @@ from gateway.api import router
 from gateway.callbacks import CallbackRouter
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import KeyRing, KeyStore, fernet_for
+from gateway.live import Hub, feed
 from gateway.ratelimit import RateLimiter
 from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
@@ -47,14 +48,21 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         link = NatsLink(resolved.nats_url, name="gateway-api")
         app.state.callbacks = CallbackRouter(link=link, routes=resolved.callback_routes)
+        hub = Hub(
+            retention_seconds=resolved.live_retention_seconds,
+            max_per_tenant=resolved.live_max_connections_per_tenant,
+        )
+        app.state.live = hub
         stop = asyncio.Event()
         background = [
             asyncio.create_task(keys.refresh_every(resolved.key_reload_seconds, stop)),
             asyncio.create_task(link.run(stop)),
+            asyncio.create_task(feed(hub, link, streams=resolved.live_streams, stop=stop)),
         ]
         try:
             yield
         finally:
+            hub.shutdown()
             stop.set()
             await asyncio.gather(*background)
             await limiter.close()

@@ -21,6 +21,13 @@ class GatewaySettings(ServiceSettings):
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Live events (SSE): how far back Last-Event-ID resumes, and a per-workspace cap.
+    live_streams: list[str] = Field(
+        default_factory=lambda: ["PLANNER", "CREATOR", "MINING", "BILLING"]
+    )
+    live_retention_seconds: float = Field(default=600.0, gt=0)
+    live_max_connections_per_tenant: int = Field(default=100, ge=1)
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # n8n callbacks: job-id prefix -> the service that owns such jobs.
     callback_routes: dict[str, str] = Field(
         default_factory=lambda: {"gen": "creator", "ext": "mining", "pub": "planner"}

@@ -1,0 +1,117 @@
+"""Live events through the edge: a status change reaches the workspace's browsers at once."""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Account, sign_up
+
+pytestmark = pytest.mark.integration
+CREATED = "bai.planner.campaign.created.v1"
+
+
+@dataclass
+class Listener:
+    """An EventSource-like client: collects (id, event, data) frames as they arrive."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    arrived: dict[str, float] = field(default_factory=dict)
+
+    async def read(self, response: httpx.Response) -> None:
+        frame: dict[str, Any] = {}
+        async for line in response.aiter_lines():
+            if not line:
+                if "event" in frame:
+                    self.events.append(frame)
+                    self.arrived[frame.get("id", "")] = time.monotonic()
+                frame = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                frame[name] = json.loads(value) if name == "data" else value
+
+    async def wait_for(self, predicate: Any, within: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(within):
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    edge: httpx.AsyncClient, account: Account, last_event_id: str | None = None
+) -> AsyncIterator[Listener]:
+    headers = dict(account.headers)
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    listener = Listener()
+    async with edge.stream(
+        "GET", "/v1/events", headers=headers, timeout=httpx.Timeout(10.0, read=None)
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        task = asyncio.create_task(listener.read(response))
+        await asyncio.sleep(0.3)  # the stream is open
+        try:
+            yield listener
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await task
+
+
+def _campaign(campaign_id: str) -> Any:
+    return lambda e: e.get("event") == CREATED and e["data"]["data"]["campaign_id"] == campaign_id
+
+
+async def _create(edge: httpx.AsyncClient, account: Account, name: str) -> tuple[str, float]:
+    response = await edge.post(
+        "/v1/planner/campaigns", json={"name": name}, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"], time.monotonic()
+
+
+async def test_a_status_change_reaches_the_workspace_within_a_second(
+    edge: httpx.AsyncClient, account: Account
+) -> None:
+    stranger = await sign_up(edge)
+    async with listening(edge, account) as mine, listening(edge, stranger) as theirs:
+        campaign_id, created_at = await _create(edge, account, "Live launch")
+        event = await mine.wait_for(_campaign(campaign_id))
+        assert mine.arrived[event["id"]] - created_at < 1.0
+        await asyncio.sleep(0.5)
+        assert not any(e.get("event") == CREATED for e in theirs.events)
+
+
+async def test_last_event_id_resumes_what_was_missed(
+    edge: httpx.AsyncClient, account: Account
+) -> None:
+    async with listening(edge, account) as first:
+        seen, _ = await _create(edge, account, "Seen")
+        last = (await first.wait_for(_campaign(seen)))["id"]
+    missed, _ = await _create(edge, account, "Missed while away")
+    await asyncio.sleep(0.5)
+    async with listening(edge, account, last_event_id=last) as resumed:
+        await resumed.wait_for(_campaign(missed), within=2.0)
+        assert not any(_campaign(seen)(e) for e in resumed.events)
+
+
+async def test_an_unknown_last_event_id_asks_the_client_to_refetch(
+    edge: httpx.AsyncClient, account: Account
+) -> None:
+    async with listening(edge, account, last_event_id="PLANNER:999999999") as listener:
+        await listener.wait_for(lambda e: e.get("event") == "reset", within=2.0)
+
+
+async def test_live_events_need_a_token(edge: httpx.AsyncClient) -> None:
+    response = await edge.get("/v1/events")
+    assert response.status_code == 401

@@ -72,11 +72,13 @@ class NatsLink:
     def __init__(self, url: str, *, name: str, retry_seconds: float = 2.0) -> None:
         self.url, self.name, self.retry_seconds = url, name, retry_seconds
         self.client: NatsClient | None = None
+        self.connected = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         while self.client is None and not stop.is_set():
             try:
                 self.client = await connect(self.url, name=self.name)
+                self.connected.set()
             except (TimeoutError, OSError, NatsError):
                 log.warning("nats_unreachable", client=self.name, retry_in=self.retry_seconds)
                 with contextlib.suppress(asyncio.TimeoutError):

@@ -1,17 +1,18 @@
 """Gateway HTTP routes: public auth, JWKS, the ForwardAuth decision and the caller's identity."""
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from bai_platform.db import Session
-from bai_platform.errors import ServiceError, problem_response
+from bai_platform.errors import NotFound, ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
-from gateway import api_keys, service, workspaces
+from gateway import api_keys, openapi, service, workspaces
 from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
 from gateway.live import Hub
@@ -304,3 +305,25 @@ async def live_events(
         # The stream closes its connection itself; this covers a client gone before it began.
         background=BackgroundTask(hub.close, connection),
     )
+
+
+@router.get("/v1/openapi.json", include_in_schema=False)
+async def edge_openapi(request: Request) -> dict[str, Any]:
+    """Every service's API under the edge's paths (dev and test; production if enabled)."""
+    settings: GatewaySettings = request.app.state.auth.settings
+    if not settings.show_docs:
+        raise NotFound("the API documents are not published here")
+    return await openapi.aggregate(
+        request.app.state.http,
+        own=request.app.openapi(),
+        services=settings.service_urls,
+        title="B.A.I. platform",
+    )
+
+
+@router.get("/v1/docs", include_in_schema=False)
+async def edge_docs(request: Request) -> HTMLResponse:
+    settings: GatewaySettings = request.app.state.auth.settings
+    if not settings.show_docs:
+        raise NotFound("the API documents are not published here")
+    return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="B.A.I. platform API")

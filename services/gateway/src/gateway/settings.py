@@ -28,6 +28,8 @@ class GatewaySettings(ServiceSettings):
     live_retention_seconds: float = Field(default=600.0, gt=0)
     live_max_connections_per_tenant: int = Field(default=100, ge=1)
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # The services behind the edge (internal URLs), for the aggregated OpenAPI document.
+    service_urls: dict[str, str] = Field(default_factory=dict)
     # n8n callbacks: job-id prefix -> the service that owns such jobs.
     callback_routes: dict[str, str] = Field(
         default_factory=lambda: {"gen": "creator", "ext": "mining", "pub": "planner"}

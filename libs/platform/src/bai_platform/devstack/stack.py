@@ -9,6 +9,7 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -338,6 +339,9 @@ class Stack:
             "BAI_PUBLIC_BASE_URL": self.edge_url,
             "BAI_IDENTITY_JWKS_URL": f"{self.service_url('gateway')}/.well-known/jwks.json",
             "PYTHONUNBUFFERED": "1",
+            "BAI_SERVICE_URLS": json.dumps(
+                {name: self.service_url(name) for name in SERVICES if name != "gateway"}
+            ),
             **self.settings.service_env,
         }
 

@@ -59,6 +59,10 @@ bench: install ## Requests/s and p50/p99 through the edge and direct (prints a t
 bench-auth: install ## ForwardAuth decisions/s and p50/p99 of one gateway process (prints tables)
 	@$(UV) run --no-sync python bench/forward_auth.py
 
+.PHONY: bench-live
+bench-live: install ## SSE connections, memory per connection and fan-out time on one gateway
+	@$(UV) run --no-sync python bench/live_events.py
+
 .PHONY: clean
 clean: install ## Remove the local state (database, streams, logs)
 	@$(UV) run --no-sync bai-stack clean

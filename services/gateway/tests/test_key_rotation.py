@@ -69,24 +69,39 @@ async def _kids(client: httpx.AsyncClient) -> set[str]:
 
 @pytest.mark.usefixtures("restore_keys")
 async def test_after_rotation_old_tokens_still_work_and_new_ones_use_the_new_key(
-    app: FastAPI, client: httpx.AsyncClient, settings: GatewaySettings, account: Account
+    settings: GatewaySettings, account: Account
 ) -> None:
     new_kid = await _rotate(settings, grace_seconds=3600)
-    await app.state.auth.keys.reload()
-    assert {new_kid, _kid(account.access_token)} <= await _kids(client)
-    assert await _verify(client, account.access_token) == 200
-    fresh = await sign_up(client)
+    immediate = settings.model_copy(update={"key_activation_override_seconds": 0})
+    async with app_client(create_app(immediate)) as client:
+        assert {new_kid, _kid(account.access_token)} <= await _kids(client)
+        assert await _verify(client, account.access_token) == 200
+        fresh = await sign_up(client)
     assert _kid(fresh.access_token) == new_kid
+
+
+@pytest.mark.usefixtures("restore_keys")
+async def test_a_new_key_is_published_before_anyone_signs_with_it(
+    settings: GatewaySettings, account: Account
+) -> None:
+    new_kid = await _rotate(settings, grace_seconds=3600)
+    patient = settings.model_copy(update={"key_activation_override_seconds": 3600})
+    async with app_client(create_app(patient)) as client:
+        assert new_kid in await _kids(client)  # services can fetch it already
+        fresh = await sign_up(client)
+    assert _kid(fresh.access_token) == _kid(account.access_token)  # the old key still signs
 
 
 @pytest.mark.usefixtures("restore_keys")
 async def test_a_token_signed_after_another_process_rotated_is_accepted(
     settings: GatewaySettings,
 ) -> None:
-    eager = create_app(settings.model_copy(update={"unknown_kid_reload_seconds": 0}))
-    async with app_client(eager) as eager_client:  # this process loaded the keys already
+    immediate = settings.model_copy(
+        update={"unknown_kid_reload_seconds": 0, "key_activation_override_seconds": 0}
+    )
+    async with app_client(create_app(immediate)) as eager_client:  # loaded the keys already
         new_kid = await _rotate(settings, grace_seconds=3600)  # ... then another rotated
-        async with app_client(create_app(settings)) as later_client:
+        async with app_client(create_app(immediate)) as later_client:
             account = await sign_up(later_client)  # signed by a process started since
         assert _kid(account.access_token) == new_kid
         assert await _verify(eager_client, account.access_token) == 200

@@ -4,7 +4,8 @@ The gateway answers Traefik's ForwardAuth call with this header; Traefik copies 
 the forwarded request, overwriting anything the client sent. Services verify it against
 the gateway's JWKS (EdDSA only, pinned ``typ``, ``iss``, ``aud``, small leeway) and a
 request without a valid one is 401. An unknown ``kid`` triggers at most one JWKS refresh
-per ``refresh_interval``.
+per ``refresh_interval`` (a few seconds: a rotated key is in the JWKS well before the
+gateway signs with it, so one refresh finds it).
 """
 
 import time
@@ -82,7 +83,7 @@ class IdentityVerifier:
         audience: str,
         http: httpx.AsyncClient,
         leeway_seconds: int = 5,
-        refresh_interval: float = 30.0,
+        refresh_interval: float = 2.0,
         cache_size: int = 10_000,
     ) -> None:
         self._jwks_url, self._issuer, self._audience = jwks_url, issuer, audience

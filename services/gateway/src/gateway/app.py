@@ -28,6 +28,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             db=app.state.db,
             fernet=fernet,
             unknown_kid_reload_seconds=resolved.unknown_kid_reload_seconds,
+            activation_seconds=resolved.key_activation_seconds,
         )
 
         def trust_own_keys(ring: KeyRing) -> None:  # its own tokens: no HTTP to itself

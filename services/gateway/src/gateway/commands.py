@@ -15,8 +15,8 @@ def rotate_signing_key() -> None:
     kid = asyncio.run(_rotate(settings))
     Console().print(
         f"new signing key {kid}; the previous keys verify for "
-        f"{settings.key_retirement_grace_seconds} s more. Every gateway process signs with it "
-        f"within {settings.key_reload_seconds:g} s."
+        f"{settings.key_retirement_grace_seconds} s more. Gateways sign with the new key "
+        f"once it is {settings.key_activation_seconds:g} s old (every process has it then)."
     )
 
 

@@ -96,8 +96,15 @@ async def _lock(session: AsyncSession) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _KEY_CREATION_LOCK})
 
 
-async def load_keyring(session: AsyncSession, *, fernet: Fernet) -> KeyRing:
-    """The keys in force, creating the first one on a fresh database."""
+async def load_keyring(
+    session: AsyncSession, *, fernet: Fernet, activation_seconds: float = 0.0
+) -> KeyRing:
+    """The keys in force, creating the first one on a fresh database.
+
+    A key signs only once it is ``activation_seconds`` old: by then every gateway process
+    has loaded it and every service can fetch it from the JWKS, so no token signed with it
+    meets a verifier that does not know it yet. Until then the previous key signs.
+    """
     await _lock(session)
     now = datetime.now(UTC)
     query = (
@@ -106,14 +113,16 @@ async def load_keyring(session: AsyncSession, *, fernet: Fernet) -> KeyRing:
         .order_by(SigningKey.created_at, SigningKey.kid)
     )
     rows = list((await session.scalars(query)).all())
-    signers = [row for row in rows if row.retired_at is None]
-    if not signers:
-        signers = [new_signing_key(fernet)]
-        session.add(signers[0])
+    if not any(row.retired_at is None for row in rows):
+        rows.append(new_signing_key(fernet))
+        session.add(rows[-1])
         await session.flush()
-        rows.append(signers[0])
+    active_since = now - timedelta(seconds=activation_seconds)
+    ripe = [row for row in rows if row.created_at <= active_since]
+    # None ripe yet (a rotation soon after the first start): the longest-known key signs.
+    signer = ripe[-1] if ripe else rows[0]
     pairs = {row.kid: _pair(row, fernet) for row in rows}
-    return KeyRing(list(pairs.values()), current=pairs[signers[-1].kid])
+    return KeyRing(list(pairs.values()), current=pairs[signer.kid])
 
 
 async def rotate_signing_key(session: AsyncSession, *, fernet: Fernet, grace_seconds: int) -> str:
@@ -139,8 +148,10 @@ class KeyStore:
         fernet: Fernet,
         ring: KeyRing,
         unknown_kid_reload_seconds: float = UNKNOWN_KID_RELOAD_SECONDS,
+        activation_seconds: float = 0.0,
     ) -> None:
         self._db, self._fernet, self.ring = db, fernet, ring
+        self._activation_seconds = activation_seconds
         self._unknown_kid_reload_seconds = unknown_kid_reload_seconds
         self._loaded_at = time.monotonic()
         self._listeners: list[Callable[[KeyRing], None]] = []
@@ -152,11 +163,16 @@ class KeyStore:
         db: Database,
         fernet: Fernet,
         unknown_kid_reload_seconds: float = UNKNOWN_KID_RELOAD_SECONDS,
+        activation_seconds: float = 0.0,
     ) -> "KeyStore":
         async with db.transaction() as session:
-            ring = await load_keyring(session, fernet=fernet)
+            ring = await load_keyring(session, fernet=fernet, activation_seconds=activation_seconds)
         return cls(
-            db=db, fernet=fernet, ring=ring, unknown_kid_reload_seconds=unknown_kid_reload_seconds
+            db=db,
+            fernet=fernet,
+            ring=ring,
+            unknown_kid_reload_seconds=unknown_kid_reload_seconds,
+            activation_seconds=activation_seconds,
         )
 
     def on_change(self, listener: Callable[[KeyRing], None]) -> None:
@@ -165,7 +181,9 @@ class KeyStore:
 
     async def reload(self) -> KeyRing:
         async with self._db.transaction() as session:
-            self.ring = await load_keyring(session, fernet=self._fernet)
+            self.ring = await load_keyring(
+                session, fernet=self._fernet, activation_seconds=self._activation_seconds
+            )
         self._loaded_at = time.monotonic()
         for listener in self._listeners:
             listener(self.ring)

@@ -36,10 +36,21 @@ class GatewaySettings(ServiceSettings):
     )
     # How often each process re-reads the signing keys (rotations by other processes).
     key_reload_seconds: float = Field(default=30.0, gt=0)
+    # Left unset, a new key signs once it is key_reload_seconds + 5 old.
+    key_activation_override_seconds: float | None = Field(default=None, ge=0)
     # A token naming a key this process does not know reloads the keys at most this often.
     unknown_kid_reload_seconds: float = Field(default=5.0, ge=0)
 
     @property
+    def key_activation_seconds(self) -> float:
+        """How old a new key is before it signs: every gateway process has loaded it."""
+        if self.key_activation_override_seconds is not None:
+            return self.key_activation_override_seconds
+        return self.key_reload_seconds + 5
+
+    @property
     def key_retirement_grace_seconds(self) -> int:
-        """How long a rotated-out key still verifies: every token it signed has expired."""
-        return self.access_token_ttl_seconds + IDENTITY_TTL_SECONDS + 60
+        """How long a rotated-out key still verifies: it may sign until the new key is
+        active, and every token it signed has expired after that."""
+        grace = self.key_activation_seconds + self.access_token_ttl_seconds + IDENTITY_TTL_SECONDS
+        return int(grace) + 60

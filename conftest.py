@@ -13,4 +13,8 @@ TEST_RATE_LIMITS = {"ip_auth": {"limit": 1_000_000}, "tenant_plans": {"starter":
 
 @pytest.fixture(scope="session")
 def stack_service_env() -> dict[str, str]:
-    return {"BAI_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS)}
+    return {
+        "BAI_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
+        # Key rotations reach the test stack's gateway quickly.
+        "BAI_KEY_RELOAD_SECONDS": "2",
+    }

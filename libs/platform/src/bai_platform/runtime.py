@@ -1,6 +1,7 @@
 """``python -m <service> api|worker|migrate|dead-letters|replay``: one entry point per service."""
 
 import asyncio
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,8 +36,9 @@ def service_cli(
     def api() -> None:
         """Serve the HTTP API (uvicorn)."""
         settings = _boot(settings_factory, "api")
+        app = app_factory(settings)
         config = uvicorn.Config(
-            app_factory(settings),
+            app,
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -46,7 +48,7 @@ def service_cli(
             proxy_headers=True,
             server_header=False,
         )
-        uvicorn.Server(config).run()
+        DrainingServer(config, app).run()
 
     @cli.command()
     def worker() -> None:
@@ -80,6 +82,23 @@ def service_cli(
         Console().print(f"replayed {letter.sequence} to {letter.original_subject}")
 
     return cli
+
+
+class DrainingServer(uvicorn.Server):
+    """Uvicorn that tells the app it is draining before it waits for open requests.
+
+    Long-lived responses (live events) end at once with a retry hint, instead of holding
+    the shutdown until the graceful timeout cuts them.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for hook in getattr(self._app.state, "on_draining", []):
+            hook()
+        await super().shutdown(sockets)
 
 
 def _boot(settings_factory: Callable[[], ServiceSettings], process: str) -> ServiceSettings:

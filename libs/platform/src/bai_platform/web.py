@@ -154,6 +154,8 @@ def create_service_app(
         openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(app)
+    # Called (no arguments) when the server starts draining; see runtime.DrainingServer.
+    app.state.on_draining = []
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)

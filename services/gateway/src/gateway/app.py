@@ -54,6 +54,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             max_per_tenant=resolved.live_max_connections_per_tenant,
         )
         app.state.live = hub
+        app.state.on_draining.append(hub.shutdown)
         stop = asyncio.Event()
         background = [
             asyncio.create_task(keys.refresh_every(resolved.key_reload_seconds, stop)),

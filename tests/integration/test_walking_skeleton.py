@@ -51,3 +51,13 @@ async def test_tenants_do_not_see_each_others_campaigns(
     await edge.post("/v1/planner/campaigns", json=CAMPAIGN, headers=account.headers)
     listed = await edge.get("/v1/planner/campaigns", headers=other.headers)
     assert listed.json()["items"] == []
+
+
+async def test_a_client_sent_identity_header_is_never_trusted(
+    edge: httpx.AsyncClient, account: Account
+) -> None:
+    forged = {"X-BAI-Identity": "eyJhbGciOiJub25lIn0.eyJ0aWQiOiJ4In0."}
+    alone = await edge.get("/v1/planner/campaigns", headers=forged)
+    assert alone.status_code == 401
+    overwritten = await edge.get("/v1/planner/campaigns", headers={**forged, **account.headers})
+    assert overwritten.status_code == 200  # Traefik replaced it with the gateway's

@@ -31,7 +31,7 @@ async def _wait_for_brief(edge: httpx.AsyncClient, account: Account, campaign_id
             if brief.status_code == 200:
                 return
             assert brief.status_code == 404, brief.text
-            await asyncio.sleep(0.25)  # stays well inside the test tenant quota
+            await asyncio.sleep(0.5)  # 60 polls at most: well inside the test tenant quota
 
 
 async def test_event_committed_while_nats_is_down_reaches_creator_exactly_once(

@@ -53,15 +53,15 @@ test: lint typecheck ## Everything CI runs: lint, types, unit and integration te
 
 .PHONY: bench
 bench: install ## Requests/s and p50/p99 through the edge and direct (prints a table)
-	@$(UV) run --no-sync python bench/edge_vs_direct.py
+	@$(UV) run --no-sync python -m bench.edge_vs_direct
 
 .PHONY: bench-auth
 bench-auth: install ## ForwardAuth decisions/s and p50/p99 of one gateway process (prints tables)
-	@$(UV) run --no-sync python bench/forward_auth.py
+	@$(UV) run --no-sync python -m bench.forward_auth
 
 .PHONY: bench-live
 bench-live: install ## SSE connections, memory per connection and fan-out time on one gateway
-	@$(UV) run --no-sync python bench/live_events.py
+	@$(UV) run --no-sync python -m bench.live_events
 
 .PHONY: clean
 clean: install ## Remove the local state (database, streams, logs)

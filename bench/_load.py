@@ -1,8 +1,6 @@
 """What the benchmarks share: the load generator, its samples, the stack and the context.
 
-The scripts run as ``python bench/<name>.py``, which puts this folder first on
-``sys.path``: they import this module as ``_load`` (and as ``bench._load`` for mypy, which
-reads the folder from the repository root).
+The scripts run from the repository root as ``python -m bench.<name>``.
 
 The load generator is one asyncio process of N workers, each with its own ``send`` (the
 callers decide whether the workers share one ``httpx.AsyncClient`` or have one each;

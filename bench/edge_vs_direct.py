@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 import jwt
@@ -31,45 +30,24 @@ from rich.table import Table
 
 from bai_platform.devstack.stack import StackError
 from bai_platform.identity import IDENTITY_HEADER
-
-if TYPE_CHECKING:  # mypy reads the folder from the repository root
-    from bench._load import (
-        BenchError,
-        Sample,
-        Summary,
-        bearer,
-        client,
-        console,
-        drive,
-        error_counts,
-        expect,
-        listed,
-        loopback_only,
-        machine_rows,
-        own_stack,
-        pool_limits,
-        raise_interrupt,
-        summarise,
-    )
-else:  # `python bench/edge_vs_direct.py` puts this folder first on sys.path
-    from _load import (
-        BenchError,
-        Sample,
-        Summary,
-        bearer,
-        client,
-        console,
-        drive,
-        error_counts,
-        expect,
-        listed,
-        loopback_only,
-        machine_rows,
-        own_stack,
-        pool_limits,
-        raise_interrupt,
-        summarise,
-    )
+from bench._load import (
+    BenchError,
+    Sample,
+    Summary,
+    bearer,
+    client,
+    console,
+    drive,
+    error_counts,
+    expect,
+    listed,
+    loopback_only,
+    machine_rows,
+    own_stack,
+    pool_limits,
+    raise_interrupt,
+    summarise,
+)
 
 # Throughput, not quotas, is measured: the limiter still counts every request (its cost is
 # in the figures) but the quotas sit far above what one machine can send.

@@ -40,54 +40,31 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import httpx
 from rich.table import Table
 
 from bai_platform.devstack.stack import StackError
 from bai_platform.identity import IDENTITY_HEADER
-
-if TYPE_CHECKING:  # mypy reads the folder from the repository root
-    from bench._load import (
-        BenchError,
-        Sample,
-        Send,
-        Summary,
-        bearer,
-        client,
-        console,
-        drive,
-        error_counts,
-        expect,
-        listed,
-        loopback_only,
-        machine_rows,
-        own_stack,
-        pool_limits,
-        raise_interrupt,
-        summarise,
-    )
-else:  # `python bench/forward_auth.py` puts this folder first on sys.path
-    from _load import (
-        BenchError,
-        Sample,
-        Send,
-        Summary,
-        bearer,
-        client,
-        console,
-        drive,
-        error_counts,
-        expect,
-        listed,
-        loopback_only,
-        machine_rows,
-        own_stack,
-        pool_limits,
-        raise_interrupt,
-        summarise,
-    )
+from bench._load import (
+    BenchError,
+    Sample,
+    Send,
+    Summary,
+    bearer,
+    client,
+    console,
+    drive,
+    error_counts,
+    expect,
+    listed,
+    loopback_only,
+    machine_rows,
+    own_stack,
+    pool_limits,
+    raise_interrupt,
+    summarise,
+)
 
 # The limiter counts every decision (its cost is in the figures), but no quota is reached:
 # not per IP (sign-up, logins and the refreshes that mint the token pool), nor per

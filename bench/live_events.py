@@ -25,22 +25,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 from uuid import uuid4
 
+import httpx
 import nats
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from bench._load import console, expect, machine_rows, own_stack, raise_interrupt
-else:
-    from _load import console, expect, machine_rows, own_stack, raise_interrupt
-
-import httpx
 
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER
+from bench._load import console, expect, machine_rows, own_stack, raise_interrupt
 
 ENV = {
     "BAI_LIVE_MAX_CONNECTIONS_PER_TENANT": "1000000",

@@ -7,7 +7,7 @@ from uuid import UUID
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier, mint_identity
@@ -204,3 +204,20 @@ async def test_invalid_key_request_is_422_and_creates_nothing(
     response = await client.post(KEYS, json=body, headers=headers)
     assert_problem(response, status=422, code="validation_failed")
     assert (await client.get(KEYS, headers=headers)).json()["items"] == []
+
+
+async def test_a_repeated_create_with_an_idempotency_key_never_shows_the_secret_twice(
+    client: httpx.AsyncClient, account: Account, db: AsyncEngine
+) -> None:
+    headers = {**await _as(client, account), "Idempotency-Key": "create-key-1"}
+    body = {"name": "once", "scopes": ["planner:read"]}
+    first = await client.post(KEYS, json=body, headers=headers)
+    again = await client.post(KEYS, json=body, headers=headers)
+    assert first.status_code == 201
+    assert_problem(again, status=409, code="idempotent_answer_not_kept")
+    assert first.json()["key"] not in again.text
+    listed = await client.get(KEYS, headers=await _as(client, account))
+    assert len(listed.json()["items"]) == 1
+    async with db.connect() as conn:
+        stored = await conn.execute(text("SELECT response_body FROM gateway.idempotency_keys"))
+        assert all(row[0] is None or first.json()["key"].encode() not in row[0] for row in stored)

@@ -99,3 +99,21 @@ def create_messaging_tables(schema: str) -> None:
 def drop_messaging_tables(schema: str) -> None:
     op.drop_table("inbox", schema=schema)
     op.drop_table("outbox", schema=schema)
+
+
+def create_idempotency_table(schema: str) -> None:
+    """Stored answers of POSTs carrying Idempotency-Key (see ``bai_platform.idempotency``)."""
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("owner", sa.String(128), nullable=False),
+        sa.Column("key", sa.String(255), nullable=False),
+        sa.Column("request_hash", sa.String(64), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("response_headers", JSONB(), nullable=True),
+        sa.Column("response_body", sa.LargeBinary(), nullable=True),
+        sa.PrimaryKeyConstraint("owner", "key", name="pk_idempotency_keys"),
+        schema=schema,
+    )

@@ -9,11 +9,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from fastapi import APIRouter, FastAPI
+from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bai_platform.db import Database
 from bai_platform.errors import install_error_handlers, problem_response
 from bai_platform.health import health_router
+from bai_platform.idempotency import IdempotencyMiddleware
 from bai_platform.identity import IdentityVerifier
 from bai_platform.settings import ServiceSettings
 from bai_platform.telemetry import install_telemetry
@@ -118,6 +120,7 @@ def create_service_app(
     title: str,
     routers: Sequence[APIRouter],
     lifespan: ServiceLifespan | None = None,
+    idempotency: Table | None = None,
     verify_identity: bool = True,
 ) -> FastAPI:
     """Build a service's app: routers, problem+json errors, health, metrics, traces."""
@@ -159,6 +162,8 @@ def create_service_app(
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
+    if idempotency is not None:  # inside the body cap: it buffers the body it hashes
+        app.add_middleware(IdempotencyMiddleware, table=idempotency)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitEcho)
     install_telemetry(app, settings)

@@ -13,6 +13,7 @@ from gateway.callbacks import CallbackRouter
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import KeyRing, KeyStore, fernet_for
 from gateway.live import Hub, feed
+from gateway.models import idempotency
 from gateway.ratelimit import RateLimiter
 from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
@@ -69,4 +70,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await asyncio.gather(*background)
             await limiter.close()
 
-    return create_service_app(resolved, title="B.A.I. gateway", routers=[router], lifespan=lifespan)
+    return create_service_app(
+        resolved,
+        title="B.A.I. gateway",
+        routers=[router],
+        lifespan=lifespan,
+        idempotency=idempotency,
+    )

@@ -3,10 +3,14 @@ from fastapi import FastAPI
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from planner.api import router
+from planner.models import idempotency
 from planner.settings import PlannerSettings
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     return create_service_app(
-        settings or PlannerSettings(), title="B.A.I. planner", routers=[router]
+        settings or PlannerSettings(),
+        title="B.A.I. planner",
+        routers=[router],
+        idempotency=idempotency,
     )

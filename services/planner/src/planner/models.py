@@ -8,6 +8,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
 from bai_platform.db import make_metadata
+from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
 
@@ -35,3 +36,4 @@ class Campaign(Base):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+idempotency = idempotency_table(Base.metadata)

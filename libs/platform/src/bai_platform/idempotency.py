@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bai_platform.errors import ServiceError, problem_response
+from bai_platform.errors import Conflict, ServiceError, Unprocessable, problem_response
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier
 
 HEADER = b"idempotency-key"
@@ -154,16 +154,16 @@ class IdempotencyMiddleware:
                 await session.execute(delete(t).where(where))
 
 
-class IdempotencyKeyReused(ServiceError):
-    status_code, code = 422, "idempotency_key_reused"
+class IdempotencyKeyReused(Unprocessable):
+    code = "idempotency_key_reused"
 
 
-class IdempotentAnswerNotKept(ServiceError):
-    status_code, code = 409, "idempotent_answer_not_kept"
+class IdempotentAnswerNotKept(Conflict):
+    code = "idempotent_answer_not_kept"
 
 
-class IdempotencyKeyInProgress(ServiceError):
-    status_code, code = 409, "idempotency_key_in_progress"
+class IdempotencyKeyInProgress(Conflict):
+    code = "idempotency_key_in_progress"
 
 
 async def _existing(session: Any, t: Table, row: Any, digest: str) -> dict[str, Any] | None:

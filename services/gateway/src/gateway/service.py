@@ -213,7 +213,6 @@ async def _issue(
 ) -> TokenResponse:
     settings = auth.settings
     refresh_token = new_refresh_token()
-    await session.flush()  # the user row (and a changed epoch) is in the transaction
     session.add(
         RefreshToken(
             token_hash=token_digest(refresh_token),

@@ -70,10 +70,12 @@ class ManagedProcess:
     cwd: Path | None = None
     stop_signal: signal.Signals = signal.SIGTERM
     popen: subprocess.Popen[bytes] | None = None
+    signalled: bool = False
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        self.signalled = False
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 list(self.argv),
@@ -94,13 +96,17 @@ class ManagedProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def signal_stop(self) -> None:
-        """Ask the process to stop without waiting (``stop`` then waits)."""
-        if self.popen is not None and self.popen.poll() is None:
+        """Ask the process to stop without waiting (``stop`` then waits).
+
+        Once only: a second signal means "now" to some servers (uvicorn, PostgreSQL).
+        """
+        if self.popen is not None and self.popen.poll() is None and not self.signalled:
             self.popen.send_signal(self.stop_signal)
+            self.signalled = True
 
     def stop(self, timeout: float) -> None:
         if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(self.stop_signal)
+            self.signal_stop()
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ from nats.micro.request import Request
 from bai_contracts import CallbackVerification, callback_subject, callback_verification_subject
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
-from gateway.signatures import sign
+from bai_platform.webhooks import sign
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from bai_contracts import (
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
 from bai_platform.messaging import ensure_streams
-from gateway.signatures import sign
+from bai_platform.webhooks import sign
 
 from .conftest import assert_problem
 

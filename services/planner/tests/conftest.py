@@ -6,7 +6,7 @@ shared by the whole session.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -18,7 +18,7 @@ from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
 from bai_platform.testing import settings_for, trusting_client
 from planner.app import create_app
-from planner.models import Campaign, outbox
+from planner.models import Brand, Campaign, outbox
 from planner.settings import PlannerSettings
 
 
@@ -68,3 +68,32 @@ def outbox_of(planner_db: Database) -> Callable[[UUID], Awaitable[list[tuple[str
         return [(subject, e) for subject, e in pairs if e.tenantid == str(tenant_id)]
 
     return read
+
+
+BrandFor = Callable[[UUID], Awaitable[str]]
+
+
+@pytest.fixture
+def brand_for(planner_db: Database) -> BrandFor:
+    """A brand of the tenant (Europe/Madrid, a plain voice), stored directly; its id."""
+
+    async def make(tenant_id: UUID) -> str:
+        brand = Brand(
+            tenant_id=tenant_id,
+            name=f"Brand {uuid4().hex[:8]}",
+            timezone="Europe/Madrid",
+            default_channels=["instagram"],
+            voice={"tone": "warm", "keywords": ["coffee"], "avoid": ["cheap"]},
+            created_by="test",
+        )
+        async with planner_db.transaction() as session:
+            session.add(brand)
+        return str(brand.id)
+
+    return make
+
+
+@pytest.fixture
+async def brand(brand_for: BrandFor, tenant: UUID) -> str:
+    """A brand of the test's tenant."""
+    return await brand_for(tenant)

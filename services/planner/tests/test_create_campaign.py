@@ -27,18 +27,33 @@ SPRING_SALE: dict[str, Any] = {
 
 
 async def test_create_returns_201_with_the_stored_campaign(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, campaigns_of: CampaignsOf
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    campaigns_of: CampaignsOf,
 ) -> None:
     before = datetime.now(UTC)
 
-    response = await client.post(URL, json=SPRING_SALE, headers=identity_for(tenant, "editor"))
+    response = await client.post(
+        URL, json={**SPRING_SALE, "brand_id": brand}, headers=identity_for(tenant, "editor")
+    )
 
     assert response.status_code == 201, response.text
     body = response.json()
     assert {k: body[k] for k in SPRING_SALE} == SPRING_SALE
     assert body["state"] == "draft"
     assert datetime.fromisoformat(body["created_at"]) >= before - timedelta(seconds=5)
-    assert set(body) == {*SPRING_SALE, "id", "state", "created_at"}
+    assert set(body) == {
+        *SPRING_SALE,
+        "brand_id",
+        "brief",
+        "cadence",
+        "progress",
+        "id",
+        "state",
+        "created_at",
+    }
     [stored] = await campaigns_of(tenant)
     assert str(stored.id) == body["id"]
     assert stored.name == "Spring sale"
@@ -47,17 +62,25 @@ async def test_create_returns_201_with_the_stored_campaign(
 
 @pytest.mark.parametrize("role", ["owner", "admin", "editor"])
 async def test_every_editing_role_may_create_a_campaign(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, role: str
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor, role: str
 ) -> None:
-    response = await client.post(URL, json={"name": "Launch"}, headers=identity_for(tenant, role))
+    response = await client.post(
+        URL, json={"brand_id": brand, "name": "Launch"}, headers=identity_for(tenant, role)
+    )
 
     assert response.status_code == 201, response.text
 
 
 async def test_created_campaign_has_exactly_one_campaign_created_event_in_the_outbox(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, outbox_of: OutboxOf
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    outbox_of: OutboxOf,
 ) -> None:
-    response = await client.post(URL, json=SPRING_SALE, headers=identity_for(tenant, "owner"))
+    response = await client.post(
+        URL, json={**SPRING_SALE, "brand_id": brand}, headers=identity_for(tenant, "owner")
+    )
     assert response.status_code == 201, response.text
     campaign_id = response.json()["id"]
 
@@ -78,12 +101,16 @@ async def test_created_campaign_has_exactly_one_campaign_created_event_in_the_ou
 
 
 async def test_each_created_campaign_gets_its_own_event(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, outbox_of: OutboxOf
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    outbox_of: OutboxOf,
 ) -> None:
     headers = identity_for(tenant, "editor")
     ids = set()
     for name in ("One", "Two"):
-        response = await client.post(URL, json={"name": name}, headers=headers)
+        response = await client.post(URL, json={"brand_id": brand, "name": name}, headers=headers)
         assert response.status_code == 201, response.text
         ids.add(response.json()["id"])
 
@@ -120,12 +147,16 @@ async def test_each_created_campaign_gets_its_own_event(
 async def test_invalid_body_is_422_problem_and_writes_nothing(
     client: httpx.AsyncClient,
     tenant: UUID,
+    brand: str,
     identity_for: IdentityFor,
     campaigns_of: CampaignsOf,
     outbox_of: OutboxOf,
     body: dict[str, Any],
 ) -> None:
-    response = await client.post(URL, json=body, headers=identity_for(tenant, "editor"))
+    # A real brand, so that the one thing wrong in each body is the thing named.
+    response = await client.post(
+        URL, json={"brand_id": brand, **body}, headers=identity_for(tenant, "editor")
+    )
 
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -133,14 +164,15 @@ async def test_invalid_body_is_422_problem_and_writes_nothing(
     assert problem["status"] == 422
     assert problem["code"] == "validation_failed"
     assert problem["errors"]
+    assert all("brand_id" not in error["loc"] for error in problem["errors"])
     assert await campaigns_of(tenant) == []
     assert await outbox_of(tenant) == []
 
 
 async def test_validation_problem_does_not_echo_the_submitted_values(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
 ) -> None:
-    body = {**SPRING_SALE, "channels": ["secret-channel-value"]}
+    body = {**SPRING_SALE, "brand_id": brand, "channels": ["secret-channel-value"]}
 
     response = await client.post(URL, json=body, headers=identity_for(tenant, "editor"))
 
@@ -149,9 +181,14 @@ async def test_validation_problem_does_not_echo_the_submitted_values(
 
 
 async def test_a_start_date_equal_to_the_end_date_is_accepted(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
 ) -> None:
-    body = {"name": "One day", "starts_on": "2026-05-01", "ends_on": "2026-05-01"}
+    body = {
+        "brand_id": brand,
+        "name": "One day",
+        "starts_on": "2026-05-01",
+        "ends_on": "2026-05-01",
+    }
 
     response = await client.post(URL, json=body, headers=identity_for(tenant, "editor"))
 
@@ -161,11 +198,14 @@ async def test_a_start_date_equal_to_the_end_date_is_accepted(
 async def test_viewer_cannot_create_a_campaign_and_nothing_is_written(
     client: httpx.AsyncClient,
     tenant: UUID,
+    brand: str,
     identity_for: IdentityFor,
     campaigns_of: CampaignsOf,
     outbox_of: OutboxOf,
 ) -> None:
-    response = await client.post(URL, json=SPRING_SALE, headers=identity_for(tenant, "viewer"))
+    response = await client.post(
+        URL, json={**SPRING_SALE, "brand_id": brand}, headers=identity_for(tenant, "viewer")
+    )
 
     assert response.status_code == 403, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -175,9 +215,11 @@ async def test_viewer_cannot_create_a_campaign_and_nothing_is_written(
 
 
 async def test_viewer_may_still_list_campaigns(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
 ) -> None:
-    created = await client.post(URL, json=SPRING_SALE, headers=identity_for(tenant, "editor"))
+    created = await client.post(
+        URL, json={**SPRING_SALE, "brand_id": brand}, headers=identity_for(tenant, "editor")
+    )
     assert created.status_code == 201, created.text
 
     response = await client.get(URL, headers=identity_for(tenant, "viewer"))
@@ -187,9 +229,13 @@ async def test_viewer_may_still_list_campaigns(
 
 
 async def test_body_over_one_mebibyte_is_413_and_writes_nothing(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, campaigns_of: CampaignsOf
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    campaigns_of: CampaignsOf,
 ) -> None:
-    body = {**SPRING_SALE, "goal": "x" * (1024 * 1024)}
+    body = {**SPRING_SALE, "brand_id": brand, "goal": "x" * (1024 * 1024)}
 
     response = await client.post(URL, json=body, headers=identity_for(tenant, "editor"))
 
@@ -200,7 +246,11 @@ async def test_body_over_one_mebibyte_is_413_and_writes_nothing(
 
 
 async def test_a_streamed_body_over_one_mebibyte_is_413_and_writes_nothing(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, campaigns_of: CampaignsOf
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    campaigns_of: CampaignsOf,
 ) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"name": "Big", "goal": "'
@@ -218,9 +268,9 @@ async def test_a_streamed_body_over_one_mebibyte_is_413_and_writes_nothing(
 
 
 async def test_a_channel_named_twice_is_kept_once_in_its_first_place(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
 ) -> None:
-    body = {"name": "Launch", "channels": ["blog", "instagram", "blog"]}
+    body = {"brand_id": brand, "name": "Launch", "channels": ["blog", "instagram", "blog"]}
 
     response = await client.post(URL, json=body, headers=identity_for(tenant, "editor"))
 

@@ -41,11 +41,11 @@ def assert_unauthorized(response: httpx.Response) -> None:
 
 
 async def test_a_valid_identity_is_accepted(
-    client: httpx.AsyncClient, tenant: UUID, signing_key: Ed25519PrivateKey
+    client: httpx.AsyncClient, tenant: UUID, brand: str, signing_key: Ed25519PrivateKey
 ) -> None:
     headers = {IDENTITY_HEADER: token(signing_key, tenant)}
 
-    response = await client.post(URL, json=BODY, headers=headers)
+    response = await client.post(URL, json={**BODY, "brand_id": brand}, headers=headers)
 
     assert response.status_code == 201, response.text
 

@@ -15,7 +15,12 @@ URL = "/v1/planner/campaigns"
 
 
 async def create(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> str:
-    response = await client.post(URL, json={"name": name}, headers=headers)
+    brand = await client.post(
+        "/v1/planner/brands", json={"name": f"Brand of {name} {uuid4().hex}"}, headers=headers
+    )
+    assert brand.status_code == 201, brand.text
+    body = {"brand_id": brand.json()["id"], "name": name}
+    response = await client.post(URL, json=body, headers=headers)
     assert response.status_code == 201, response.text
     campaign_id: str = response.json()["id"]
     return campaign_id

@@ -13,18 +13,38 @@ from bai_contracts.callbacks import (
     callback_subject,
     callback_verification_subject,
 )
+from bai_contracts.creator import (
+    ContentFailed,
+    ContentGenerated,
+    ContentGenerationStarted,
+    GeneratedContent,
+)
 from bai_contracts.gateway import TenantCreated
-from bai_contracts.planner import CampaignCreated
+from bai_contracts.planner import (
+    BrandVoice,
+    CampaignCreated,
+    PostGenerationRequested,
+    PostStateChanged,
+    ReviewLinkExpiring,
+)
 from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 
 __all__ = [
     "DEAD_LETTER_STREAM",
     "STREAMS",
+    "BrandVoice",
     "CallbackReceived",
     "CallbackVerification",
     "CallbackVerificationRequest",
     "CampaignCreated",
+    "ContentFailed",
+    "ContentGenerated",
+    "ContentGenerationStarted",
     "EventContract",
+    "GeneratedContent",
+    "PostGenerationRequested",
+    "PostStateChanged",
+    "ReviewLinkExpiring",
     "StreamSpec",
     "SubscriptionChanged",
     "TenantCreated",

@@ -53,6 +53,25 @@ class WorkerSpec:
     tasks: Sequence[Callable[[WorkerContext], Task]] = ()
 
 
+def every(seconds: float, body: Callable[[], Awaitable[object]], *, name: str) -> Task:
+    """A task that runs ``body`` every ``seconds`` until the worker stops.
+
+    A failing pass is logged and the next one comes on time: one bad row or a database
+    blip must not take the worker (and every other task in it) down.
+    """
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await body()
+            except Exception:
+                log.exception("periodic_task_failed", task=name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+    return run
+
+
 class _ProbeServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # the worker owns the signals

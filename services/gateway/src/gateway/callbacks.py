@@ -30,7 +30,7 @@ from bai_contracts import (
 from bai_platform.envelope import new_event
 from bai_platform.errors import NotFound, ServiceUnavailable, Unauthorized, Unprocessable
 from bai_platform.messaging import NatsLink
-from gateway.signatures import SignatureError, verify_secret_header, verify_signature
+from bai_platform.webhooks import SignatureError, verify_secret_header, verify_signature
 
 JOB_ID = re.compile(r"^(?P<prefix>[a-z]{2,10})_[A-Za-z0-9_-]{6,100}$")
 VERIFICATION_CACHE_SECONDS = 300

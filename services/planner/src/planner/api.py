@@ -1,36 +1,223 @@
 """Planner HTTP routes: thin, they validate, call the service and shape the answer."""
 
+from datetime import datetime
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Query, status
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.pagination import MAX_PAGE_SIZE
-from planner import service
-from planner.schemas import CampaignCreate, CampaignPage, CampaignRead
+from planner.schemas import (
+    BrandCreate,
+    BrandPage,
+    BrandRead,
+    BrandUpdate,
+    CampaignCreate,
+    CampaignPage,
+    CampaignRead,
+    CampaignUpdate,
+    Channel,
+    Month,
+    PostHistory,
+    PostPage,
+    PostRead,
+    PostState,
+    PostUpdate,
+    RegenerateRequest,
+    ScheduleRequest,
+    ScheduleResult,
+    TransitionRead,
+    TransitionRequest,
+)
+from planner.service import brands, campaigns, posts
 
 router = APIRouter(prefix="/v1/planner", tags=["planner"])
 
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Cursor = Annotated[str | None, Query(max_length=200)]
 
+
+# ---- brands ----------------------------------------------------------------------------
+@router.post("/brands", status_code=status.HTTP_201_CREATED)
+async def create_brand(body: BrandCreate, identity: CurrentIdentity, session: Session) -> BrandRead:
+    brand = await brands.create_brand(session, identity=identity, data=body)
+    return BrandRead.model_validate(brand)
+
+
+@router.get("/brands")
+async def list_brands(
+    identity: CurrentIdentity, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
+) -> BrandPage:
+    rows, next_cursor = await brands.list_brands(
+        session, tenant_id=identity.tenant_id, limit=limit, cursor=cursor
+    )
+    return BrandPage(items=[BrandRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/brands/{brand_id}")
+async def get_brand(brand_id: UUID, identity: CurrentIdentity, session: ReadSession) -> BrandRead:
+    brand = await brands.get_brand(session, tenant_id=identity.tenant_id, brand_id=brand_id)
+    return BrandRead.model_validate(brand)
+
+
+@router.patch("/brands/{brand_id}")
+async def update_brand(
+    brand_id: UUID, body: BrandUpdate, identity: CurrentIdentity, session: Session
+) -> BrandRead:
+    brand = await brands.update_brand(session, identity=identity, brand_id=brand_id, data=body)
+    return BrandRead.model_validate(brand)
+
+
+# ---- campaigns -------------------------------------------------------------------------
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED)
 async def create_campaign(
     body: CampaignCreate, identity: CurrentIdentity, session: Session
 ) -> CampaignRead:
-    campaign = await service.create_campaign(session, identity=identity, data=body)
+    campaign = await campaigns.create_campaign(session, identity=identity, data=body)
     return CampaignRead.model_validate(campaign)
 
 
 @router.get("/campaigns")
 async def list_campaigns(
-    identity: CurrentIdentity,
-    session: ReadSession,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    identity: CurrentIdentity, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> CampaignPage:
-    rows, next_cursor = await service.list_campaigns(
+    rows, next_cursor = await campaigns.list_campaigns(
         session, tenant_id=identity.tenant_id, limit=limit, cursor=cursor
     )
     return CampaignPage(
         items=[CampaignRead.model_validate(r) for r in rows], next_cursor=next_cursor
     )
+
+
+@router.get("/campaigns/{campaign_id}")
+async def get_campaign(
+    campaign_id: UUID, identity: CurrentIdentity, session: ReadSession
+) -> CampaignRead:
+    """The campaign with its progress: how many posts are in each state."""
+    campaign = await campaigns.get_campaign(
+        session, tenant_id=identity.tenant_id, campaign_id=campaign_id
+    )
+    read = CampaignRead.model_validate(campaign)
+    read.progress = await campaigns.progress(session, campaign_id=campaign.id)
+    return read
+
+
+@router.patch("/campaigns/{campaign_id}")
+async def update_campaign(
+    campaign_id: UUID, body: CampaignUpdate, identity: CurrentIdentity, session: Session
+) -> CampaignRead:
+    campaign = await campaigns.update_campaign(
+        session, identity=identity, campaign_id=campaign_id, data=body
+    )
+    return CampaignRead.model_validate(campaign)
+
+
+@router.post("/campaigns/{campaign_id}/schedule", status_code=status.HTTP_202_ACCEPTED)
+async def schedule_month(
+    campaign_id: UUID, body: ScheduleRequest, identity: CurrentIdentity, session: Session
+) -> ScheduleResult:
+    """Lay the month out and ask for content; running it again creates nothing new."""
+    return await campaigns.schedule_month(
+        session, identity=identity, campaign_id=campaign_id, month=body.month
+    )
+
+
+@router.get("/campaigns/{campaign_id}/posts")
+async def campaign_posts(
+    campaign_id: UUID,
+    identity: CurrentIdentity,
+    session: ReadSession,
+    month: Annotated[Month | None, Query()] = None,
+    channel: Annotated[list[Channel] | None, Query()] = None,
+    state: Annotated[list[PostState] | None, Query()] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> PostPage:
+    """The campaign's calendar: posts in time order, a month of the brand's calendar."""
+    await campaigns.get_campaign(session, tenant_id=identity.tenant_id, campaign_id=campaign_id)
+    where = posts.PostFilter(
+        campaign_id=campaign_id,
+        month=month,
+        channels=tuple(channel or ()),
+        states=tuple(state or ()),
+    )
+    return await _post_page(session, identity.tenant_id, where, limit, cursor)
+
+
+# ---- posts -----------------------------------------------------------------------------
+@router.get("/posts")
+async def list_posts(
+    identity: CurrentIdentity,
+    session: ReadSession,
+    campaign_id: UUID | None = None,
+    starts: Annotated[datetime | None, Query(alias="from")] = None,
+    ends: Annotated[datetime | None, Query(alias="to")] = None,
+    channel: Annotated[list[Channel] | None, Query()] = None,
+    state: Annotated[list[PostState] | None, Query()] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> PostPage:
+    """Posts of every campaign between ``from`` (inclusive) and ``to`` (exclusive)."""
+    where = posts.PostFilter(
+        campaign_id=campaign_id,
+        starts=starts,
+        ends=ends,
+        channels=tuple(channel or ()),
+        states=tuple(state or ()),
+    )
+    return await _post_page(session, identity.tenant_id, where, limit, cursor)
+
+
+async def _post_page(
+    session: ReadSession, tenant_id: UUID, where: posts.PostFilter, limit: int, cursor: str | None
+) -> PostPage:
+    rows, next_cursor = await posts.list_posts(
+        session, tenant_id=tenant_id, where=where, limit=limit, cursor=cursor
+    )
+    return PostPage(items=[PostRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/posts/{post_id}")
+async def get_post(post_id: UUID, identity: CurrentIdentity, session: ReadSession) -> PostRead:
+    post = await posts.get_post(session, tenant_id=identity.tenant_id, post_id=post_id)
+    return PostRead.model_validate(post)
+
+
+@router.patch("/posts/{post_id}")
+async def update_post(
+    post_id: UUID, body: PostUpdate, identity: CurrentIdentity, session: Session
+) -> PostRead:
+    """Edit the content (a planned, rejected or failed post becomes a draft) or move it."""
+    post = await posts.update_post(session, identity=identity, post_id=post_id, data=body)
+    return PostRead.model_validate(post)
+
+
+@router.post("/posts/{post_id}/transitions")
+async def transition_post(
+    post_id: UUID, body: TransitionRequest, identity: CurrentIdentity, session: Session
+) -> PostRead:
+    """Move the post (review, approval, scheduling); 409 names the allowed moves."""
+    post = await posts.transition_post(
+        session, identity=identity, post_id=post_id, to=body.to, note=body.note
+    )
+    return PostRead.model_validate(post)
+
+
+@router.post("/posts/{post_id}/regenerate", status_code=status.HTTP_202_ACCEPTED)
+async def regenerate_post(
+    post_id: UUID, body: RegenerateRequest, identity: CurrentIdentity, session: Session
+) -> PostRead:
+    """Ask for new content; the note reaches the writer."""
+    post = await posts.regenerate_post(session, identity=identity, post_id=post_id, note=body.note)
+    return PostRead.model_validate(post)
+
+
+@router.get("/posts/{post_id}/history")
+async def post_history(
+    post_id: UUID, identity: CurrentIdentity, session: ReadSession
+) -> PostHistory:
+    """Who moved the post, when, from what to what; oldest first."""
+    rows = await posts.post_history(session, tenant_id=identity.tenant_id, post_id=post_id)
+    return PostHistory(items=[TransitionRead.model_validate(r) for r in rows])

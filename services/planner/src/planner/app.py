@@ -2,7 +2,7 @@ from fastapi import FastAPI
 
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
-from planner.api import router
+from planner import api, review_api
 from planner.models import idempotency
 from planner.settings import PlannerSettings
 
@@ -11,6 +11,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     return create_service_app(
         settings or PlannerSettings(),
         title="B.A.I. planner",
-        routers=[router],
+        routers=[api.router, review_api.router, review_api.review_router],
         idempotency=idempotency,
     )

@@ -1,0 +1,300 @@
+"""Campaigns: a brand's brief, channels, dates and cadence; and the monthly schedule."""
+
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import CampaignCreated
+from bai_platform.errors import Conflict, Unprocessable
+from bai_platform.identity import Identity
+from bai_platform.pagination import decode_cursor, encode_cursor
+from planner.calendar import ChannelCadence, Slot, lay_out_month, month_bounds
+from planner.models import Campaign, Post, PostTransition, ScheduleRun
+from planner.schemas import (
+    DEFAULT_CADENCE,
+    WEEKDAYS,
+    Cadence,
+    CampaignCreate,
+    CampaignState,
+    CampaignUpdate,
+    PostState,
+    Progress,
+    ScheduleResult,
+)
+from planner.service._common import EDITORS, CampaignNotFound, announce, now
+from planner.service.brands import get_brand
+from planner.service.generation import request_generation
+
+C = CampaignState
+CAMPAIGN_MOVES: dict[C, frozenset[C]] = {
+    C.DRAFT: frozenset({C.ACTIVE, C.ARCHIVED}),
+    C.ACTIVE: frozenset({C.PAUSED, C.COMPLETED, C.ARCHIVED}),
+    C.PAUSED: frozenset({C.ACTIVE, C.COMPLETED, C.ARCHIVED}),
+    C.COMPLETED: frozenset({C.ACTIVE, C.ARCHIVED}),
+    C.ARCHIVED: frozenset(),
+}
+CLOSED = frozenset({C.COMPLETED, C.ARCHIVED})
+SLOT = ["campaign_id", "channel", "local_date", "local_time"]
+
+
+class InvalidCampaignTransition(Conflict):
+    code = "invalid_transition"
+
+
+class CampaignClosed(Conflict):
+    code = "campaign_closed"
+
+
+def field_error(field: str, message: str) -> Unprocessable:
+    """A 422 naming the body field at fault, shaped like a validation error."""
+    error = Unprocessable(f"{field}: {message}", extra={"errors": [{"loc": ["body", field]}]})
+    error.code = "validation_failed"
+    error.extra["errors"][0].update(msg=message, type="value_error")
+    return error
+
+
+async def create_campaign(
+    session: AsyncSession, *, identity: Identity, data: CampaignCreate
+) -> Campaign:
+    """Store a draft campaign of one of the tenant's brands and announce it."""
+    identity.require_role(*EDITORS)
+    brand = await get_brand(session, tenant_id=identity.tenant_id, brand_id=data.brand_id)
+    channels = [c.value for c in data.channels] or list(brand.default_channels)
+    campaign = Campaign(
+        tenant_id=identity.tenant_id,
+        brand_id=brand.id,
+        name=data.name,
+        goal=data.goal,
+        brief=data.brief,
+        channels=channels,
+        cadence=_cadence_json(data.cadence),
+        starts_on=data.starts_on,
+        ends_on=data.ends_on,
+        created_by=identity.subject,
+    )
+    session.add(campaign)
+    await session.flush()
+    await session.refresh(campaign)
+    await _announce_created(session, campaign)
+    return campaign
+
+
+async def get_campaign(
+    session: AsyncSession, *, tenant_id: UUID, campaign_id: UUID, lock: bool = False
+) -> Campaign:
+    """The tenant's campaign; another tenant's is as unknown as a missing one."""
+    query = select(Campaign).where(Campaign.id == campaign_id, Campaign.tenant_id == tenant_id)
+    campaign = await session.scalar(query.with_for_update() if lock else query)
+    if campaign is None:
+        raise CampaignNotFound("no such campaign in this workspace")
+    return campaign
+
+
+async def progress(session: AsyncSession, *, campaign_id: UUID) -> Progress:
+    """Posts of the campaign per state."""
+    rows = await session.execute(
+        select(Post.state, func.count()).where(Post.campaign_id == campaign_id).group_by(Post.state)
+    )
+    counts = {PostState(state): n for state, n in rows.tuples()}
+    return Progress(total=sum(counts.values()), by_state=counts)
+
+
+async def update_campaign(
+    session: AsyncSession, *, identity: Identity, campaign_id: UUID, data: CampaignUpdate
+) -> Campaign:
+    """Change what was given; a state change must be one of the allowed moves."""
+    identity.require_role(*EDITORS)
+    campaign = await get_campaign(
+        session, tenant_id=identity.tenant_id, campaign_id=campaign_id, lock=True
+    )
+    changes: dict[str, Any] = data.model_dump(exclude_unset=True)
+    if changes.get("state") is not None:
+        _check_campaign_move(C(campaign.state), changes.pop("state"))
+        campaign.state = data.state.value if data.state else campaign.state
+    if changes.get("cadence") is not None:
+        _check_cadence_channels(changes.pop("cadence").keys(), campaign.channels)
+        campaign.cadence = _cadence_json(data.cadence or {})
+    for field in ("name", "goal", "brief", "starts_on", "ends_on"):
+        if field in changes and (changes[field] is not None or field != "name"):
+            setattr(campaign, field, changes[field])
+    if campaign.starts_on and campaign.ends_on and campaign.ends_on < campaign.starts_on:
+        raise field_error("ends_on", "must not be before starts_on")
+    campaign.updated_at = now()
+    await session.flush()
+    return campaign
+
+
+async def list_campaigns(
+    session: AsyncSession, *, tenant_id: UUID, limit: int, cursor: str | None
+) -> tuple[list[Campaign], str | None]:
+    """A page of the tenant's campaigns, newest first, and the cursor of the next page."""
+    query = (
+        select(Campaign)
+        .where(Campaign.tenant_id == tenant_id)
+        .order_by(Campaign.created_at.desc(), Campaign.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        query = query.where(tuple_(Campaign.created_at, Campaign.id) < tuple_(created_at, row_id))
+    rows = list((await session.scalars(query)).all())
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.created_at, last.id)
+
+
+async def schedule_month(
+    session: AsyncSession, *, identity: Identity, campaign_id: UUID, month: str
+) -> ScheduleResult:
+    """Lay the month's posts out by the cadence and ask for their content.
+
+    Idempotent per campaign and month: slots already laid out are kept as they are, so a
+    second run creates nothing (and a changed cadence only adds the new slots).
+    """
+    identity.require_role(*EDITORS)
+    campaign = await get_campaign(
+        session, tenant_id=identity.tenant_id, campaign_id=campaign_id, lock=True
+    )
+    if C(campaign.state) in CLOSED:
+        raise CampaignClosed(f"a {campaign.state} campaign cannot be scheduled")
+    _check_month_in_campaign(campaign, month)
+    brand = await get_brand(session, tenant_id=identity.tenant_id, brand_id=campaign.brand_id)
+    slots = lay_out_month(
+        month=month,
+        tz=ZoneInfo(brand.timezone),
+        cadence=cadence_of(campaign),
+        starts_on=campaign.starts_on,
+        ends_on=campaign.ends_on,
+    )
+    created = await _insert_posts(session, campaign, slots)
+    actor = f"user:{identity.subject}"
+    for post in created:
+        session.add(_created_entry(post, actor))
+        await request_generation(session, post=post, campaign=campaign, brand=brand, actor=actor)
+    await _record_run(session, campaign, month, len(created))
+    return ScheduleResult(month=month, created=len(created), existing=len(slots) - len(created))
+
+
+def cadence_of(campaign: Campaign) -> dict[str, ChannelCadence]:
+    """The campaign's cadence per channel; a channel without one posts three times a week."""
+    cadence = {c: Cadence.model_validate(v) for c, v in campaign.cadence.items()}
+    return {
+        channel: _calendar_cadence(cadence.get(channel, DEFAULT_CADENCE))
+        for channel in campaign.channels
+    }
+
+
+def _calendar_cadence(cadence: Cadence) -> ChannelCadence:
+    return ChannelCadence(
+        per_week=cadence.per_week,
+        per_day=cadence.per_day,
+        weekdays=tuple(sorted({WEEKDAYS.index(d) for d in cadence.weekdays})),
+        times=tuple(sorted(set(cadence.times))),
+    )
+
+
+def _cadence_json(cadence: dict[Any, Cadence]) -> dict[str, Any]:
+    return {str(channel): c.model_dump(mode="json") for channel, c in cadence.items()}
+
+
+def _check_campaign_move(current: C, target: C) -> None:
+    if target != current and target not in CAMPAIGN_MOVES[current]:
+        allowed = sorted(s.value for s in CAMPAIGN_MOVES[current])
+        raise InvalidCampaignTransition(
+            f"a {current.value} campaign cannot become {target.value}; "
+            f"allowed: {', '.join(allowed) or 'none'}",
+            extra={"state": current.value, "allowed": allowed},
+        )
+
+
+def _check_cadence_channels(channels: Any, used: list[str]) -> None:
+    stray = sorted(str(c) for c in channels if str(c) not in used)
+    if stray:
+        raise field_error("cadence", f"names channels the campaign does not use: {stray}")
+
+
+def _check_month_in_campaign(campaign: Campaign, month: str) -> None:
+    first, last = month_bounds(month)
+    if (campaign.ends_on and first > campaign.ends_on) or (
+        campaign.starts_on and last < campaign.starts_on
+    ):
+        span = f"{campaign.starts_on or '…'} to {campaign.ends_on or '…'}"
+        raise field_error("month", f"{month} is outside the campaign ({span})")
+
+
+async def _insert_posts(session: AsyncSession, campaign: Campaign, slots: list[Slot]) -> list[Post]:
+    if not slots:
+        return []
+    rows = [
+        {
+            "tenant_id": campaign.tenant_id,
+            "campaign_id": campaign.id,
+            "channel": s.channel,
+            "local_date": s.local_date,
+            "local_time": s.local_time,
+            "scheduled_at": s.scheduled_at,
+            "state": PostState.PLANNED.value,
+            "origin": "schedule",
+            "hashtags": [],
+            "content_version": 0,
+        }
+        for s in slots
+    ]
+    statement = (
+        insert(Post)
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=["campaign_id", "channel", "local_date", "local_time"]
+        )
+        .returning(Post.id)
+    )
+    new_ids = list((await session.scalars(statement)).all())
+    if not new_ids:
+        return []
+    query = select(Post).where(Post.id.in_(new_ids)).order_by(Post.scheduled_at, Post.channel)
+    return list((await session.scalars(query)).all())
+
+
+def _created_entry(post: Post, actor: str) -> PostTransition:
+    return PostTransition(
+        tenant_id=post.tenant_id,
+        post_id=post.id,
+        from_state=None,
+        to_state=PostState.PLANNED.value,
+        actor=actor,
+    )
+
+
+async def _record_run(session: AsyncSession, campaign: Campaign, month: str, created: int) -> None:
+    statement = insert(ScheduleRun).values(
+        campaign_id=campaign.id, month=month, tenant_id=campaign.tenant_id, created=created, runs=1
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["campaign_id", "month"],
+            set_={
+                "created": ScheduleRun.created + created,
+                "runs": ScheduleRun.runs + 1,
+                "last_run_at": func.now(),
+            },
+        )
+    )
+
+
+async def _announce_created(session: AsyncSession, campaign: Campaign) -> None:
+    event = CampaignCreated(
+        campaign_id=campaign.id,
+        name=campaign.name,
+        goal=campaign.goal,
+        brief=campaign.brief,
+        brand_id=campaign.brand_id,
+        channels=campaign.channels,
+        starts_on=campaign.starts_on,
+        ends_on=campaign.ends_on,
+    )
+    await announce(session, tenant_id=campaign.tenant_id, event=event, subject=str(campaign.id))

@@ -1,0 +1,156 @@
+"""Calendars out (CSV, iCalendar) and posts in (CSV, all rows or none)."""
+
+from collections.abc import Iterator
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_platform.errors import Unprocessable
+from bai_platform.identity import Identity
+from planner.exports import CalendarEntry, calendar_csv, calendar_ics
+from planner.imports import ImportedPost, ImportReport, RowError, parse_posts_csv
+from planner.models import Brand, Campaign, Post, PostTransition
+from planner.schemas import PostState
+from planner.service._common import EDITORS
+from planner.service.campaigns import get_campaign
+from planner.service.generation import request_generation
+from planner.service.posts import PostFilter, list_posts
+
+EXPORT_LIMIT = 20_000
+
+
+class ImportRejected(Unprocessable):
+    code = "import_rejected"
+
+
+async def export_entries(
+    session: AsyncSession, *, tenant_id: UUID, campaign_id: UUID, month: str | None
+) -> tuple[Campaign, list[CalendarEntry]]:
+    """The campaign's posts (of one month, or all) as calendar entries, in time order."""
+    campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id)
+    brand = await session.get_one(Brand, campaign.brand_id)
+    where = PostFilter(campaign_id=campaign.id, month=month)
+    rows, _ = await list_posts(
+        session, tenant_id=tenant_id, where=where, limit=EXPORT_LIMIT, cursor=None
+    )
+    return campaign, [_entry(post, campaign, brand) for post in rows]
+
+
+def csv_chunks(entries: list[CalendarEntry]) -> Iterator[bytes]:
+    # A BOM so that spreadsheet programs read the UTF-8 right; the import accepts it.
+    yield b"\xef\xbb\xbf"
+    for chunk in calendar_csv(entries):
+        yield chunk.encode()
+
+
+def ics_bytes(campaign: Campaign, entries: list[CalendarEntry]) -> bytes:
+    return calendar_ics(entries, name=campaign.name)
+
+
+def _entry(post: Post, campaign: Campaign, brand: Brand) -> CalendarEntry:
+    return CalendarEntry(
+        post_id=post.id,
+        campaign=campaign.name,
+        channel=post.channel,
+        scheduled_at=post.scheduled_at,
+        timezone=brand.timezone,
+        state=post.state,
+        title=post.title,
+        text=post.text,
+        hashtags=tuple(post.hashtags),
+        call_to_action=post.call_to_action,
+    )
+
+
+async def import_posts(
+    session: AsyncSession, *, identity: Identity, campaign_id: UUID, data: bytes
+) -> int:
+    """Add the file's posts to the campaign, or none of them with a row-by-row report."""
+    identity.require_role(*EDITORS)
+    campaign = await get_campaign(
+        session, tenant_id=identity.tenant_id, campaign_id=campaign_id, lock=True
+    )
+    brand = await session.get_one(Brand, campaign.brand_id)
+    report = parse_posts_csv(
+        data,
+        tz=ZoneInfo(brand.timezone),
+        channels=frozenset(campaign.channels),
+        starts_on=campaign.starts_on,
+        ends_on=campaign.ends_on,
+    )
+    errors = [*report.errors, *await _taken_slots(session, campaign, report)]
+    if errors:
+        raise _rejected(errors)
+    actor = f"user:{identity.subject}"
+    for imported in report.posts:
+        post = _post(campaign, imported)
+        session.add(post)
+        await session.flush()
+        session.add(_created(post, actor))
+        if post.text:
+            post.state = PostState.DRAFT_READY.value
+        else:
+            await request_generation(
+                session, post=post, campaign=campaign, brand=brand, actor=actor
+            )
+    await session.flush()
+    return len(report.posts)
+
+
+async def _taken_slots(
+    session: AsyncSession, campaign: Campaign, report: ImportReport
+) -> list[RowError]:
+    if not report.posts:
+        return []
+    keys = [(p.channel, p.local_date, p.local_time) for p in report.posts]
+    query = select(Post.channel, Post.local_date, Post.local_time).where(
+        Post.campaign_id == campaign.id,
+        tuple_(Post.channel, Post.local_date, Post.local_time).in_(keys),
+    )
+    taken = set((await session.execute(query)).tuples().all())
+    return [
+        RowError(p.row, "scheduled_at", "the campaign already has a post of this channel then")
+        for p in report.posts
+        if (p.channel, p.local_date, p.local_time) in taken
+    ]
+
+
+def _rejected(errors: list[RowError]) -> ImportRejected:
+    rows = sorted(errors, key=lambda e: (e.row, e.column or ""))
+    return ImportRejected(
+        f"nothing was imported: {len(rows)} problem(s) in the file",
+        extra={"errors": [{"row": e.row, "column": e.column, "message": e.message} for e in rows]},
+    )
+
+
+def _post(campaign: Campaign, imported: ImportedPost) -> Post:
+    return Post(
+        tenant_id=campaign.tenant_id,
+        campaign_id=campaign.id,
+        channel=imported.channel,
+        local_date=imported.local_date,
+        local_time=imported.local_time,
+        scheduled_at=imported.scheduled_at,
+        state=PostState.PLANNED.value,
+        origin="import",
+        title=imported.title,
+        text=imported.text,
+        hashtags=list(imported.hashtags),
+        call_to_action=imported.call_to_action,
+        image_prompt=imported.image_prompt,
+        alt_text=imported.alt_text,
+        content_version=1 if imported.text else 0,
+    )
+
+
+def _created(post: Post, actor: str) -> PostTransition:
+    return PostTransition(
+        tenant_id=post.tenant_id,
+        post_id=post.id,
+        from_state=None,
+        to_state=PostState.DRAFT_READY.value if post.text else PostState.PLANNED.value,
+        actor=actor,
+        note="imported",
+    )

@@ -1,0 +1,296 @@
+"""Publishing through the tenant's n8n workflow (``pub_`` jobs).
+
+We cannot reach social networks from here; tenants already post with n8n. When a
+scheduled post is due, a ``pub_`` job is made and dispatched to the tenant's publishing
+workflow with the same signed contract as generation (``X-BAI-Timestamp`` and
+``X-BAI-Signature``, a ``callback_url`` on the edge). The workflow later POSTs
+``{"job_id", "status": "published" | "failed", "url" | "error"}`` to the callback URL;
+the gateway verifies it (asking us for the job's secret) and routes it here.
+
+Rules:
+- dispatch is retried with exponential backoff and jitter up to ``publish_max_attempts``;
+  an unconfigured workflow or a refusal (4xx) fails the post at once, with the reason;
+- a dispatched job with no callback by its deadline fails the post;
+- a callback is applied once (a job that already finished ignores repeats); a late
+  "published" after the deadline is still applied when it is the post's latest job,
+  because the post really is out there;
+- the job id is the dispatch's event id, so a workflow can dedupe our retries.
+"""
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from cryptography.fernet import Fernet
+from sqlalchemy import exists, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import CallbackVerification
+from bai_platform.errors import NotFound
+from bai_platform.identity import Identity
+from bai_platform.webhooks import DispatchFailed, backoff_delay
+from planner.lifecycle import system_may
+from planner.models import Campaign, Post, PublishingTarget, PublishJob
+from planner.schemas import PostState, PublishingTargetUpdate
+from planner.service._common import move, now
+
+ADMINS = ("owner", "admin")
+PUBLISHER = "system:publisher"
+ACTIVE = ("queued", "dispatching", "dispatched")
+ERROR_LIMIT = 2000
+
+
+class NoPublishingTarget(NotFound):
+    code = "no_publishing_target"
+
+
+def new_job_id() -> str:
+    return "pub_" + secrets.token_urlsafe(18)
+
+
+# ---- the tenant's workflow -------------------------------------------------------------
+async def set_target(
+    session: AsyncSession, *, identity: Identity, data: PublishingTargetUpdate, box: Fernet
+) -> PublishingTarget:
+    """Store (or replace) the tenant's publishing workflow; the secret is encrypted."""
+    identity.require_role(*ADMINS)
+    values = {
+        "webhook_url": str(data.webhook_url),
+        "secret": box.encrypt(data.secret.encode()),
+        "accept_secret_header": data.accept_secret_header,
+        "updated_by": identity.subject,
+        "updated_at": now(),
+    }
+    statement = insert(PublishingTarget).values(tenant_id=identity.tenant_id, **values)
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+    )
+    return await get_target(session, tenant_id=identity.tenant_id)
+
+
+async def get_target(session: AsyncSession, *, tenant_id: UUID) -> PublishingTarget:
+    target = await session.get(PublishingTarget, tenant_id, populate_existing=True)
+    if target is None:
+        raise NoPublishingTarget("no publishing workflow is configured for this workspace")
+    return target
+
+
+async def delete_target(session: AsyncSession, *, identity: Identity) -> None:
+    identity.require_role(*ADMINS)
+    await session.delete(await get_target(session, tenant_id=identity.tenant_id))
+
+
+# ---- due posts become jobs -------------------------------------------------------------
+async def open_due_jobs(session: AsyncSession, *, limit: int = 100) -> int:
+    """Make a job for each due scheduled post that has none in flight."""
+    in_flight = exists().where(PublishJob.post_id == Post.id, PublishJob.state.in_(ACTIVE))
+    query = (
+        select(Post)
+        .where(Post.state == PostState.SCHEDULED, Post.scheduled_at <= now(), ~in_flight)
+        .order_by(Post.scheduled_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    due = list((await session.scalars(query)).all())
+    for post in due:
+        session.add(
+            PublishJob(id=new_job_id(), tenant_id=post.tenant_id, post_id=post.id, state="queued")
+        )
+    await session.flush()
+    return len(due)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """What a claimed job needs to go out, read while the row was locked."""
+
+    job_id: str
+    attempt: int
+    url: str | None
+    secret: str | None
+    secret_header: bool
+    payload: dict[str, Any]
+
+
+async def claim_jobs(
+    session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
+) -> list[Dispatch]:
+    """Take queued jobs whose turn has come; they go out after this transaction commits."""
+    query = (
+        select(PublishJob)
+        .where(PublishJob.state == "queued", PublishJob.next_attempt_at <= now())
+        .order_by(PublishJob.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for job in (await session.scalars(query)).all():
+        job.state, job.attempts = "dispatching", job.attempts + 1
+        job.next_attempt_at = now()
+        claimed.append(await _dispatch_for(session, job, box, callback_base))
+    await session.flush()
+    return claimed
+
+
+async def _dispatch_for(
+    session: AsyncSession, job: PublishJob, box: Fernet, callback_base: str
+) -> Dispatch:
+    target = await session.get(PublishingTarget, job.tenant_id)
+    post = await session.get_one(Post, job.post_id)
+    campaign = await session.get_one(Campaign, post.campaign_id)
+    payload = {
+        "job_id": job.id,
+        "kind": "publish",
+        "tenant_id": str(job.tenant_id),
+        "callback_url": f"{callback_base.rstrip('/')}/v1/webhooks/n8n/{job.id}",
+        "post": _post_payload(post),
+        "campaign": {"id": str(campaign.id), "name": campaign.name},
+    }
+    return Dispatch(
+        job_id=job.id,
+        attempt=job.attempts,
+        url=target.webhook_url if target else None,
+        secret=box.decrypt(target.secret).decode() if target else None,
+        secret_header=target.accept_secret_header if target else False,
+        payload=payload,
+    )
+
+
+def _post_payload(post: Post) -> dict[str, Any]:
+    return {
+        "id": str(post.id),
+        "channel": post.channel,
+        "scheduled_at": post.scheduled_at.isoformat(),
+        "title": post.title,
+        "text": post.text,
+        "hashtags": post.hashtags,
+        "call_to_action": post.call_to_action,
+        "image_prompt": post.image_prompt,
+        "alt_text": post.alt_text,
+    }
+
+
+async def record_delivered(session: AsyncSession, *, job_id: str, deadline: timedelta) -> None:
+    """The workflow took the job: wait for its callback until the deadline."""
+    job = await _locked_job(session, job_id)
+    if job is not None and job.state == "dispatching":
+        job.state, job.dispatched_at = "dispatched", now()
+        job.deadline_at = job.dispatched_at + deadline
+
+
+async def record_failed_dispatch(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    failure: DispatchFailed | str,
+    max_attempts: int,
+    backoff: tuple[float, float],
+) -> None:
+    """Try again later if it may help; otherwise fail the job and the post, with the reason."""
+    job = await _locked_job(session, job_id)
+    if job is None or job.state != "dispatching":
+        return
+    message = str(failure)[:ERROR_LIMIT]
+    retryable = isinstance(failure, DispatchFailed) and failure.retryable
+    job.last_error = message
+    if retryable and job.attempts < max_attempts:
+        delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
+        job.state, job.next_attempt_at = "queued", now() + timedelta(seconds=delay)
+        return
+    await _finish(session, job, published=False, error=message)
+
+
+async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
+    """Fail dispatched jobs whose workflow never called back in time."""
+    query = (
+        select(PublishJob)
+        .where(PublishJob.state == "dispatched", PublishJob.deadline_at < now())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        await _finish(session, job, published=False, error="the workflow did not call back in time")
+    return len(jobs)
+
+
+async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
+    """Jobs a dead worker left mid-dispatch go back in the queue (receivers dedupe by id)."""
+    query = (
+        select(PublishJob)
+        .where(PublishJob.state == "dispatching", PublishJob.next_attempt_at < now() - older_than)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        job.state = "queued"
+    return len(jobs)
+
+
+# ---- callbacks -------------------------------------------------------------------------
+async def verification_for(
+    session: AsyncSession, job_id: str, *, box: Fernet
+) -> CallbackVerification:
+    """How callbacks of ``job_id`` are verified: its tenant's workflow secret."""
+    job = await session.get(PublishJob, job_id)
+    if job is None:
+        return CallbackVerification(found=False)
+    target = await session.get(PublishingTarget, job.tenant_id)
+    return CallbackVerification(
+        found=True,
+        tenant_id=job.tenant_id,
+        secret=box.decrypt(target.secret).decode() if target else "",
+        accept_secret_header=target.accept_secret_header if target else False,
+    )
+
+
+async def apply_callback(
+    session: AsyncSession, *, tenant_id: UUID, job_id: str, payload: dict[str, Any]
+) -> None:
+    """Mark the post published or failed from the workflow's answer; repeats are no-ops."""
+    job = await _locked_job(session, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        return
+    status = payload.get("status")
+    if status not in ("published", "completed", "failed"):
+        job.last_error = f"callback ignored: unknown status {str(status)[:50]!r}"
+        return
+    if job.state in ("succeeded",) or (job.state == "failed" and status == "failed"):
+        return
+    if job.state == "failed" and not await _is_latest(session, job):
+        return
+    url = payload.get("url")
+    job.external_url = url[:2000] if isinstance(url, str) else None
+    error = payload.get("error")
+    message = (error if isinstance(error, str) else "the workflow reported a failure")[:ERROR_LIMIT]
+    await _finish(
+        session, job, published=status != "failed", error=None if status != "failed" else message
+    )
+
+
+async def _finish(
+    session: AsyncSession, job: PublishJob, *, published: bool, error: str | None
+) -> None:
+    job.state, job.completed_at = ("succeeded" if published else "failed"), now()
+    job.last_error = error
+    post = await session.get_one(Post, job.post_id, with_for_update=True)
+    target = PostState.PUBLISHED if published else PostState.FAILED
+    if system_may(PostState(post.state), target):
+        post.last_error = error
+        await move(session, post, to=target, actor=PUBLISHER, note=error or job.external_url)
+
+
+async def _is_latest(session: AsyncSession, job: PublishJob) -> bool:
+    newer = await session.scalar(
+        select(PublishJob.id)
+        .where(PublishJob.post_id == job.post_id, PublishJob.created_at > job.created_at)
+        .limit(1)
+    )
+    return newer is None
+
+
+async def _locked_job(session: AsyncSession, job_id: str) -> PublishJob | None:
+    return await session.get(PublishJob, job_id, with_for_update=True, populate_existing=True)

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -197,13 +198,22 @@ class CampaignCreate(BaseModel):
     def _each_channel_once(cls, channels: list[Channel]) -> list[Channel]:
         return list(dict.fromkeys(channels))
 
+    @field_validator("cadence")
+    @classmethod
+    def _cadence_of_used_channels(
+        cls, cadence: dict[Channel, Cadence], info: ValidationInfo
+    ) -> dict[Channel, Cadence]:
+        # An empty channel list takes the brand's defaults later; it is checked then.
+        channels = info.data.get("channels") or list(Channel)
+        stray = [c.value for c in cadence if c not in channels]
+        if stray:
+            raise ValueError(f"names channels the campaign does not use: {stray}")
+        return cadence
+
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def _dates_in_order(self) -> Self:
         if self.starts_on and self.ends_on and self.ends_on < self.starts_on:
             raise ValueError("ends_on must not be before starts_on")
-        stray = [c.value for c in self.cadence if c not in self.channels]
-        if stray:
-            raise ValueError(f"cadence names channels the campaign does not use: {stray}")
         return self
 
 

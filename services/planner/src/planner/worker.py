@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
+import structlog
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +28,8 @@ from planner.models import inbox, outbox
 from planner.service import publishing, reviews
 from planner.service.publishing import Dispatch
 from planner.settings import PlannerSettings
+
+log = structlog.get_logger("planner.worker")
 
 
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
@@ -112,26 +115,19 @@ class _Publisher:
             claimed = await publishing.claim_jobs(
                 session, box=self._box, callback_base=settings.public_base_url
             )
-        await asyncio.gather(*(self._dispatch(d) for d in claimed))
+        # One job's trouble must not keep the others' results (or the expiry) unrecorded.
+        results = await asyncio.gather(
+            *(self._dispatch(d) for d in claimed), return_exceptions=True
+        )
+        for job, result in zip(claimed, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("publish_dispatch_unrecorded", job_id=job.job_id, exc_info=result)
         async with db.transaction() as session:
             await publishing.expire_overdue(session)
 
     async def _dispatch(self, job: Dispatch) -> None:
         settings = self._settings
-        failure: DispatchFailed | str | None = None
-        if job.url is None or not job.secret:
-            failure = "no publishing workflow is configured for this workspace"
-        else:
-            try:
-                await self._dispatcher.dispatch(
-                    url=job.url,
-                    payload=job.payload,
-                    secret=job.secret,
-                    secret_header=job.secret_header,
-                    event_id=job.job_id,
-                )
-            except DispatchFailed as exc:
-                failure = exc
+        failure = job.problem or await self._send(job)
         async with self._ctx.db.transaction() as session:
             if failure is None:
                 deadline = timedelta(seconds=settings.publish_callback_deadline_seconds)
@@ -147,3 +143,26 @@ class _Publisher:
                     settings.publish_backoff_cap_seconds,
                 ),
             )
+
+    async def _send(self, job: Dispatch) -> DispatchFailed | str | None:
+        """Call the workflow; the failure, if any."""
+        if job.url is None or not job.secret:
+            return publishing.NO_TARGET
+        try:
+            await self._dispatcher.dispatch(
+                url=job.url,
+                payload=job.payload,
+                secret=job.secret,
+                secret_header=job.secret_header,
+                event_id=job.job_id,
+            )
+        except DispatchFailed as exc:
+            return exc
+        except Exception:
+            # Left unrecorded, the job would sit in "dispatching", be recovered and sent
+            # again for ever: count it as an attempt like any other failure.
+            log.exception("publish_dispatch_crashed", job_id=job.job_id)
+            return DispatchFailed(
+                "the workflow could not be called (internal error)", retryable=True
+            )
+        return None

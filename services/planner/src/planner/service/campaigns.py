@@ -64,6 +64,7 @@ async def create_campaign(
     identity.require_role(*EDITORS)
     brand = await get_brand(session, tenant_id=identity.tenant_id, brand_id=data.brand_id)
     channels = [c.value for c in data.channels] or list(brand.default_channels)
+    _check_cadence_channels(data.cadence.keys(), channels)
     campaign = Campaign(
         tenant_id=identity.tenant_id,
         brand_id=brand.id,
@@ -99,7 +100,7 @@ async def progress(session: AsyncSession, *, campaign_id: UUID) -> Progress:
     rows = await session.execute(
         select(Post.state, func.count()).where(Post.campaign_id == campaign_id).group_by(Post.state)
     )
-    counts = {PostState(state): n for state, n in rows.tuples()}
+    counts = {PostState(state): n for state, n in rows}
     return Progress(total=sum(counts.values()), by_state=counts)
 
 

@@ -109,7 +109,7 @@ async def _taken_slots(
         Post.campaign_id == campaign.id,
         tuple_(Post.channel, Post.local_date, Post.local_time).in_(keys),
     )
-    taken = set((await session.execute(query)).tuples().all())
+    taken = {tuple(row) for row in await session.execute(query)}
     return [
         RowError(p.row, "scheduled_at", "the campaign already has a post of this channel then")
         for p in report.posts

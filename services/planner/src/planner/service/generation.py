@@ -65,7 +65,9 @@ async def apply_started(
 ) -> None:
     """Remember the job; the state is the planner's and a late start never moves it."""
     post = await _waiting_post(session, tenant_id=tenant_id, post_id=event.post_id)
-    if post is not None and post.generation_request_id == event.request_id:
+    if post is None or post.generation_request_id != event.request_id:
+        return
+    if post.state == PostState.GENERATING and post.generation_job_id is None:
         post.generation_job_id = event.job_id
 
 

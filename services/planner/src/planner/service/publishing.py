@@ -8,12 +8,16 @@ workflow with the same signed contract as generation (``X-BAI-Timestamp`` and
 the gateway verifies it (asking us for the job's secret) and routes it here.
 
 Rules:
-- dispatch is retried with exponential backoff and jitter up to ``publish_max_attempts``;
-  an unconfigured workflow or a refusal (4xx) fails the post at once, with the reason;
+- dispatch is retried with exponential backoff and jitter up to ``publish_max_attempts``
+  (never sooner than an open circuit breaker lets a call through); an unconfigured
+  workflow, an unreadable secret or a refusal (4xx) fails the post at once, with the reason;
+- a job goes out only while its post is still scheduled and due: a post taken back or
+  moved to a later time cancels its queued job (a new one is made when it is due again);
 - a dispatched job with no callback by its deadline fails the post;
-- a callback is applied once (a job that already finished ignores repeats); a late
-  "published" after the deadline is still applied when it is the post's latest job,
-  because the post really is out there;
+- a callback is applied once (a job that already finished ignores repeats, and a failure
+  reported for a finished job changes nothing); a late "published" after the deadline
+  or a cancellation is still applied when it is the post's latest job, because the post
+  really is out there;
 - the job id is the dispatch's event id, so a workflow can dedupe our retries.
 """
 
@@ -23,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bai_contracts import CallbackVerification
 from bai_platform.errors import NotFound
 from bai_platform.identity import Identity
-from bai_platform.webhooks import DispatchFailed, backoff_delay
+from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
 from planner.lifecycle import system_may
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
@@ -41,6 +45,12 @@ ADMINS = ("owner", "admin")
 PUBLISHER = "system:publisher"
 ACTIVE = ("queued", "dispatching", "dispatched")
 ERROR_LIMIT = 2000
+NO_TARGET = "no publishing workflow is configured for this workspace"
+UNREADABLE_SECRET = (
+    "the publishing workflow's secret cannot be read (was the service key changed?); "
+    "save the publishing target again"
+)
+NOT_DUE = "not sent: the post was taken back or moved to a later time"
 
 
 class NoPublishingTarget(NotFound):
@@ -74,7 +84,7 @@ async def set_target(
 async def get_target(session: AsyncSession, *, tenant_id: UUID) -> PublishingTarget:
     target = await session.get(PublishingTarget, tenant_id, populate_existing=True)
     if target is None:
-        raise NoPublishingTarget("no publishing workflow is configured for this workspace")
+        raise NoPublishingTarget(NO_TARGET)
     return target
 
 
@@ -113,6 +123,8 @@ class Dispatch:
     secret: str | None
     secret_header: bool
     payload: dict[str, Any]
+    # Why it cannot go out at all (no workflow, an unreadable secret): the post fails.
+    problem: str | None = None
 
 
 async def claim_jobs(
@@ -128,18 +140,23 @@ async def claim_jobs(
     )
     claimed = []
     for job in (await session.scalars(query)).all():
+        post = await session.get_one(Post, job.post_id, populate_existing=True)
+        if post.state != PostState.SCHEDULED or post.scheduled_at > now():
+            # Taken back or moved while the job waited for its retry: the post is not
+            # due (a new job is made when it is due again).
+            job.state, job.completed_at, job.last_error = "cancelled", now(), NOT_DUE
+            continue
         job.state, job.attempts = "dispatching", job.attempts + 1
         job.next_attempt_at = now()
-        claimed.append(await _dispatch_for(session, job, box, callback_base))
+        claimed.append(await _dispatch_for(session, job, post, box, callback_base))
     await session.flush()
     return claimed
 
 
 async def _dispatch_for(
-    session: AsyncSession, job: PublishJob, box: Fernet, callback_base: str
+    session: AsyncSession, job: PublishJob, post: Post, box: Fernet, callback_base: str
 ) -> Dispatch:
     target = await session.get(PublishingTarget, job.tenant_id)
-    post = await session.get_one(Post, job.post_id)
     campaign = await session.get_one(Campaign, post.campaign_id)
     payload = {
         "job_id": job.id,
@@ -149,14 +166,31 @@ async def _dispatch_for(
         "post": _post_payload(post),
         "campaign": {"id": str(campaign.id), "name": campaign.name},
     }
+    secret = _secret(target, box)
+    problem = NO_TARGET if target is None else UNREADABLE_SECRET if not secret else None
     return Dispatch(
         job_id=job.id,
         attempt=job.attempts,
         url=target.webhook_url if target else None,
-        secret=box.decrypt(target.secret).decode() if target else None,
+        secret=secret,
         secret_header=target.accept_secret_header if target else False,
         payload=payload,
+        problem=problem,
     )
+
+
+def _secret(target: PublishingTarget | None, box: Fernet) -> str | None:
+    """The workflow's signing secret; None when there is no target or it cannot be read.
+
+    An unreadable secret (the service key changed) must fail its own job, not every
+    sweep: a claim that raised would roll back and block the queue for all tenants.
+    """
+    if target is None:
+        return None
+    try:
+        return box.decrypt(target.secret).decode()
+    except (InvalidToken, UnicodeDecodeError):
+        return None
 
 
 def _post_payload(post: Post) -> dict[str, Any]:
@@ -198,6 +232,8 @@ async def record_failed_dispatch(
     job.last_error = message
     if retryable and job.attempts < max_attempts:
         delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
+        if isinstance(failure, CircuitOpen):  # an earlier try would only meet it again
+            delay = max(delay, failure.retry_after_seconds)
         job.state, job.next_attempt_at = "queued", now() + timedelta(seconds=delay)
         return
     await _finish(session, job, published=False, error=message)
@@ -242,7 +278,7 @@ async def verification_for(
     return CallbackVerification(
         found=True,
         tenant_id=job.tenant_id,
-        secret=box.decrypt(target.secret).decode() if target else "",
+        secret=_secret(target, box) or "",  # an empty secret verifies nothing
         accept_secret_header=target.accept_secret_header if target else False,
     )
 
@@ -258,9 +294,9 @@ async def apply_callback(
     if status not in ("published", "completed", "failed"):
         job.last_error = f"callback ignored: unknown status {str(status)[:50]!r}"
         return
-    if job.state in ("succeeded",) or (job.state == "failed" and status == "failed"):
-        return
-    if job.state == "failed" and not await _is_latest(session, job):
+    if job.state == "succeeded" or (status == "failed" and job.state not in ACTIVE):
+        return  # applied already, or a failure of a job that no longer decides anything
+    if job.state not in ACTIVE and not await _is_latest(session, job):
         return
     url = payload.get("url")
     job.external_url = url[:2000] if isinstance(url, str) else None

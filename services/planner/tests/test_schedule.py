@@ -1,0 +1,347 @@
+"""POST /v1/planner/campaigns/{id}/schedule: the month laid out once, content asked for."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from bai_contracts import PostGenerationRequested
+from bai_platform.db import Database
+from bai_platform.envelope import Envelope
+from planner.models import Post
+
+IdentityFor = Callable[[UUID, str], dict[str, str]]
+OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
+REQUESTED = PostGenerationRequested.subject
+
+# December 2026 starts on a Tuesday. Instagram 3 a week (Mon, Wed, Fri): Wednesdays 2, 9,
+# 16, 23, 30 (5), Fridays 4, 11, 18, 25 (4), Mondays 7, 14, 21, 28 (4) = 13. LinkedIn 2 a
+# week (Mon, Thu): Thursdays 3, 10, 17, 24, 31 (5) + Mondays (4) = 9. Together 22.
+DECEMBER_POSTS = 22
+
+
+def december(brand: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "brand_id": brand,
+        "name": "December push",
+        "brief": "Launch the winter blend",
+        "channels": ["instagram", "linkedin"],
+        "starts_on": "2026-12-01",
+        "ends_on": "2026-12-31",
+        "cadence": {"instagram": {"per_week": 3}, "linkedin": {"per_week": 2}},
+        **extra,
+    }
+
+
+async def new_campaign(
+    client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]
+) -> str:
+    response = await client.post("/v1/planner/campaigns", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    campaign_id: str = response.json()["id"]
+    return campaign_id
+
+
+async def schedule(
+    client: httpx.AsyncClient, headers: dict[str, str], campaign_id: str, month: str = "2026-12"
+) -> httpx.Response:
+    url = f"/v1/planner/campaigns/{campaign_id}/schedule"
+    return await client.post(url, json={"month": month}, headers=headers)
+
+
+async def posts_of(planner_db: Database, campaign_id: str) -> list[Post]:
+    async with planner_db.transaction() as session:
+        query = (
+            select(Post).where(Post.campaign_id == UUID(campaign_id)).order_by(Post.scheduled_at)
+        )
+        return list((await session.scalars(query)).all())
+
+
+async def test_scheduling_december_lays_out_the_cadence_and_asks_for_every_posts_content(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+    outbox_of: OutboxOf,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+
+    response = await schedule(client, headers, campaign_id)
+
+    assert response.status_code == 202, response.text
+    assert response.json() == {"month": "2026-12", "created": DECEMBER_POSTS, "existing": 0}
+    posts = await posts_of(planner_db, campaign_id)
+    assert len(posts) == DECEMBER_POSTS
+    assert {p.state for p in posts} == {"generating"}
+    instagram = [p for p in posts if p.channel == "instagram"]
+    assert {p.local_date.weekday() for p in instagram} == {0, 2, 4}
+    # 10:00 in Madrid is 09:00 UTC all December.
+    assert {p.scheduled_at.astimezone(UTC).hour for p in posts} == {9}
+    requests = [e for s, e in await outbox_of(tenant) if s == REQUESTED]
+    assert len(requests) == DECEMBER_POSTS
+    asked = {e.payload(PostGenerationRequested).post_id for e in requests}
+    assert asked == {p.id for p in posts}
+
+
+async def test_the_generation_request_carries_the_brief_and_the_brands_voice(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    outbox_of: OutboxOf,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    await schedule(client, headers, campaign_id)
+
+    request = next(e for s, e in await outbox_of(tenant) if s == REQUESTED)
+
+    asked = request.payload(PostGenerationRequested)
+    assert asked.brief == "Launch the winter blend"
+    assert asked.campaign_name == "December push"
+    assert asked.voice.tone == "warm"
+    assert asked.voice.keywords == ["coffee"]
+    assert asked.voice.avoid == ["cheap"]
+    assert str(asked.campaign_id) == campaign_id
+
+
+async def test_scheduling_the_same_month_twice_creates_nothing_new(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+    outbox_of: OutboxOf,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    await schedule(client, headers, campaign_id)
+    events_before = len(await outbox_of(tenant))
+
+    again = await schedule(client, headers, campaign_id)
+
+    assert again.status_code == 202
+    assert again.json() == {"month": "2026-12", "created": 0, "existing": DECEMBER_POSTS}
+    assert len(await posts_of(planner_db, campaign_id)) == DECEMBER_POSTS
+    assert len(await outbox_of(tenant)) == events_before
+
+
+async def test_concurrent_schedules_of_one_month_create_each_post_once(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+
+    answers = await asyncio.gather(*(schedule(client, headers, campaign_id) for _ in range(4)))
+
+    assert {a.status_code for a in answers} == {202}
+    assert sum(a.json()["created"] for a in answers) == DECEMBER_POSTS
+    assert len(await posts_of(planner_db, campaign_id)) == DECEMBER_POSTS
+
+
+async def test_a_campaign_of_half_a_month_gets_posts_only_on_its_days(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    body = december(brand, starts_on="2026-12-10", ends_on="2026-12-20")
+    campaign_id = await new_campaign(client, headers, body)
+
+    await schedule(client, headers, campaign_id)
+
+    days = {p.local_date.day for p in await posts_of(planner_db, campaign_id)}
+    assert days
+    assert min(days) >= 10
+    assert max(days) <= 20
+
+
+async def test_the_calendar_of_a_month_lists_its_posts_in_time_order(
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+) -> None:
+    headers = identity_for(tenant, "viewer")
+    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
+    await schedule(client, identity_for(tenant, "editor"), campaign_id)
+    url = f"/v1/planner/campaigns/{campaign_id}/posts"
+
+    first = await client.get(url, params={"month": "2026-12", "limit": 15}, headers=headers)
+    rest = await client.get(
+        url, params={"month": "2026-12", "cursor": first.json()["next_cursor"]}, headers=headers
+    )
+
+    items = first.json()["items"] + rest.json()["items"]
+    assert len(items) == DECEMBER_POSTS
+    assert rest.json()["next_cursor"] is None
+    times = [datetime.fromisoformat(i["scheduled_at"]) for i in items]
+    assert times == sorted(times)
+    assert {"id", "channel", "scheduled_at", "state"} <= set(items[0])
+    november = await client.get(url, params={"month": "2026-11"}, headers=headers)
+    assert november.json()["items"] == []
+
+
+async def test_channel_and_state_filters_narrow_the_calendar(
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    await schedule(client, headers, campaign_id)
+    url = f"/v1/planner/campaigns/{campaign_id}/posts"
+
+    linkedin = await client.get(url, params={"channel": "linkedin"}, headers=headers)
+    drafts = await client.get(url, params={"state": "draft_ready"}, headers=headers)
+
+    assert {i["channel"] for i in linkedin.json()["items"]} == {"linkedin"}
+    assert len(linkedin.json()["items"]) == 9
+    assert drafts.json()["items"] == []
+
+
+async def test_the_campaign_shows_its_progress_per_state(
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    await schedule(client, headers, campaign_id)
+
+    response = await client.get(f"/v1/planner/campaigns/{campaign_id}", headers=headers)
+
+    assert response.json()["progress"] == {
+        "total": DECEMBER_POSTS,
+        "by_state": {"generating": DECEMBER_POSTS},
+    }
+
+
+@pytest.mark.parametrize("month", ["2026-11", "2027-01"])
+async def test_a_month_outside_the_campaign_is_422_naming_the_month(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+    month: str,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+
+    response = await schedule(client, headers, campaign_id, month)
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["loc"] == ["body", "month"]
+    assert month in problem["detail"]
+    assert await posts_of(planner_db, campaign_id) == []
+
+
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "december", ""])
+async def test_a_malformed_month_is_422(
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor, month: str
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+
+    response = await schedule(client, headers, campaign_id, month)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "month"]
+
+
+async def test_another_tenants_campaign_cannot_be_scheduled_and_gets_no_posts(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+) -> None:
+    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
+    intruder = identity_for(UUID(int=tenant.int ^ 1), "owner")
+
+    response = await schedule(client, intruder, campaign_id)
+
+    assert response.status_code == 404
+    assert await posts_of(planner_db, campaign_id) == []
+
+
+async def test_an_archived_campaign_cannot_be_scheduled(
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    archived = await client.patch(
+        f"/v1/planner/campaigns/{campaign_id}", json={"state": "archived"}, headers=headers
+    )
+    assert archived.status_code == 200, archived.text
+
+    response = await schedule(client, headers, campaign_id)
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "campaign_closed"
+
+
+async def test_a_viewer_cannot_schedule(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+) -> None:
+    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
+
+    response = await schedule(client, identity_for(tenant, "viewer"), campaign_id)
+
+    assert response.status_code == 403
+    assert await posts_of(planner_db, campaign_id) == []
+
+
+async def test_a_schedule_with_idempotency_key_replays_its_first_answer(
+    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+) -> None:
+    headers = {**identity_for(tenant, "editor"), "Idempotency-Key": "schedule-dec"}
+    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
+
+    first = await schedule(client, headers, campaign_id)
+    second = await schedule(client, headers, campaign_id)
+
+    assert (
+        second.json()
+        == first.json()
+        == {
+            "month": "2026-12",
+            "created": DECEMBER_POSTS,
+            "existing": 0,
+        }
+    )
+    assert second.headers["idempotent-replayed"] == "true"
+
+
+async def test_posts_of_a_month_count_once_per_slot_in_the_database(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    await schedule(client, headers, campaign_id)
+    await schedule(client, headers, campaign_id)
+
+    async with planner_db.transaction() as session:
+        slots = select(func.count()).select_from(
+            select(Post.channel, Post.local_date, Post.local_time)
+            .where(Post.campaign_id == UUID(campaign_id))
+            .distinct()
+            .subquery()
+        )
+        assert await session.scalar(slots) == DECEMBER_POSTS

@@ -156,10 +156,13 @@ async def prepare_account(edge_url: str, campaigns: int) -> str:
         response = await edge.post("/v1/auth/signup", json=signup)
         expect(response, 201, "sign up")
         token = str(response.json()["access_token"])
+        brand = await edge.post(
+            "/v1/planner/brands", json={"name": "Bench Coffee"}, headers=bearer(token)
+        )
+        expect(brand, 201, "create a brand")
         for number in range(1, campaigns + 1):
-            created = await edge.post(
-                LIST_PATH, json={"name": f"Bench campaign {number}"}, headers=bearer(token)
-            )
+            body = {"brand_id": brand.json()["id"], "name": f"Bench campaign {number}"}
+            created = await edge.post(LIST_PATH, json=body, headers=bearer(token))
             expect(created, 201, "create a campaign")
     return token
 

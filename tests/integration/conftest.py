@@ -47,3 +47,16 @@ async def sign_up(edge: httpx.AsyncClient, workspace: str = "Acme Coffee") -> Ac
 @pytest.fixture
 async def account(edge: httpx.AsyncClient) -> Account:
     return await sign_up(edge)
+
+
+async def new_brand(edge: httpx.AsyncClient, account: Account, name: str = "Acme Coffee") -> str:
+    """A brand of the account's workspace (Europe/Madrid, a warm voice); its id."""
+    body = {
+        "name": name,
+        "timezone": "Europe/Madrid",
+        "voice": {"tone": "warm", "keywords": ["coffee", "mornings"], "avoid": ["cheap"]},
+    }
+    response = await edge.post("/v1/planner/brands", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    brand_id: str = response.json()["id"]
+    return brand_id

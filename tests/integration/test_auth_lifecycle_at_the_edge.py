@@ -12,7 +12,7 @@ import pytest
 
 from bai_platform.devstack import Stack
 
-from .conftest import Account, sign_up
+from .conftest import Account, new_brand, sign_up
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery"
@@ -42,7 +42,9 @@ async def test_api_key_create_use_and_revoke(edge: httpx.AsyncClient, account: A
     )
     assert created.status_code == 201, created.text
     key = {"Authorization": f"Bearer {created.json()['key']}"}
-    made = await edge.post("/v1/planner/campaigns", json={"name": "By key"}, headers=key)
+    brand_id = await new_brand(edge, account)
+    body = {"brand_id": brand_id, "name": "By key"}
+    made = await edge.post("/v1/planner/campaigns", json=body, headers=key)
     assert made.status_code == 201
     assert (await edge.get("/v1/mining/jobs", headers=key)).status_code == 403
     revoked = await edge.delete(

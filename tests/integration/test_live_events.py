@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Account, sign_up
+from .conftest import Account, new_brand, sign_up
 
 pytestmark = pytest.mark.integration
 CREATED = "bai.planner.campaign.created.v1"
@@ -73,8 +73,9 @@ def _campaign(campaign_id: str) -> Any:
 
 
 async def _create(edge: httpx.AsyncClient, account: Account, name: str) -> tuple[str, float]:
+    brand_id = await new_brand(edge, account, name=f"Brand of {name}")
     response = await edge.post(
-        "/v1/planner/campaigns", json={"name": name}, headers=account.headers
+        "/v1/planner/campaigns", json={"brand_id": brand_id, "name": name}, headers=account.headers
     )
     assert response.status_code == 201, response.text
     return response.json()["id"], time.monotonic()

@@ -9,7 +9,7 @@ import pytest
 
 from bai_platform.devstack import Stack
 
-from .conftest import Account
+from .conftest import Account, new_brand
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,11 +37,10 @@ async def _wait_for_brief(edge: httpx.AsyncClient, account: Account, campaign_id
 async def test_event_committed_while_nats_is_down_reaches_creator_exactly_once(
     system: Stack, edge: httpx.AsyncClient, account: Account
 ) -> None:
+    body = {"name": "Outage launch", "brand_id": await new_brand(edge, account)}
     system.stop_component("nats")
     try:
-        created = await edge.post(
-            "/v1/planner/campaigns", json={"name": "Outage launch"}, headers=account.headers
-        )
+        created = await edge.post("/v1/planner/campaigns", json=body, headers=account.headers)
         assert created.status_code == 201, created.text
         campaign_id = created.json()["id"]
         await asyncio.sleep(1.5)  # the relay tries and must keep the row

@@ -2,26 +2,59 @@
 workspace's ids and our own token: each is 404. The walk grows with every service: a new
 path parameter fails this test until it gets a source of ids below."""
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import Account, sign_up
+from .conftest import Account, new_brand, sign_up
 
 pytestmark = pytest.mark.integration
 
-# Routes not authenticated by a workspace token (a signed callback) are covered elsewhere.
-NOT_TENANT_SCOPED = {"/v1/webhooks/n8n/{job_id}"}
+# Routes not authenticated by a workspace token (a signed callback, a signed client review
+# link) are covered by their own tests.
+NOT_TENANT_SCOPED = {
+    "/v1/webhooks/n8n/{job_id}",
+    "/v1/planner/review/{token}",
+    "/v1/planner/review/{token}/posts/{post_id}",
+}
 # A valid body where the route wants one, so that the handler (not validation) answers.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("patch", "/v1/auth/members/{user_id}"): {"role": "viewer"},
+    ("patch", "/v1/planner/brands/{brand_id}"): {"name": "Mine now"},
+    ("patch", "/v1/planner/campaigns/{campaign_id}"): {"name": "Mine now"},
+    ("post", "/v1/planner/campaigns/{campaign_id}/schedule"): {"month": "2026-12"},
+    ("post", "/v1/planner/campaigns/{campaign_id}/review-links"): {"month": "2026-12"},
+    ("patch", "/v1/planner/posts/{post_id}"): {"text": "Mine now"},
+    ("post", "/v1/planner/posts/{post_id}/transitions"): {"to": "in_review"},
+    ("post", "/v1/planner/posts/{post_id}/regenerate"): {"note": "mine"},
 }
 
 
 async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
     """One id of each kind that belongs to ``owner``'s workspace."""
-    campaign = await edge.post("/v1/planner/campaigns", json={"name": "B's"}, headers=owner.headers)
+    brand_id = await new_brand(edge, owner)
+    body = {
+        "brand_id": brand_id,
+        "name": "B's",
+        "channels": ["instagram"],
+        "starts_on": "2026-12-01",
+        "ends_on": "2026-12-31",
+    }
+    campaign = await edge.post("/v1/planner/campaigns", json=body, headers=owner.headers)
+    campaign_id = campaign.json()["id"]
+    await edge.post(
+        f"/v1/planner/campaigns/{campaign_id}/schedule",
+        json={"month": "2026-12"},
+        headers=owner.headers,
+    )
+    post = await _first_post_with_a_job(edge, owner, campaign_id)
+    link = await edge.post(
+        f"/v1/planner/campaigns/{campaign_id}/review-links",
+        json={"month": "2026-12"},
+        headers=owner.headers,
+    )
     key = await edge.post(
         "/v1/auth/api-keys", json={"name": "B's", "scopes": ["planner:read"]}, headers=owner.headers
     )
@@ -30,11 +63,29 @@ async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
     )
     me = await edge.get("/v1/auth/me", headers=owner.headers)
     return {
-        "campaign_id": campaign.json()["id"],
+        "brand_id": brand_id,
+        "campaign_id": campaign_id,
+        "post_id": post["id"],
+        "job_id": post["generation_job_id"],
+        "link_id": link.json()["id"],
         "key_id": key.json()["id"],
         "invitation_id": invitation.json()["id"],
         "user_id": me.json()["user_id"],
     }
+
+
+async def _first_post_with_a_job(
+    edge: httpx.AsyncClient, owner: Account, campaign_id: str
+) -> dict[str, Any]:
+    """The campaign's first post once creator has taken its generation request."""
+    url = f"/v1/planner/campaigns/{campaign_id}/posts"
+    async with asyncio.timeout(20):
+        while True:
+            items = (await edge.get(url, headers=owner.headers)).json()["items"]
+            if items and items[0]["generation_job_id"]:
+                post: dict[str, Any] = items[0]
+                return post
+            await asyncio.sleep(0.25)
 
 
 def _operations(document: dict[str, Any]) -> list[tuple[str, str]]:

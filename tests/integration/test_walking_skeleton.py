@@ -5,7 +5,7 @@ import pytest
 
 from bai_platform.devstack import Stack
 
-from .conftest import Account, sign_up
+from .conftest import Account, new_brand, sign_up
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,8 @@ CAMPAIGN = {
 async def test_signup_then_create_and_list_a_campaign_through_the_edge(
     edge: httpx.AsyncClient, account: Account
 ) -> None:
-    created = await edge.post("/v1/planner/campaigns", json=CAMPAIGN, headers=account.headers)
+    body = {**CAMPAIGN, "brand_id": await new_brand(edge, account)}
+    created = await edge.post("/v1/planner/campaigns", json=body, headers=account.headers)
     assert created.status_code == 201, created.text
     listed = await edge.get("/v1/planner/campaigns", headers=account.headers)
     assert listed.status_code == 200
@@ -48,7 +49,9 @@ async def test_tenants_do_not_see_each_others_campaigns(
     edge: httpx.AsyncClient, account: Account
 ) -> None:
     other = await sign_up(edge, workspace="Other Bakery")
-    await edge.post("/v1/planner/campaigns", json=CAMPAIGN, headers=account.headers)
+    body = {**CAMPAIGN, "brand_id": await new_brand(edge, account)}
+    created = await edge.post("/v1/planner/campaigns", json=body, headers=account.headers)
+    assert created.status_code == 201, created.text
     listed = await edge.get("/v1/planner/campaigns", headers=other.headers)
     assert listed.json()["items"] == []
 

@@ -5,8 +5,9 @@ from uuid import UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_contracts import CampaignCreated
+from bai_contracts import CampaignCreated, PostGenerationRequested
 from bai_platform.envelope import Envelope
+from creator.generation import accept_request
 from creator.models import CampaignBrief
 
 
@@ -26,3 +27,10 @@ async def on_campaign_created(session: AsyncSession, envelope: Envelope) -> None
     )
     # The inbox already makes repeats no-ops; this guards a replay under a new event id.
     await session.execute(statement.on_conflict_do_nothing(index_elements=["campaign_id"]))
+
+
+async def on_generation_requested(session: AsyncSession, envelope: Envelope) -> None:
+    """Queue a job for the planner's request (a repeat of the request makes nothing new)."""
+    request: PostGenerationRequested = envelope.payload(PostGenerationRequested)
+    assert envelope.tenantid is not None, "planner events always carry the tenant"
+    await accept_request(session, tenant_id=UUID(envelope.tenantid), request=request)

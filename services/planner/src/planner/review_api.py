@@ -4,6 +4,7 @@ The client review routes (``/v1/planner/review/{token}``) need no account: the s
 link is the credential, and the edge routes them without ForwardAuth.
 """
 
+import re
 from typing import Annotated
 from uuid import UUID
 
@@ -33,6 +34,7 @@ review_router = APIRouter(prefix="/v1/planner/review", tags=["client review"])
 
 MonthQuery = Annotated[Month | None, Query()]
 CSV_TYPE = "text/csv; charset=utf-8"
+_UNSAFE_IN_FILENAME = re.compile(r"[^a-z0-9]+")
 
 
 def _settings(request: Request) -> PlannerSettings:
@@ -41,7 +43,9 @@ def _settings(request: Request) -> PlannerSettings:
 
 
 def _filename(name: str, month: str | None, suffix: str) -> str:
-    safe = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60] or "calendar"
+    # ASCII only: header values are sent as latin-1, and anything else there (a campaign
+    # named in Chinese, an emoji) made Starlette fail the whole download with a 500.
+    safe = _UNSAFE_IN_FILENAME.sub("-", name.lower())[:60].strip("-") or "calendar"
     return f"{safe}-{month or 'all'}.{suffix}"
 
 

@@ -1,0 +1,175 @@
+"""Generation jobs: one per planner request, run by the tenant's engine, versioned content.
+
+A request delivered twice makes one job (the request id is unique). The built-in engine
+runs in the worker: a queued job is claimed, written, stored as the post's next content
+version and announced, all in one transaction, so a crash leaves it queued, never half done.
+"""
+
+import secrets
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import (
+    ContentGenerated,
+    ContentGenerationStarted,
+    EventContract,
+    PostGenerationRequested,
+)
+from bai_platform.envelope import new_event
+from bai_platform.errors import NotFound
+from bai_platform.outbox import emit
+from creator.engines.builtin import Brief, write
+from creator.models import ContentVersion, GenerationJob, outbox
+
+BUILTIN = "builtin"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class PostNotFound(NotFound):
+    code = "post_not_found"
+
+
+def new_job_id() -> str:
+    return "gen_" + secrets.token_urlsafe(18)
+
+
+async def accept_request(
+    session: AsyncSession, *, tenant_id: UUID, request: PostGenerationRequested
+) -> GenerationJob | None:
+    """Queue a job for the request; a request seen before makes nothing new."""
+    statement = (
+        insert(GenerationJob)
+        .values(
+            id=new_job_id(),
+            tenant_id=tenant_id,
+            request_id=request.request_id,
+            post_id=request.post_id,
+            campaign_id=request.campaign_id,
+            channel=request.channel,
+            engine=BUILTIN,
+            state="queued",
+            attempts=0,
+            inputs=request.model_dump(mode="json"),
+        )
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(GenerationJob.id)
+    )
+    job_id = await session.scalar(statement)
+    if job_id is None:
+        return None
+    job = await session.get_one(GenerationJob, job_id)
+    started = ContentGenerationStarted(
+        request_id=job.request_id, post_id=job.post_id, job_id=job.id
+    )
+    await _announce(session, job, started)
+    return job
+
+
+async def run_builtin_jobs(session: AsyncSession, *, limit: int = 20) -> int:
+    """Write the content of queued built-in jobs; returns how many were completed."""
+    query = (
+        select(GenerationJob)
+        .where(
+            GenerationJob.state == "queued",
+            GenerationJob.engine == BUILTIN,
+            GenerationJob.next_attempt_at <= func.now(),
+        )
+        .order_by(GenerationJob.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        await _complete_builtin(session, job)
+    return len(jobs)
+
+
+async def _complete_builtin(session: AsyncSession, job: GenerationJob) -> None:
+    request = PostGenerationRequested.model_validate(job.inputs)
+    version = await _next_version(session, job.post_id)
+    content = write(
+        Brief(
+            brand=request.brand_name,
+            campaign=request.campaign_name,
+            channel=request.channel,
+            brief=request.brief,
+            goal=request.goal,
+            voice=request.voice,
+            note=request.note,
+            version=version,
+        )
+    )
+    session.add(
+        ContentVersion(
+            tenant_id=job.tenant_id,
+            post_id=job.post_id,
+            version=version,
+            job_id=job.id,
+            engine=job.engine,
+            content=content.model_dump(mode="json"),
+        )
+    )
+    now = datetime.now(UTC)
+    job.state, job.attempts, job.completed_at, job.updated_at = (
+        "completed",
+        job.attempts + 1,
+        now,
+        now,
+    )
+    generated = ContentGenerated(
+        request_id=job.request_id,
+        post_id=job.post_id,
+        job_id=job.id,
+        version=version,
+        content=content,
+    )
+    await _announce(session, job, generated)
+
+
+async def _next_version(session: AsyncSession, post_id: UUID) -> int:
+    query = select(func.coalesce(func.max(ContentVersion.version), 0)).where(
+        ContentVersion.post_id == post_id
+    )
+    return int(await session.scalar(query) or 0) + 1
+
+
+async def get_job(session: AsyncSession, *, tenant_id: UUID, job_id: str) -> GenerationJob:
+    """The tenant's job; another tenant's is as unknown as a missing one."""
+    job = await session.scalar(
+        select(GenerationJob).where(
+            GenerationJob.id == job_id, GenerationJob.tenant_id == tenant_id
+        )
+    )
+    if job is None:
+        raise JobNotFound("no such generation job in this workspace")
+    return job
+
+
+async def post_versions(
+    session: AsyncSession, *, tenant_id: UUID, post_id: UUID
+) -> list[ContentVersion]:
+    """Every content version of the post, newest first; a post creator never wrote for the
+    tenant is not found (another tenant's post looks exactly like a missing one)."""
+    known = select(GenerationJob.id).where(
+        GenerationJob.tenant_id == tenant_id, GenerationJob.post_id == post_id
+    )
+    if await session.scalar(known.limit(1)) is None:
+        raise PostNotFound("creator has written nothing for this post")
+    query = (
+        select(ContentVersion)
+        .where(ContentVersion.tenant_id == tenant_id, ContentVersion.post_id == post_id)
+        .order_by(ContentVersion.version.desc())
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def _announce(session: AsyncSession, job: GenerationJob, event: EventContract) -> None:
+    envelope = new_event(event, source="creator", tenant_id=job.tenant_id, subject=job.id)
+    await emit(session, outbox, envelope)

@@ -1,0 +1,142 @@
+"""Generation jobs with the built-in engine: one job per request, versioned content,
+announced to the planner, readable through the API."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import httpx
+from sqlalchemy import select
+
+from bai_contracts import (
+    BrandVoice,
+    ContentGenerated,
+    ContentGenerationStarted,
+    PostGenerationRequested,
+)
+from bai_platform.db import Database
+from bai_platform.envelope import Envelope, new_event
+from creator.events import on_generation_requested
+from creator.generation import run_builtin_jobs
+from creator.models import ContentVersion, GenerationJob, outbox
+
+IdentityFor = Callable[[UUID, str], dict[str, str]]
+
+
+def request(post_id: UUID | None = None, note: str | None = None) -> PostGenerationRequested:
+    return PostGenerationRequested(
+        request_id=uuid4(),
+        post_id=post_id or uuid4(),
+        campaign_id=uuid4(),
+        brand_id=uuid4(),
+        channel="instagram",
+        scheduled_at=datetime(2026, 12, 2, 9, tzinfo=UTC),
+        campaign_name="December push",
+        brief="Launch the winter blend.",
+        brand_name="Acme Coffee",
+        voice=BrandVoice(tone="warm", keywords=["coffee"]),
+        note=note,
+    )
+
+
+async def deliver(creator_db: Database, tenant: UUID, asked: PostGenerationRequested) -> None:
+    envelope = new_event(asked, source="planner", tenant_id=tenant, subject=str(asked.post_id))
+    async with creator_db.transaction() as session:
+        await on_generation_requested(session, envelope)
+
+
+async def jobs_of(creator_db: Database, post_id: UUID) -> list[GenerationJob]:
+    async with creator_db.transaction() as session:
+        query = select(GenerationJob).where(GenerationJob.post_id == post_id)
+        return list((await session.scalars(query.order_by(GenerationJob.created_at))).all())
+
+
+async def announced(creator_db: Database, job_id: str) -> list[Envelope]:
+    async with creator_db.transaction() as session:
+        rows = (await session.execute(select(outbox.c.payload))).all()
+    envelopes = [Envelope.model_validate_json(row.payload) for row in rows]
+    return [e for e in envelopes if e.subject == job_id]
+
+
+async def run_until_idle(creator_db: Database) -> None:
+    while True:
+        async with creator_db.transaction() as session:
+            if await run_builtin_jobs(session) == 0:
+                return
+
+
+async def test_a_request_delivered_twice_makes_one_queued_job_and_one_started_event(
+    creator_db: Database, tenant: UUID
+) -> None:
+    asked = request()
+
+    await deliver(creator_db, tenant, asked)
+    await deliver(creator_db, tenant, asked)
+
+    [job] = await jobs_of(creator_db, asked.post_id)
+    assert (job.state, job.engine, job.request_id) == ("queued", "builtin", asked.request_id)
+    assert job.id.startswith("gen_")
+    [started] = await announced(creator_db, job.id)
+    assert started.type == ContentGenerationStarted.subject
+
+
+async def test_the_builtin_engine_completes_the_job_and_announces_the_content_once(
+    creator_db: Database, tenant: UUID
+) -> None:
+    asked = request()
+    await deliver(creator_db, tenant, asked)
+
+    await run_until_idle(creator_db)
+    await run_until_idle(creator_db)
+
+    [job] = await jobs_of(creator_db, asked.post_id)
+    assert (job.state, job.attempts) == ("completed", 1)
+    generated = [
+        e for e in await announced(creator_db, job.id) if e.type == ContentGenerated.subject
+    ]
+    [answer] = [e.payload(ContentGenerated) for e in generated]
+    assert (answer.request_id, answer.post_id, answer.version) == (
+        asked.request_id,
+        asked.post_id,
+        1,
+    )
+    assert "Launch the winter blend." in answer.content.text
+    assert answer.content.hashtags == ["Coffee"]
+
+
+async def test_regenerating_keeps_every_version(creator_db: Database, tenant: UUID) -> None:
+    post_id = uuid4()
+    for note in (None, "Make it shorter"):
+        await deliver(creator_db, tenant, request(post_id, note))
+        await run_until_idle(creator_db)
+
+    async with creator_db.transaction() as session:
+        query = select(ContentVersion).where(ContentVersion.post_id == post_id)
+        versions = list((await session.scalars(query.order_by(ContentVersion.version))).all())
+    assert [v.version for v in versions] == [1, 2]
+    assert versions[0].content["text"] != versions[1].content["text"]
+
+
+async def test_a_job_and_its_versions_are_readable_by_their_tenant_only(
+    client: httpx.AsyncClient, creator_db: Database, tenant: UUID, identity_for: IdentityFor
+) -> None:
+    asked = request()
+    await deliver(creator_db, tenant, asked)
+    await run_until_idle(creator_db)
+    [job] = await jobs_of(creator_db, asked.post_id)
+    mine, theirs = identity_for(tenant, "viewer"), identity_for(UUID(int=tenant.int ^ 1), "owner")
+
+    read = await client.get(f"/v1/creator/jobs/{job.id}", headers=mine)
+    versions = await client.get(f"/v1/creator/posts/{asked.post_id}/versions", headers=mine)
+    hidden = await client.get(f"/v1/creator/jobs/{job.id}", headers=theirs)
+    none = await client.get(f"/v1/creator/posts/{asked.post_id}/versions", headers=theirs)
+
+    assert read.status_code == 200
+    assert (read.json()["state"], read.json()["attempts"], read.json()["error"]) == (
+        "completed",
+        1,
+        None,
+    )
+    assert [v["version"] for v in versions.json()["items"]] == [1]
+    assert hidden.status_code == 404
+    assert none.status_code == 404

@@ -1,0 +1,963 @@
+"""Publishing due posts through the tenant's n8n workflow (``pub_`` jobs).
+
+A real HTTP server on 127.0.0.1 (uvicorn on a socket bound to port 0) stands in for the
+tenants' workflows: each test gets its own path on it, records what reached that path and
+says what the path answers. The publisher's sweep is called directly, one pass at a time.
+
+The database is shared by the whole session and a sweep looks at every tenant's due posts,
+so assertions only look at the test's own tenant, post, job and path.
+"""
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.fernet import Fernet
+from nats.aio.client import Client as NatsClient
+from sqlalchemy import select, update
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bai_contracts import CallbackReceived, PostStateChanged, callback_subject
+from bai_platform.db import Database
+from bai_platform.envelope import Envelope, new_event
+from bai_platform.messaging import connect
+from bai_platform.secrets import fernet_for
+from bai_platform.webhooks import CircuitOpen, Delivered, WebhookDispatcher, verify_signature
+from bai_platform.worker import WorkerContext
+from planner.events import on_publish_callback
+from planner.models import Campaign, Post, PostTransition, PublishingTarget, PublishJob
+from planner.service.publishing import record_failed_dispatch, verification_for
+from planner.settings import PlannerSettings
+from planner.worker import _Publisher
+
+IdentityFor = Callable[[UUID, str], dict[str, str]]
+OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
+
+TARGET_URL = "/v1/planner/publishing-target"
+SECRET = "n8n-publishing-secret-0123456789"
+TEXT = "Fresh pastries every morning at 8"
+NO_TARGET = "no publishing workflow is configured"
+
+
+# ---- the tenants' workflows: one local HTTP server ---------------------------------------
+@dataclass
+class Received:
+    name: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass
+class Workflows:
+    """What reached each path, and what each path answers (200 unless told)."""
+
+    base: str
+    requests: list[Received] = field(default_factory=list)
+    answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # Ctrl-C belongs to pytest, not to this in-test server
+
+
+def _app(workflows: Workflows) -> Starlette:
+    async def hook(request: Request) -> Response:
+        name = request.path_params["name"]
+        workflows.requests.append(Received(name, dict(request.headers), await request.body()))
+        status, body = workflows.answers.get(name, (200, {"accepted": True}))
+        return JSONResponse(body, status_code=status)
+
+    return Starlette(routes=[Route("/hook/{name}", hook, methods=["POST"])])
+
+
+@pytest.fixture(scope="module")
+async def workflows() -> AsyncIterator[Workflows]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    listening = Workflows(base=f"http://127.0.0.1:{port}")
+    config = uvicorn.Config(
+        _app(listening), lifespan="off", ws="none", log_config=None, access_log=False
+    )
+    served = _Server(config)
+    task = asyncio.create_task(served.serve(sockets=[sock]))
+    while not served.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield listening
+    finally:
+        served.should_exit = True
+        await task
+        sock.close()
+
+
+@dataclass
+class Hook:
+    """The test's own workflow: its URL, what reached it, and what it answers."""
+
+    workflows: Workflows
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.workflows.base}/hook/{self.name}"
+
+    def received(self) -> list[Received]:
+        return [r for r in self.workflows.requests if r.name == self.name]
+
+    def answer(self, status: int, body: dict[str, Any]) -> None:
+        self.workflows.answers[self.name] = (status, body)
+
+
+@pytest.fixture
+def hook(workflows: Workflows) -> Hook:
+    return Hook(workflows, uuid4().hex)
+
+
+# ---- the publisher, one sweep at a time --------------------------------------------------
+@pytest.fixture(scope="module")
+async def nats_client(planner_settings: PlannerSettings) -> AsyncIterator[NatsClient]:
+    nc = await connect(planner_settings.nats_url, name="planner-publishing-tests")
+    try:
+        yield nc
+    finally:
+        await nc.drain()
+
+
+@pytest.fixture
+def box(planner_settings: PlannerSettings) -> Fernet:
+    return fernet_for(planner_settings.secret_key, "planner/publishing-secrets")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+PublisherFor = Callable[..., _Publisher]
+
+
+@pytest.fixture
+def publisher_for(
+    planner_settings: PlannerSettings,
+    planner_db: Database,
+    nats_client: NatsClient,
+    box: Fernet,
+    http: httpx.AsyncClient,
+) -> PublisherFor:
+    """A publisher on the session's database; ``overrides`` change its settings.
+
+    Its breaker never opens unless asked: other tests' retries reach the same server.
+    """
+
+    def build(*, dispatcher: WebhookDispatcher | None = None, **overrides: Any) -> _Publisher:
+        settings = planner_settings.model_copy(update=overrides)
+        ctx = WorkerContext(
+            settings=settings, db=planner_db, nc=nats_client, js=nats_client.jetstream()
+        )
+        webhooks = dispatcher or WebhookDispatcher(
+            client=http, timeout_seconds=settings.publish_timeout_seconds, failure_threshold=1000
+        )
+        return _Publisher(ctx, settings, box, webhooks)
+
+    return build
+
+
+@pytest.fixture
+def publisher(publisher_for: PublisherFor) -> _Publisher:
+    return publisher_for()
+
+
+# ---- the tenant's data -------------------------------------------------------------------
+SetTarget = Callable[[UUID, str], Awaitable[None]]
+
+
+@pytest.fixture
+def set_target(client: httpx.AsyncClient, identity_for: IdentityFor) -> SetTarget:
+    async def put(tenant_id: UUID, url: str) -> None:
+        response = await client.put(
+            TARGET_URL,
+            json={"webhook_url": url, "secret": SECRET},
+            headers=identity_for(tenant_id, "owner"),
+        )
+        assert response.status_code == 200, response.text
+
+    return put
+
+
+DuePost = Callable[[UUID], Awaitable[UUID]]
+
+
+@pytest.fixture
+def due_post(planner_db: Database, brand: str) -> DuePost:
+    """A scheduled post of the tenant, due a second ago; its id."""
+
+    async def make(tenant_id: UUID) -> UUID:
+        at = datetime.now(UTC) - timedelta(seconds=1)
+        campaign = Campaign(
+            tenant_id=tenant_id,
+            brand_id=UUID(brand),
+            name=f"Publishing {uuid4().hex[:8]}",
+            channels=["instagram"],
+            state="active",
+            created_by="test",
+        )
+        async with planner_db.transaction() as session:
+            session.add(campaign)
+            await session.flush()
+            post = Post(
+                tenant_id=tenant_id,
+                campaign_id=campaign.id,
+                channel="instagram",
+                local_date=at.date(),
+                local_time=clock_time(at.hour, at.minute, at.second),
+                scheduled_at=at,
+                state="scheduled",
+                origin="test",
+                text=TEXT,
+                hashtags=["bakery"],
+                content_version=1,
+            )
+            session.add(post)
+            await session.flush()
+            return post.id
+
+    return make
+
+
+@dataclass
+class Rows:
+    """Reads and nudges of the test's rows."""
+
+    db: Database
+
+    async def post(self, post_id: UUID) -> Post:
+        async with self.db.transaction() as session:
+            return await session.get_one(Post, post_id)
+
+    async def jobs(self, post_id: UUID) -> list[PublishJob]:
+        async with self.db.transaction() as session:
+            query = select(PublishJob).where(PublishJob.post_id == post_id)
+            return list((await session.scalars(query.order_by(PublishJob.created_at))).all())
+
+    async def job(self, post_id: UUID) -> PublishJob:
+        [job] = await self.jobs(post_id)
+        return job
+
+    async def history(self, post_id: UUID) -> list[PostTransition]:
+        async with self.db.transaction() as session:
+            query = select(PostTransition).where(PostTransition.post_id == post_id)
+            return list((await session.scalars(query.order_by(PostTransition.id))).all())
+
+    async def target(self, tenant_id: UUID) -> PublishingTarget | None:
+        async with self.db.transaction() as session:
+            return await session.get(PublishingTarget, tenant_id)
+
+    async def change_job(self, job_id: str, **values: Any) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(update(PublishJob).where(PublishJob.id == job_id).values(values))
+
+    async def change_post(self, post_id: UUID, **values: Any) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(update(Post).where(Post.id == post_id).values(values))
+
+    async def retry_now(self, job_id: str) -> None:
+        """The backoff is over."""
+        await self.change_job(job_id, next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+
+
+@pytest.fixture
+def rows(planner_db: Database) -> Rows:
+    return Rows(planner_db)
+
+
+def _callback(tenant_id: UUID, job_id: str, **payload: Any) -> Envelope:
+    event = CallbackReceived(
+        job_id=job_id, payload={"job_id": job_id, **payload}, verified_by="signature"
+    )
+    return new_event(
+        event,
+        source="gateway",
+        tenant_id=tenant_id,
+        subject=job_id,
+        event_type=callback_subject("planner"),
+    )
+
+
+Deliver = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def deliver(planner_db: Database) -> Deliver:
+    """Hand a verified callback to the planner, as its consumer would."""
+
+    async def handle(tenant_id: UUID, job_id: str, **payload: Any) -> None:
+        async with planner_db.transaction() as session:
+            await on_publish_callback(session, _callback(tenant_id, job_id, **payload))
+
+    return handle
+
+
+async def _state_changes(outbox_of: OutboxOf, tenant_id: UUID) -> list[PostStateChanged]:
+    return [
+        e.payload(PostStateChanged)
+        for _, e in await outbox_of(tenant_id)
+        if e.type == PostStateChanged.subject
+    ]
+
+
+# ---- the publishing target ---------------------------------------------------------------
+@pytest.mark.parametrize("role", ["owner", "admin"])
+async def test_owners_and_admins_store_the_target_with_its_secret_encrypted(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    rows: Rows,
+    box: Fernet,
+    role: str,
+) -> None:
+    body = {"webhook_url": "https://n8n.example.com/webhook/publish", "secret": SECRET}
+
+    response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, role))
+
+    assert response.status_code == 200, response.text
+    assert set(response.json()) == {"webhook_url", "accept_secret_header", "updated_at"}
+    assert response.json()["webhook_url"] == body["webhook_url"]
+    stored = await rows.target(tenant)
+    assert stored is not None
+    assert SECRET.encode() not in stored.secret
+    assert box.decrypt(stored.secret).decode() == SECRET
+
+
+async def test_reading_the_target_never_shows_the_secret(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, hook: Hook, set_target: Any
+) -> None:
+    await set_target(tenant, hook.url)
+
+    response = await client.get(TARGET_URL, headers=identity_for(tenant, "owner"))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["webhook_url"] == hook.url
+    assert "secret" not in response.json()
+    assert SECRET not in response.text
+
+
+async def test_a_workspace_without_a_target_reads_404(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+) -> None:
+    response = await client.get(TARGET_URL, headers=identity_for(tenant, "owner"))
+
+    assert response.status_code == 404, response.text
+
+
+@pytest.mark.parametrize("role", ["editor", "viewer"])
+async def test_editors_and_viewers_may_not_set_the_target(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, rows: Rows, role: str
+) -> None:
+    body = {"webhook_url": "https://n8n.example.com/webhook/publish", "secret": SECRET}
+
+    response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, role))
+
+    assert response.status_code == 403, response.text
+    assert await rows.target(tenant) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"webhook_url": "not a url", "secret": SECRET},
+        {"webhook_url": "ftp://n8n.example.com/publish", "secret": SECRET},
+        {"webhook_url": "https://n8n.example.com/webhook/publish", "secret": "too-short"},
+    ],
+    ids=["not-a-url", "not-http", "short-secret"],
+)
+async def test_a_bad_url_or_a_short_secret_is_422(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    rows: Rows,
+    body: dict[str, str],
+) -> None:
+    response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, "owner"))
+
+    assert response.status_code == 422, response.text
+    assert await rows.target(tenant) is None
+
+
+# ---- dispatch ----------------------------------------------------------------------------
+async def test_a_due_post_is_dispatched_once_signed_with_the_tenants_secret(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    planner_settings: PlannerSettings,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+
+    await publisher.sweep()
+
+    [got] = hook.received()
+    job = await rows.job(post_id)
+    verify_signature(
+        secret=SECRET,
+        timestamp=got.headers["x-bai-timestamp"],
+        signature=got.headers["x-bai-signature"],
+        body=got.body,
+        now=time.time(),
+    )
+    assert got.headers["x-bai-event-id"] == job.id
+    sent = got.json()
+    assert sent["job_id"] == job.id
+    assert job.id.startswith("pub_")
+    assert sent["kind"] == "publish"
+    assert sent["tenant_id"] == str(tenant)
+    assert sent["callback_url"].endswith(f"/v1/webhooks/n8n/{job.id}")
+    assert sent["post"]["id"] == str(post_id)
+    assert sent["post"]["text"] == TEXT
+    assert (job.state, job.attempts) == ("dispatched", 1)
+    assert job.dispatched_at is not None
+    assert job.deadline_at is not None
+    deadline = timedelta(seconds=planner_settings.publish_callback_deadline_seconds)
+    assert job.deadline_at - job.dispatched_at == deadline
+    assert (await rows.post(post_id)).state == "scheduled"
+
+    await publisher.sweep()
+
+    assert len(hook.received()) == 1
+    assert [j.id for j in await rows.jobs(post_id)] == [job.id]
+
+
+async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_job(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    planner_db: Database,
+    box: Fernet,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+
+    async with planner_db.transaction() as session:
+        known = await verification_for(session, job.id, box=box)
+        unknown = await verification_for(session, "pub_nosuchjob0000000000", box=box)
+
+    assert (known.found, known.tenant_id, known.secret) == (True, tenant, SECRET)
+    assert not known.accept_secret_header
+    assert not unknown.found
+    assert unknown.secret is None
+
+
+# ---- callbacks ---------------------------------------------------------------------------
+async def test_a_published_callback_publishes_the_post_once(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+    outbox_of: OutboxOf,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+
+    await deliver(tenant, job.id, status="published", url="https://instagram.com/p/1")
+    applied = await rows.job(post_id)
+    await deliver(tenant, job.id, status="published", url="https://instagram.com/p/2")
+    await deliver(tenant, job.id, status="failed", error="a stale retry")
+
+    post = await rows.post(post_id)
+    assert (post.state, post.last_error) == ("published", None)
+    [moved] = await rows.history(post_id)
+    assert (moved.from_state, moved.to_state) == ("scheduled", "published")
+    assert moved.actor == "system:publisher"
+    [event] = await _state_changes(outbox_of, tenant)
+    assert (event.post_id, event.to_state, event.actor) == (post_id, "published", moved.actor)
+    job = await rows.job(post_id)
+    assert (job.state, job.external_url) == ("succeeded", "https://instagram.com/p/1")
+    assert job.completed_at is not None
+    assert job.completed_at == applied.completed_at
+
+
+async def test_a_failed_callback_fails_the_post_with_the_workflows_message(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+
+    await deliver(tenant, job.id, status="failed", error="Instagram token expired")
+
+    post = await rows.post(post_id)
+    assert (post.state, post.last_error) == ("failed", "Instagram token expired")
+    [moved] = await rows.history(post_id)
+    assert (moved.to_state, moved.actor, moved.note) == (
+        "failed",
+        "system:publisher",
+        "Instagram token expired",
+    )
+    assert (await rows.job(post_id)).state == "failed"
+
+
+async def test_a_callback_naming_another_tenant_changes_nothing(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+    outbox_of: OutboxOf,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    intruder = uuid4()
+
+    await deliver(intruder, job.id, status="published", url="https://instagram.com/p/evil")
+    await deliver(intruder, job.id, status="failed", error="nope")
+
+    assert (await rows.post(post_id)).state == "scheduled"
+    after = await rows.job(post_id)
+    assert (after.state, after.external_url, after.last_error) == ("dispatched", None, None)
+    assert await rows.history(post_id) == []
+    assert await _state_changes(outbox_of, intruder) == []
+
+
+@pytest.mark.parametrize("status", ["done", None, 7])
+async def test_a_malformed_status_is_recorded_on_the_job_and_moves_nothing(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+    status: object,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+
+    await deliver(tenant, job.id, status=status, url="https://instagram.com/p/1")
+
+    assert (await rows.post(post_id)).state == "scheduled"
+    after = await rows.job(post_id)
+    assert after.state == "dispatched"
+    assert after.last_error == f"callback ignored: unknown status {str(status)!r}"
+    assert await rows.history(post_id) == []
+
+
+# ---- failures and retries ----------------------------------------------------------------
+async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+) -> None:
+    hook.answer(500, {"message": "workflow crashed"})
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    before = datetime.now(UTC)
+
+    await publisher.sweep()
+
+    assert len(hook.received()) == 1
+    job = await rows.job(post_id)
+    assert (job.state, job.attempts) == ("queued", 1)
+    assert job.next_attempt_at > before
+    assert job.last_error == "n8n answered 500: workflow crashed"
+    post = await rows.post(post_id)
+    assert (post.state, post.last_error) == ("scheduled", None)
+
+
+async def test_after_the_last_retryable_failure_the_post_fails_with_the_reason(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher_for: PublisherFor,
+    rows: Rows,
+) -> None:
+    hook.answer(503, {"message": "n8n is restarting"})
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    publisher = publisher_for(publish_max_attempts=3)
+
+    await publisher.sweep()
+    for _ in range(2):
+        assert (await rows.post(post_id)).state == "scheduled"
+        await rows.retry_now((await rows.job(post_id)).id)
+        await publisher.sweep()
+
+    assert len(hook.received()) == 3
+    post = await rows.post(post_id)
+    assert (post.state, post.last_error) == ("failed", "n8n answered 503: n8n is restarting")
+    job = await rows.job(post_id)
+    assert (job.state, job.attempts) == ("failed", 3)
+    [moved] = await rows.history(post_id)
+    assert (moved.to_state, moved.actor) == ("failed", "system:publisher")
+
+
+async def test_a_refusal_fails_the_post_at_once(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+) -> None:
+    hook.answer(400, {"message": "unknown channel"})
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+
+    await publisher.sweep()
+
+    assert len(hook.received()) == 1
+    post = await rows.post(post_id)
+    assert (post.state, post.last_error) == ("failed", "n8n answered 400: unknown channel")
+    job = await rows.job(post_id)
+    assert (job.state, job.attempts) == ("failed", 1)
+
+
+async def test_without_a_publishing_target_the_post_fails_at_once(
+    tenant: UUID, due_post: DuePost, publisher: _Publisher, rows: Rows
+) -> None:
+    post_id = await due_post(tenant)
+
+    await publisher.sweep()
+
+    post = await rows.post(post_id)
+    assert post.state == "failed"
+    assert NO_TARGET in (post.last_error or "")
+    assert (await rows.job(post_id)).state == "failed"
+
+
+# ---- deadlines ---------------------------------------------------------------------------
+async def test_a_dispatched_job_past_its_deadline_fails_the_post(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    await publisher.sweep()
+    assert (await rows.job(post_id)).state == "dispatched"  # the deadline is an hour off
+
+    await rows.change_job(job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
+    await publisher.sweep()
+
+    post = await rows.post(post_id)
+    assert post.state == "failed"
+    assert post.last_error == "the workflow did not call back in time"
+    assert (await rows.job(post_id)).state == "failed"
+    assert len(hook.received()) == 1
+
+
+async def test_a_late_published_callback_for_the_latest_job_still_publishes_the_post(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    await rows.change_job(job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
+    await publisher.sweep()
+    assert (await rows.post(post_id)).state == "failed"
+
+    await deliver(tenant, job.id, status="published", url="https://instagram.com/p/late")
+
+    post = await rows.post(post_id)
+    assert (post.state, post.last_error) == ("published", None)
+    assert [t.to_state for t in await rows.history(post_id)] == ["failed", "published"]
+    assert (await rows.job(post_id)).state == "succeeded"
+
+
+async def test_a_late_published_callback_for_a_replaced_job_changes_nothing(
+    client: httpx.AsyncClient,
+    identity_for: IdentityFor,
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    first = await rows.job(post_id)
+    await rows.change_job(first.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
+    await publisher.sweep()
+    for state in ("approved", "scheduled"):  # the editor sends it again
+        response = await client.post(
+            f"/v1/planner/posts/{post_id}/transitions",
+            json={"to": state},
+            headers=identity_for(tenant, "editor"),
+        )
+        assert response.status_code == 200, response.text
+    await publisher.sweep()
+    old, new = await rows.jobs(post_id)
+    assert (old.id, old.state, new.state) == (first.id, "failed", "dispatched")
+
+    await deliver(tenant, first.id, status="published", url="https://instagram.com/p/old")
+
+    assert (await rows.post(post_id)).state == "scheduled"
+    assert [j.state for j in await rows.jobs(post_id)] == ["failed", "dispatched"]
+
+
+# ---- what the dispatch must survive ------------------------------------------------------
+async def test_a_job_left_mid_dispatch_goes_out_again_under_the_same_event_id(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    await rows.change_job(job.id, state="dispatching", next_attempt_at=an_hour_ago)  # died
+
+    await publisher.sweep()
+
+    assert [r.headers["x-bai-event-id"] for r in hook.received()] == [job.id, job.id]
+    after = await rows.job(post_id)
+    assert (after.state, after.attempts) == ("dispatched", 2)
+
+
+async def test_a_queued_job_whose_post_was_taken_back_is_not_sent(
+    client: httpx.AsyncClient,
+    identity_for: IdentityFor,
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+) -> None:
+    hook.answer(500, {"message": "workflow crashed"})
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    hook.answer(200, {"accepted": True})
+    response = await client.post(
+        f"/v1/planner/posts/{post_id}/transitions",
+        json={"to": "approved"},
+        headers=identity_for(tenant, "editor"),
+    )
+    assert response.status_code == 200, response.text
+
+    await rows.retry_now(job.id)
+    await publisher.sweep()
+
+    assert len(hook.received()) == 1
+    after = await rows.job(post_id)
+    assert (after.state, after.attempts) == ("cancelled", 1)
+    assert (await rows.post(post_id)).state == "approved"
+
+
+async def test_a_queued_job_whose_post_was_moved_later_waits_for_the_new_time(
+    client: httpx.AsyncClient,
+    identity_for: IdentityFor,
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    deliver: Deliver,
+) -> None:
+    hook.answer(500, {"message": "workflow crashed"})
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    hook.answer(200, {"accepted": True})
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    response = await client.patch(
+        f"/v1/planner/posts/{post_id}",
+        json={"scheduled_at": tomorrow.isoformat()},
+        headers=identity_for(tenant, "editor"),
+    )
+    assert response.status_code == 200, response.text
+
+    await rows.retry_now(job.id)
+    await publisher.sweep()
+
+    assert len(hook.received()) == 1
+    assert (await rows.job(post_id)).state == "cancelled"
+    # The first try's failure, reported late, does not fail the post waiting for its time.
+    await deliver(tenant, job.id, status="failed", error="Instagram token expired")
+    assert (await rows.post(post_id)).state == "scheduled"
+
+    await rows.change_post(post_id, scheduled_at=datetime.now(UTC) - timedelta(seconds=1))
+    await publisher.sweep()
+
+    cancelled, sent = await rows.jobs(post_id)
+    assert (cancelled.id, sent.state) == (job.id, "dispatched")
+    assert [r.headers["x-bai-event-id"] for r in hook.received()] == [job.id, sent.id]
+
+
+async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
+    workflows: Workflows,
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    planner_db: Database,
+    box: Fernet,
+) -> None:
+    await set_target(tenant, hook.url)
+    under_an_old_key = Fernet(Fernet.generate_key()).encrypt(SECRET.encode())
+    async with planner_db.transaction() as session:
+        target = await session.get_one(PublishingTarget, tenant)
+        target.secret = under_an_old_key
+    post_id = await due_post(tenant)
+    other, other_hook = uuid4(), Hook(workflows, uuid4().hex)
+    await set_target(other, other_hook.url)
+    other_post_id = await due_post(other)
+
+    await publisher.sweep()
+
+    assert hook.received() == []
+    post = await rows.post(post_id)
+    assert post.state == "failed"
+    assert "secret cannot be read" in (post.last_error or "")
+    assert len(other_hook.received()) == 1
+    assert (await rows.job(other_post_id)).state == "dispatched"
+    async with planner_db.transaction() as session:
+        verification = await verification_for(session, (await rows.job(post_id)).id, box=box)
+    assert (verification.found, verification.secret) == (True, "")  # verifies nothing
+
+
+class _Crashing(WebhookDispatcher):
+    async def dispatch(
+        self,
+        *,
+        url: str,
+        payload: Mapping[str, Any],
+        secret: str,
+        secret_header: bool = False,
+        event_id: str | None = None,
+    ) -> Delivered:
+        raise RuntimeError("a bug in the dispatcher")
+
+
+async def test_an_unexpected_dispatch_error_is_an_attempt_like_any_other(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher_for: PublisherFor,
+    rows: Rows,
+    http: httpx.AsyncClient,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    publisher = publisher_for(dispatcher=_Crashing(client=http), publish_max_attempts=2)
+
+    await publisher.sweep()
+
+    job = await rows.job(post_id)
+    assert (job.state, job.attempts) == ("queued", 1)
+    assert job.last_error == "the workflow could not be called (internal error)"
+
+    await rows.retry_now(job.id)
+    await publisher.sweep()
+
+    assert ((await rows.job(post_id)).state, (await rows.post(post_id)).state) == (
+        "failed",
+        "failed",
+    )
+
+
+async def test_an_open_circuit_puts_the_retry_off_until_it_may_close(
+    tenant: UUID,
+    hook: Hook,
+    set_target: SetTarget,
+    due_post: DuePost,
+    publisher: _Publisher,
+    rows: Rows,
+    planner_db: Database,
+) -> None:
+    await set_target(tenant, hook.url)
+    post_id = await due_post(tenant)
+    await publisher.sweep()
+    job = await rows.job(post_id)
+    await rows.change_job(job.id, state="dispatching")
+    before = datetime.now(UTC)
+
+    async with planner_db.transaction() as session:
+        await record_failed_dispatch(
+            session,
+            job_id=job.id,
+            failure=CircuitOpen("paused for 600 s", retry_after_seconds=600),
+            max_attempts=6,
+            backoff=(2.0, 300.0),
+        )
+
+    after = await rows.job(post_id)
+    assert after.state == "queued"
+    assert after.next_attempt_at >= before + timedelta(seconds=600)

@@ -17,4 +17,6 @@ def stack_service_env() -> dict[str, str]:
         "BAI_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
         # Key rotations reach the test stack's gateway quickly.
         "BAI_KEY_RELOAD_SECONDS": "2",
+        # The planner looks for due posts often, so publishing tests wait little.
+        "BAI_PUBLISH_SWEEP_SECONDS": "0.5",
     }

@@ -1,0 +1,86 @@
+"""A stand-in for a tenant's n8n workflow: a real HTTP server on 127.0.0.1 that records
+what was dispatched to it and answers as told. Tests then play the workflow's part of the
+contract (a signed callback to the ``callback_url`` it was given)."""
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Workflow:
+    """What reached the workflow, and how it answers next."""
+
+    url: str = ""
+    received: list[Dispatched] = field(default_factory=list)
+    status: int = 200
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def next_dispatch(self, *, timeout: float = 20.0, after: int = 0) -> Dispatched:
+        """The first dispatch past the ``after`` already seen, waiting for it if need be."""
+        async with asyncio.timeout(timeout):
+            while len(self.received) <= after:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.received[after]
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the signals belong to the test runner
+
+
+def _app(workflow: Workflow) -> Starlette:
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        workflow.received.append(Dispatched(request.url.path, dict(request.headers), body))
+        workflow.arrived.set()
+        if workflow.status >= 400:
+            return JSONResponse({"message": "workflow failed"}, status_code=workflow.status)
+        return JSONResponse({"accepted": True}, status_code=workflow.status)
+
+    return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+
+
+@contextlib.asynccontextmanager
+async def workflow_server(path: str = "/webhook/bai") -> AsyncIterator[Workflow]:
+    """Serve a workflow webhook at ``http://127.0.0.1:<port><path>`` for the block."""
+    workflow = Workflow()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    workflow.url = f"http://127.0.0.1:{sock.getsockname()[1]}{path}"
+    config = uvicorn.Config(
+        _app(workflow), lifespan="off", ws="none", log_config=None, access_log=False
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield workflow
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

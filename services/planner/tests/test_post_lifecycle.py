@@ -3,7 +3,7 @@ edits, rescheduling, regeneration and the history of who moved what."""
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bai_contracts import PostGenerationRequested, PostStateChanged
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope
-from planner.models import Campaign, Post, PostTransition
+from planner.models import Campaign, Post, PostTransition, PublishJob
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
@@ -395,3 +395,33 @@ async def test_the_calendar_across_campaigns_filters_by_time_range_channel_and_s
     assert [i["id"] for i in in_window.json()["items"]] == [str(ids[0]), str(ids[1])]
     assert {i["id"] for i in drafts.json()["items"]} == {str(ids[0]), str(ids[2])}
     assert linkedin.json()["items"] == []
+
+
+async def test_taking_a_scheduled_post_back_or_moving_it_stands_its_publish_job_down(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    post_in: PostIn,
+    planner_db: Database,
+) -> None:
+    moved_back, moved_later = await post_in("scheduled"), await post_in("scheduled")
+    async with planner_db.transaction() as session:
+        for post_id in (moved_back, moved_later):
+            session.add(
+                PublishJob(
+                    id=f"pub_{uuid4().hex}", tenant_id=tenant, post_id=post_id, state="dispatched"
+                )
+            )
+    headers = identity_for(tenant, "editor")
+
+    back = await client.post(transition(moved_back), json={"to": "approved"}, headers=headers)
+    later = await client.patch(
+        f"/v1/planner/posts/{moved_later}",
+        json={"scheduled_at": "2027-06-01T10:00:00Z"},
+        headers=headers,
+    )
+
+    assert (back.status_code, later.status_code) == (200, 200)
+    async with planner_db.transaction() as session:
+        query = select(PublishJob.state).where(PublishJob.post_id.in_([moved_back, moved_later]))
+        assert set((await session.scalars(query)).all()) == {"cancelled"}

@@ -33,7 +33,8 @@ from bai_platform.messaging import NatsLink
 from bai_platform.webhooks import SignatureError, verify_secret_header, verify_signature
 
 JOB_ID = re.compile(r"^(?P<prefix>[a-z]{2,10})_[A-Za-z0-9_-]{6,100}$")
-VERIFICATION_CACHE_SECONDS = 300
+# Short: a tenant replacing its workflow secret is verified with the new one soon after.
+VERIFICATION_CACHE_SECONDS = 30
 
 
 class UnknownJob(NotFound):

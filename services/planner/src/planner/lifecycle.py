@@ -35,7 +35,8 @@ SYSTEM: dict[S, frozenset[S]] = {
     S.GENERATING: frozenset({S.DRAFT_READY, S.FAILED}),
     S.DRAFT_READY: frozenset({S.GENERATING}),
     S.IN_REVIEW: frozenset({S.GENERATING}),
-    S.APPROVED: frozenset(),
+    # Taken back after the workflow already posted it: the post is out there.
+    S.APPROVED: frozenset({S.PUBLISHED}),
     S.SCHEDULED: frozenset({S.PUBLISHED, S.FAILED}),
     S.PUBLISHED: frozenset(),
     # A late answer to the same request may still bring content after a failure.

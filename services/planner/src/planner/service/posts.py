@@ -19,6 +19,7 @@ from planner.schemas import Channel, PostState, PostUpdate
 from planner.service._common import EDITORS, PostNotFound, move, now
 from planner.service.campaigns import field_error, get_campaign
 from planner.service.generation import request_generation
+from planner.service.publishing import cancel_active_jobs
 
 
 class PostNotEditable(Conflict):
@@ -117,6 +118,8 @@ async def apply_manual_move(
     check_manual(PostState(post.state), to)
     if to in NEEDS_CONTENT and not post.text:
         raise PostNotEditable(f"a post without text cannot move to {to.value}")
+    if post.state == PostState.SCHEDULED:
+        await cancel_active_jobs(session, post_id=post.id, reason=f"moved back to {to.value}")
     await move(session, post, to=to, actor=actor, note=note)
 
 
@@ -162,6 +165,8 @@ async def _reschedule(session: AsyncSession, post: Post, at: datetime) -> None:
     brand = await session.get_one(Brand, campaign.brand_id)
     local = at.astimezone(ZoneInfo(brand.timezone))
     _check_in_campaign(campaign, local.date())
+    if at != post.scheduled_at:
+        await cancel_active_jobs(session, post_id=post.id, reason="the post was moved")
     post.scheduled_at = at
     post.local_date, post.local_time = local.date(), local.time().replace(tzinfo=None)
 

@@ -330,3 +330,18 @@ async def _is_latest(session: AsyncSession, job: PublishJob) -> bool:
 
 async def _locked_job(session: AsyncSession, job_id: str) -> PublishJob | None:
     return await session.get(PublishJob, job_id, with_for_update=True, populate_existing=True)
+
+
+async def cancel_active_jobs(session: AsyncSession, *, post_id: UUID, reason: str) -> None:
+    """The post was taken back or moved: its jobs in flight stand down.
+
+    A workflow that already posted it may still call back "published"; that is applied
+    (the post is out there) when the cancelled job is the post's latest.
+    """
+    query = (
+        select(PublishJob)
+        .where(PublishJob.post_id == post_id, PublishJob.state.in_(ACTIVE))
+        .with_for_update()
+    )
+    for job in (await session.scalars(query)).all():
+        job.state, job.completed_at, job.last_error = "cancelled", now(), reason

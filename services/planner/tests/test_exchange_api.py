@@ -361,13 +361,13 @@ async def test_an_import_into_a_slot_that_already_has_a_post_is_422_naming_the_r
 ) -> None:
     before = await posts_of(planner_db, campaign)
     monday = next(p for p in before if p.channel == "instagram")
-    local = f"{monday.local_date} {monday.local_time:%H:%M}"
-    utc = monday.scheduled_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    thursday = next(p for p in before if p.channel == "facebook" and p.local_date.weekday() == 3)
+    in_utc = thursday.scheduled_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = csv_bytes(
         "channel,scheduled_at,text",
         f"instagram,{monday.local_date} 19:45,A free evening slot",
-        f"instagram,{local},The morning slot is taken",
-        f"Instagram,{utc},The same slot written in UTC",
+        f"instagram,{monday.local_date} {monday.local_time:%H:%M},The morning slot is taken",
+        f"Facebook,{in_utc},A taken slot written in UTC",
     )
 
     response = await import_csv(client, editor, campaign, data)
@@ -381,6 +381,27 @@ async def test_an_import_into_a_slot_that_already_has_a_post_is_422_naming_the_r
     ]
     after = await posts_of(planner_db, campaign)
     assert [(p.id, p.state, p.text) for p in after] == [(p.id, p.state, p.text) for p in before]
+
+
+async def test_two_rows_at_the_same_wall_time_on_the_night_clocks_go_back_are_422(
+    client: httpx.AsyncClient, planner_db: Database, editor: dict[str, str], empty_campaign: str
+) -> None:
+    # 02:30 happens twice in Madrid on 2027-10-31: two instants, but one calendar slot.
+    data = csv_bytes(
+        "channel,scheduled_at,text",
+        "instagram,2027-10-31T02:30:00+02:00,Summer time",
+        "instagram,2027-10-31T02:30:00+01:00,Winter time",
+        "facebook,2027-10-31T02:30:00+01:00,Another channel is another slot",
+    )
+
+    response = await import_csv(client, editor, empty_campaign, data)
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "import_rejected"
+    assert [(e["row"], e["column"]) for e in problem["errors"]] == [(3, "scheduled_at")]
+    assert "row 2" in problem["errors"][0]["message"]
+    assert await posts_of(planner_db, empty_campaign) == []
 
 
 async def test_an_exported_calendar_imports_into_another_campaign_unchanged(
@@ -454,6 +475,32 @@ async def test_another_tenant_cannot_import_into_the_campaign(
 
     assert response.status_code == 404, response.text
     assert await posts_of(planner_db, empty_campaign) == []
+
+
+@pytest.mark.parametrize("state", ["archived", "completed"])
+async def test_a_closed_campaign_takes_no_imports(
+    client: httpx.AsyncClient,
+    planner_db: Database,
+    tenant: UUID,
+    editor: dict[str, str],
+    outbox_of: OutboxOf,
+    empty_campaign: str,
+    state: str,
+) -> None:
+    # Like laying a month out: a finished campaign gets no new posts or generation requests.
+    url = f"{CAMPAIGNS}/{empty_campaign}"
+    for step in ("active", state) if state == "completed" else (state,):
+        closed = await client.patch(url, json={"state": step}, headers=editor)
+        assert closed.status_code == 200, closed.text
+    events = await outbox_of(tenant)
+    data = csv_bytes("channel,scheduled_at,text", "instagram,2026-12-02 18:30,")
+
+    response = await import_csv(client, editor, empty_campaign, data)
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "campaign_closed"
+    assert await posts_of(planner_db, empty_campaign) == []
+    assert await outbox_of(tenant) == events
 
 
 @pytest.mark.parametrize(

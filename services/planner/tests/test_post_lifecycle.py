@@ -425,3 +425,22 @@ async def test_taking_a_scheduled_post_back_or_moving_it_stands_its_publish_job_
     async with planner_db.transaction() as session:
         query = select(PublishJob.state).where(PublishJob.post_id.in_([moved_back, moved_later]))
         assert set((await session.scalars(query)).all()) == {"cancelled"}
+
+
+@pytest.mark.parametrize("text", [None, "", "   "])
+async def test_a_drafts_text_cannot_be_emptied(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    post_in: PostIn,
+    planner_db: Database,
+    text: str | None,
+) -> None:
+    post_id = await post_in("draft_ready")
+
+    response = await client.patch(
+        f"/v1/planner/posts/{post_id}", json={"text": text}, headers=identity_for(tenant, "editor")
+    )
+
+    assert response.status_code == 422
+    assert (await stored(planner_db, post_id)).text == "Winter blend is here"

@@ -647,3 +647,22 @@ async def test_answered_and_revoked_links_get_no_reminder(
     assert ReviewLinkExpiring.subject not in subjects
     for link in (answered, revoked):
         assert (await link_row(planner_db, link["id"])).reminded_at is None
+
+
+async def test_a_month_link_leaves_a_draft_without_text_out_of_review(
+    client: httpx.AsyncClient, planner_db: Database, editor: dict[str, str], campaign: str
+) -> None:
+    # Nothing empty is reviewed: a client could neither approve it nor see what to judge.
+    first, *others = await posts_of(planner_db, campaign, DECEMBER)
+    emptied = await client.patch(
+        f"/v1/planner/posts/{first.id}", json={"text": None}, headers=editor
+    )
+    assert emptied.status_code == 200, emptied.text
+    assert emptied.json()["state"] == "draft_ready"
+
+    await new_link(client, editor, campaign, month=DECEMBER)
+
+    states = {p.id: p.state for p in await posts_of(planner_db, campaign, DECEMBER)}
+    assert states.pop(first.id) == "draft_ready"
+    assert others
+    assert set(states.values()) == {"in_review"}

@@ -313,6 +313,13 @@ class PostUpdate(BaseModel):
     alt_text: Annotated[str, StringConstraints(max_length=1000), NoNul] | None = None
     scheduled_at: datetime | None = None
 
+    @model_validator(mode="after")
+    def _text_stays(self) -> Self:
+        # A post's text is replaced, never emptied: an empty draft would reach review.
+        if "text" in self.model_fields_set and not (self.text or "").strip():
+            raise ValueError("text cannot be emptied; write new text or regenerate the post")
+        return self
+
     @field_validator("scheduled_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:

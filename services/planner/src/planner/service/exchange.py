@@ -1,6 +1,7 @@
 """Calendars out (CSV, iCalendar) and posts in (CSV, all rows or none)."""
 
 from collections.abc import Iterator
+from datetime import date, time
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,7 @@ from planner.imports import ImportedPost, ImportReport, RowError, parse_posts_cs
 from planner.models import Brand, Campaign, Post, PostTransition
 from planner.schemas import PostState
 from planner.service._common import EDITORS
-from planner.service.campaigns import get_campaign
+from planner.service.campaigns import CLOSED, CampaignClosed, get_campaign
 from planner.service.generation import request_generation
 from planner.service.posts import PostFilter, list_posts
 
@@ -72,6 +73,8 @@ async def import_posts(
     campaign = await get_campaign(
         session, tenant_id=identity.tenant_id, campaign_id=campaign_id, lock=True
     )
+    if campaign.state in CLOSED:  # as for laying a month out: a closed campaign gets no posts
+        raise CampaignClosed(f"a {campaign.state} campaign cannot take imported posts")
     brand = await session.get_one(Brand, campaign.brand_id)
     report = parse_posts_csv(
         data,
@@ -80,7 +83,8 @@ async def import_posts(
         starts_on=campaign.starts_on,
         ends_on=campaign.ends_on,
     )
-    errors = [*report.errors, *await _taken_slots(session, campaign, report)]
+    taken = await _taken_slots(session, campaign, report)
+    errors = [*report.errors, *taken, *_repeated_slots(report, skip={e.row for e in taken})]
     if errors:
         raise _rejected(errors)
     actor = f"user:{identity.subject}"
@@ -115,6 +119,25 @@ async def _taken_slots(
         for p in report.posts
         if (p.channel, p.local_date, p.local_time) in taken
     ]
+
+
+def _repeated_slots(report: ImportReport, *, skip: set[int]) -> list[RowError]:
+    """Rows whose calendar slot an earlier row of the file already fills.
+
+    The parser tells rows apart by instant; the calendar (and its unique key) by the local
+    wall time. The two differ when the clocks go back: 02:30+02:00 and 02:30+01:00 are two
+    instants but one slot, and storing both failed the whole request on the unique key.
+    """
+    first_rows: dict[tuple[str, date, time], int] = {}
+    errors = []
+    for post in report.posts:
+        earlier = first_rows.setdefault((post.channel, post.local_date, post.local_time), post.row)
+        if earlier != post.row and post.row not in skip:
+            message = (
+                f"{post.channel} already has a post at {post.local_time:%H:%M} in row {earlier}"
+            )
+            errors.append(RowError(post.row, "scheduled_at", message))
+    return errors
 
 
 def _rejected(errors: list[RowError]) -> ImportRejected:

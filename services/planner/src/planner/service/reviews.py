@@ -77,7 +77,9 @@ async def create_link(
     session.add(link)
     await session.flush()
     for post in await covered_posts(session, link, lock=True):
-        if post.state == PostState.DRAFT_READY:
+        # Nothing empty is reviewed (a draft's text can be cleared by an edit): the client
+        # would have nothing to judge, and an approval would be refused.
+        if post.state == PostState.DRAFT_READY and post.text:
             await move(
                 session,
                 post,

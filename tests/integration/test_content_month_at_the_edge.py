@@ -221,4 +221,3 @@ async def _callback(edge: httpx.AsyncClient, path: str, job_id: str, secret: str
         "X-BAI-Signature": sign(secret, timestamp, body),
     }
     return await edge.post(path, content=body, headers=headers)
-

@@ -36,9 +36,9 @@ class Workflow:
     status: int = 200
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def next_dispatch(self, *, timeout: float = 20.0, after: int = 0) -> Dispatched:
+    async def next_dispatch(self, *, within: float = 20.0, after: int = 0) -> Dispatched:
         """The first dispatch past the ``after`` already seen, waiting for it if need be."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(self.received) <= after:
                 self.arrived.clear()
                 await self.arrived.wait()
@@ -76,7 +76,7 @@ async def workflow_server(path: str = "/webhook/bai") -> AsyncIterator[Workflow]
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110  # uvicorn offers a flag, not an event
         await asyncio.sleep(0.01)
     try:
         yield workflow

@@ -19,4 +19,6 @@ def stack_service_env() -> dict[str, str]:
         "BAI_KEY_RELOAD_SECONDS": "2",
         # The planner looks for due posts often, so publishing tests wait little.
         "BAI_PUBLISH_SWEEP_SECONDS": "0.5",
+        # Stand-in n8n workflows listen on 127.0.0.1.
+        "BAI_ALLOW_PRIVATE_DESTINATIONS": "true",
     }

@@ -267,7 +267,7 @@ def test_the_shared_secret_header_must_match(presented: str | None) -> None:
 
 
 async def test_the_receiver_can_verify_what_it_got(site: Site, client: httpx.AsyncClient) -> None:
-    dispatcher = WebhookDispatcher(client=client)
+    dispatcher = WebhookDispatcher(client=client, allow_private=True)
     payload = {"job_id": "gen_abc", "title": "Café", "n": 2}
     delivered = await dispatcher.dispatch(
         url=f"{site.base}/ok", payload=payload, secret=SECRET, event_id="evt_123"
@@ -293,7 +293,7 @@ async def test_the_receiver_can_verify_what_it_got(site: Site, client: httpx.Asy
 async def test_the_shared_secret_header_and_event_id_only_when_asked(
     site: Site, client: httpx.AsyncClient
 ) -> None:
-    dispatcher = WebhookDispatcher(client=client)
+    dispatcher = WebhookDispatcher(client=client, allow_private=True)
     await dispatcher.dispatch(url=f"{site.base}/ok", payload={}, secret=SECRET, secret_header=True)
     (got,) = site.receiver.requests
     assert got.headers["x-bai-secret"] == SECRET
@@ -302,7 +302,7 @@ async def test_the_shared_secret_header_and_event_id_only_when_asked(
 
 
 async def test_an_empty_secret_sends_nothing(site: Site, client: httpx.AsyncClient) -> None:
-    dispatcher = WebhookDispatcher(client=client)
+    dispatcher = WebhookDispatcher(client=client, allow_private=True)
     with pytest.raises(DispatchFailed) as caught:
         await dispatcher.dispatch(url=f"{site.base}/ok", payload={}, secret="")
     assert not caught.value.retryable
@@ -310,7 +310,7 @@ async def test_an_empty_secret_sends_nothing(site: Site, client: httpx.AsyncClie
 
 
 async def test_a_url_that_is_not_http_is_refused(client: httpx.AsyncClient) -> None:
-    dispatcher = WebhookDispatcher(client=client)
+    dispatcher = WebhookDispatcher(client=client, allow_private=True)
     for url in ("ftp://example.com/hook", "not a url", "http:///nohost"):
         failure = await _failure(dispatcher, url)
         assert not failure.retryable
@@ -322,7 +322,9 @@ async def test_a_url_that_is_not_http_is_refused(client: httpx.AsyncClient) -> N
 async def test_a_5xx_is_retryable_with_the_workflows_own_message(
     site: Site, client: httpx.AsyncClient
 ) -> None:
-    failure = await _failure(WebhookDispatcher(client=client), f"{site.base}/crash")
+    failure = await _failure(
+        WebhookDispatcher(client=client, allow_private=True), f"{site.base}/crash"
+    )
     assert failure.retryable
     assert failure.status_code == 500
     assert failure.message == "n8n answered 500: workflow crashed"
@@ -334,14 +336,18 @@ async def test_a_5xx_is_retryable_with_the_workflows_own_message(
 async def test_which_statuses_are_worth_retrying(
     site: Site, client: httpx.AsyncClient, code: int, retryable: bool
 ) -> None:
-    failure = await _failure(WebhookDispatcher(client=client), f"{site.base}/status/{code}")
+    failure = await _failure(
+        WebhookDispatcher(client=client, allow_private=True), f"{site.base}/status/{code}"
+    )
     assert failure.retryable is retryable
     assert failure.status_code == code
     assert failure.message == f"n8n answered {code}: bad input here"
 
 
 async def test_a_redirect_is_not_followed(site: Site, client: httpx.AsyncClient) -> None:
-    failure = await _failure(WebhookDispatcher(client=client), f"{site.base}/redirect")
+    failure = await _failure(
+        WebhookDispatcher(client=client, allow_private=True), f"{site.base}/redirect"
+    )
     assert not failure.retryable
     assert failure.status_code == 302
     assert f"redirect to {site.base}/ok" in failure.message
@@ -350,11 +356,11 @@ async def test_a_redirect_is_not_followed(site: Site, client: httpx.AsyncClient)
 
 
 async def test_a_huge_answer_is_cut_at_the_cap(site: Site, client: httpx.AsyncClient) -> None:
-    delivered = await WebhookDispatcher(client=client).dispatch(
+    delivered = await WebhookDispatcher(client=client, allow_private=True).dispatch(
         url=f"{site.base}/big", payload={}, secret=SECRET
     )
     assert len(delivered.body) == 64 * 1024
-    small = WebhookDispatcher(client=client, max_response_bytes=1000)
+    small = WebhookDispatcher(client=client, allow_private=True, max_response_bytes=1000)
     delivered = await small.dispatch(url=f"{site.base}/big", payload={}, secret=SECRET)
     assert delivered.body == b"x" * 1000
 
@@ -364,7 +370,7 @@ async def test_a_refused_connection_is_retryable_and_tells_no_secrets(
 ) -> None:
     port = _closed_port()
     url = f"http://user:pw-secret@127.0.0.1:{port}/hook?token=abc"
-    failure = await _failure(WebhookDispatcher(client=client), url)
+    failure = await _failure(WebhookDispatcher(client=client, allow_private=True), url)
     assert failure.retryable
     assert failure.status_code is None
     assert failure.message.startswith(f"could not reach http://127.0.0.1:{port}: ")
@@ -373,7 +379,7 @@ async def test_a_refused_connection_is_retryable_and_tells_no_secrets(
 
 
 async def test_a_slow_workflow_times_out_retryably(site: Site, client: httpx.AsyncClient) -> None:
-    dispatcher = WebhookDispatcher(client=client, timeout_seconds=0.3)
+    dispatcher = WebhookDispatcher(client=client, allow_private=True, timeout_seconds=0.3)
     started = time.monotonic()
     failure = await _failure(dispatcher, f"{site.base}/slow?seconds=1")
     assert time.monotonic() - started < 0.9
@@ -388,7 +394,9 @@ async def test_the_breaker_opens_after_the_threshold_and_lets_one_trial_through(
     site: Site, client: httpx.AsyncClient
 ) -> None:
     clock = FakeClock()
-    dispatcher = WebhookDispatcher(client=client, failure_threshold=3, open_seconds=30, clock=clock)
+    dispatcher = WebhookDispatcher(
+        client=client, allow_private=True, failure_threshold=3, open_seconds=30, clock=clock
+    )
     url = f"{site.base}/flaky"
     for _ in range(3):
         assert not isinstance(await _failure(dispatcher, url), CircuitOpen)
@@ -413,7 +421,9 @@ async def test_a_failed_trial_opens_the_breaker_again(
     site: Site, client: httpx.AsyncClient
 ) -> None:
     clock = FakeClock()
-    dispatcher = WebhookDispatcher(client=client, failure_threshold=2, open_seconds=10, clock=clock)
+    dispatcher = WebhookDispatcher(
+        client=client, allow_private=True, failure_threshold=2, open_seconds=10, clock=clock
+    )
     url = f"{site.base}/flaky"
     for _ in range(2):
         await _failure(dispatcher, url)
@@ -430,7 +440,9 @@ async def test_a_failed_trial_opens_the_breaker_again(
 
 async def test_only_one_trial_goes_while_half_open(site: Site, client: httpx.AsyncClient) -> None:
     clock = FakeClock()
-    dispatcher = WebhookDispatcher(client=client, failure_threshold=1, open_seconds=5, clock=clock)
+    dispatcher = WebhookDispatcher(
+        client=client, allow_private=True, failure_threshold=1, open_seconds=5, clock=clock
+    )
     await _failure(dispatcher, f"{site.base}/flaky")
     clock.now += 6
     trial = asyncio.create_task(
@@ -444,7 +456,9 @@ async def test_only_one_trial_goes_while_half_open(site: Site, client: httpx.Asy
 
 
 async def test_client_errors_never_open_the_breaker(site: Site, client: httpx.AsyncClient) -> None:
-    dispatcher = WebhookDispatcher(client=client, failure_threshold=3, clock=FakeClock())
+    dispatcher = WebhookDispatcher(
+        client=client, allow_private=True, failure_threshold=3, clock=FakeClock()
+    )
     site.receiver.flaky_status = 500
     for _ in range(2):
         await _failure(dispatcher, f"{site.base}/flaky")
@@ -460,7 +474,9 @@ async def test_client_errors_never_open_the_breaker(site: Site, client: httpx.As
 async def test_unreachable_endpoints_open_their_own_breaker(
     site: Site, client: httpx.AsyncClient
 ) -> None:
-    dispatcher = WebhookDispatcher(client=client, failure_threshold=2, clock=FakeClock())
+    dispatcher = WebhookDispatcher(
+        client=client, allow_private=True, failure_threshold=2, clock=FakeClock()
+    )
     dead = f"http://127.0.0.1:{_closed_port()}/hook"
     for _ in range(2):
         assert not isinstance(await _failure(dispatcher, dead), CircuitOpen)
@@ -487,3 +503,13 @@ def test_backoff_is_capped_and_never_overflows() -> None:
     assert 0.0 <= backoff_delay(1, base=0.5) <= 0.5
     with pytest.raises(ValueError, match="starts at 1"):
         backoff_delay(0)
+
+
+async def test_a_workflow_on_an_internal_address_is_refused_without_a_call(
+    site: Site, client: httpx.AsyncClient
+) -> None:
+    failure = await _failure(WebhookDispatcher(client=client), f"{site.base}/ok")
+
+    assert not failure.retryable
+    assert "internal" in str(failure)
+    assert site.receiver.requests == []

@@ -24,7 +24,9 @@ from planner.settings import PlannerSettings
 
 @pytest.fixture(scope="session")
 def planner_settings(migrated: Stack) -> PlannerSettings:
-    return settings_for(PlannerSettings, migrated, "planner")
+    settings = settings_for(PlannerSettings, migrated, "planner")
+    # Stand-in workflows listen on 127.0.0.1; the refusal itself has its own test.
+    return settings.model_copy(update={"allow_private_destinations": True})
 
 
 @pytest.fixture

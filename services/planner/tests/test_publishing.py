@@ -24,6 +24,7 @@ import httpx
 import pytest
 import uvicorn
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
 from starlette.applications import Starlette
@@ -36,8 +37,10 @@ from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
+from bai_platform.testing import trusting_client
 from bai_platform.webhooks import CircuitOpen, Delivered, WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
+from planner.app import create_app
 from planner.events import on_publish_callback
 from planner.models import Campaign, Post, PostTransition, PublishingTarget, PublishJob
 from planner.service.publishing import record_failed_dispatch, verification_for
@@ -178,7 +181,10 @@ def publisher_for(
             settings=settings, db=planner_db, nc=nats_client, js=nats_client.jetstream()
         )
         webhooks = dispatcher or WebhookDispatcher(
-            client=http, timeout_seconds=settings.publish_timeout_seconds, failure_threshold=1000
+            client=http,
+            timeout_seconds=settings.publish_timeout_seconds,
+            failure_threshold=1000,
+            allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
         return _Publisher(ctx, settings, box, webhooks)
 
@@ -961,3 +967,30 @@ async def test_an_open_circuit_puts_the_retry_off_until_it_may_close(
     after = await rows.job(post_id)
     assert after.state == "queued"
     assert after.next_attempt_at >= before + timedelta(seconds=600)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5678/webhook/publish",
+        "http://169.254.169.254/latest",
+        "http://0x7f000001/",
+    ],
+)
+async def test_a_workflow_on_an_internal_address_is_refused_unless_allowed(
+    planner_settings: PlannerSettings,
+    signing_key: Ed25519PrivateKey,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    rows: Rows,
+    url: str,
+) -> None:
+    strict = planner_settings.model_copy(update={"allow_private_destinations": False})
+    body = {"webhook_url": url, "secret": SECRET}
+
+    async with trusting_client(create_app(strict), signing_key) as client:
+        response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, "owner"))
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "webhook_url"]
+    assert await rows.target(tenant) is None

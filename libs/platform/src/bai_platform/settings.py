@@ -61,6 +61,9 @@ class ServiceSettings(BaseSettings):
     otel_endpoint: str | None = None
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Tenant-given URLs (workflows, engines) may point at private networks only when this is
+    # set: n8n on the same machine or cluster (see bai_platform.destinations).
+    allow_private_destinations: bool = False
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
     docs_enabled: bool | None = None
 

@@ -37,6 +37,13 @@ from typing import Any
 import httpx
 from cachetools import LRUCache
 
+from bai_platform.destinations import (
+    DestinationRefused,
+    Resolver,
+    check_destination,
+    system_resolver,
+)
+
 DEFAULT_TOLERANCE_SECONDS = 300
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_MESSAGE_CHARS = 500
@@ -161,8 +168,11 @@ class WebhookDispatcher:
         open_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         user_agent: str = "BAI-Webhooks/1",
+        allow_private: bool = False,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._client = client
+        self._allow_private, self._resolver = allow_private, resolver
         self._timeout = timeout_seconds
         self._max_bytes = max_response_bytes
         self._threshold = max(1, failure_threshold)
@@ -184,6 +194,10 @@ class WebhookDispatcher:
     ) -> Delivered:
         if not secret:
             raise DispatchFailed("no signing secret is configured; not sending", retryable=False)
+        try:
+            await check_destination(url, allow_private=self._allow_private, resolver=self._resolver)
+        except DestinationRefused as refused:
+            raise DispatchFailed(str(refused), retryable=False) from refused
         target = _parse_url(url)
         endpoint = _endpoint(target)
         trial = self._admit(endpoint, target)

@@ -164,8 +164,15 @@ async def set_publishing_target(
     body: PublishingTargetUpdate, request: Request, identity: CurrentIdentity, session: Session
 ) -> PublishingTargetRead:
     """Where due posts are sent to be published (the tenant's n8n workflow)."""
-    box = fernet_for(_settings(request).secret_key, "planner/publishing-secrets")
-    target = await publishing.set_target(session, identity=identity, data=body, box=box)
+    settings = _settings(request)
+    box = fernet_for(settings.secret_key, "planner/publishing-secrets")
+    target = await publishing.set_target(
+        session,
+        identity=identity,
+        data=body,
+        box=box,
+        allow_private=settings.allow_private_destinations,
+    )
     return PublishingTargetRead.model_validate(target, from_attributes=True)
 
 

@@ -83,7 +83,9 @@ def _publisher(settings: PlannerSettings, box: Fernet) -> Callable[[WorkerContex
         async def run(stop: asyncio.Event) -> None:
             async with httpx.AsyncClient() as client:
                 dispatcher = WebhookDispatcher(
-                    client=client, timeout_seconds=settings.publish_timeout_seconds
+                    client=client,
+                    timeout_seconds=settings.publish_timeout_seconds,
+                    allow_private=settings.allow_private_destinations,
                 )
                 publisher = _Publisher(ctx, settings, box, dispatcher)
                 await every(settings.publish_sweep_seconds, publisher.sweep, name="publisher")(stop)

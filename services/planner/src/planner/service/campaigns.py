@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CampaignCreated
-from bai_platform.errors import Conflict, Unprocessable
+from bai_platform.errors import Conflict
 from bai_platform.identity import Identity
 from bai_platform.pagination import decode_cursor, encode_cursor
 from planner.calendar import ChannelCadence, Slot, lay_out_month, month_bounds
@@ -25,7 +25,7 @@ from planner.schemas import (
     Progress,
     ScheduleResult,
 )
-from planner.service._common import EDITORS, CampaignNotFound, announce, now
+from planner.service._common import EDITORS, CampaignNotFound, announce, field_error, now
 from planner.service.brands import get_brand
 from planner.service.generation import request_generation
 
@@ -47,14 +47,6 @@ class InvalidCampaignTransition(Conflict):
 
 class CampaignClosed(Conflict):
     code = "campaign_closed"
-
-
-def field_error(field: str, message: str) -> Unprocessable:
-    """A 422 naming the body field at fault, shaped like a validation error."""
-    error = Unprocessable(f"{field}: {message}", extra={"errors": [{"loc": ["body", field]}]})
-    error.code = "validation_failed"
-    error.extra["errors"][0].update(msg=message, type="value_error")
-    return error
 
 
 async def create_campaign(

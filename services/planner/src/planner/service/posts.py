@@ -16,8 +16,8 @@ from planner.calendar import month_bounds
 from planner.lifecycle import EDITABLE, MOVABLE, NEEDS_CONTENT, REGENERABLE, check_manual
 from planner.models import Brand, Campaign, Post, PostTransition
 from planner.schemas import Channel, PostState, PostUpdate
-from planner.service._common import EDITORS, PostNotFound, move, now
-from planner.service.campaigns import field_error, get_campaign
+from planner.service._common import EDITORS, PostNotFound, field_error, move, now
+from planner.service.campaigns import get_campaign
 from planner.service.generation import request_generation
 from planner.service.publishing import cancel_active_jobs
 

@@ -33,13 +33,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackVerification
+from bai_platform.destinations import DestinationRefused, check_destination
 from bai_platform.errors import NotFound
 from bai_platform.identity import Identity
 from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
 from planner.lifecycle import system_may
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
-from planner.service._common import move, now
+from planner.service._common import field_error, move, now
 
 ADMINS = ("owner", "admin")
 PUBLISHER = "system:publisher"
@@ -63,10 +64,19 @@ def new_job_id() -> str:
 
 # ---- the tenant's workflow -------------------------------------------------------------
 async def set_target(
-    session: AsyncSession, *, identity: Identity, data: PublishingTargetUpdate, box: Fernet
+    session: AsyncSession,
+    *,
+    identity: Identity,
+    data: PublishingTargetUpdate,
+    box: Fernet,
+    allow_private: bool,
 ) -> PublishingTarget:
     """Store (or replace) the tenant's publishing workflow; the secret is encrypted."""
     identity.require_role(*ADMINS)
+    try:
+        await check_destination(str(data.webhook_url), allow_private=allow_private)
+    except DestinationRefused as refused:
+        raise field_error("webhook_url", str(refused)) from refused
     values = {
         "webhook_url": str(data.webhook_url),
         "secret": box.encrypt(data.secret.encode()),

@@ -1,0 +1,88 @@
+"""Where tenant-given URLs may point (OWASP API7, server-side request forgery).
+
+Tenants give us URLs we call: their n8n workflows, their engines. Without a check, a
+tenant could make our workers call our own services, the cloud's metadata endpoint or
+anything else on the private network. A destination is refused when its host is, or
+resolves to, a loopback, private, link-local, shared, multicast, reserved or unspecified
+address (IPv4, IPv6 and IPv4-mapped IPv6), however the address is written: dotted,
+decimal (``2130706433``), octal (``0177.0.0.1``), hex (``0x7f000001``) or short
+(``127.1``). Every address a name resolves to must be public.
+
+A deployment whose workflows live on its own network (n8n in the same cluster, or on
+the same machine in development) allows private destinations explicitly with the
+``BAI_ALLOW_PRIVATE_DESTINATIONS`` setting.
+
+The check runs when a URL is saved and again before every call (names can be re-pointed).
+"""
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class DestinationRefused(ValueError):
+    """The URL may not be called; the reason is safe to show the tenant."""
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address ``host`` spells in any accepted notation, or None for a name."""
+    bare = host.strip("[]")
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    try:
+        # inet_aton reads decimal, octal, hex and short forms the way HTTP clients do.
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except OSError:
+        return None
+
+
+def is_public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return is_public(address.ipv4_mapped)
+    return address.is_global and not address.is_multicast
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return [str(info[4][0]) for info in infos]
+
+
+async def check_destination(
+    url: str, *, allow_private: bool = False, resolver: Resolver = system_resolver
+) -> None:
+    """Refuse ``url`` unless it is http(s) to a host whose every address is public."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationRefused("the URL must be http or https with a host")
+    if allow_private:
+        return
+    host = parts.hostname
+    literal = literal_address(host)
+    if literal is not None:
+        _require_public(literal, host)
+        return
+    try:
+        addresses = await resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except OSError as exc:
+        raise DestinationRefused(f"{host} cannot be resolved") from exc
+    if not addresses:
+        raise DestinationRefused(f"{host} cannot be resolved")
+    for raw in addresses:
+        _require_public(ipaddress.ip_address(raw.split("%")[0]), host)
+
+
+def _require_public(address: IPAddress, host: str) -> None:
+    if not is_public(address):
+        raise DestinationRefused(
+            f"{host} is a private, loopback or otherwise internal address; "
+            "such destinations are refused"
+        )

@@ -1,0 +1,85 @@
+"""Tenant-given URLs never reach internal addresses, however they are written."""
+
+import pytest
+
+from bai_platform.destinations import (
+    DestinationRefused,
+    Resolver,
+    check_destination,
+    literal_address,
+)
+
+
+def resolving_to(*addresses: str) -> Resolver:
+    """A resolver that answers every name with ``addresses``."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return list(addresses)
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://localhost:5678/webhook",
+        "http://2130706433/",  # 127.0.0.1 in decimal
+        "http://0177.0.0.1/",  # octal
+        "http://0x7f000001/",  # hex
+        "http://127.1/",  # short
+        "http://10.0.0.5/",
+        "http://172.16.3.4/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",  # the cloud's metadata endpoint
+        "http://100.64.0.1/",  # shared address space
+        "http://0.0.0.0/",
+        "http://[::1]/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6
+        "http://224.0.0.1/",  # multicast
+    ],
+)
+async def test_internal_addresses_are_refused(url: str) -> None:
+    with pytest.raises(DestinationRefused):
+        await check_destination(url)
+
+
+async def test_a_name_resolving_to_any_internal_address_is_refused() -> None:
+    resolver = resolving_to("93.184.216.34", "10.1.2.3")
+
+    with pytest.raises(DestinationRefused, match="internal"):
+        await check_destination("https://n8n.example.com/webhook", resolver=resolver)
+
+
+async def test_a_name_resolving_only_to_public_addresses_passes() -> None:
+    resolver = resolving_to("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")
+
+    await check_destination("https://n8n.example.com/webhook", resolver=resolver)
+
+
+async def test_a_public_literal_address_passes_without_resolving() -> None:
+    await check_destination("https://93.184.216.34/hook", resolver=resolving_to())
+
+
+async def test_a_name_that_does_not_resolve_is_refused() -> None:
+    with pytest.raises(DestinationRefused, match="cannot be resolved"):
+        await check_destination("https://n8n.example.com/", resolver=resolving_to())
+
+
+@pytest.mark.parametrize("url", ["ftp://93.184.216.34/", "file:///etc/passwd", "http:///nohost"])
+async def test_only_http_urls_with_a_host_are_accepted(url: str) -> None:
+    with pytest.raises(DestinationRefused, match="http"):
+        await check_destination(url, allow_private=True)
+
+
+async def test_private_destinations_pass_when_the_setting_allows_them() -> None:
+    await check_destination("http://localhost:5678/webhook", allow_private=True)
+
+
+def test_every_spelling_of_loopback_reads_as_the_same_address() -> None:
+    spellings = ["127.0.0.1", "2130706433", "0177.0.0.1", "0x7f000001", "127.1"]
+
+    assert {str(literal_address(s)) for s in spellings} == {"127.0.0.1"}
+    assert literal_address("n8n.example.com") is None

@@ -59,6 +59,10 @@ bench: install ## Requests/s and p50/p99 through the edge and direct (prints a t
 bench-auth: install ## ForwardAuth decisions/s and p50/p99 of one gateway process (prints tables)
 	@$(UV) run --no-sync python -m bench.forward_auth
 
+.PHONY: bench-month
+bench-month: install ## A month of content: schedule time and built-in drafts/s (prints a table)
+	@$(UV) run --no-sync python -m bench.content_month
+
 .PHONY: bench-live
 bench-live: install ## SSE connections, memory per connection and fan-out time on one gateway
 	@$(UV) run --no-sync python -m bench.live_events

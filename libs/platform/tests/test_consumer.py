@@ -5,8 +5,9 @@ from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
 from nats.js.errors import NotFoundError
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bai_platform import deadletter
 from bai_platform.consumer import ConsumerRunner, Subscription
@@ -148,3 +149,60 @@ async def test_message_that_is_not_an_envelope_is_dead_lettered_at_once(sandbox:
     [letter] = await deadletter.list_dead_letters(sandbox.js, service=sandbox.service)
     assert "envelope is not valid" in letter.reason
     assert await _effects(sandbox) == 0
+
+
+async def test_in_a_batch_a_failing_event_rolls_back_alone_and_the_rest_commit(
+    sandbox: Sandbox,
+) -> None:
+    envelopes = [_envelope(sandbox) for _ in range(5)]
+    failing = envelopes[2].id
+    tries: dict[str, int] = {}
+    record = _recording(sandbox)
+
+    async def fails_once(session: AsyncSession, envelope: Envelope) -> None:
+        await record(session, envelope)  # written first: the savepoint must take it back
+        tries[envelope.id] = tries.get(envelope.id, 0) + 1
+        if envelope.id == failing and tries[envelope.id] == 1:
+            raise ConnectionError("downstream not ready")
+
+    for envelope in envelopes:
+        await sandbox.js.publish(envelope.type, envelope.to_bytes())
+
+    async def all_applied() -> bool:
+        return await _effects(sandbox) == 5
+
+    await _run_until(_runner(sandbox, fails_once), all_applied)
+    assert tries[failing] == 2
+    assert all(tries[e.id] == 1 for e in envelopes if e.id != failing)
+    async with sandbox.db.transaction() as session:
+        rows = (await session.execute(select(sandbox.effects.c.event_id))).scalars().all()
+    assert sorted(rows) == sorted(e.id for e in envelopes)
+
+
+async def test_a_batch_whose_commit_fails_is_applied_event_by_event(sandbox: Sandbox) -> None:
+    envelopes = [_envelope(sandbox) for _ in range(3)]
+    record = _recording(sandbox)
+    commits_refused = 0
+
+    def refuse_one_commit(session: Session) -> None:
+        nonlocal commits_refused
+        if commits_refused == 0:
+            commits_refused += 1
+            raise ConnectionError("the connection went away at commit")
+
+    async def recorded(session: AsyncSession, envelope: Envelope) -> None:
+        if not event.contains(session.sync_session, "before_commit", refuse_one_commit):
+            event.listen(session.sync_session, "before_commit", refuse_one_commit)
+        await record(session, envelope)
+
+    for envelope in envelopes:
+        await sandbox.js.publish(envelope.type, envelope.to_bytes())
+
+    async def all_applied() -> bool:
+        return await _effects(sandbox) == 3
+
+    await _run_until(_runner(sandbox, recorded), all_applied)
+    assert commits_refused == 1
+    async with sandbox.db.transaction() as session:
+        rows = (await session.execute(select(sandbox.effects.c.event_id))).scalars().all()
+    assert sorted(rows) == sorted(e.id for e in envelopes)  # each once, none lost

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bai_contracts import PostGenerationRequested
+from bai_contracts import MonthScheduled, PostGenerationRequested
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope
 from planner.models import Post
@@ -345,3 +345,29 @@ async def test_posts_of_a_month_count_once_per_slot_in_the_database(
             .subquery()
         )
         assert await session.scalar(slots) == DECEMBER_POSTS
+
+
+async def test_a_schedule_announces_the_month_once_and_starts_each_posts_history(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    brand: str,
+    identity_for: IdentityFor,
+    planner_db: Database,
+    outbox_of: OutboxOf,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    campaign_id = await new_campaign(client, headers, december(brand))
+    await schedule(client, headers, campaign_id)
+    await schedule(client, headers, campaign_id)
+
+    [announced] = [e for s, e in await outbox_of(tenant) if s == MonthScheduled.subject]
+    assert announced.payload(MonthScheduled).created == DECEMBER_POSTS
+    post = (await posts_of(planner_db, campaign_id))[0]
+    history = await client.get(f"/v1/planner/posts/{post.id}/history", headers=headers)
+    [entry] = history.json()["items"]
+    assert (entry["from_state"], entry["to_state"], entry["note"]) == (
+        None,
+        "generating",
+        "scheduled",
+    )
+    assert entry["actor"].startswith("user:")

@@ -23,6 +23,7 @@ from bai_contracts.gateway import TenantCreated
 from bai_contracts.planner import (
     BrandVoice,
     CampaignCreated,
+    MonthScheduled,
     PostGenerationRequested,
     PostStateChanged,
     ReviewLinkExpiring,
@@ -42,6 +43,7 @@ __all__ = [
     "ContentGenerationStarted",
     "EventContract",
     "GeneratedContent",
+    "MonthScheduled",
     "PostGenerationRequested",
     "PostStateChanged",
     "ReviewLinkExpiring",

@@ -87,3 +87,13 @@ class ReviewLinkExpiring(EventContract):
     month: str | None = None
     expires_at: datetime
     created_by: str
+
+
+class MonthScheduled(EventContract):
+    """A campaign's month was laid out; ``created`` posts are new (each asked for content)."""
+
+    subject: ClassVar[str] = "bai.planner.campaign.month_scheduled.v1"
+
+    campaign_id: UUID
+    month: str
+    created: int

@@ -1,15 +1,21 @@
 """Idempotent JetStream consumers.
 
 Each subscription is a durable pull consumer with explicit ack and a bounded
-``max_deliver``. A message is handled in one database transaction that first records
+``max_deliver``. A message is handled in a database transaction that first records
 ``(consumer, event id)`` in the service's inbox table: a repeat finds the row and is
 acknowledged without effect. A failure is retried with backoff; after the last allowed
 delivery the message goes to the dead-letter stream (see ``deadletter``) and is
 acknowledged, so one poison message never blocks the ones behind it.
+
+A fetched batch shares one transaction, each message in its own savepoint: a failing
+message rolls back alone, the others commit together (one commit, not one per message),
+and messages are acknowledged only after that commit. If the commit itself fails, no
+message of the batch took effect; each is then tried again in a transaction of its own.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import structlog
@@ -114,45 +120,82 @@ class ConsumerRunner:
             log.warning("consumer_fetch_failed", consumer=self._sub.durable, exc_info=True)
             await asyncio.sleep(self._sub.fetch_timeout_seconds)
             return
-        for message in messages:
-            await self.handle(message)
+        await self.handle_batch(messages)
 
     async def handle(self, message: Msg) -> None:
-        try:
-            envelope = Envelope.model_validate_json(message.data)
-        except ValidationError as exc:
-            await self._give_up(message, f"envelope is not valid: {exc.error_count()} errors")
-            return
-        context = propagate.extract(dict(message.headers or {}))
-        with tracer.start_as_current_span(
-            f"consume {envelope.type}", context=context, kind=trace.SpanKind.CONSUMER
-        ):
-            await self._apply_or_retry(message, envelope)
+        await self.handle_batch([message])
 
-    async def _apply_or_retry(self, message: Msg, envelope: Envelope) -> None:
+    async def handle_batch(self, messages: list[Msg]) -> None:
+        readable: list[tuple[Msg, Envelope]] = []
+        for message in messages:
+            try:
+                readable.append((message, Envelope.model_validate_json(message.data)))
+            except ValidationError as exc:
+                await self._give_up(message, f"envelope is not valid: {exc.error_count()} errors")
+        if not readable:
+            return
         try:
-            applied = await self._apply(envelope)
-        except Exception as exc:
-            await self._retry_or_give_up(message, exc)
+            outcomes = await self._apply_together(readable)
+        except Exception as exc:  # the commit failed: nothing of the batch took effect
+            await self._apply_apart(readable, exc)
+            return
+        for (message, envelope), failure in zip(readable, outcomes, strict=True):
+            await self._settle(message, envelope, failure)
+
+    async def _apply_together(self, readable: list[tuple[Msg, Envelope]]) -> list[Exception | None]:
+        """Every message in its own savepoint of one transaction; the failures, in order."""
+        outcomes: list[Exception | None] = []
+        async with self._db.transaction() as session:
+            for message, envelope in readable:
+                with self._span(message, envelope):
+                    try:
+                        async with session.begin_nested():
+                            await self._record_and_run(session, envelope)
+                        outcomes.append(None)
+                    except Exception as exc:
+                        outcomes.append(exc)
+        return outcomes
+
+    async def _apply_apart(self, readable: list[tuple[Msg, Envelope]], cause: Exception) -> None:
+        log.warning("consumer_batch_failed", consumer=self._sub.durable, error=repr(cause))
+        if len(readable) == 1:
+            await self._retry_or_give_up(readable[0][0], cause)
+            return
+        for message, envelope in readable:
+            with self._span(message, envelope):
+                try:
+                    async with self._db.transaction() as session:
+                        await self._record_and_run(session, envelope)
+                except Exception as exc:
+                    await self._settle(message, envelope, exc)
+                else:
+                    await self._settle(message, envelope, None)
+
+    async def _settle(self, message: Msg, envelope: Envelope, failure: Exception | None) -> None:
+        if failure is not None:
+            await self._retry_or_give_up(message, failure)
             return
         await message.ack()
-        log.debug(
-            "event_handled", consumer=self._sub.durable, event_id=envelope.id, repeat=not applied
+        log.debug("event_handled", consumer=self._sub.durable, event_id=envelope.id)
+
+    def _span(self, message: Msg, envelope: Envelope) -> AbstractContextManager[trace.Span]:
+        context = propagate.extract(dict(message.headers or {}))
+        return tracer.start_as_current_span(
+            f"consume {envelope.type}", context=context, kind=trace.SpanKind.CONSUMER
         )
 
-    async def _apply(self, envelope: Envelope) -> bool:
-        """Record the event and run the handler in one transaction; False for a repeat."""
-        async with self._db.transaction() as session:
-            statement = (
-                insert(self._inbox)
-                .values(consumer=self._sub.durable, event_id=envelope.id)
-                .on_conflict_do_nothing()
-                .returning(self._inbox.c.event_id)
-            )
-            if (await session.execute(statement)).scalar_one_or_none() is None:
-                return False
-            await self._sub.handler(session, envelope)
-            return True
+    async def _record_and_run(self, session: AsyncSession, envelope: Envelope) -> bool:
+        """Record the event and run the handler; False (and no effect) for a repeat."""
+        statement = (
+            insert(self._inbox)
+            .values(consumer=self._sub.durable, event_id=envelope.id)
+            .on_conflict_do_nothing()
+            .returning(self._inbox.c.event_id)
+        )
+        if (await session.execute(statement)).scalar_one_or_none() is None:
+            return False
+        await self._sub.handler(session, envelope)
+        return True
 
     async def _retry_or_give_up(self, message: Msg, exc: Exception) -> None:
         delivered = message.metadata.num_delivered

@@ -75,6 +75,25 @@ async def emit(session: AsyncSession, table: Table, envelope: Envelope) -> None:
     )
 
 
+async def emit_many(session: AsyncSession, table: Table, envelopes: Sequence[Envelope]) -> None:
+    """``emit`` for many events at once: one multi-row insert and one notification."""
+    if not envelopes:
+        return
+    rows = [
+        {
+            "id": e.id,
+            "subject": e.type,
+            "payload": e.to_bytes(),
+            "headers": {"traceparent": e.traceparent} if e.traceparent else {},
+        }
+        for e in envelopes
+    ]
+    await session.execute(table.insert(), rows)
+    await session.execute(
+        text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(table)}
+    )
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to JetStream until told to stop."""
 

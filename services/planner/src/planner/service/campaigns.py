@@ -1,19 +1,21 @@
 """Campaigns: a brand's brief, channels, dates and cadence; and the monthly schedule."""
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_contracts import CampaignCreated
+from bai_contracts import CampaignCreated, MonthScheduled
+from bai_platform.envelope import new_event
 from bai_platform.errors import Conflict
 from bai_platform.identity import Identity
+from bai_platform.outbox import emit_many
 from bai_platform.pagination import decode_cursor, encode_cursor
 from planner.calendar import ChannelCadence, Slot, lay_out_month, month_bounds
-from planner.models import Campaign, Post, PostTransition, ScheduleRun
+from planner.models import Brand, Campaign, Post, PostTransition, ScheduleRun, outbox
 from planner.schemas import (
     DEFAULT_CADENCE,
     WEEKDAYS,
@@ -27,7 +29,7 @@ from planner.schemas import (
 )
 from planner.service._common import EDITORS, CampaignNotFound, announce, field_error, now
 from planner.service.brands import get_brand
-from planner.service.generation import request_generation
+from planner.service.generation import generation_request
 
 C = CampaignState
 CAMPAIGN_MOVES: dict[C, frozenset[C]] = {
@@ -165,11 +167,13 @@ async def schedule_month(
         ends_on=campaign.ends_on,
     )
     created = await _insert_posts(session, campaign, slots)
-    actor = f"user:{identity.subject}"
-    for post in created:
-        session.add(_created_entry(post, actor))
-        await request_generation(session, post=post, campaign=campaign, brand=brand, actor=actor)
+    await _ask_for_content(session, campaign, brand, created, actor=f"user:{identity.subject}")
     await _record_run(session, campaign, month, len(created))
+    if created:  # a repeat that adds nothing announces nothing
+        scheduled = MonthScheduled(campaign_id=campaign.id, month=month, created=len(created))
+        await announce(
+            session, tenant_id=campaign.tenant_id, event=scheduled, subject=str(campaign.id)
+        )
     return ScheduleResult(month=month, created=len(created), existing=len(slots) - len(created))
 
 
@@ -221,46 +225,69 @@ def _check_month_in_campaign(campaign: Campaign, month: str) -> None:
 
 
 async def _insert_posts(session: AsyncSession, campaign: Campaign, slots: list[Slot]) -> list[Post]:
+    """Insert the slots not laid out yet, already waiting for content; the new posts."""
     if not slots:
         return []
     rows = [
         {
+            "id": uuid4(),
             "tenant_id": campaign.tenant_id,
             "campaign_id": campaign.id,
             "channel": s.channel,
             "local_date": s.local_date,
             "local_time": s.local_time,
             "scheduled_at": s.scheduled_at,
-            "state": PostState.PLANNED.value,
+            "state": PostState.GENERATING.value,
             "origin": "schedule",
             "hashtags": [],
             "content_version": 0,
+            "generation_request_id": uuid4(),
         }
         for s in slots
     ]
-    statement = (
-        insert(Post)
-        .values(rows)
-        .on_conflict_do_nothing(
-            index_elements=["campaign_id", "channel", "local_date", "local_time"]
-        )
-        .returning(Post.id)
-    )
-    new_ids = list((await session.scalars(statement)).all())
+    statement = insert(Post).on_conflict_do_nothing(index_elements=SLOT).returning(Post.id)
+    new_ids: set[UUID] = set()
+    for chunk in _chunks(rows, 1000):  # PostgreSQL takes at most 32,767 bind parameters
+        new_ids.update((await session.scalars(statement.values(chunk))).all())
     if not new_ids:
         return []
     query = select(Post).where(Post.id.in_(new_ids)).order_by(Post.scheduled_at, Post.channel)
     return list((await session.scalars(query)).all())
 
 
-def _created_entry(post: Post, actor: str) -> PostTransition:
-    return PostTransition(
-        tenant_id=post.tenant_id,
-        post_id=post.id,
-        from_state=None,
-        to_state=PostState.PLANNED.value,
-        actor=actor,
-    )
+async def _ask_for_content(
+    session: AsyncSession, campaign: Campaign, brand: Brand, posts: list[Post], *, actor: str
+) -> None:
+    """Each new post's history starts, and creator is asked for its content, in bulk."""
+    if not posts:
+        return
+    history = [
+        {
+            "tenant_id": p.tenant_id,
+            "post_id": p.id,
+            "from_state": None,
+            "to_state": PostState.GENERATING.value,
+            "actor": actor,
+            "note": "scheduled",
+        }
+        for p in posts
+    ]
+    for chunk in _chunks(history, 1000):
+        await session.execute(insert(PostTransition).values(chunk))
+    envelopes = [
+        new_event(
+            generation_request(p, campaign=campaign, brand=brand),
+            source="planner",
+            tenant_id=campaign.tenant_id,
+            subject=str(p.id),
+        )
+        for p in posts
+    ]
+    await emit_many(session, outbox, envelopes)
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 async def _record_run(session: AsyncSession, campaign: Campaign, month: str, created: int) -> None:

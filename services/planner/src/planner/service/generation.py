@@ -42,7 +42,16 @@ async def request_generation(
     post.generation_job_id = None
     post.last_error = None
     await move(session, post, to=PostState.GENERATING, actor=actor, note=note)
-    request = PostGenerationRequested(
+    request = generation_request(post, campaign=campaign, brand=brand, note=note)
+    await announce(session, tenant_id=post.tenant_id, event=request, subject=str(post.id))
+
+
+def generation_request(
+    post: Post, *, campaign: Campaign, brand: Brand, note: str | None = None
+) -> PostGenerationRequested:
+    """What creator needs to write the post: the brief, the voice, the channel, the note."""
+    assert post.generation_request_id is not None, "a request has its id before it is sent"
+    return PostGenerationRequested(
         request_id=post.generation_request_id,
         post_id=post.id,
         campaign_id=campaign.id,
@@ -57,7 +66,6 @@ async def request_generation(
         note=note,
         previous_text=post.text,
     )
-    await announce(session, tenant_id=post.tenant_id, event=request, subject=str(post.id))
 
 
 async def apply_started(

@@ -3,17 +3,22 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
-from bai_platform.db import ReadSession
+from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.secrets import fernet_for
 from creator import generation, service
+from creator.engines import config
 from creator.schemas import (
     CampaignBriefRead,
     ContentVersionRead,
     ContentVersions,
+    EngineRead,
+    EngineUpdate,
     GenerationJobRead,
 )
+from creator.settings import CreatorSettings
 
 router = APIRouter(prefix="/v1/creator", tags=["creator"])
 
@@ -44,3 +49,26 @@ async def post_versions(
     """Every version written for the post, newest first (regenerating keeps the history)."""
     rows = await generation.post_versions(session, tenant_id=identity.tenant_id, post_id=post_id)
     return ContentVersions(items=[ContentVersionRead.model_validate(r) for r in rows])
+
+
+@router.put("/engine")
+async def set_engine(
+    body: EngineUpdate, request: Request, identity: CurrentIdentity, session: Session
+) -> EngineRead:
+    """Choose how the workspace's posts are written: builtin, n8n or openai_compatible."""
+    settings: CreatorSettings = request.app.state.settings
+    box = fernet_for(settings.secret_key, config.ENGINE_SECRETS)
+    row = await config.set_engine(
+        session,
+        identity=identity,
+        data=body,
+        box=box,
+        allow_private=settings.allow_private_destinations,
+    )
+    return config.engine_read(row)
+
+
+@router.get("/engine")
+async def get_engine(identity: CurrentIdentity, session: ReadSession) -> EngineRead:
+    """The workspace's engine (built in unless chosen otherwise); secrets are never shown."""
+    return config.engine_read(await config.engine_of(session, tenant_id=identity.tenant_id))

@@ -5,8 +5,9 @@ from uuid import UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_contracts import CampaignCreated, PostGenerationRequested
+from bai_contracts import CallbackReceived, CampaignCreated, PostGenerationRequested
 from bai_platform.envelope import Envelope
+from creator.engines import n8n
 from creator.generation import accept_request
 from creator.models import CampaignBrief
 
@@ -34,3 +35,12 @@ async def on_generation_requested(session: AsyncSession, envelope: Envelope) -> 
     request: PostGenerationRequested = envelope.payload(PostGenerationRequested)
     assert envelope.tenantid is not None, "planner events always carry the tenant"
     await accept_request(session, tenant_id=UUID(envelope.tenantid), request=request)
+
+
+async def on_workflow_callback(session: AsyncSession, envelope: Envelope) -> None:
+    """An n8n workflow answered a job (the gateway verified its signature)."""
+    callback = envelope.payload(CallbackReceived)
+    assert envelope.tenantid is not None, "verified callbacks always carry the tenant"
+    await n8n.apply_callback(
+        session, tenant_id=UUID(envelope.tenantid), job_id=callback.job_id, payload=callback.payload
+    )

@@ -14,18 +14,21 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import (
+    ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
     EventContract,
+    GeneratedContent,
     PostGenerationRequested,
 )
 from bai_platform.envelope import new_event
 from bai_platform.errors import NotFound
 from bai_platform.outbox import emit
 from creator.engines.builtin import Brief, write
+from creator.engines.config import BUILTIN, engine_of
 from creator.models import ContentVersion, GenerationJob, outbox
 
-BUILTIN = "builtin"
+ERROR_LIMIT = 2000
 
 
 class JobNotFound(NotFound):
@@ -43,7 +46,9 @@ def new_job_id() -> str:
 async def accept_request(
     session: AsyncSession, *, tenant_id: UUID, request: PostGenerationRequested
 ) -> GenerationJob | None:
-    """Queue a job for the request; a request seen before makes nothing new."""
+    """Queue a job for the request with the tenant's engine; a request seen before makes
+    nothing new."""
+    settings = await engine_of(session, tenant_id=tenant_id)
     statement = (
         insert(GenerationJob)
         .values(
@@ -53,7 +58,7 @@ async def accept_request(
             post_id=request.post_id,
             campaign_id=request.campaign_id,
             channel=request.channel,
-            engine=BUILTIN,
+            engine=settings.engine if settings else BUILTIN,
             state="queued",
             attempts=0,
             inputs=request.model_dump(mode="json"),
@@ -87,25 +92,39 @@ async def run_builtin_jobs(session: AsyncSession, *, limit: int = 20) -> int:
     )
     jobs = list((await session.scalars(query)).all())
     for job in jobs:
-        await _complete_builtin(session, job)
+        job.attempts += 1
+        version = await _next_version(session, job.post_id)
+        await complete(session, job, content=write(brief_of(job, version)), version=version)
     return len(jobs)
 
 
-async def _complete_builtin(session: AsyncSession, job: GenerationJob) -> None:
-    request = PostGenerationRequested.model_validate(job.inputs)
-    version = await _next_version(session, job.post_id)
-    content = write(
-        Brief(
-            brand=request.brand_name,
-            campaign=request.campaign_name,
-            channel=request.channel,
-            brief=request.brief,
-            goal=request.goal,
-            voice=request.voice,
-            note=request.note,
-            version=version,
-        )
+def request_of(job: GenerationJob) -> PostGenerationRequested:
+    return PostGenerationRequested.model_validate(job.inputs)
+
+
+def brief_of(job: GenerationJob, version: int) -> Brief:
+    request = request_of(job)
+    return Brief(
+        brand=request.brand_name,
+        campaign=request.campaign_name,
+        channel=request.channel,
+        brief=request.brief,
+        goal=request.goal,
+        voice=request.voice,
+        note=request.note,
+        version=version,  # each regeneration of a post is worded differently
     )
+
+
+async def complete(
+    session: AsyncSession,
+    job: GenerationJob,
+    *,
+    content: GeneratedContent,
+    version: int | None = None,
+) -> None:
+    """Store the content as the post's next version, end the job, tell the planner."""
+    version = version or await _next_version(session, job.post_id)
     session.add(
         ContentVersion(
             tenant_id=job.tenant_id,
@@ -117,12 +136,7 @@ async def _complete_builtin(session: AsyncSession, job: GenerationJob) -> None:
         )
     )
     now = datetime.now(UTC)
-    job.state, job.attempts, job.completed_at, job.updated_at = (
-        "completed",
-        job.attempts + 1,
-        now,
-        now,
-    )
+    job.state, job.completed_at, job.updated_at, job.error = "completed", now, now, None
     generated = ContentGenerated(
         request_id=job.request_id,
         post_id=job.post_id,
@@ -131,6 +145,18 @@ async def _complete_builtin(session: AsyncSession, job: GenerationJob) -> None:
         content=content,
     )
     await _announce(session, job, generated)
+
+
+async def fail(
+    session: AsyncSession, job: GenerationJob, *, error: str, state: str = "failed"
+) -> None:
+    """End the job without content, with a reason the tenant can read; tell the planner."""
+    now = datetime.now(UTC)
+    job.state, job.error, job.completed_at, job.updated_at = state, error[:ERROR_LIMIT], now, now
+    failed = ContentFailed(
+        request_id=job.request_id, post_id=job.post_id, job_id=job.id, error=job.error
+    )
+    await _announce(session, job, failed)
 
 
 async def _next_version(session: AsyncSession, post_id: UUID) -> int:

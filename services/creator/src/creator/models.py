@@ -7,12 +7,14 @@ from uuid import UUID
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -55,6 +57,7 @@ class GenerationJob(Base):
     __table_args__ = (
         Index("ix_generation_jobs_queue", "state", "next_attempt_at"),
         Index("ix_generation_jobs_post", "post_id", "created_at"),
+        Index("ix_generation_jobs_deadline", "state", "deadline_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -79,6 +82,29 @@ class GenerationJob(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A dispatched job with no callback by then times out.
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EngineSettings(Base):
+    """How a tenant's posts are written; secrets are stored encrypted."""
+
+    __tablename__ = "engine_settings"
+
+    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
+    engine: Mapped[str] = mapped_column(String(32), nullable=False)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    accept_secret_header: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    deadline_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=600)
+    base_url: Mapped[str | None] = mapped_column(String(2000))
+    model: Mapped[str | None] = mapped_column(String(200))
+    api_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
 
 class ContentVersion(Base):

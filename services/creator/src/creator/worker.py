@@ -1,12 +1,30 @@
-"""Creator worker: outbox relay, the consumers of planner events, and the engine runner."""
+"""Creator worker: outbox relay, the consumers of planner events and workflow callbacks,
+the built-in engine, dispatch to n8n workflows, the deadline sweeper, and callback
+verification for ``gen_`` jobs."""
 
+import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 
-from bai_contracts import CampaignCreated, PostGenerationRequested
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import (
+    CallbackVerification,
+    CampaignCreated,
+    PostGenerationRequested,
+    callback_subject,
+)
+from bai_platform.callbacks import callback_verification_task
 from bai_platform.consumer import Subscription
+from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
+from bai_platform.webhooks import DispatchFailed, WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
-from creator.events import on_campaign_created, on_generation_requested
+from creator.engines import n8n
+from creator.engines.config import ENGINE_SECRETS
+from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
 from creator.generation import run_builtin_jobs
 from creator.models import inbox, outbox
 from creator.settings import CreatorSettings
@@ -14,25 +32,44 @@ from creator.settings import CreatorSettings
 
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
     assert isinstance(settings, CreatorSettings)
-    campaigns = Subscription(
-        durable="creator-campaign-created",
-        stream="PLANNER",
-        subjects=(CampaignCreated.subject,),
-        handler=on_campaign_created,
-        description="creator keeps each campaign's brief",
-    )
-    requests = Subscription(
-        durable="creator-generation-requested",
-        stream="PLANNER",
-        subjects=(PostGenerationRequested.subject,),
-        handler=on_generation_requested,
-        description="creator queues a generation job per request",
-    )
+    box = fernet_for(settings.secret_key, ENGINE_SECRETS)
+    subscriptions = [
+        Subscription(
+            durable="creator-campaign-created",
+            stream="PLANNER",
+            subjects=(CampaignCreated.subject,),
+            handler=on_campaign_created,
+            description="creator keeps each campaign's brief",
+        ),
+        Subscription(
+            durable="creator-generation-requested",
+            stream="PLANNER",
+            subjects=(PostGenerationRequested.subject,),
+            handler=on_generation_requested,
+            description="creator queues a generation job per request",
+        ),
+        Subscription(
+            durable="creator-workflow-callbacks",
+            stream="GATEWAY",
+            subjects=(callback_subject("creator"),),
+            handler=on_workflow_callback,
+            description="creator applies n8n workflows' results",
+        ),
+    ]
+
+    async def verify(session: AsyncSession, job_id: str) -> CallbackVerification:
+        return await n8n.verification_for(session, job_id, box=box)
+
     return WorkerSpec(
         outbox=outbox,
         inbox=inbox,
-        subscriptions=[campaigns, requests],
-        tasks=[_builtin_runner(settings)],
+        subscriptions=subscriptions,
+        tasks=[
+            _builtin_runner(settings),
+            _n8n_dispatcher(settings, box),
+            _sweeper(settings),
+            callback_verification_task(verify),
+        ],
     )
 
 
@@ -47,3 +84,83 @@ def _builtin_runner(settings: CreatorSettings) -> Callable[[WorkerContext], Task
         return every(settings.builtin_poll_seconds, run_once, name="builtin-engine")
 
     return build
+
+
+def _sweeper(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
+    stuck_after = timedelta(seconds=settings.dispatch_timeout_seconds * 3)
+
+    def build(ctx: WorkerContext) -> Task:
+        async def sweep() -> None:
+            async with ctx.db.transaction() as session:
+                await n8n.recover_stuck(session, older_than=stuck_after)
+                await n8n.expire_overdue(session)
+
+        return every(settings.sweep_seconds, sweep, name="deadline-sweeper")
+
+    return build
+
+
+def _n8n_dispatcher(settings: CreatorSettings, box: Fernet) -> Callable[[WorkerContext], Task]:
+    def build(ctx: WorkerContext) -> Task:
+        async def run(stop: asyncio.Event) -> None:
+            async with httpx.AsyncClient() as client:
+                dispatcher = WebhookDispatcher(
+                    client=client,
+                    timeout_seconds=settings.dispatch_timeout_seconds,
+                    failure_threshold=settings.breaker_failures,
+                    open_seconds=settings.breaker_open_seconds,
+                    allow_private=settings.allow_private_destinations,
+                )
+                sender = N8nSender(ctx, settings, box, dispatcher)
+                await every(settings.dispatch_poll_seconds, sender.pass_once, name="n8n")(stop)
+
+        return run
+
+    return build
+
+
+class N8nSender:
+    """One pass: claim queued n8n jobs, send them, record what each workflow said."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        settings: CreatorSettings,
+        box: Fernet,
+        dispatcher: WebhookDispatcher,
+    ) -> None:
+        self._ctx, self._settings, self._box, self._dispatcher = ctx, settings, box, dispatcher
+
+    async def pass_once(self) -> None:
+        async with self._ctx.db.transaction() as session:
+            claimed = await n8n.claim(
+                session, box=self._box, callback_base=self._settings.public_base_url
+            )
+        await asyncio.gather(*(self._send(job) for job in claimed))
+
+    async def _send(self, job: n8n.Dispatch) -> None:
+        failure: DispatchFailed | None = None
+        try:
+            await self._dispatcher.dispatch(
+                url=job.url,
+                payload=job.payload,
+                secret=job.secret,
+                secret_header=job.secret_header,
+                event_id=job.job_id,
+            )
+        except DispatchFailed as exc:
+            failure = exc
+        except Exception as exc:  # a bug must not leave the job mid-dispatch forever
+            failure = DispatchFailed(f"dispatch failed unexpectedly: {exc!r}"[:300], retryable=True)
+        s = self._settings
+        async with self._ctx.db.transaction() as session:
+            if failure is None:
+                await n8n.record_dispatched(session, job_id=job.job_id)
+                return
+            await n8n.record_dispatch_failure(
+                session,
+                job_id=job.job_id,
+                failure=failure,
+                max_attempts=s.dispatch_max_attempts,
+                backoff=(s.dispatch_backoff_base_seconds, s.dispatch_backoff_cap_seconds),
+            )

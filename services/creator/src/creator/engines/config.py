@@ -1,0 +1,115 @@
+"""Each tenant's engine: built in (the default), an n8n workflow, or an OpenAI-compatible
+API. Owners and admins choose it; URLs must be public (``bai_platform.destinations``)
+unless the deployment allows private ones; secrets and keys are stored encrypted and never
+shown again. A job keeps the engine it was queued with."""
+
+from uuid import UUID
+
+from cryptography.fernet import Fernet
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_platform.destinations import DestinationRefused, check_destination
+from bai_platform.errors import Unprocessable
+from bai_platform.identity import Identity
+from creator.models import EngineSettings
+from creator.schemas import (
+    BuiltinEngine,
+    EngineRead,
+    EngineUpdate,
+    N8nEngine,
+    OpenAICompatibleEngine,
+)
+
+BUILTIN, N8N, OPENAI_COMPATIBLE = "builtin", "n8n", "openai_compatible"
+# The purpose the engines' secrets are encrypted under (bai_platform.secrets).
+ENGINE_SECRETS = "creator/engine-secrets"
+ADMINS = ("owner", "admin")
+
+
+class EngineRefused(Unprocessable):
+    code = "validation_failed"
+
+
+async def set_engine(
+    session: AsyncSession,
+    *,
+    identity: Identity,
+    data: EngineUpdate,
+    box: Fernet,
+    allow_private: bool,
+) -> EngineSettings:
+    """Store the tenant's engine, replacing the one before."""
+    identity.require_role(*ADMINS)
+    engine = data.root
+    values = await _values(engine, box, allow_private)
+    values |= {"updated_by": identity.subject}
+    statement = insert(EngineSettings).values(tenant_id=identity.tenant_id, **values)
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+    )
+    row = await session.get(EngineSettings, identity.tenant_id, populate_existing=True)
+    assert row is not None, "just stored"
+    return row
+
+
+async def engine_of(session: AsyncSession, *, tenant_id: UUID) -> EngineSettings | None:
+    """The tenant's engine settings; None means the built-in engine."""
+    return await session.get(EngineSettings, tenant_id)
+
+
+def engine_read(row: EngineSettings | None) -> EngineRead:
+    if row is None:
+        return EngineRead(type=BUILTIN)
+    return EngineRead(
+        type=row.engine,
+        webhook_url=row.webhook_url,
+        accept_secret_header=row.accept_secret_header,
+        deadline_seconds=row.deadline_seconds if row.engine == N8N else None,
+        base_url=row.base_url,
+        model=row.model,
+        updated_at=row.updated_at,
+    )
+
+
+async def _values(
+    engine: BuiltinEngine | N8nEngine | OpenAICompatibleEngine, box: Fernet, allow_private: bool
+) -> dict[str, object]:
+    blank: dict[str, object] = {
+        "engine": engine.type,
+        "webhook_url": None,
+        "secret": None,
+        "accept_secret_header": False,
+        "deadline_seconds": 600,
+        "base_url": None,
+        "model": None,
+        "api_key": None,
+    }
+    if isinstance(engine, N8nEngine):
+        await _public(str(engine.webhook_url), "webhook_url", allow_private)
+        return blank | {
+            "webhook_url": str(engine.webhook_url),
+            "secret": box.encrypt(engine.secret.encode()),
+            "accept_secret_header": engine.accept_secret_header,
+            "deadline_seconds": engine.deadline_seconds,
+        }
+    if isinstance(engine, OpenAICompatibleEngine):
+        await _public(str(engine.base_url), "base_url", allow_private)
+        return blank | {
+            "base_url": str(engine.base_url).rstrip("/"),
+            "model": engine.model,
+            "api_key": box.encrypt(engine.api_key.encode()),
+        }
+    return blank
+
+
+async def _public(url: str, field: str, allow_private: bool) -> None:
+    try:
+        await check_destination(url, allow_private=allow_private)
+    except DestinationRefused as refused:
+        raise EngineRefused(
+            f"{field}: {refused}",
+            extra={
+                "errors": [{"loc": ["body", field], "msg": str(refused), "type": "value_error"}]
+            },
+        ) from refused

@@ -1,0 +1,282 @@
+"""The n8n engine: jobs dispatched to the tenant's workflow, results by signed callback.
+
+Dispatch is an HTTP POST to the workflow's webhook, signed (``X-BAI-Timestamp``,
+``X-BAI-Signature: v1=<hex>``; ``X-BAI-Event-Id`` = the job id so the workflow can
+dedupe our retries) with a JSON body::
+
+    {"job_id", "kind": "generate", "tenant_id", "callback_url", "post_id", "channel",
+     "constraints": {"max_chars", "max_hashtags", "title", "image"}, "language",
+     "brand": {"name", "voice"}, "campaign": {"id", "name", "brief", "goal"},
+     "scheduled_at", "note", "previous_text"}
+
+The workflow answers at once and later POSTs to ``callback_url``, signed the same way::
+
+    {"job_id", "status": "completed", "content": {"text", "title", "hashtags",
+     "call_to_action", "image_prompt", "alt_text"}}   or   {"job_id", "status": "failed", "error"}
+
+Rules:
+- a dispatch that fails in a way that may pass (timeouts, 5xx, 429, an open circuit
+  breaker) is tried again with exponential backoff and jitter, at most
+  ``dispatch_max_attempts`` times; a refusal (other 4xx, a redirect, an internal address)
+  fails the job at once with the workflow's reason, size-capped;
+- a dispatched job with no callback by its engine's deadline times out;
+- a callback is applied once: a job that already ended ignores repeats;
+- a callback arriving after a timeout is recorded on the job and applied only if the job
+  was not retried meanwhile (no newer job for the post); the planner then takes the
+  late content because it answers the post's current request;
+- a reply that is not valid content (no text, too long for the channel, not an object)
+  fails the job with a message saying what was wrong.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from cryptography.fernet import Fernet, InvalidToken
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import CallbackVerification, GeneratedContent
+from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
+from creator.channels import rules_for
+from creator.engines.config import N8N
+from creator.generation import ERROR_LIMIT, complete, fail, request_of
+from creator.models import EngineSettings, GenerationJob
+
+ACTIVE = ("queued", "dispatching", "dispatched")
+UNREADABLE_SECRET = (
+    "the workflow's secret cannot be read (was the service key changed?); save the engine again"
+)
+NOT_N8N = "the workspace's engine is no longer n8n; regenerate the post to use the current one"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """What a claimed job needs to go out, read while its row was locked."""
+
+    job_id: str
+    url: str
+    secret: str
+    secret_header: bool
+    payload: dict[str, Any]
+
+
+async def claim(
+    session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
+) -> list[Dispatch]:
+    """Take queued n8n jobs whose turn has come; they go out after this commits."""
+    query = (
+        select(GenerationJob)
+        .where(
+            GenerationJob.state == "queued",
+            GenerationJob.engine == N8N,
+            GenerationJob.next_attempt_at <= _now(),
+        )
+        .order_by(GenerationJob.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for job in (await session.scalars(query)).all():
+        settings = await session.get(EngineSettings, job.tenant_id)
+        if settings is None or settings.engine != N8N or not settings.webhook_url:
+            await fail(session, job, error=NOT_N8N)
+            continue
+        try:
+            secret = box.decrypt(settings.secret or b"").decode()
+        except InvalidToken:
+            await fail(session, job, error=UNREADABLE_SECRET)
+            continue
+        job.state, job.attempts, job.next_attempt_at = "dispatching", job.attempts + 1, _now()
+        claimed.append(
+            Dispatch(
+                job_id=job.id,
+                url=settings.webhook_url,
+                secret=secret,
+                secret_header=settings.accept_secret_header,
+                payload=payload_of(job, callback_base),
+            )
+        )
+    await session.flush()
+    return claimed
+
+
+def payload_of(job: GenerationJob, callback_base: str) -> dict[str, Any]:
+    request = request_of(job)
+    rules = rules_for(job.channel)
+    return {
+        "job_id": job.id,
+        "kind": "generate",
+        "tenant_id": str(job.tenant_id),
+        "callback_url": f"{callback_base.rstrip('/')}/v1/webhooks/n8n/{job.id}",
+        "post_id": str(job.post_id),
+        "channel": job.channel,
+        "constraints": {
+            "max_chars": rules.max_chars,
+            "max_hashtags": rules.max_hashtags,
+            "title": rules.wants_title,
+            "image": rules.wants_image,
+        },
+        "language": request.voice.language or "en",
+        "brand": {"name": request.brand_name, "voice": request.voice.model_dump(mode="json")},
+        "campaign": {
+            "id": str(request.campaign_id),
+            "name": request.campaign_name,
+            "brief": request.brief,
+            "goal": request.goal,
+        },
+        "scheduled_at": request.scheduled_at.isoformat(),
+        "note": request.note,
+        "previous_text": request.previous_text,
+    }
+
+
+async def record_dispatched(session: AsyncSession, *, job_id: str) -> None:
+    """The workflow took the job: wait for its callback until the engine's deadline."""
+    job = await _locked(session, job_id)
+    if job is None or job.state != "dispatching":
+        return
+    settings = await session.get(EngineSettings, job.tenant_id)
+    deadline = settings.deadline_seconds if settings else 600
+    job.state, job.dispatched_at = "dispatched", _now()
+    job.deadline_at = job.dispatched_at + timedelta(seconds=deadline)
+
+
+async def record_dispatch_failure(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    failure: DispatchFailed,
+    max_attempts: int,
+    backoff: tuple[float, float],
+) -> None:
+    """Try again later when that may help; otherwise fail the job with the reason."""
+    job = await _locked(session, job_id)
+    if job is None or job.state != "dispatching":
+        return
+    job.error = str(failure)[:ERROR_LIMIT]
+    if failure.retryable and job.attempts < max_attempts:
+        delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
+        if isinstance(failure, CircuitOpen):
+            delay = max(delay, failure.retry_after_seconds)
+        job.state, job.next_attempt_at = "queued", _now() + timedelta(seconds=delay)
+        return
+    tries = f"after {job.attempts} attempt{'s' if job.attempts > 1 else ''}"
+    await fail(session, job, error=f"the workflow did not take the job {tries}: {failure}")
+
+
+async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
+    """Time out dispatched jobs whose workflow never called back."""
+    query = (
+        select(GenerationJob)
+        .where(GenerationJob.state == "dispatched", GenerationJob.deadline_at < _now())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        await fail(session, job, error="the workflow did not call back in time", state="timed_out")
+    return len(jobs)
+
+
+async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
+    """Jobs a dead worker left mid-dispatch go back in the queue (workflows dedupe by id)."""
+    query = (
+        select(GenerationJob)
+        .where(
+            GenerationJob.state == "dispatching",
+            GenerationJob.next_attempt_at < _now() - older_than,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        job.state = "queued"
+    return len(jobs)
+
+
+async def verification_for(
+    session: AsyncSession, job_id: str, *, box: Fernet
+) -> CallbackVerification:
+    """How callbacks of ``job_id`` are verified: its tenant's workflow secret."""
+    job = await session.get(GenerationJob, job_id)
+    if job is None:
+        return CallbackVerification(found=False)
+    settings = await session.get(EngineSettings, job.tenant_id)
+    secret = ""
+    if settings is not None and settings.secret:
+        try:
+            secret = box.decrypt(settings.secret).decode()
+        except InvalidToken:
+            secret = ""  # nothing verifies: an empty secret never does
+    return CallbackVerification(
+        found=True,
+        tenant_id=job.tenant_id,
+        secret=secret,
+        accept_secret_header=bool(settings and settings.accept_secret_header),
+    )
+
+
+async def apply_callback(
+    session: AsyncSession, *, tenant_id: UUID, job_id: str, payload: dict[str, Any]
+) -> None:
+    """The workflow's result: content or a failure, applied once and by the rules above."""
+    job = await _locked(session, job_id)
+    if job is None or job.tenant_id != tenant_id or job.state in ("completed", "failed"):
+        return
+    if job.state not in ACTIVE and not await _latest(session, job):
+        job.error = f"{job.error or ''} (a late result was ignored: the post was retried)"[
+            :ERROR_LIMIT
+        ]
+        return
+    status = payload.get("status")
+    if status == "failed":
+        error = payload.get("error")
+        reason = error if isinstance(error, str) and error.strip() else "no reason given"
+        await fail(session, job, error=f"the workflow reported a failure: {reason}")
+        return
+    if status != "completed":
+        await fail(
+            session, job, error=f"the workflow's reply has an unknown status: {status!r:.50}"
+        )
+        return
+    content, problem = _content(payload.get("content"), job.channel)
+    if content is None:
+        await fail(session, job, error=f"the workflow's reply is not valid content: {problem}")
+        return
+    await complete(session, job, content=content)
+
+
+def _content(raw: object, channel: str) -> tuple[GeneratedContent | None, str]:
+    try:
+        content = GeneratedContent.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "content"
+        return None, f"{where}: {first['msg']}"
+    rules = rules_for(channel)
+    if not content.text.strip():
+        return None, "text is empty"
+    if len(content.text) > rules.max_chars:
+        return None, f"text has {len(content.text)} characters; {channel} allows {rules.max_chars}"
+    hashtags = list(dict.fromkeys(h.lstrip("#") for h in content.hashtags if h.strip("# ")))
+    return content.model_copy(update={"hashtags": hashtags[: max(rules.max_hashtags, 0)]}), ""
+
+
+async def _latest(session: AsyncSession, job: GenerationJob) -> bool:
+    newer = await session.scalar(
+        select(GenerationJob.id)
+        .where(GenerationJob.post_id == job.post_id, GenerationJob.created_at > job.created_at)
+        .limit(1)
+    )
+    return newer is None
+
+
+async def _locked(session: AsyncSession, job_id: str) -> GenerationJob | None:
+    return await session.get(GenerationJob, job_id, with_for_update=True, populate_existing=True)

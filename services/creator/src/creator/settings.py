@@ -24,5 +24,7 @@ class CreatorSettings(ServiceSettings):
     # Consecutive failures that open an endpoint's circuit breaker, and for how long.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=30.0, gt=0)
+    # How long an OpenAI-compatible engine may take to write one post.
+    engine_timeout_seconds: float = Field(default=60.0, gt=0)
     # How often dispatched jobs past their engine's deadline are timed out.
     sweep_seconds: float = Field(default=5.0, gt=0)

@@ -18,11 +18,12 @@ from bai_contracts import (
 )
 from bai_platform.callbacks import callback_verification_task
 from bai_platform.consumer import Subscription
+from bai_platform.destinations import DestinationRefused, check_destination
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import DispatchFailed, WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
-from creator.engines import n8n
+from creator.engines import n8n, openai
 from creator.engines.config import ENGINE_SECRETS
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
 from creator.generation import run_builtin_jobs
@@ -67,6 +68,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         tasks=[
             _builtin_runner(settings),
             _n8n_dispatcher(settings, box),
+            _openai_runner(settings, box),
             _sweeper(settings),
             callback_verification_task(verify),
         ],
@@ -84,6 +86,60 @@ def _builtin_runner(settings: CreatorSettings) -> Callable[[WorkerContext], Task
         return every(settings.builtin_poll_seconds, run_once, name="builtin-engine")
 
     return build
+
+
+def _openai_runner(settings: CreatorSettings, box: Fernet) -> Callable[[WorkerContext], Task]:
+    def build(ctx: WorkerContext) -> Task:
+        async def run(stop: asyncio.Event) -> None:
+            async with httpx.AsyncClient(follow_redirects=False) as client:
+                runner = OpenAIRunner(ctx, settings, box, client)
+                await every(settings.dispatch_poll_seconds, runner.pass_once, name="openai")(stop)
+
+        return run
+
+    return build
+
+
+class OpenAIRunner:
+    """One pass: claim queued jobs of OpenAI-compatible engines, ask, record the answers."""
+
+    def __init__(
+        self, ctx: WorkerContext, settings: CreatorSettings, box: Fernet, client: httpx.AsyncClient
+    ) -> None:
+        self._ctx, self._settings, self._box, self._client = ctx, settings, box, client
+
+    async def pass_once(self) -> None:
+        async with self._ctx.db.transaction() as session:
+            claimed = await openai.claim(session, box=self._box)
+        await asyncio.gather(*(self._ask(job) for job in claimed))
+
+    async def _ask(self, job: openai.Claimed) -> None:
+        s = self._settings
+        try:
+            await check_destination(
+                job.endpoint.base_url, allow_private=s.allow_private_destinations
+            )
+            content = await openai.generate(
+                self._client, job.endpoint, job.request, timeout_seconds=s.engine_timeout_seconds
+            )
+        except DestinationRefused as refused:
+            failure = openai.EngineFailed(str(refused), retryable=False)
+        except openai.EngineFailed as exc:
+            failure = exc
+        except Exception as exc:  # a bug must not leave the job mid-dispatch forever
+            failure = openai.EngineFailed(f"the engine call failed: {exc!r}", retryable=True)
+        else:
+            async with self._ctx.db.transaction() as session:
+                await openai.record_content(session, job_id=job.job_id, content=content)
+            return
+        async with self._ctx.db.transaction() as session:
+            await openai.record_failure(
+                session,
+                job_id=job.job_id,
+                failure=failure,
+                max_attempts=s.dispatch_max_attempts,
+                backoff=(s.dispatch_backoff_base_seconds, s.dispatch_backoff_cap_seconds),
+            )
 
 
 def _sweeper(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:

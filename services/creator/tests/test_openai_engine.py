@@ -1,0 +1,276 @@
+"""The OpenAI-compatible engine against a small local server speaking chat completions."""
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bai_contracts import BrandVoice, ContentGenerated, PostGenerationRequested
+from bai_platform.db import Database
+from bai_platform.envelope import Envelope, new_event
+from bai_platform.secrets import fernet_for
+from bai_platform.worker import WorkerContext
+from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
+from creator.engines.openai import EngineFailed, messages_for, parse_reply
+from creator.events import on_generation_requested
+from creator.models import EngineSettings, GenerationJob, outbox
+from creator.settings import CreatorSettings
+from creator.worker import OpenAIRunner
+
+KEY = "sk-test-0123456789"
+VOICE = BrandVoice(tone="warm", keywords=["coffee"], avoid=["cheap"], language="es")
+
+
+def completion(content: str) -> dict[str, Any]:
+    """A chat-completions answer as OpenAI's API shapes it."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1796000000,
+        "model": "gpt-test",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+    }
+
+
+@dataclass
+class Provider:
+    """What reached the fake provider, and what it answers next."""
+
+    base_url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    status: int = 200
+    content: str = json.dumps({"text": "Café de invierno, ya aquí.", "hashtags": ["#coffee"]})
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    state = Provider()
+
+    async def completions(request: Request) -> Response:
+        state.received.append(await request.json())
+        state.headers.append(dict(request.headers))
+        if state.status != 200:
+            error = {"error": {"message": "Incorrect API key provided", "type": "invalid_request"}}
+            return JSONResponse(error, status_code=state.status)
+        return JSONResponse(completion(state.content))
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    state.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # uvicorn offers a flag, not an event
+        await asyncio.sleep(0.01)
+    try:
+        yield state
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def request(channel: str = "instagram", note: str | None = None) -> PostGenerationRequested:
+    return PostGenerationRequested(
+        request_id=uuid4(),
+        post_id=uuid4(),
+        campaign_id=uuid4(),
+        brand_id=uuid4(),
+        channel=channel,
+        scheduled_at=datetime(2026, 12, 2, 9, tzinfo=UTC),
+        campaign_name="December push",
+        brief="Launch the winter blend.",
+        brand_name="Acme Coffee",
+        voice=VOICE,
+        note=note,
+    )
+
+
+@pytest.fixture
+async def on_openai(
+    creator_db: Database, creator_settings: CreatorSettings, tenant: UUID, provider: Provider
+) -> None:
+    box = fernet_for(creator_settings.secret_key, ENGINE_SECRETS)
+    async with creator_db.transaction() as session:
+        session.add(
+            EngineSettings(
+                tenant_id=tenant,
+                engine=OPENAI_COMPATIBLE,
+                base_url=provider.base_url,
+                model="gpt-test",
+                api_key=box.encrypt(KEY.encode()),
+                accept_secret_header=False,
+                deadline_seconds=600,
+                updated_by="test",
+            )
+        )
+
+
+@pytest.fixture
+async def runner(
+    creator_db: Database, creator_settings: CreatorSettings
+) -> AsyncIterator[OpenAIRunner]:
+    settings = creator_settings.model_copy(
+        update={"allow_private_destinations": True, "dispatch_max_attempts": 2}
+    )
+    box = fernet_for(settings.secret_key, ENGINE_SECRETS)
+    ctx = WorkerContext(settings=settings, db=creator_db, nc=None, js=None)  # type: ignore[arg-type]  # the runner uses neither
+    async with httpx.AsyncClient() as client:
+        yield OpenAIRunner(ctx, settings, box, client)
+
+
+async def deliver(
+    creator_db: Database, tenant: UUID, asked: PostGenerationRequested
+) -> GenerationJob:
+    envelope = new_event(asked, source="planner", tenant_id=tenant, subject=str(asked.post_id))
+    async with creator_db.transaction() as session:
+        await on_generation_requested(session, envelope)
+        query = select(GenerationJob).where(GenerationJob.request_id == asked.request_id)
+        return (await session.scalars(query)).one()
+
+
+async def reread(creator_db: Database, job_id: str) -> GenerationJob:
+    async with creator_db.transaction() as session:
+        return await session.get_one(GenerationJob, job_id)
+
+
+async def announced(creator_db: Database, job_id: str) -> list[Envelope]:
+    async with creator_db.transaction() as session:
+        rows = (await session.execute(select(outbox.c.payload))).all()
+    envelopes = [Envelope.model_validate_json(row.payload) for row in rows]
+    return [e for e in envelopes if e.subject == job_id]
+
+
+def test_the_prompt_carries_the_voice_the_limits_and_the_note() -> None:
+    system, user = messages_for(request("x", note="Mention the terrace"))
+
+    assert "Tone: warm." in system["content"]
+    assert "Never use these words: cheap." in system["content"]
+    assert "at most 280 characters including the hashtags" in system["content"]
+    assert "language with code es" in system["content"]
+    assert "Editor's note for this version: Mention the terrace" in user["content"]
+    assert "Brief: Launch the winter blend." in user["content"]
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        ('{"text": "Hola", "hashtags": ["#cafe", "cafe"]}', "Hola"),
+        ('```json\n{"text": "Hola"}\n```', "Hola"),
+        ("Just a plain answer.", "Just a plain answer."),
+    ],
+)
+def test_a_reply_is_read_as_json_fenced_json_or_plain_text(content: str, text: str) -> None:
+    parsed = parse_reply(json.dumps(completion(content)).encode(), "instagram")
+
+    assert parsed.text == text
+    assert len(parsed.hashtags) <= 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "why", "retryable"),
+    [
+        (b'{"nothing": []}', "not a chat completion", False),
+        (json.dumps(completion("   ")).encode(), "no content", False),
+        (json.dumps(completion('{"text": ""}')).encode(), "no text", False),
+        (json.dumps(completion("x" * 300)).encode(), "x allows 280", True),
+        (json.dumps(completion('{"text": 5}')).encode(), "not valid: text", False),
+    ],
+)
+def test_an_unusable_reply_fails_saying_why(raw: bytes, why: str, retryable: bool) -> None:
+    with pytest.raises(EngineFailed, match=why) as caught:
+        parse_reply(raw, "x")
+    assert caught.value.retryable is retryable
+
+
+@pytest.mark.usefixtures("on_openai")
+async def test_a_job_is_written_by_the_provider_and_announced(
+    creator_db: Database, tenant: UUID, provider: Provider, runner: OpenAIRunner
+) -> None:
+    job = await deliver(creator_db, tenant, request())
+    assert job.engine == OPENAI_COMPATIBLE
+
+    await runner.pass_once()
+
+    assert provider.headers[0]["authorization"] == f"Bearer {KEY}"
+    assert provider.received[0]["model"] == "gpt-test"
+    assert provider.received[0]["response_format"] == {"type": "json_object"}
+    done = await reread(creator_db, job.id)
+    assert (done.state, done.attempts) == ("completed", 1)
+    [answer] = [
+        e.payload(ContentGenerated)
+        for e in await announced(creator_db, job.id)
+        if e.type == ContentGenerated.subject
+    ]
+    assert answer.content.text == "Café de invierno, ya aquí."
+    assert answer.content.hashtags == ["coffee"]
+
+
+@pytest.mark.usefixtures("on_openai")
+async def test_a_refused_key_fails_the_job_at_once_with_the_providers_message(
+    creator_db: Database, tenant: UUID, provider: Provider, runner: OpenAIRunner
+) -> None:
+    provider.status = 401
+    job = await deliver(creator_db, tenant, request())
+
+    await runner.pass_once()
+
+    failed = await reread(creator_db, job.id)
+    assert failed.state == "failed"
+    assert failed.error is not None
+    assert "401" in failed.error
+    assert "Incorrect API key provided" in failed.error
+
+
+@pytest.mark.usefixtures("on_openai")
+async def test_a_provider_error_is_retried_then_fails_after_the_last_attempt(
+    creator_db: Database, tenant: UUID, provider: Provider, runner: OpenAIRunner
+) -> None:
+    provider.status = 503
+    job = await deliver(creator_db, tenant, request())
+
+    await runner.pass_once()
+    waiting = await reread(creator_db, job.id)
+    assert (waiting.state, waiting.attempts) == ("queued", 1)
+    assert waiting.error is not None
+    assert "503" in waiting.error
+
+    async with creator_db.transaction() as session:
+        row = await session.get_one(GenerationJob, job.id)
+        row.next_attempt_at = datetime.now(UTC)  # its turn comes now
+    await runner.pass_once()
+
+    failed = await reread(creator_db, job.id)
+    assert (failed.state, failed.attempts) == ("failed", 2)
+    assert failed.error is not None
+    assert "after 2 attempt(s)" in failed.error
+    assert len(provider.received) == 2

@@ -5,7 +5,16 @@ Contracts only gain optional fields; a breaking change is a new ``.v2`` subject.
 """
 
 from bai_contracts._base import EventContract, stream_for_subject
-from bai_contracts.billing import SubscriptionChanged
+from bai_contracts.billing import (
+    CREDIT_KINDS,
+    BalanceQuery,
+    CommitCredits,
+    QuotaAnswer,
+    ReleaseCredits,
+    ReserveCredits,
+    SubscriptionChanged,
+    quota_subject,
+)
 from bai_contracts.callbacks import (
     CallbackReceived,
     CallbackVerification,
@@ -31,13 +40,16 @@ from bai_contracts.planner import (
 from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 
 __all__ = [
+    "CREDIT_KINDS",
     "DEAD_LETTER_STREAM",
     "STREAMS",
+    "BalanceQuery",
     "BrandVoice",
     "CallbackReceived",
     "CallbackVerification",
     "CallbackVerificationRequest",
     "CampaignCreated",
+    "CommitCredits",
     "ContentFailed",
     "ContentGenerated",
     "ContentGenerationStarted",
@@ -46,11 +58,15 @@ __all__ = [
     "MonthScheduled",
     "PostGenerationRequested",
     "PostStateChanged",
+    "QuotaAnswer",
+    "ReleaseCredits",
+    "ReserveCredits",
     "ReviewLinkExpiring",
     "StreamSpec",
     "SubscriptionChanged",
     "TenantCreated",
     "callback_subject",
     "callback_verification_subject",
+    "quota_subject",
     "stream_for_subject",
 ]

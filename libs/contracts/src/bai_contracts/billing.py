@@ -1,6 +1,9 @@
 """Facts billing publishes."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from bai_contracts._base import EventContract
 
@@ -14,3 +17,62 @@ class SubscriptionChanged(EventContract):
     status: str
     # Stripe's event time for ordering; a change older than the one applied is ignored.
     changed_at: float
+
+
+# ---- credits: questions creator and mining ask billing (NATS micro request/reply) -------
+CREDIT_KINDS = ("posts", "extraction_pages", "chat_messages")
+
+
+def quota_subject(operation: str) -> str:
+    """Where billing answers ``reserve``, ``commit``, ``release`` and ``balance``."""
+    return f"bai.rpc.billing.quota.{operation}"
+
+
+class ReserveCredits(BaseModel):
+    """Hold ``amount`` credits of ``kind`` for ``reference`` (a job id); idempotent."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tenant_id: UUID
+    kind: Literal["posts", "extraction_pages", "chat_messages"]
+    amount: int = Field(ge=1, le=1_000_000)
+    reference: str = Field(min_length=1, max_length=120)
+
+
+class CommitCredits(BaseModel):
+    """Charge what ``reference`` used (all it holds unless ``amount`` says less); the rest
+    goes back. Idempotent."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tenant_id: UUID
+    kind: Literal["posts", "extraction_pages", "chat_messages"]
+    reference: str = Field(min_length=1, max_length=120)
+    amount: int | None = Field(default=None, ge=0)
+
+
+class ReleaseCredits(BaseModel):
+    """Give back everything ``reference`` holds. Idempotent."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tenant_id: UUID
+    kind: Literal["posts", "extraction_pages", "chat_messages"]
+    reference: str = Field(min_length=1, max_length=120)
+
+
+class BalanceQuery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tenant_id: UUID
+
+
+class QuotaAnswer(BaseModel):
+    """Billing's answer: ``ok`` or a ``code`` and ``reason``; the balances after it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    ok: bool
+    code: str | None = None
+    reason: str | None = None
+    balances: dict[str, int] = {}

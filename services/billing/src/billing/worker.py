@@ -1,9 +1,53 @@
-"""Billing worker: relays the outbox."""
+"""Billing worker: outbox relay, the starter grant of new workspaces, and the quota
+questions creator and mining ask (reserve, commit, release, balance over NATS micro)."""
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import (
+    BalanceQuery,
+    CommitCredits,
+    QuotaAnswer,
+    ReleaseCredits,
+    ReserveCredits,
+    TenantCreated,
+    quota_subject,
+)
+from bai_platform.consumer import Subscription
+from bai_platform.rpc import Endpoint, rpc_task
 from bai_platform.settings import ServiceSettings
 from bai_platform.worker import WorkerSpec
+from billing import credits
+from billing.events import on_tenant_created
 from billing.models import inbox, outbox
+from billing.settings import BillingSettings
+
+
+async def _balance(session: AsyncSession, question: BalanceQuery) -> QuotaAnswer:
+    return QuotaAnswer(
+        ok=True, balances=await credits.balances(session, tenant_id=question.tenant_id)
+    )
+
+
+QUOTA = [
+    Endpoint("reserve", quota_subject("reserve"), ReserveCredits, credits.reserve),
+    Endpoint("commit", quota_subject("commit"), CommitCredits, credits.commit),
+    Endpoint("release", quota_subject("release"), ReleaseCredits, credits.release),
+    Endpoint("balance", quota_subject("balance"), BalanceQuery, _balance),
+]
 
 
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
-    return WorkerSpec(outbox=outbox, inbox=inbox)
+    assert isinstance(settings, BillingSettings)
+    tenants = Subscription(
+        durable="billing-tenant-created",
+        stream="GATEWAY",
+        subjects=(TenantCreated.subject,),
+        handler=on_tenant_created(settings.starter_grant),
+        description="billing grants new workspaces their starter credits",
+    )
+    return WorkerSpec(
+        outbox=outbox,
+        inbox=inbox,
+        subscriptions=[tenants],
+        tasks=[rpc_task("billing-quota", QUOTA, description="credit reservations")],
+    )

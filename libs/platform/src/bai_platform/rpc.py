@@ -1,0 +1,107 @@
+"""Request/reply between services over NATS micro (queue groups, ``$SRV`` discovery).
+
+A service serves endpoints from its worker (``rpc_task``): each takes a Pydantic request,
+runs in one database transaction, and answers a Pydantic model. A request that does not
+parse is answered with a micro error (400); a handler that fails answers 500 and rolls
+back. Callers use ``ask``: an answer, or ``Unreachable`` when nobody answers in time
+(no responders, a timeout, NATS down), which callers treat as "try again later".
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.micro import add_service
+from nats.micro.request import Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_platform.worker import Task, WorkerContext
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+log = structlog.get_logger("bai.rpc")
+
+
+class Unreachable(Exception):
+    """Nobody answered in time; the question may be asked again later."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One question a service answers: ``handler(session, request) -> answer``."""
+
+    name: str
+    subject: str
+    request: type[BaseModel]
+    handler: Callable[[AsyncSession, Any], Awaitable[BaseModel]]
+
+
+def rpc_task(
+    service: str, endpoints: Sequence[Endpoint], *, description: str = ""
+) -> Callable[[WorkerContext], Task]:
+    """A worker task serving ``endpoints`` as the NATS micro service ``service``."""
+
+    def build(ctx: WorkerContext) -> Task:
+        def handler_for(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
+            async def handle(request: Request) -> None:
+                try:
+                    question = endpoint.request.model_validate_json(request.data)
+                except ValidationError as exc:
+                    await request.respond_error("400", f"bad request: {exc.error_count()} errors")
+                    return
+                try:
+                    async with ctx.db.transaction() as session:
+                        answer = await endpoint.handler(session, question)
+                except Exception:
+                    log.exception("rpc_failed", endpoint=endpoint.name)
+                    await request.respond_error("500", "the request failed; nothing changed")
+                    return
+                await request.respond(answer.model_dump_json().encode())
+
+            return handle
+
+        async def run(stop: asyncio.Event) -> None:
+            served = await add_service(
+                ctx.nc, name=service, version="1.0.0", description=description or service
+            )
+            for endpoint in endpoints:
+                await served.add_endpoint(
+                    name=endpoint.name, subject=endpoint.subject, handler=handler_for(endpoint)
+                )
+            log.info("rpc_serving", service=service, endpoints=[e.name for e in endpoints])
+            try:
+                await stop.wait()
+            finally:
+                await served.stop()
+
+        return run
+
+    return build
+
+
+async def ask(
+    nc: NatsClient | None,
+    subject: str,
+    question: BaseModel,
+    answer: type[AnswerT],
+    *,
+    within: float = 2.0,
+) -> AnswerT:
+    """Ask and wait for the answer; ``Unreachable`` when there is none in time."""
+    if nc is None or not nc.is_connected:
+        raise Unreachable("the message bus is not connected")
+    try:
+        reply = await nc.request(subject, question.model_dump_json().encode(), timeout=within)
+    except (NatsTimeout, NoRespondersError, NatsError) as exc:
+        raise Unreachable(f"no answer on {subject}: {type(exc).__name__}") from exc
+    if reply.headers and reply.headers.get("Nats-Service-Error-Code"):
+        code = reply.headers.get("Nats-Service-Error-Code")
+        raise Unreachable(f"{subject} failed ({code}): {reply.headers.get('Nats-Service-Error')}")
+    return answer.model_validate_json(reply.data)

@@ -44,7 +44,11 @@ SIZES: dict[str, dict[str, Any]] = {
         "cadence": {c: {"per_day": 7} for c in CHANNELS},
     },
 }
-ENV = {"BAI_RATE_LIMITS": '{"tenant_plans": {"starter": {"limit": 1000000}}}'}
+ENV = {
+    "BAI_RATE_LIMITS": '{"tenant_plans": {"starter": {"limit": 1000000}}}',
+    # Enough starter credits for the largest month (each post holds one while it is written).
+    "BAI_STARTER_GRANT": '{"posts": 100000, "extraction_pages": 0, "chat_messages": 0}',
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bai_contracts import (
     BrandVoice,
@@ -59,6 +59,12 @@ async def announced(creator_db: Database, job_id: str) -> list[Envelope]:
 
 
 async def run_until_idle(creator_db: Database) -> None:
+    """Run the built-in engine until nothing is queued, as if billing reserved every job
+    (the saga itself is tested in test_credits_saga.py)."""
+    async with creator_db.transaction() as session:
+        await session.execute(
+            update(GenerationJob).where(GenerationJob.credits == "none").values(credits="reserved")
+        )
     while True:
         async with creator_db.transaction() as session:
             if await run_builtin_jobs(session) == 0:

@@ -84,6 +84,7 @@ async def run_builtin_jobs(session: AsyncSession, *, limit: int = 20) -> int:
         .where(
             GenerationJob.state == "queued",
             GenerationJob.engine == BUILTIN,
+            GenerationJob.credits == "reserved",
             GenerationJob.next_attempt_at <= func.now(),
         )
         .order_by(GenerationJob.next_attempt_at)
@@ -137,6 +138,8 @@ async def complete(
     )
     now = datetime.now(UTC)
     job.state, job.completed_at, job.updated_at, job.error = "completed", now, now, None
+    if job.credits == "reserved":
+        job.credits = "pending_commit"
     generated = ContentGenerated(
         request_id=job.request_id,
         post_id=job.post_id,
@@ -153,6 +156,8 @@ async def fail(
     """End the job without content, with a reason the tenant can read; tell the planner."""
     now = datetime.now(UTC)
     job.state, job.error, job.completed_at, job.updated_at = state, error[:ERROR_LIMIT], now, now
+    if job.credits == "reserved":
+        job.credits = "pending_release"
     failed = ContentFailed(
         request_id=job.request_id, post_id=job.post_id, job_id=job.id, error=job.error
     )

@@ -58,6 +58,7 @@ class GenerationJob(Base):
         Index("ix_generation_jobs_queue", "state", "next_attempt_at"),
         Index("ix_generation_jobs_post", "post_id", "created_at"),
         Index("ix_generation_jobs_deadline", "state", "deadline_at"),
+        Index("ix_generation_jobs_credits", "credits"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -85,6 +86,10 @@ class GenerationJob(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A dispatched job with no callback by then times out.
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The credits saga with billing: none -> reserved -> pending_commit -> committed, or
+    # -> pending_release -> released; refused when billing said no. Engines run only
+    # reserved jobs.
+    credits: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
 
 
 class EngineSettings(Base):

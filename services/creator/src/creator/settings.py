@@ -26,5 +26,7 @@ class CreatorSettings(ServiceSettings):
     breaker_open_seconds: float = Field(default=30.0, gt=0)
     # How long an OpenAI-compatible engine may take to write one post.
     engine_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How long billing may take to answer a reservation, a commit or a release.
+    billing_timeout_seconds: float = Field(default=2.0, gt=0)
     # How often dispatched jobs past their engine's deadline are timed out.
     sweep_seconds: float = Field(default=5.0, gt=0)

@@ -23,6 +23,7 @@ from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import DispatchFailed, WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
+from creator import credits
 from creator.engines import n8n, openai
 from creator.engines.config import ENGINE_SECRETS
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
@@ -66,6 +67,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         inbox=inbox,
         subscriptions=subscriptions,
         tasks=[
+            _credits(settings),
             _builtin_runner(settings),
             _n8n_dispatcher(settings, box),
             _openai_runner(settings, box),
@@ -73,6 +75,17 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
             callback_verification_task(verify),
         ],
     )
+
+
+def _credits(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
+    def build(ctx: WorkerContext) -> Task:
+        async def saga() -> None:
+            await credits.reserve_queued(ctx.db, ctx.nc, within=settings.billing_timeout_seconds)
+            await credits.settle(ctx.db, ctx.nc, within=settings.billing_timeout_seconds)
+
+        return every(settings.builtin_poll_seconds, saga, name="credits")
+
+    return build
 
 
 def _builtin_runner(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:

@@ -208,6 +208,7 @@ async def claim(session: AsyncSession, *, box: Fernet, limit: int = 10) -> list[
         .where(
             GenerationJob.state == "queued",
             GenerationJob.engine == OPENAI_COMPATIBLE,
+            GenerationJob.credits == "reserved",
             GenerationJob.next_attempt_at <= func.now(),
         )
         .order_by(GenerationJob.next_attempt_at)

@@ -1,0 +1,109 @@
+"""The credits saga with billing (NATS request/reply): reserve before a job runs, commit
+when it completes, release when it fails, times out or is cancelled.
+
+- A queued job runs only once billing has reserved one ``posts`` credit for it (the job
+  id is the reservation's reference). If billing refuses, the job fails saying why. If
+  billing cannot be reached, the job stays queued: it neither runs free nor fails, and
+  goes on when billing answers again.
+- Ending a job marks its credits ``pending_commit`` or ``pending_release`` in the same
+  transaction; a pass settles them with billing, again until billing answers. Billing
+  keys every operation by the job id, so a repeat (a duplicate callback, a redelivered
+  event, a retried settle) never charges twice.
+- A late result after a timeout (whose credits were released) is delivered free.
+"""
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import (
+    CommitCredits,
+    QuotaAnswer,
+    ReleaseCredits,
+    ReserveCredits,
+    quota_subject,
+)
+from bai_platform.db import Database
+from bai_platform.rpc import Unreachable, ask
+from creator.generation import fail
+from creator.models import GenerationJob
+
+KIND = "posts"
+log = structlog.get_logger("creator.credits")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    job_id: str
+    tenant_id: UUID
+    credits: str
+
+
+async def pending(db: Database, *, states: tuple[str, ...], limit: int = 100) -> list[Pending]:
+    async with db.transaction() as session:
+        query = (
+            select(GenerationJob.id, GenerationJob.tenant_id, GenerationJob.credits)
+            .where(GenerationJob.credits.in_(states))
+            .order_by(GenerationJob.created_at)
+            .limit(limit)
+        )
+        return [Pending(*row) for row in await session.execute(query)]
+
+
+async def reserve_queued(db: Database, nc: NatsClient | None, *, within: float = 2.0) -> int:
+    """Ask billing to hold credits for queued jobs; returns how many billing answered."""
+    answered = 0
+    waiting = await pending(db, states=("none",))
+    for job in waiting:
+        question = ReserveCredits(
+            tenant_id=job.tenant_id, kind=KIND, amount=1, reference=job.job_id
+        )
+        try:
+            answer = await ask(nc, quota_subject("reserve"), question, QuotaAnswer, within=within)
+        except Unreachable as exc:
+            log.info("credits_unreachable", job_id=job.job_id, reason=str(exc))
+            return answered  # billing is away: every job stays queued until it is back
+        async with db.transaction() as session:
+            await _record_reservation(session, job.job_id, answer)
+        answered += 1
+    return answered
+
+
+async def _record_reservation(session: AsyncSession, job_id: str, answer: QuotaAnswer) -> None:
+    job = await session.get(GenerationJob, job_id, with_for_update=True, populate_existing=True)
+    if job is None or job.credits != "none":
+        return
+    if answer.ok:
+        job.credits = "reserved"
+        return
+    job.credits = "refused"
+    if job.state == "queued":
+        reason = answer.reason or answer.code or "billing refused"
+        await fail(session, job, error=f"not enough credits to write this post: {reason}")
+
+
+async def settle(db: Database, nc: NatsClient | None, *, within: float = 2.0) -> int:
+    """Commit or release what ended jobs hold; returns how many billing settled."""
+    settled = 0
+    for job in await pending(db, states=("pending_commit", "pending_release")):
+        commit = job.credits == "pending_commit"
+        question: CommitCredits | ReleaseCredits = (
+            CommitCredits(tenant_id=job.tenant_id, kind=KIND, reference=job.job_id)
+            if commit
+            else ReleaseCredits(tenant_id=job.tenant_id, kind=KIND, reference=job.job_id)
+        )
+        subject = quota_subject("commit" if commit else "release")
+        try:
+            await ask(nc, subject, question, QuotaAnswer, within=within)
+        except Unreachable:
+            return settled
+        async with db.transaction() as session:
+            row = await session.get(GenerationJob, job.job_id, with_for_update=True)
+            if row is not None and row.credits == job.credits:
+                row.credits = "committed" if commit else "released"
+        settled += 1
+    return settled

@@ -122,6 +122,20 @@ async def test_a_month_is_planned_written_reviewed_and_exported_through_the_edge
     assert rewritten["content_version"] == 2
     assert rewritten["text"] != second["text"]
 
+    # Every draft held one post credit, charged when written (23 with the rewrite); the
+    # starter grant was 100. Settling may trail the drafts by a pass of the saga.
+    balance = await _poll(
+        edge,
+        "/v1/billing/balance",
+        account.headers,
+        lambda b: b["balances"]["posts"] == 100 - DECEMBER_POSTS - 1,
+    )
+    assert balance["balances"]["posts"] == 77
+    ledger = (await edge.get("/v1/billing/ledger?limit=200", headers=account.headers)).json()
+    entries = [(e["entry"], e["reference"]) for e in ledger["items"]]
+    assert ("commit", rewritten["generation_job_id"]) in entries
+    assert ("reservation", rewritten["generation_job_id"]) in entries
+
     exported = await edge.get(
         f"/v1/planner/campaigns/{campaign_id}/calendar.csv?month=2026-12", headers=account.headers
     )

@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
@@ -18,10 +19,12 @@ from bai_contracts import CampaignCreated
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope, new_event
+from bai_platform.secrets import fernet_for
 from bai_platform.testing import settings_for, trusting_client
 from creator.app import create_app
+from creator.engines.config import ENGINE_SECRETS
 from creator.events import on_campaign_created
-from creator.models import CampaignBrief
+from creator.models import CampaignBrief, EngineSettings
 from creator.settings import CreatorSettings
 
 
@@ -86,5 +89,44 @@ def briefs_of(creator_db: Database) -> Callable[[UUID], Awaitable[list[CampaignB
         async with creator_db.transaction() as session:
             query = select(CampaignBrief).where(CampaignBrief.campaign_id == campaign_id)
             return list((await session.scalars(query)).all())
+
+    return read
+
+
+# ---- engines -----------------------------------------------------------------------------
+@pytest.fixture
+def engine_box(creator_settings: CreatorSettings) -> Fernet:
+    """What the engines' secrets and API keys are encrypted with."""
+    return fernet_for(creator_settings.secret_key, ENGINE_SECRETS)
+
+
+@pytest.fixture
+async def private_client(
+    creator_settings: CreatorSettings, signing_key: Ed25519PrivateKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of a deployment that allows private destinations (stand-in workflows listen
+    on 127.0.0.1)."""
+    allowing = creator_settings.model_copy(update={"allow_private_destinations": True})
+    async with trusting_client(create_app(allowing), signing_key) as http:
+        yield http
+
+
+@pytest.fixture
+async def strict_client(
+    creator_settings: CreatorSettings, signing_key: Ed25519PrivateKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of a deployment that refuses private destinations, whatever the environment."""
+    strict = creator_settings.model_copy(update={"allow_private_destinations": False})
+    async with trusting_client(create_app(strict), signing_key) as http:
+        yield http
+
+
+@pytest.fixture
+def stored_engine(creator_db: Database) -> Callable[[UUID], Awaitable[EngineSettings | None]]:
+    """The tenant's stored engine row, as the database holds it (None: never set)."""
+
+    async def read(tenant_id: UUID) -> EngineSettings | None:
+        async with creator_db.transaction() as session:
+            return await session.get(EngineSettings, tenant_id)
 
     return read

@@ -6,6 +6,7 @@ shown again. A job keeps the engine it was queued with."""
 from uuid import UUID
 
 from cryptography.fernet import Fernet
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +26,8 @@ BUILTIN, N8N, OPENAI_COMPATIBLE = "builtin", "n8n", "openai_compatible"
 # The purpose the engines' secrets are encrypted under (bai_platform.secrets).
 ENGINE_SECRETS = "creator/engine-secrets"
 ADMINS = ("owner", "admin")
+# The longest URL the settings' columns hold.
+URL_LIMIT = 2000
 
 
 class EngineRefused(Unprocessable):
@@ -43,7 +46,7 @@ async def set_engine(
     identity.require_role(*ADMINS)
     engine = data.root
     values = await _values(engine, box, allow_private)
-    values |= {"updated_by": identity.subject}
+    values |= {"updated_by": identity.subject, "updated_at": func.now()}
     statement = insert(EngineSettings).values(tenant_id=identity.tenant_id, **values)
     await session.execute(
         statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
@@ -104,12 +107,16 @@ async def _values(
 
 
 async def _public(url: str, field: str, allow_private: bool) -> None:
+    if len(url) > URL_LIMIT:
+        raise _refused(field, f"the URL must be at most {URL_LIMIT} characters")
     try:
         await check_destination(url, allow_private=allow_private)
     except DestinationRefused as refused:
-        raise EngineRefused(
-            f"{field}: {refused}",
-            extra={
-                "errors": [{"loc": ["body", field], "msg": str(refused), "type": "value_error"}]
-            },
-        ) from refused
+        raise _refused(field, str(refused)) from refused
+
+
+def _refused(field: str, reason: str) -> EngineRefused:
+    return EngineRefused(
+        f"{field}: {reason}",
+        extra={"errors": [{"loc": ["body", field], "msg": reason, "type": "value_error"}]},
+    )

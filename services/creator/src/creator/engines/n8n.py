@@ -50,6 +50,7 @@ UNREADABLE_SECRET = (
     "the workflow's secret cannot be read (was the service key changed?); save the engine again"
 )
 NOT_N8N = "the workspace's engine is no longer n8n; regenerate the post to use the current one"
+LATE_IGNORED = "(a late result was ignored: the post was retried)"
 
 
 def _now() -> datetime:
@@ -228,14 +229,17 @@ async def apply_callback(
 ) -> None:
     """The workflow's result: content or a failure, applied once and by the rules above."""
     job = await _locked(session, job_id)
-    if job is None or job.tenant_id != tenant_id or job.state in ("completed", "failed"):
+    if job is None or job.tenant_id != tenant_id or job.engine != N8N:
+        return  # not a job any workflow of this tenant was given
+    if job.state in ("completed", "failed"):
         return
     if job.state not in ACTIVE and not await _latest(session, job):
-        job.error = f"{job.error or ''} (a late result was ignored: the post was retried)"[
-            :ERROR_LIMIT
-        ]
+        if LATE_IGNORED not in (job.error or ""):  # repeats of the late result change nothing
+            job.error = f"{job.error or ''} {LATE_IGNORED}".strip()[:ERROR_LIMIT]
         return
     status = payload.get("status")
+    if job.state not in ACTIVE and status != "completed":
+        return  # a late failure adds nothing: the job already ended without content
     if status == "failed":
         error = payload.get("error")
         reason = error if isinstance(error, str) and error.strip() else "no reason given"
@@ -263,10 +267,24 @@ def _content(raw: object, channel: str) -> tuple[GeneratedContent | None, str]:
     rules = rules_for(channel)
     if not content.text.strip():
         return None, "text is empty"
-    if len(content.text) > rules.max_chars:
-        return None, f"text has {len(content.text)} characters; {channel} allows {rules.max_chars}"
-    hashtags = list(dict.fromkeys(h.lstrip("#") for h in content.hashtags if h.strip("# ")))
-    return content.model_copy(update={"hashtags": hashtags[: max(rules.max_hashtags, 0)]}), ""
+    hashtags = _hashtags(content.hashtags, rules.max_hashtags)
+    length, counted = len(content.text), ""
+    if rules.hashtags_in_text and hashtags:
+        # As the built-in engine counts them: the text, a blank line, then the hashtags.
+        length += len(" ".join("#" + tag for tag in hashtags)) + 2
+        counted = " with its hashtags"
+    if length > rules.max_chars:
+        return None, f"text has {length} characters{counted}; {channel} allows {rules.max_chars}"
+    return content.model_copy(update={"hashtags": hashtags}), ""
+
+
+def _hashtags(raw: list[str], limit: int) -> list[str]:
+    """Without '#' or surrounding spaces, each once (whatever its case), at most ``limit``."""
+    tags: dict[str, str] = {}
+    for tag in (h.strip().lstrip("#").strip() for h in raw):
+        if tag:
+            tags.setdefault(tag.casefold(), tag)
+    return list(tags.values())[: max(limit, 0)]
 
 
 async def _latest(session: AsyncSession, job: GenerationJob) -> bool:

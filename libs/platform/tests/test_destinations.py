@@ -7,6 +7,7 @@ from bai_platform.destinations import (
     Resolver,
     check_destination,
     literal_address,
+    without_credentials,
 )
 
 
@@ -83,3 +84,13 @@ def test_every_spelling_of_loopback_reads_as_the_same_address() -> None:
 
     assert {str(literal_address(s)) for s in spellings} == {"127.0.0.1"}
     assert literal_address("n8n.example.com") is None
+
+
+def test_credentials_in_a_url_are_masked_when_it_is_shown() -> None:
+    assert (
+        without_credentials("https://ana:s3cret@n8n.example.com:5678/webhook?x=1")
+        == "https://***@n8n.example.com:5678/webhook?x=1"
+    )
+    assert (
+        without_credentials("https://n8n.example.com/webhook") == "https://n8n.example.com/webhook"
+    )

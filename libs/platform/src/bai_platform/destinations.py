@@ -86,3 +86,13 @@ def _require_public(address: IPAddress, host: str) -> None:
             f"{host} is a private, loopback or otherwise internal address; "
             "such destinations are refused"
         )
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as it may be shown: credentials in it (``user:pass@``) are masked."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()

@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     RootModel,
     StringConstraints,
+    UrlConstraints,
 )
 
 from bai_contracts import GeneratedContent
@@ -67,7 +68,7 @@ class N8nEngine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["n8n"]
-    webhook_url: AnyHttpUrl
+    webhook_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
     secret: Secret
     # The original system's shared-secret header, for workflows not signing yet.
     accept_secret_header: bool = False
@@ -81,7 +82,7 @@ class OpenAICompatibleEngine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["openai_compatible"]
-    base_url: AnyHttpUrl
+    base_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
     model: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
     api_key: Annotated[str, StringConstraints(min_length=1, max_length=500), NoNul]
 

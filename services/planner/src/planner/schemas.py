@@ -16,11 +16,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    UrlConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bai_platform.destinations import without_credentials
 from bai_platform.validation import NoNul
 
 
@@ -433,14 +435,19 @@ class ReviewDecision(BaseModel):
 class PublishingTargetUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    webhook_url: AnyHttpUrl
+    webhook_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
     secret: Annotated[str, StringConstraints(min_length=16, max_length=200), NoNul]
     accept_secret_header: bool = False
 
 
 class PublishingTargetRead(BaseModel):
-    """The secret is never shown again."""
+    """The secret is never shown again (nor credentials written in the URL)."""
 
     webhook_url: str
     accept_secret_header: bool
     updated_at: datetime
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _masked(cls, url: str) -> str:
+        return without_credentials(url)

@@ -10,7 +10,11 @@ from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.destinations import DestinationRefused, check_destination
+from bai_platform.destinations import (
+    DestinationRefused,
+    check_destination,
+    without_credentials,
+)
 from bai_platform.errors import Unprocessable
 from bai_platform.identity import Identity
 from creator.models import EngineSettings
@@ -66,10 +70,10 @@ def engine_read(row: EngineSettings | None) -> EngineRead:
         return EngineRead(type=BUILTIN)
     return EngineRead(
         type=row.engine,
-        webhook_url=row.webhook_url,
+        webhook_url=without_credentials(row.webhook_url) if row.webhook_url else None,
         accept_secret_header=row.accept_secret_header,
         deadline_seconds=row.deadline_seconds if row.engine == N8N else None,
-        base_url=row.base_url,
+        base_url=without_credentials(row.base_url) if row.base_url else None,
         model=row.model,
         updated_at=row.updated_at,
     )

@@ -21,4 +21,8 @@ def stack_service_env() -> dict[str, str]:
         "BAI_PUBLISH_SWEEP_SECONDS": "0.5",
         # Stand-in n8n workflows listen on 127.0.0.1.
         "BAI_ALLOW_PRIVATE_DESTINATIONS": "true",
+        # Creator gives up on a dead workflow and times out silent ones quickly.
+        "BAI_DISPATCH_BACKOFF_BASE_SECONDS": "0.2",
+        "BAI_DISPATCH_MAX_ATTEMPTS": "3",
+        "BAI_SWEEP_SECONDS": "1",
     }

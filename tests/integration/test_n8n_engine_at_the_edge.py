@@ -110,3 +110,82 @@ async def test_a_month_is_written_by_the_tenants_n8n_workflow(
         f"/v1/creator/posts/{posts[0]['id']}/versions", headers=account.headers
     )
     assert [v["version"] for v in versions.json()["items"]] == [1]
+
+
+async def _posts_settle(
+    edge: httpx.AsyncClient, account: Account, campaign_id: str, within: float
+) -> list[dict[str, Any]]:
+    url = f"/v1/planner/campaigns/{campaign_id}/posts?month=2026-12"
+    async with asyncio.timeout(within):
+        while True:
+            posts: list[dict[str, Any]] = (await edge.get(url, headers=account.headers)).json()[
+                "items"
+            ]
+            if posts and all(p["state"] == "failed" for p in posts):
+                return posts
+            await asyncio.sleep(1.0)
+
+
+async def test_a_workflow_that_dies_leads_to_timeouts_and_retries_that_give_credits_back(
+    edge: httpx.AsyncClient, account: Account
+) -> None:
+    brand_id = await new_brand(edge, account)
+    campaign = await edge.post(
+        "/v1/planner/campaigns",
+        json={
+            "brand_id": brand_id,
+            "name": "Lost in n8n",
+            "channels": ["x"],
+            "starts_on": "2026-12-01",
+            "ends_on": "2026-12-07",
+            "cadence": {"x": {"per_week": 1}},
+        },
+        headers=account.headers,
+    )
+    campaign_id = campaign.json()["id"]
+    async with workflow_server() as workflow:
+        await edge.put(
+            "/v1/creator/engine",
+            json={
+                "type": "n8n",
+                "webhook_url": workflow.url,
+                "secret": SECRET,
+                "deadline_seconds": 30,
+            },
+            headers=account.headers,
+        )
+        await edge.post(
+            f"/v1/planner/campaigns/{campaign_id}/schedule",
+            json={"month": "2026-12"},
+            headers=account.headers,
+        )
+        await workflow.next_dispatch()  # taken; then the workflow dies without calling back
+
+    [post] = await _posts_settle(edge, account, campaign_id, within=60)
+    job = await edge.get(f"/v1/creator/jobs/{post['generation_job_id']}", headers=account.headers)
+    assert (job.json()["state"], job.json()["error"]) == (
+        "timed_out",
+        "the workflow did not call back in time",
+    )
+
+    regenerated = await edge.post(
+        f"/v1/planner/posts/{post['id']}/regenerate", json={}, headers=account.headers
+    )
+    assert regenerated.status_code == 202
+    [post] = await _posts_settle(edge, account, campaign_id, within=30)
+    retried = (
+        await edge.get(f"/v1/creator/jobs/{post['generation_job_id']}", headers=account.headers)
+    ).json()
+    assert (retried["state"], retried["attempts"]) == ("failed", 3)
+    assert "after 3 attempts" in retried["error"]
+
+    async with asyncio.timeout(15):  # both jobs' credits come back
+        while True:
+            balance = (await edge.get("/v1/billing/balance", headers=account.headers)).json()
+            if balance["balances"]["posts"] == 100:
+                break
+            await asyncio.sleep(0.5)
+    ledger = (await edge.get("/v1/billing/ledger", headers=account.headers)).json()["items"]
+    releases = {e["reference"] for e in ledger if e["entry"] == "release"}
+    assert {post["generation_job_id"], job.json()["id"]} <= releases
+    assert not [e for e in ledger if e["entry"] == "commit"]

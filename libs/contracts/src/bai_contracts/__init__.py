@@ -22,6 +22,17 @@ from bai_contracts.callbacks import (
     callback_subject,
     callback_verification_subject,
 )
+from bai_contracts.chat import (
+    CHAT_PATH_PREFIX,
+    VISITOR_AUDIENCE,
+    VISITOR_ROLE,
+    VISITOR_TOKEN_TYPE,
+    WIDGET_LOOKUP_SUBJECT,
+    ChatReplied,
+    WidgetFound,
+    WidgetLookup,
+    visitor_subject,
+)
 from bai_contracts.creator import (
     ContentFailed,
     ContentGenerated,
@@ -40,15 +51,21 @@ from bai_contracts.planner import (
 from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 
 __all__ = [
+    "CHAT_PATH_PREFIX",
     "CREDIT_KINDS",
     "DEAD_LETTER_STREAM",
     "STREAMS",
+    "VISITOR_AUDIENCE",
+    "VISITOR_ROLE",
+    "VISITOR_TOKEN_TYPE",
+    "WIDGET_LOOKUP_SUBJECT",
     "BalanceQuery",
     "BrandVoice",
     "CallbackReceived",
     "CallbackVerification",
     "CallbackVerificationRequest",
     "CampaignCreated",
+    "ChatReplied",
     "CommitCredits",
     "ContentFailed",
     "ContentGenerated",
@@ -65,8 +82,11 @@ __all__ = [
     "StreamSpec",
     "SubscriptionChanged",
     "TenantCreated",
+    "WidgetFound",
+    "WidgetLookup",
     "callback_subject",
     "callback_verification_subject",
     "quota_subject",
     "stream_for_subject",
+    "visitor_subject",
 ]

@@ -1,12 +1,41 @@
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from fastapi import FastAPI
 
+from bai_platform.messaging import NatsLink
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
+from bai_platform.webhooks import WebhookDispatcher
 from creator.api import router
+from creator.chat_api import router as chat_router
 from creator.settings import CreatorSettings
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    resolved = settings if isinstance(settings, CreatorSettings) else CreatorSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Chat answers synchronously: it asks billing (NATS) and the engine (HTTP) in place.
+        link = NatsLink(resolved.nats_url, name="creator-api")
+        stop = asyncio.Event()
+        task = asyncio.create_task(link.run(stop))
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            app.state.nats, app.state.chat_http = link, client
+            app.state.chat_dispatcher = WebhookDispatcher(
+                client=client,
+                timeout_seconds=resolved.chat_timeout_seconds,
+                allow_private=resolved.allow_private_destinations,
+            )
+            try:
+                yield
+            finally:
+                stop.set()
+                await task
+
     return create_service_app(
-        settings or CreatorSettings(), title="B.A.I. creator", routers=[router]
+        resolved, title="B.A.I. creator", routers=[router, chat_router], lifespan=lifespan
     )

@@ -2,7 +2,7 @@
 
 from datetime import date, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import (
     ARRAY,
@@ -125,6 +125,66 @@ class ContentVersion(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("generation_jobs.id"), nullable=False)
     engine: Mapped[str] = mapped_column(String(32), nullable=False)
     content: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class ChatWidget(Base):
+    """A chat widget for one of the tenant's websites."""
+
+    __tablename__ = "chat_widgets"
+    __table_args__ = (Index("ix_chat_widgets_tenant", "tenant_id", "created_at"),)
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    # What the website's script tag carries; public by design, it only names the widget.
+    public_key: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    allowed_origins: Mapped[list[str]] = mapped_column(ARRAY(String(300)), nullable=False)
+    greeting: Mapped[str] = mapped_column(Text, nullable=False)
+    knowledge: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    voice: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    visitor_hourly_limit: Mapped[int] = mapped_column(Integer, nullable=False)
+    widget_daily_limit: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_widget", "widget_id", "created_at"),)
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    widget_id: Mapped[UUID] = mapped_column(ForeignKey("chat_widgets.id"), nullable=False)
+    visitor: Mapped[str] = mapped_column(String(120), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        Index("ix_chat_messages_conversation", "conversation_id", "id"),
+        Index("ix_chat_messages_widget_time", "widget_id", "created_at"),
+        Index("ix_chat_messages_visitor_time", "visitor", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    widget_id: Mapped[UUID] = mapped_column(nullable=False)
+    conversation_id: Mapped[UUID] = mapped_column(ForeignKey("conversations.id"), nullable=False)
+    visitor: Mapped[str] = mapped_column(String(120), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # visitor, assistant
+    text: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -1,10 +1,12 @@
 """Creator API shapes."""
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -107,3 +109,117 @@ class EngineRead(BaseModel):
     base_url: str | None = None
     model: str | None = None
     updated_at: datetime | None = None
+
+
+# ---- chat ------------------------------------------------------------------------------
+ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:\d{1,5})?$")
+
+
+def _origin(value: str) -> str:
+    normalised = value.strip().lower().rstrip("/")
+    if not ORIGIN.match(normalised):
+        raise ValueError("must be an origin such as https://www.example.com (no path)")
+    return normalised
+
+
+Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(_origin)]
+Snippet = Annotated[str, StringConstraints(min_length=1, max_length=4000), NoNul]
+
+
+class KnowledgeSnippet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
+    text: Snippet
+
+
+class ChatVoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tone: Annotated[str, StringConstraints(max_length=200), NoNul] | None = None
+    avoid: list[Annotated[str, StringConstraints(min_length=1, max_length=100), NoNul]] = Field(
+        default_factory=list, max_length=50
+    )
+
+
+class WidgetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul
+    ]
+    allowed_origins: list[Origin] = Field(min_length=1, max_length=20)
+    greeting: Annotated[str, StringConstraints(min_length=1, max_length=1000), NoNul] = (
+        "Hello! How can we help?"
+    )
+    knowledge: list[KnowledgeSnippet] = Field(default_factory=list, max_length=100)
+    voice: ChatVoice = Field(default_factory=ChatVoice)
+    visitor_hourly_limit: int = Field(default=30, ge=1, le=10_000)
+    widget_daily_limit: int = Field(default=2000, ge=1, le=1_000_000)
+
+
+class WidgetUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: (
+        Annotated[
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul
+        ]
+        | None
+    ) = None
+    allowed_origins: list[Origin] | None = Field(default=None, min_length=1, max_length=20)
+    greeting: Annotated[str, StringConstraints(min_length=1, max_length=1000), NoNul] | None = None
+    knowledge: list[KnowledgeSnippet] | None = Field(default=None, max_length=100)
+    voice: ChatVoice | None = None
+    active: bool | None = None
+    visitor_hourly_limit: int | None = Field(default=None, ge=1, le=10_000)
+    widget_daily_limit: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class WidgetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    public_key: str
+    name: str
+    allowed_origins: list[str]
+    greeting: str
+    knowledge: list[KnowledgeSnippet]
+    voice: ChatVoice
+    active: bool
+    visitor_hourly_limit: int
+    widget_daily_limit: int
+    created_at: datetime
+
+
+class WidgetPage(BaseModel):
+    items: list[WidgetRead]
+
+
+class ConversationRead(BaseModel):
+    id: UUID
+    greeting: str
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), NoNul
+    ]
+
+
+class ReplyRead(BaseModel):
+    reply: str
+
+
+class MessageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    role: str
+    text: str
+    created_at: datetime
+
+
+class MessagePage(BaseModel):
+    items: list[MessageRead]

@@ -28,5 +28,7 @@ class CreatorSettings(ServiceSettings):
     engine_timeout_seconds: float = Field(default=60.0, gt=0)
     # How long billing may take to answer a reservation, a commit or a release.
     billing_timeout_seconds: float = Field(default=2.0, gt=0)
+    # How long a chat reply may take (the visitor waits for it).
+    chat_timeout_seconds: float = Field(default=20.0, gt=0)
     # How often dispatched jobs past their engine's deadline are timed out.
     sweep_seconds: float = Field(default=5.0, gt=0)

@@ -11,19 +11,22 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import (
+    WIDGET_LOOKUP_SUBJECT,
     CallbackVerification,
     CampaignCreated,
     PostGenerationRequested,
+    WidgetLookup,
     callback_subject,
 )
 from bai_platform.callbacks import callback_verification_task
 from bai_platform.consumer import Subscription
 from bai_platform.destinations import DestinationRefused, check_destination
+from bai_platform.rpc import Endpoint, rpc_task
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import DispatchFailed, WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
-from creator import credits
+from creator import chat, credits
 from creator.engines import n8n, openai
 from creator.engines.config import ENGINE_SECRETS
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
@@ -73,6 +76,11 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
             _openai_runner(settings, box),
             _sweeper(settings),
             callback_verification_task(verify),
+            rpc_task(
+                "creator-chat",
+                [Endpoint("widget_lookup", WIDGET_LOOKUP_SUBJECT, WidgetLookup, chat.lookup)],
+                description="which workspace a chat widget belongs to, and where it may run",
+            ),
         ],
     )
 

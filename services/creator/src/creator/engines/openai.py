@@ -111,12 +111,24 @@ async def generate(
     timeout_seconds: float,
 ) -> GeneratedContent:
     """One chat completion, read as the post's content."""
-    body = {
-        "model": endpoint.model,
-        "messages": messages_for(request),
-        "temperature": 0.7,
-        "response_format": {"type": "json_object"},
-    }
+    raw = await chat_completion(
+        client, endpoint, messages_for(request), timeout_seconds=timeout_seconds, json_mode=True
+    )
+    return parse_reply(raw, request.channel)
+
+
+async def chat_completion(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    messages: list[dict[str, str]],
+    *,
+    timeout_seconds: float,
+    json_mode: bool = False,
+) -> bytes:
+    """The raw answer of ``/chat/completions``, or EngineFailed."""
+    body: dict[str, Any] = {"model": endpoint.model, "messages": messages, "temperature": 0.7}
+    if json_mode:
+        body["response_format"] = {"type": "json_object"}
     headers = {"Authorization": f"Bearer {endpoint.api_key}", "Content-Type": "application/json"}
     url = f"{endpoint.base_url.rstrip('/')}/chat/completions"
     try:
@@ -131,7 +143,18 @@ async def generate(
         raise EngineFailed(f"could not reach the engine: {reason}", retryable=True) from exc
     if response.status_code >= 400:
         raise _refusal(response.status_code, raw)
-    return parse_reply(raw, request.channel)
+    return raw
+
+
+def completion_text(raw: bytes) -> str:
+    """The assistant's words in a chat-completions answer."""
+    try:
+        text = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise EngineFailed("the engine's reply is not a chat completion", retryable=False) from exc
+    if not isinstance(text, str) or not text.strip():
+        raise EngineFailed("the engine's reply has no content", retryable=False)
+    return text.strip()
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
@@ -146,12 +169,7 @@ async def _read_capped(response: httpx.Response) -> bytes:
 
 def parse_reply(raw: bytes, channel: str) -> GeneratedContent:
     """The content in a chat-completions reply, or EngineFailed saying what is wrong."""
-    try:
-        text = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise EngineFailed("the engine's reply is not a chat completion", retryable=False) from exc
-    if not isinstance(text, str) or not text.strip():
-        raise EngineFailed("the engine's reply has no content", retryable=False)
+    text = completion_text(raw)
     fenced = FENCED.match(text.strip())
     candidate = fenced.group(1) if fenced else text.strip()
     try:

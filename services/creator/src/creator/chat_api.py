@@ -1,0 +1,107 @@
+"""Chat routes: widgets for the team, conversations for website visitors."""
+
+from uuid import UUID
+
+from fastapi import APIRouter, Request, status
+
+from bai_platform.db import ReadSession, Session
+from bai_platform.identity import CurrentIdentity
+from bai_platform.secrets import fernet_for
+from creator import chat
+from creator.chat_engines import writer_for
+from creator.engines.config import ENGINE_SECRETS, engine_of
+from creator.models import ChatWidget
+from creator.schemas import (
+    ConversationRead,
+    MessageCreate,
+    MessagePage,
+    MessageRead,
+    ReplyRead,
+    WidgetCreate,
+    WidgetPage,
+    WidgetRead,
+    WidgetUpdate,
+)
+from creator.settings import CreatorSettings
+
+router = APIRouter(prefix="/v1/creator", tags=["chat"])
+
+
+@router.post("/widgets", status_code=status.HTTP_201_CREATED)
+async def create_widget(
+    body: WidgetCreate, identity: CurrentIdentity, session: Session
+) -> WidgetRead:
+    """A chat widget for a website; embed it with its public key."""
+    return WidgetRead.model_validate(
+        await chat.create_widget(session, identity=identity, data=body)
+    )
+
+
+@router.get("/widgets")
+async def list_widgets(identity: CurrentIdentity, session: ReadSession) -> WidgetPage:
+    rows = await chat.list_widgets(session, tenant_id=identity.tenant_id)
+    return WidgetPage(items=[WidgetRead.model_validate(r) for r in rows])
+
+
+@router.get("/widgets/{widget_id}")
+async def get_widget(
+    widget_id: UUID, identity: CurrentIdentity, session: ReadSession
+) -> WidgetRead:
+    widget = await chat.get_widget(session, tenant_id=identity.tenant_id, widget_id=widget_id)
+    return WidgetRead.model_validate(widget)
+
+
+@router.patch("/widgets/{widget_id}")
+async def update_widget(
+    widget_id: UUID, body: WidgetUpdate, identity: CurrentIdentity, session: Session
+) -> WidgetRead:
+    widget = await chat.update_widget(session, identity=identity, widget_id=widget_id, data=body)
+    return WidgetRead.model_validate(widget)
+
+
+@router.post("/chat/conversations", status_code=status.HTTP_201_CREATED)
+async def start_conversation(identity: CurrentIdentity, session: Session) -> ConversationRead:
+    """A website visitor opens a conversation (a visitor token is needed)."""
+    conversation, greeting = await chat.start(session, identity=identity)
+    return ConversationRead(id=conversation.id, greeting=greeting)
+
+
+@router.get("/chat/{conversation_id}/messages")
+async def conversation_messages(
+    conversation_id: UUID, identity: CurrentIdentity, session: ReadSession
+) -> MessagePage:
+    rows = await chat.messages(session, identity=identity, conversation_id=conversation_id)
+    return MessagePage(items=[MessageRead.model_validate(r) for r in rows])
+
+
+@router.post("/chat/{conversation_id}/messages")
+async def send_message(
+    conversation_id: UUID,
+    body: MessageCreate,
+    request: Request,
+    identity: CurrentIdentity,
+    session: Session,
+) -> ReplyRead:
+    """The visitor's message, answered by the workspace's engine (one chat credit)."""
+    settings: CreatorSettings = request.app.state.settings
+    box = fernet_for(settings.secret_key, ENGINE_SECRETS)
+    engine = await engine_of(session, tenant_id=identity.tenant_id)
+
+    def write(widget: ChatWidget) -> chat.Writer:
+        return writer_for(
+            engine,
+            box=box,
+            client=request.app.state.chat_http,
+            dispatcher=request.app.state.chat_dispatcher,
+            timeout_seconds=settings.chat_timeout_seconds,
+        )
+
+    answer = await chat.reply(
+        session,
+        identity=identity,
+        conversation_id=conversation_id,
+        text=body.text,
+        nc=request.app.state.nats.client,
+        write=write,
+    )
+    return ReplyRead(reply=answer)

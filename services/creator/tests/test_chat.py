@@ -1,0 +1,317 @@
+"""The website chat: widgets for the team; conversations and replies for visitors, within
+limits and chat credits."""
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NatsClient
+from nats.micro import add_service
+from nats.micro.request import Request
+from sqlalchemy import func, select
+
+from bai_contracts import ChatReplied, QuotaAnswer, WidgetLookup, quota_subject, visitor_subject
+from bai_platform.db import Database
+from bai_platform.devstack import Stack
+from bai_platform.envelope import Envelope
+from bai_platform.identity import IDENTITY_HEADER, mint_identity
+from bai_platform.messaging import connect
+from bai_platform.testing import TEST_KID
+from creator import chat
+from creator.models import ChatMessage, ChatWidget, outbox
+
+IdentityFor = Callable[[UUID, str], dict[str, str]]
+WIDGET = {
+    "name": "Acme site",
+    "allowed_origins": ["https://www.acme.example", "HTTP://localhost:3000/"],
+    "greeting": "Hi! Ask us anything.",
+    "knowledge": [
+        {"title": "Opening hours", "text": "We open every day from 8:00 to 20:00."},
+        {"title": "Delivery", "text": "We deliver coffee beans within the city in two days."},
+    ],
+    "voice": {"tone": "warm", "avoid": ["cheap"]},
+    "visitor_hourly_limit": 3,
+}
+
+
+@dataclass
+class Billing:
+    asked: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    refuse: bool = False
+
+    async def answer(self, request: Request) -> None:
+        operation = request.subject.rsplit(".", 1)[-1]
+        self.asked.append((operation, json.loads(request.data)))
+        ok = not (operation == "reserve" and self.refuse)
+        code = None if ok else "insufficient_credits"
+        await request.respond(QuotaAnswer(ok=ok, code=code).model_dump_json().encode())
+
+
+@pytest.fixture
+async def nc(migrated: Stack) -> AsyncIterator[NatsClient]:
+    client = await connect(migrated.nats_url, name="chat-test")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def billing(nc: NatsClient) -> AsyncIterator[Billing]:
+    stand_in = Billing()
+    service = await add_service(nc, name="billing-quota-chat-test", version="0.0.1")
+    for operation in ("reserve", "commit", "release"):
+        await service.add_endpoint(
+            name=operation, subject=quota_subject(operation), handler=stand_in.answer
+        )
+    try:
+        yield stand_in
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+def visitor(signing_key: Ed25519PrivateKey) -> Callable[[UUID, str, str], dict[str, str]]:
+    """Headers of a website visitor of ``widget`` (what the gateway mints from a visitor token)."""
+
+    def headers(tenant_id: UUID, widget_id: str, visitor_id: str = "vis_one") -> dict[str, str]:
+        token = mint_identity(
+            key=signing_key,
+            kid=TEST_KID,
+            issuer="bai-gateway",
+            audience="bai-services",
+            subject=visitor_subject(widget_id, visitor_id),
+            tenant_id=tenant_id,
+            roles=["visitor"],
+            scopes=["chat"],
+            credential="visitor",
+        )
+        return {IDENTITY_HEADER: token}
+
+    return headers
+
+
+Visitor = Callable[..., dict[str, str]]
+
+
+async def new_widget(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, object]:
+    response = await client.post("/v1/creator/widgets", json=WIDGET, headers=headers)
+    assert response.status_code == 201, response.text
+    widget: dict[str, object] = response.json()
+    return widget
+
+
+async def test_a_widget_gets_a_public_key_and_normalised_origins(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+
+    assert str(widget["public_key"]).startswith("wk_")
+    assert widget["allowed_origins"] == ["https://www.acme.example", "http://localhost:3000"]
+
+
+@pytest.mark.parametrize(
+    "origins", [["https://acme.example/path"], ["javascript:alert(1)"], ["*"], []]
+)
+async def test_a_widget_needs_real_origins(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, origins: list[str]
+) -> None:
+    body = {**WIDGET, "allowed_origins": origins}
+
+    response = await client.post(
+        "/v1/creator/widgets", json=body, headers=identity_for(tenant, "editor")
+    )
+
+    assert response.status_code == 422
+
+
+async def test_viewers_cannot_make_widgets_and_other_workspaces_cannot_see_them(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
+) -> None:
+    refused = await client.post(
+        "/v1/creator/widgets", json=WIDGET, headers=identity_for(tenant, "viewer")
+    )
+    widget = await new_widget(client, identity_for(tenant, "owner"))
+    hidden = await client.get(
+        f"/v1/creator/widgets/{widget['id']}",
+        headers=identity_for(UUID(int=tenant.int ^ 1), "owner"),
+    )
+
+    assert (refused.status_code, hidden.status_code) == (403, 404)
+
+
+async def test_the_gateway_learns_a_widgets_workspace_and_origins(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, creator_db: Database
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+
+    async with creator_db.transaction() as session:
+        found = await chat.lookup(session, WidgetLookup(public_key=str(widget["public_key"])))
+        unknown = await chat.lookup(session, WidgetLookup(public_key="wk_nobody"))
+
+    assert (found.found, found.active, found.tenant_id) == (True, True, tenant)
+    assert found.allowed_origins == ["https://www.acme.example", "http://localhost:3000"]
+    assert not unknown.found
+
+
+@pytest.mark.usefixtures("billing")
+async def test_a_visitor_is_greeted_and_answered_from_the_widgets_knowledge(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    creator_db: Database,
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+
+    started = await client.post("/v1/creator/chat/conversations", headers=me)
+    conversation = started.json()["id"]
+    answer = await client.post(
+        f"/v1/creator/chat/{conversation}/messages", json={"text": "When do you open?"}, headers=me
+    )
+
+    assert started.json()["greeting"] == "Hi! Ask us anything."
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["reply"] == "Happy to help! We open every day from 8:00 to 20:00."
+    history = await client.get(f"/v1/creator/chat/{conversation}/messages", headers=me)
+    assert [m["role"] for m in history.json()["items"]] == ["visitor", "assistant"]
+    async with creator_db.transaction() as session:
+        rows = (await session.execute(select(outbox.c.payload))).all()
+    replies = [
+        e
+        for e in (Envelope.model_validate_json(r.payload) for r in rows)
+        if e.type == ChatReplied.subject and e.subject == conversation
+    ]
+    assert len(replies) == 1
+
+
+async def test_each_reply_holds_and_commits_one_chat_credit(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    billing: Billing,
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+
+    await client.post(f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me)
+
+    mine = [(op, body) for op, body in billing.asked if body["tenant_id"] == str(tenant)]
+    assert [op for op, _ in mine] == ["reserve", "commit"]
+    assert mine[0][1]["kind"] == "chat_messages"
+    assert mine[0][1]["reference"] == mine[1][1]["reference"]
+
+
+async def test_without_chat_credits_the_visitor_gets_402_and_nothing_is_stored(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    billing: Billing,
+    creator_db: Database,
+) -> None:
+    billing.refuse = True
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+
+    answer = await client.post(
+        f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me
+    )
+
+    assert (answer.status_code, answer.json()["code"]) == (402, "insufficient_credits")
+    assert await _messages(creator_db, conversation) == 0
+
+
+async def test_with_billing_away_the_visitor_gets_503_and_nothing_is_stored(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    creator_db: Database,
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+
+    answer = await client.post(
+        f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me
+    )
+
+    assert answer.status_code == 503
+    assert await _messages(creator_db, conversation) == 0
+
+
+@pytest.mark.usefixtures("billing")
+async def test_a_visitor_over_the_hourly_limit_gets_429_with_retry_after(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, visitor: Visitor
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+    url = f"/v1/creator/chat/{conversation}/messages"
+
+    answers = [await client.post(url, json={"text": f"Hi {n}"}, headers=me) for n in range(4)]
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert "retry-after" in answers[-1].headers
+
+
+@pytest.mark.usefixtures("billing")
+async def test_a_conversation_is_its_visitors_alone(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, visitor: Visitor
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    conversation = (
+        await client.post("/v1/creator/chat/conversations", headers=visitor(tenant, widget["id"]))
+    ).json()["id"]
+    url = f"/v1/creator/chat/{conversation}/messages"
+
+    stranger = await client.get(url, headers=visitor(tenant, widget["id"], "vis_two"))
+    other_tenant = await client.get(url, headers=visitor(UUID(int=tenant.int ^ 1), widget["id"]))
+    team = await client.post(url, json={"text": "Hi"}, headers=identity_for(tenant, "owner"))
+
+    assert (stranger.status_code, other_tenant.status_code, team.status_code) == (404, 404, 403)
+
+
+@pytest.mark.usefixtures("billing")
+async def test_an_inactive_widget_takes_no_new_conversations(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, visitor: Visitor
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    await client.patch(
+        f"/v1/creator/widgets/{widget['id']}",
+        json={"active": False},
+        headers=identity_for(tenant, "editor"),
+    )
+
+    response = await client.post(
+        "/v1/creator/chat/conversations", headers=visitor(tenant, widget["id"])
+    )
+
+    assert response.status_code == 404
+
+
+def test_the_builtin_reply_hands_over_when_the_knowledge_is_silent() -> None:
+    widget = ChatWidget(
+        name="Acme", knowledge=WIDGET["knowledge"], voice={"tone": "formal"}, greeting="Hi"
+    )
+
+    answer = chat.builtin_reply(widget, "Do you sell cheap tea?")
+
+    assert answer.startswith("Thank you for asking.")
+    assert "team" in answer
+
+
+async def _messages(creator_db: Database, conversation: str) -> int:
+    async with creator_db.transaction() as session:
+        query = select(func.count()).where(ChatMessage.conversation_id == UUID(conversation))
+        return int(await session.scalar(query) or 0)
+

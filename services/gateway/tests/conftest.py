@@ -168,6 +168,8 @@ def settings(migrated: Stack) -> GatewaySettings:
         environment=Environment.TEST,
         # Every test client is 127.0.0.1: per-IP quotas are tested with their own settings.
         rate_limits=RateLimitSettings(ip_auth=Quota(limit=1_000_000)),
+        # A prefix of a test-only owner, so that callback tests never meet a real service.
+        callback_routes={"gen": "creator", "ext": "mining", "pub": "planner", "tst": "n8ntest"},
     )
 
 

@@ -31,7 +31,10 @@ from bai_platform.webhooks import sign
 from .conftest import assert_problem
 
 SECRET = "workflow-signing-secret-of-the-tenant"
-CREATOR_SUBJECT = callback_subject("creator")
+# The owner stood in for here is a test-only service (its prefix is tst_, see conftest):
+# real services may answer for their own prefixes in the same session.
+OWNER = "n8ntest"
+CREATOR_SUBJECT = callback_subject(OWNER)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Owner:
         secret: str = SECRET,
         accept_secret_header: bool = False,
     ) -> str:
-        job_id = f"gen_{uuid4().hex}"
+        job_id = f"tst_{uuid4().hex}"
         self.jobs[job_id] = CallbackVerification(
             found=True,
             tenant_id=tenant or uuid4(),
@@ -69,9 +72,9 @@ async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> Asy
     js = nc.jetstream()
     await ensure_streams(js, [s for s in STREAMS if s.service == "gateway"])
     owner = Owner(js=js)
-    service = await add_service(nc, name="creator-callbacks", version="0.1.0")
+    service = await add_service(nc, name="n8ntest-callbacks", version="0.1.0")
     await service.add_endpoint(
-        name="verification", handler=owner.answer, subject=callback_verification_subject("creator")
+        name="verification", handler=owner.answer, subject=callback_verification_subject(OWNER)
     )
     async with asyncio.timeout(10):
         while not app.state.callbacks.connected:
@@ -216,7 +219,7 @@ async def test_a_job_no_service_owns_is_404(
 async def test_a_job_its_owner_does_not_know_is_404(
     client: httpx.AsyncClient, owner: Owner
 ) -> None:
-    job_id = f"gen_{uuid4().hex}"
+    job_id = f"tst_{uuid4().hex}"
     body = _body(job_id)
     assert_problem(await _post(client, job_id, body, _signed(body)), status=404, code="unknown_job")
 
@@ -236,7 +239,7 @@ async def test_a_malformed_callback_is_422_and_nothing_is_queued(
     client: httpx.AsyncClient, owner: Owner, body: bytes | None
 ) -> None:
     job_id = owner.job()
-    raw = body if body is not None else _body(f"gen_{uuid4().hex}")  # someone else's job
+    raw = body if body is not None else _body(f"tst_{uuid4().hex}")  # someone else's job
     response = await _post(client, job_id, raw, _signed(raw))
     assert_problem(response, status=422, code="invalid_callback")
     assert await _queued(owner.js, job_id) == []

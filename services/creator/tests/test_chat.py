@@ -315,3 +315,20 @@ async def _messages(creator_db: Database, conversation: str) -> int:
         query = select(func.count()).where(ChatMessage.conversation_id == UUID(conversation))
         return int(await session.scalar(query) or 0)
 
+
+@pytest.mark.usefixtures("billing")
+async def test_chat_answers_carry_the_pages_origin_so_the_widget_can_read_them(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, visitor: Visitor
+) -> None:
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    headers = {**visitor(tenant, widget["id"]), "Origin": "https://www.acme.example"}
+
+    started = await client.post("/v1/creator/chat/conversations", headers=headers)
+    team = await client.get(
+        "/v1/creator/widgets",
+        headers={**identity_for(tenant, "owner"), "Origin": "https://x.example"},
+    )
+
+    assert started.headers["access-control-allow-origin"] == "https://www.acme.example"
+    assert started.headers["vary"] == "Origin"
+    assert "access-control-allow-origin" not in team.headers

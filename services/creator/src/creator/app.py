@@ -10,6 +10,7 @@ from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from bai_platform.webhooks import WebhookDispatcher
 from creator.api import router
+from creator.chat_api import ChatCors
 from creator.chat_api import router as chat_router
 from creator.settings import CreatorSettings
 
@@ -36,6 +37,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 stop.set()
                 await task
 
-    return create_service_app(
+    app = create_service_app(
         resolved, title="B.A.I. creator", routers=[router, chat_router], lifespan=lifespan
     )
+    app.add_middleware(ChatCors)
+    return app

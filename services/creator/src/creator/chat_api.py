@@ -3,7 +3,9 @@
 from uuid import UUID
 
 from fastapi import APIRouter, Request, status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bai_contracts import CHAT_PATH_PREFIX
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.secrets import fernet_for
@@ -105,3 +107,38 @@ async def send_message(
         write=write,
     )
     return ReplyRead(reply=answer)
+
+
+class ChatCors:
+    """Lets the widget's page read chat answers: echoes its ``Origin`` on chat routes.
+
+    Echoing is safe here because the gateway's ForwardAuth has already refused any
+    origin other than the one the visitor token was minted for.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = _origin_of(scope)
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    *message.get("headers", []),
+                    (b"access-control-allow-origin", origin),
+                    (b"vary", b"Origin"),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+
+def _origin_of(scope: Scope) -> bytes | None:
+    if scope["type"] != "http" or not scope["path"].startswith(CHAT_PATH_PREFIX):
+        return None
+    return dict(scope["headers"]).get(b"origin")

@@ -101,10 +101,14 @@ async def verify(
     authorization: Annotated[str | None, Header()] = None,
     x_forwarded_uri: Annotated[str | None, Header()] = None,
     x_forwarded_method: Annotated[str | None, Header()] = None,
+    origin: Annotated[str | None, Header()] = None,
 ) -> Response:
     try:
         allowed = await decider.decide(
-            authorization=authorization, forwarded_uri=x_forwarded_uri, method=x_forwarded_method
+            authorization=authorization,
+            forwarded_uri=x_forwarded_uri,
+            method=x_forwarded_method,
+            origin=origin,
         )
     except ServiceError as exc:  # Traefik relays this answer: name the caller's path in it
         path = urlsplit(x_forwarded_uri or "").path or None

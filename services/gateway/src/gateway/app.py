@@ -10,6 +10,7 @@ from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from gateway.api import router
 from gateway.callbacks import CallbackRouter
+from gateway.chat import router as chat_router
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import KeyRing, KeyStore, fernet_for
 from gateway.live import Hub, feed
@@ -17,6 +18,7 @@ from gateway.models import idempotency
 from gateway.ratelimit import RateLimiter
 from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
+from gateway.visitors import WidgetDirectory
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -50,6 +52,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         link = NatsLink(resolved.nats_url, name="gateway-api")
         app.state.callbacks = CallbackRouter(link=link, routes=resolved.callback_routes)
+        app.state.widgets = WidgetDirectory(link=link)
         hub = Hub(
             retention_seconds=resolved.live_retention_seconds,
             max_per_tenant=resolved.live_max_connections_per_tenant,
@@ -73,7 +76,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     return create_service_app(
         resolved,
         title="B.A.I. gateway",
-        routers=[router],
+        routers=[router, chat_router],
         lifespan=lifespan,
         idempotency=idempotency,
     )

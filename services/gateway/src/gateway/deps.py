@@ -6,7 +6,7 @@ from fastapi import Depends, Request, Response
 
 from gateway.errors import enforce
 from gateway.forward_auth import ForwardAuth
-from gateway.ratelimit import RateLimiter, client_ip_key, rate_limit_headers
+from gateway.ratelimit import Policy, RateLimiter, client_ip_key, rate_limit_headers
 from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
 
@@ -23,14 +23,24 @@ def _forward_auth(request: Request) -> ForwardAuth:
 
 async def _limit_by_ip(request: Request, response: Response) -> None:
     """Per-IP quota of the unauthenticated auth routes (login, signup, refresh...)."""
-    limiter: RateLimiter = request.app.state.rate_limiter
     settings: GatewaySettings = request.app.state.auth.settings
+    await _count_ip(request, response, settings.rate_limits.ip_auth_policy)
+
+
+async def _limit_public_by_ip(request: Request, response: Response) -> None:
+    """Per-IP quota of the other public routes (the website chat's visitor tokens)."""
+    settings: GatewaySettings = request.app.state.auth.settings
+    await _count_ip(request, response, settings.rate_limits.ip_public_policy)
+
+
+async def _count_ip(request: Request, response: Response, policy: Policy) -> None:
+    limiter: RateLimiter = request.app.state.rate_limiter
     address = request.client.host if request.client else "unknown"
     try:
         key = client_ip_key(address)
     except ValueError:  # not an IP (an in-process test client): count it as given
         key = address
-    decision = await limiter.hit(settings.rate_limits.ip_auth_policy, f"ip:{key}")
+    decision = await limiter.hit(policy, f"ip:{key}")
     # Kept on the request too, so that a 401 or 422 of the route still carries them.
     request.state.rate_limit_headers = rate_limit_headers(decision)
     response.headers.update(enforce(decision))
@@ -40,3 +50,5 @@ Auth = Annotated[AuthContext, Depends(_auth_context)]
 Decider = Annotated[ForwardAuth, Depends(_forward_auth)]
 # For the routes anyone may call: the client's IP is what can be counted.
 LIMIT_BY_IP = Depends(_limit_by_ip)
+# The same per IP with the (looser) public quota: many visitors of a site share an address.
+LIMIT_PUBLIC_BY_IP = Depends(_limit_public_by_ip)

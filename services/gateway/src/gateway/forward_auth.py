@@ -1,8 +1,16 @@
 """The ForwardAuth decision Traefik asks for on every protected request.
 
-Input: the caller's ``Authorization: Bearer`` (an access token or an API key; never a
-token from the query string) and the forwarded method and path. Output: 200 with
-``X-BAI-Identity`` or a problem+json 401 / 403.
+Input: the caller's ``Authorization: Bearer`` (an access token, an API key or a website
+chat visitor token; never a token from the query string), the forwarded method and path,
+and the browser's ``Origin``. Output: 200 with ``X-BAI-Identity`` or a problem+json 401 /
+403.
+
+A visitor token (JOSE ``typ`` ``bai-visitor+jwt``, see ``gateway.visitors``) is accepted
+only under ``CHAT_PATH_PREFIX`` with GET, HEAD or POST, and only from the origin it was
+minted for when the request names one; the service sees ``visitor:<widget>:<visitor>``
+with the role ``visitor`` and the scope ``chat``. The type is pinned both ways: access
+tokens are verified as ``at+jwt`` for ``bai-api``, visitor tokens as ``bai-visitor+jwt``
+for ``bai-visitor``, so neither passes as the other.
 
 Verified credentials are cached (bounded, by token digest): an access token for at most
 ``IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING`` (45 s), an API key for at most
@@ -19,6 +27,7 @@ from uuid import UUID
 
 from cachetools import TTLCache
 
+from bai_contracts import VISITOR_ROLE, visitor_subject
 from bai_platform.db import Database
 from bai_platform.errors import Forbidden
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
@@ -29,6 +38,14 @@ from gateway.ratelimit import RateLimiter
 from gateway.scopes import allows, required_scope
 from gateway.settings import GatewaySettings
 from gateway.tokens import AccessClaims, token_digest, verify_access_token
+from gateway.visitors import (
+    VISITOR_CREDENTIAL,
+    VISITOR_SCOPES,
+    VisitorClaims,
+    check_visitor_request,
+    is_visitor_token,
+    verify_visitor_token,
+)
 
 QUERY_TOKEN_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "jwt"})
 # An identity is handed out only while it still has this long to live at the service.
@@ -56,6 +73,8 @@ class _Decision:
     claims: _Claims
     valid_until: float
     key_prefix: str | None = None
+    # A visitor token's origin: set only for visitors, who are held to the chat paths.
+    visitor_origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +96,12 @@ class ForwardAuth:
         )
 
     async def decide(
-        self, *, authorization: str | None, forwarded_uri: str | None, method: str | None
+        self,
+        *,
+        authorization: str | None,
+        forwarded_uri: str | None,
+        method: str | None,
+        origin: str | None = None,
     ) -> Allowed:
         """The identity for this request and its rate-limit fields; raises what to answer."""
         path = _refuse_query_tokens(forwarded_uri)
@@ -87,9 +111,12 @@ class ForwardAuth:
         if decision is None or decision.valid_until <= time.time():
             decision = await self._verify(token)
             self._cache[key] = decision
-        needed = required_scope(method or "GET", path)
-        if not allows(frozenset(decision.claims.scopes), needed):
-            raise InsufficientScope(f"this credential lacks the scope {needed or 'api'}")
+        if decision.visitor_origin is not None:  # the chat paths are a visitor's whole scope
+            check_visitor_request(decision.visitor_origin, path=path, method=method, origin=origin)
+        else:
+            needed = required_scope(method or "GET", path)
+            if not allows(frozenset(decision.claims.scopes), needed):
+                raise InsufficientScope(f"this credential lacks the scope {needed or 'api'}")
         return Allowed(decision.identity, await self._count(decision.claims))
 
     async def _count(self, claims: _Claims) -> dict[str, str]:
@@ -112,6 +139,8 @@ class ForwardAuth:
     async def _verify(self, token: str) -> _Decision:
         if api_keys.looks_like_api_key(token):
             return await self._verify_api_key(token)
+        if is_visitor_token(token):
+            return await self._verify_visitor(token)
         claims = await self._verify_access_token(token)
         state = await self._current_state(claims)
         identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
@@ -154,6 +183,30 @@ class ForwardAuth:
                 raise
             return verify()
 
+    async def _verify_visitor(self, token: str) -> _Decision:
+        def verify() -> VisitorClaims:
+            return verify_visitor_token(self._keys.ring, token, issuer=self._settings.token_issuer)
+
+        try:
+            visitor = verify()
+        except InvalidToken:
+            if not await self._keys.knows_after_reload(token):
+                raise
+            visitor = verify()
+        async with self._db.read_sessionmaker() as session:
+            plan = await workspaces.tenant_plan(session, tenant_id=visitor.tenant_id)
+        claims = _Claims(
+            visitor_subject(visitor.widget_id, visitor.visitor_id),
+            str(visitor.tenant_id),
+            [VISITOR_ROLE],
+            list(VISITOR_SCOPES),
+            VISITOR_CREDENTIAL,
+            plan,
+        )
+        identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
+        until = min(visitor.expires_at, identity_expiry)
+        return self._decision(claims, until, visitor_origin=visitor.origin)
+
     async def _verify_api_key(self, token: str) -> _Decision:
         async with self._db.transaction() as session:
             row = await api_keys.authenticate(session, token)
@@ -166,7 +219,13 @@ class ForwardAuth:
         )
         return self._decision(claims, until, key_prefix=row.prefix)
 
-    def _decision(self, claims: _Claims, until: float, key_prefix: str | None = None) -> _Decision:
+    def _decision(
+        self,
+        claims: _Claims,
+        until: float,
+        key_prefix: str | None = None,
+        visitor_origin: str | None = None,
+    ) -> _Decision:
         key, settings = self._keys.ring.current, self._settings
         identity = mint_identity(
             key=key.private_key,
@@ -179,7 +238,13 @@ class ForwardAuth:
             scopes=claims.scopes,
             credential=claims.credential,
         )
-        return _Decision(identity=identity, claims=claims, valid_until=until, key_prefix=key_prefix)
+        return _Decision(
+            identity=identity,
+            claims=claims,
+            valid_until=until,
+            key_prefix=key_prefix,
+            visitor_origin=visitor_origin,
+        )
 
 
 def _bearer(authorization: str | None) -> str:

@@ -15,6 +15,7 @@ from pydantic import (
 
 from bai_platform.validation import NoNul
 from gateway.scopes import KEY_SCOPES
+from gateway.visitors import WIDGET_KEY_PATTERN
 
 Password = Annotated[str, Field(min_length=10, max_length=128)]
 Workspace = Annotated[
@@ -187,3 +188,21 @@ class InvitationAccept(BaseModel):
 class CallbackAccepted(BaseModel):
     accepted: Literal[True] = True
     event_id: str
+
+
+class VisitorTokenRequest(BaseModel):
+    """A website chat widget asks for a visitor token with its public key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    widget_key: Annotated[str, Field(min_length=1, max_length=100, pattern=WIDGET_KEY_PATTERN)]
+    # A returning visitor's id (from an earlier token) keeps their conversations; anything
+    # that is not a visitor id gets a new one.
+    visitor_id: Annotated[str | None, Field(max_length=100)] = None
+
+
+class VisitorTokenResponse(BaseModel):
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    visitor_id: str

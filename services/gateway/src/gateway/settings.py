@@ -19,6 +19,8 @@ class GatewaySettings(ServiceSettings):
     token_audience: str = "bai-api"
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
+    # Website chat visitor tokens (POST /v1/chat/visitor-token); the widget fetches anew.
+    visitor_token_ttl_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     # Live events (SSE): how far back Last-Event-ID resumes, and a per-workspace cap.
@@ -51,6 +53,7 @@ class GatewaySettings(ServiceSettings):
     @property
     def key_retirement_grace_seconds(self) -> int:
         """How long a rotated-out key still verifies: it may sign until the new key is
-        active, and every token it signed has expired after that."""
-        grace = self.key_activation_seconds + self.access_token_ttl_seconds + IDENTITY_TTL_SECONDS
+        active, and every token it signed (access or visitor) has expired after that."""
+        longest = max(self.access_token_ttl_seconds, self.visitor_token_ttl_seconds)
+        grace = self.key_activation_seconds + longest + IDENTITY_TTL_SECONDS
         return int(grace) + 60

@@ -12,6 +12,7 @@ from bai_contracts import (
     BrandVoice,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
     PostGenerationRequested,
 )
 from bai_platform.db import Database
@@ -146,3 +147,29 @@ async def test_a_job_and_its_versions_are_readable_by_their_tenant_only(
     assert [v["version"] for v in versions.json()["items"]] == [1]
     assert hidden.status_code == 404
     assert none.status_code == 404
+
+
+async def test_an_earlier_version_can_be_chosen_again_and_the_planner_is_told(
+    client: httpx.AsyncClient, creator_db: Database, tenant: UUID, identity_for: IdentityFor
+) -> None:
+    post_id = uuid4()
+    for note in (None, "Make it shorter"):
+        await deliver(creator_db, tenant, request(post_id, note))
+        await run_until_idle(creator_db)
+    url = f"/v1/creator/posts/{post_id}/versions/1/choose"
+
+    chosen = await client.post(url, headers=identity_for(tenant, "editor"))
+    viewer = await client.post(url, headers=identity_for(tenant, "viewer"))
+    missing = await client.post(
+        f"/v1/creator/posts/{post_id}/versions/9/choose", headers=identity_for(tenant, "editor")
+    )
+    stranger = await client.post(url, headers=identity_for(UUID(int=tenant.int ^ 1), "owner"))
+
+    assert chosen.status_code == 202, chosen.text
+    assert chosen.json()["version"] == 1
+    assert (viewer.status_code, missing.status_code, stranger.status_code) == (403, 404, 404)
+    events = await announced(creator_db, str(post_id))
+    [told] = [
+        e.payload(ContentVersionChosen) for e in events if e.type == ContentVersionChosen.subject
+    ]
+    assert (told.post_id, told.version) == (post_id, 1)

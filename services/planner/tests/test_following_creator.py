@@ -12,6 +12,7 @@ from bai_contracts import (
     ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
     EventContract,
     GeneratedContent,
 )
@@ -233,3 +234,27 @@ async def test_an_answer_naming_another_tenant_changes_nothing(
     async with planner_db.transaction() as session:
         count = select(func.count()).where(PostTransition.post_id == post.id)
         assert await session.scalar(count) == 0
+
+
+async def test_a_chosen_earlier_version_becomes_the_draft_while_the_post_is_drafted(
+    planner_db: Database, tenant: UUID, waiting: Waiting
+) -> None:
+    drafted, reviewed = await waiting(), await waiting()
+    for post in (drafted, reviewed):
+        await deliver(planner_db, tenant, generated(post, version=2))
+    async with planner_db.transaction() as session:
+        row = await session.get_one(Post, reviewed.id)
+        row.state = "in_review"
+    earlier = CONTENT.model_copy(update={"text": "The first wording."})
+
+    for post in (drafted, reviewed):
+        chosen = ContentVersionChosen(
+            post_id=post.id, version=1, content=earlier, chosen_by="user:ana"
+        )
+        await deliver(planner_db, tenant, chosen)
+
+    assert (
+        (await reread(planner_db, drafted.id)).text,
+        (await reread(planner_db, drafted.id)).content_version,
+    ) == ("The first wording.", 1)
+    assert (await reread(planner_db, reviewed.id)).text == CONTENT.text  # in review: untouched

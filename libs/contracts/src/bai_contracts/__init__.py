@@ -37,6 +37,7 @@ from bai_contracts.creator import (
     ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
     GeneratedContent,
 )
 from bai_contracts.gateway import TenantCreated
@@ -70,6 +71,7 @@ __all__ = [
     "ContentFailed",
     "ContentGenerated",
     "ContentGenerationStarted",
+    "ContentVersionChosen",
     "EventContract",
     "GeneratedContent",
     "MonthScheduled",

@@ -52,3 +52,14 @@ class ContentFailed(EventContract):
     post_id: UUID
     job_id: str
     error: str
+
+
+class ContentVersionChosen(EventContract):
+    """Someone chose an earlier version of a post's content to be its draft again."""
+
+    subject: ClassVar[str] = "bai.creator.content.version_chosen.v1"
+
+    post_id: UUID
+    version: int
+    content: GeneratedContent
+    chosen_by: str

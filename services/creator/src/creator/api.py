@@ -72,3 +72,17 @@ async def set_engine(
 async def get_engine(identity: CurrentIdentity, session: ReadSession) -> EngineRead:
     """The workspace's engine (built in unless chosen otherwise); secrets are never shown."""
     return config.engine_read(await config.engine_of(session, tenant_id=identity.tenant_id))
+
+
+@router.post("/posts/{post_id}/versions/{version}/choose", status_code=202)
+async def choose_version(
+    post_id: UUID,
+    version: Annotated[int, Path(ge=1)],
+    identity: CurrentIdentity,
+    session: Session,
+) -> ContentVersionRead:
+    """Make an earlier version the post's draft again; the planner takes it over."""
+    chosen = await generation.choose_version(
+        session, identity=identity, post_id=post_id, version=version
+    )
+    return ContentVersionRead.model_validate(chosen)

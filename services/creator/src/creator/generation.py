@@ -17,12 +17,14 @@ from bai_contracts import (
     ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
     EventContract,
     GeneratedContent,
     PostGenerationRequested,
 )
 from bai_platform.envelope import new_event
 from bai_platform.errors import NotFound
+from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from creator.engines.builtin import Brief, write
 from creator.engines.config import BUILTIN, engine_of
@@ -37,6 +39,10 @@ class JobNotFound(NotFound):
 
 class PostNotFound(NotFound):
     code = "post_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
 
 
 def new_job_id() -> str:
@@ -204,3 +210,30 @@ async def post_versions(
 async def _announce(session: AsyncSession, job: GenerationJob, event: EventContract) -> None:
     envelope = new_event(event, source="creator", tenant_id=job.tenant_id, subject=job.id)
     await emit(session, outbox, envelope)
+
+
+async def choose_version(
+    session: AsyncSession, *, identity: Identity, post_id: UUID, version: int
+) -> ContentVersion:
+    """Make an earlier version the post's draft again (the planner applies it)."""
+    identity.require_role("owner", "admin", "editor")
+    chosen = await session.scalar(
+        select(ContentVersion).where(
+            ContentVersion.tenant_id == identity.tenant_id,
+            ContentVersion.post_id == post_id,
+            ContentVersion.version == version,
+        )
+    )
+    if chosen is None:
+        raise VersionNotFound("this post has no such version")
+    event = ContentVersionChosen(
+        post_id=post_id,
+        version=version,
+        content=GeneratedContent.model_validate(chosen.content),
+        chosen_by=f"user:{identity.subject}",
+    )
+    envelope = new_event(
+        event, source="creator", tenant_id=identity.tenant_id, subject=str(post_id)
+    )
+    await emit(session, outbox, envelope)
+    return chosen

@@ -10,6 +10,7 @@ from bai_contracts import (
     ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
 )
 from bai_platform.envelope import Envelope
 from planner.service import generation, publishing
@@ -34,6 +35,9 @@ async def on_content_event(session: AsyncSession, envelope: Envelope) -> None:
     elif envelope.type == ContentGenerationStarted.subject:
         started = envelope.payload(ContentGenerationStarted)
         await generation.apply_started(session, tenant_id=tenant_id, event=started)
+    elif envelope.type == ContentVersionChosen.subject:
+        chosen = envelope.payload(ContentVersionChosen)
+        await generation.apply_version_chosen(session, tenant_id=tenant_id, event=chosen)
 
 
 async def on_publish_callback(session: AsyncSession, envelope: Envelope) -> None:

@@ -15,6 +15,7 @@ from bai_contracts import (
     ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
     callback_subject,
 )
 from bai_platform.callbacks import callback_verification_task
@@ -42,6 +43,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
             ContentGenerated.subject,
             ContentFailed.subject,
             ContentGenerationStarted.subject,
+            ContentVersionChosen.subject,
         ),
         handler=on_content_event,
         description="planner moves posts as creator answers",

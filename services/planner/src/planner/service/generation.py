@@ -6,6 +6,7 @@ older answers stale, and a late "started" never moves a post that already has co
 Repeats are no-ops (the inbox skips redelivered events; the state checks skip replays).
 """
 
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from sqlalchemy import select
@@ -16,9 +17,10 @@ from bai_contracts import (
     ContentFailed,
     ContentGenerated,
     ContentGenerationStarted,
+    ContentVersionChosen,
     PostGenerationRequested,
 )
-from planner.lifecycle import system_may
+from planner.lifecycle import EDITABLE, system_may
 from planner.models import Brand, Campaign, Post
 from planner.schemas import PostState
 from planner.service._common import announce, move
@@ -113,3 +115,24 @@ async def _waiting_post(session: AsyncSession, *, tenant_id: UUID, post_id: UUID
     # Locked: two answers for one post are applied one after the other, never interleaved.
     query = select(Post).where(Post.id == post_id, Post.tenant_id == tenant_id).with_for_update()
     return await session.scalar(query)
+
+
+async def apply_version_chosen(
+    session: AsyncSession, *, tenant_id: UUID, event: ContentVersionChosen
+) -> None:
+    """An earlier version becomes the draft again, while the post is still being drafted."""
+    post = await _waiting_post(session, tenant_id=tenant_id, post_id=event.post_id)
+    if post is None or PostState(post.state) not in EDITABLE:
+        return
+    if post.content_version == event.version and post.state == PostState.DRAFT_READY:
+        return  # already the draft: a replay
+    content = event.content
+    post.title, post.text = content.title, content.text
+    post.hashtags = list(dict.fromkeys(h.lstrip("#") for h in content.hashtags))[:30]
+    post.call_to_action, post.image_prompt = content.call_to_action, content.image_prompt
+    post.alt_text, post.content_version = content.alt_text, event.version
+    note = f"version {event.version} chosen"
+    if post.state == PostState.DRAFT_READY:
+        post.updated_at = datetime.now(UTC)
+        return
+    await move(session, post, to=PostState.DRAFT_READY, actor=event.chosen_by, note=note)

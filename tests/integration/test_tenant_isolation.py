@@ -18,6 +18,9 @@ NOT_TENANT_SCOPED = {
     "/v1/webhooks/n8n/{job_id}",
     "/v1/planner/review/{token}",
     "/v1/planner/review/{token}/posts/{post_id}",
+    # A visitor's own conversation (visitor tokens; tested in test_chat_at_the_edge.py and
+    # creator's test_chat.py): members of any workspace are refused there with 403.
+    "/v1/creator/chat/{conversation_id}/messages",
 }
 # A valid body where the route wants one, so that the handler (not validation) answers.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -29,6 +32,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("patch", "/v1/planner/posts/{post_id}"): {"text": "Mine now"},
     ("post", "/v1/planner/posts/{post_id}/transitions"): {"to": "in_review"},
     ("post", "/v1/planner/posts/{post_id}/regenerate"): {"note": "mine"},
+    ("patch", "/v1/creator/widgets/{widget_id}"): {"name": "Mine now"},
 }
 
 
@@ -50,6 +54,11 @@ async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
         headers=owner.headers,
     )
     post = await _first_post_with_a_job(edge, owner, campaign_id)
+    widget = await edge.post(
+        "/v1/creator/widgets",
+        json={"name": "B's site", "allowed_origins": ["https://b.example"]},
+        headers=owner.headers,
+    )
     link = await edge.post(
         f"/v1/planner/campaigns/{campaign_id}/review-links",
         json={"month": "2026-12"},
@@ -68,6 +77,8 @@ async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
         "post_id": post["id"],
         "job_id": post["generation_job_id"],
         "link_id": link.json()["id"],
+        "widget_id": widget.json()["id"],
+        "version": "1",
         "key_id": key.json()["id"],
         "invitation_id": invitation.json()["id"],
         "user_id": me.json()["user_id"],

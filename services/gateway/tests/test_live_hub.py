@@ -67,3 +67,14 @@ async def test_a_stream_sends_the_retry_hint_heartbeats_and_events() -> None:
         await anext(frames)
     assert hub.connection_count == 0
     await asyncio.sleep(0)
+
+
+def test_history_filled_in_later_is_kept_in_time_order_and_sent_to_nobody() -> None:
+    hub = Hub(retention_seconds=60, max_per_tenant=10)
+    connection = hub.open("t1")
+    hub.publish(_event(3))  # live
+    for n in (1, 2):  # the history reader catches up beside it
+        hub.remember(_event(n, age=10 - n))
+
+    assert connection.queue.qsize() == 1
+    assert [e.id for e in hub.since("t1", _event(1).id) or []] == [_event(2).id, _event(3).id]

@@ -1,25 +1,30 @@
 """Live events: the tenant's status changes pushed to browsers over Server-Sent Events.
 
-One feed per gateway process reads the services' streams from JetStream (ordered
-consumers starting ``retention`` ago, so every replica holds the same recent history) and
-fans each event with a tenant out to that tenant's open connections. Event ids are
-``<stream>:<sequence>``, the same on every replica, so ``Last-Event-ID`` resumes anywhere
-within the retention window; an id outside it gets a ``reset`` event (refetch state).
+One feed per gateway process reads the services' streams from JetStream and fans each
+event with a tenant out to that tenant's open connections. Live events flow from the
+moment the feed starts; the recent history (``retention`` back, so every replica holds the
+same) is filled in beside them by a second reader that never fans out: a restarted
+gateway does not delay new events behind minutes of old ones, nor show old ones as new.
+Event ids are ``<stream>:<sequence>``, the same on every replica, so ``Last-Event-ID``
+resumes anywhere within the retention window; an id outside it gets a ``reset`` event
+(refetch state).
 Slow clients never hold the feed up: each connection has a bounded queue, and one that
 overflows is closed (the browser reconnects and resumes).
 """
 
 import asyncio
+import bisect
 import contextlib
 import json
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
@@ -30,6 +35,7 @@ from bai_platform.messaging import NatsLink
 log = structlog.get_logger("gateway.live")
 
 QUEUE_SIZE = 256
+_BACKGROUND: set[asyncio.Task[None]] = set()
 RETRY_MILLISECONDS = 2000
 
 
@@ -67,13 +73,15 @@ def _to_live(message: Msg) -> LiveEvent | None:
         return None
     meta = message.metadata
     event_id = f"{meta.stream}:{meta.sequence.stream}"
+    # When JetStream stored it: history expires by the event's age, not by when we read it.
+    stored_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
     data = {
         "type": envelope.type,
         "time": envelope.time.isoformat(),
         "subject": envelope.subject,
         "data": envelope.data,
     }
-    return LiveEvent(event_id, envelope.tenantid, time.time(), frame(event_id, envelope.type, data))
+    return LiveEvent(event_id, envelope.tenantid, stored_at, frame(event_id, envelope.type, data))
 
 
 class Hub:
@@ -85,7 +93,7 @@ class Hub:
         self.retention_seconds, self.max_per_tenant = retention_seconds, max_per_tenant
         self._history_size = history_per_tenant
         self._connections: dict[str, set[Connection]] = {}
-        self._history: dict[str, deque[LiveEvent]] = {}
+        self._history: dict[str, list[LiveEvent]] = {}
 
     @property
     def connection_count(self) -> int:
@@ -109,9 +117,7 @@ class Hub:
             self._connections.pop(connection.tenant_id, None)
 
     def publish(self, event: LiveEvent) -> None:
-        history = self._history.setdefault(event.tenant_id, deque(maxlen=self._history_size))
-        history.append(event)
-        self._expire(history)
+        self.remember(event)
         for connection in list(self._connections.get(event.tenant_id, ())):
             try:
                 connection.queue.put_nowait(event)
@@ -120,9 +126,20 @@ class Hub:
                 with contextlib.suppress(asyncio.QueueFull):
                     connection.queue.put_nowait(None)
 
+    def remember(self, event: LiveEvent) -> None:
+        """Keep the event for resuming, in time order, without sending it to anyone."""
+        history = self._history.setdefault(event.tenant_id, [])
+        if history and (history[-1].received_at, history[-1].id) > (event.received_at, event.id):
+            bisect.insort(history, event, key=lambda e: (e.received_at, e.id))
+        else:
+            history.append(event)
+        if len(history) > self._history_size:
+            del history[: len(history) - self._history_size]
+        self._expire(history)
+
     def since(self, tenant_id: str, last_event_id: str) -> list[LiveEvent] | None:
         """Events after ``last_event_id``; None when it is no longer (or never was) held."""
-        history = self._history.get(tenant_id, deque())
+        history = self._history.get(tenant_id, [])
         self._expire(history)
         ids = [event.id for event in history]
         if last_event_id not in ids:
@@ -135,10 +152,61 @@ class Hub:
                 with contextlib.suppress(asyncio.QueueFull):
                     connection.queue.put_nowait(None)
 
-    def _expire(self, history: deque[LiveEvent]) -> None:
+    def _expire(self, history: list[LiveEvent]) -> None:
         cutoff = time.time() - self.retention_seconds
-        while history and history[0].received_at < cutoff:
-            history.popleft()
+        stale = bisect.bisect_left(history, cutoff, key=lambda e: e.received_at)
+        if stale:
+            del history[:stale]
+
+
+async def _follow(js: JetStreamContext, hub: Hub, name: str, start: datetime) -> list[Any]:
+    """Live from the stream's next message on; its history up to there, beside it."""
+    last = (await js.stream_info(name)).state.last_seq
+
+    async def live(message: Msg) -> None:
+        event = _to_live(message)
+        if event is not None:
+            hub.publish(event)
+
+    caught_up = asyncio.Event()
+
+    async def history(message: Msg) -> None:
+        sequence = message.metadata.sequence.stream
+        if sequence >= last:
+            caught_up.set()  # from here on the live reader has everything
+        if sequence > last:
+            return
+        event = _to_live(message)
+        if event is not None:
+            hub.remember(event)
+
+    subject = f"bai.{name.lower()}.>"
+    following = await js.subscribe(
+        subject,
+        stream=name,
+        cb=live,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1
+        ),
+    )
+    backfill = await js.subscribe(
+        subject,
+        stream=name,
+        cb=history,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
+    )
+
+    async def retire() -> None:
+        await caught_up.wait()
+        with contextlib.suppress(Exception):
+            await backfill.unsubscribe()
+
+    task = asyncio.create_task(retire())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return [following, backfill]
 
 
 async def stream(
@@ -181,25 +249,10 @@ async def feed(hub: Hub, link: NatsLink, *, streams: Iterable[str], stop: asynci
         return
     js = link.client.jetstream()
     start = datetime.now(UTC) - timedelta(seconds=hub.retention_seconds)
-
-    async def deliver(message: Msg) -> None:
-        event = _to_live(message)
-        if event is not None:
-            hub.publish(event)
-
     subscriptions = []
     for name in streams:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
         try:
-            subscriptions.append(
-                await js.subscribe(
-                    f"bai.{name.lower()}.>",
-                    stream=name,
-                    cb=deliver,
-                    ordered_consumer=True,
-                    config=config,
-                )
-            )
+            subscriptions += await _follow(js, hub, name, start)
         except Exception:  # a stream not made yet: its service's worker has not started
             log.warning("live_stream_unavailable", stream=name, exc_info=True)
     await stop.wait()

@@ -20,9 +20,12 @@ from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.messaging import connect
+from bai_platform.secrets import fernet_for
 from bai_platform.testing import TEST_KID
 from creator import chat
-from creator.models import ChatMessage, ChatWidget, outbox
+from creator.engines.config import ENGINE_SECRETS
+from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
+from creator.settings import CreatorSettings
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 WIDGET = {
@@ -332,3 +335,54 @@ async def test_chat_answers_carry_the_pages_origin_so_the_widget_can_read_them(
     assert started.headers["access-control-allow-origin"] == "https://www.acme.example"
     assert started.headers["vary"] == "Origin"
     assert "access-control-allow-origin" not in team.headers
+
+
+@pytest.mark.usefixtures("billing")
+async def test_a_widget_on_the_builtin_engine_answers_even_when_the_workspace_engine_is_down(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    creator_db: Database,
+    creator_settings: CreatorSettings,
+) -> None:
+    box = fernet_for(creator_settings.secret_key, ENGINE_SECRETS)
+    async with creator_db.transaction() as session:  # an engine nobody answers for
+        session.add(
+            EngineSettings(
+                tenant_id=tenant,
+                engine="openai_compatible",
+                base_url="http://127.0.0.1:9/v1",
+                model="gpt-test",
+                api_key=box.encrypt(b"sk-none"),
+                accept_secret_header=False,
+                deadline_seconds=600,
+                updated_by="test",
+            )
+        )
+    editor = identity_for(tenant, "editor")
+    on_workspace = await new_widget(client, editor)
+    builtin = (
+        await client.post(
+            "/v1/creator/widgets", json={**WIDGET, "engine": "builtin"}, headers=editor
+        )
+    ).json()
+
+    answers = []
+    for widget in (builtin, on_workspace):
+        me = visitor(tenant, widget["id"])
+        conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()[
+            "id"
+        ]
+        answers.append(
+            await client.post(
+                f"/v1/creator/chat/{conversation}/messages",
+                json={"text": "When do you open?"},
+                headers=me,
+            )
+        )
+
+    assert answers[0].status_code == 200
+    assert "8:00 to 20:00" in answers[0].json()["reply"]
+    assert answers[1].status_code == 503
+    assert answers[1].json()["code"] == "reply_failed"

@@ -91,11 +91,12 @@ async def send_message(
 
     def write(widget: ChatWidget) -> chat.Writer:
         return writer_for(
-            engine,
+            engine if widget.engine == "workspace" else None,
             box=box,
             client=request.app.state.chat_http,
             dispatcher=request.app.state.chat_dispatcher,
             timeout_seconds=settings.chat_timeout_seconds,
+            allow_private=settings.allow_private_destinations,
         )
 
     answer = await chat.reply(

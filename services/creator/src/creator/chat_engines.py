@@ -12,6 +12,7 @@ import json
 import httpx
 from cryptography.fernet import Fernet
 
+from bai_platform.destinations import check_destination
 from bai_platform.webhooks import WebhookDispatcher
 from creator.chat import Writer, builtin_reply
 from creator.engines.config import N8N, OPENAI_COMPATIBLE
@@ -26,6 +27,7 @@ def writer_for(
     client: httpx.AsyncClient,
     dispatcher: WebhookDispatcher,
     timeout_seconds: float,
+    allow_private: bool = False,
 ) -> Writer:
     if settings is not None and settings.engine == OPENAI_COMPATIBLE and settings.base_url:
         endpoint = Endpoint(
@@ -33,7 +35,7 @@ def writer_for(
             model=settings.model or "",
             api_key=box.decrypt(settings.api_key or b"").decode(),
         )
-        return _openai(client, endpoint, timeout_seconds)
+        return _openai(client, endpoint, timeout_seconds, allow_private)
     if settings is not None and settings.engine == N8N and settings.webhook_url:
         secret = box.decrypt(settings.secret or b"").decode()
         return _n8n(dispatcher, settings.webhook_url, secret, settings.accept_secret_header)
@@ -44,8 +46,11 @@ async def _builtin(widget: ChatWidget, history: list[ChatMessage], text: str) ->
     return builtin_reply(widget, text)
 
 
-def _openai(client: httpx.AsyncClient, endpoint: Endpoint, timeout_seconds: float) -> Writer:
+def _openai(
+    client: httpx.AsyncClient, endpoint: Endpoint, timeout_seconds: float, allow_private: bool
+) -> Writer:
     async def write(widget: ChatWidget, history: list[ChatMessage], text: str) -> str:
+        await check_destination(endpoint.base_url, allow_private=allow_private)
         raw = await chat_completion(
             client, endpoint, messages_for(widget, history, text), timeout_seconds=timeout_seconds
         )

@@ -146,6 +146,8 @@ class ChatWidget(Base):
     knowledge: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
     voice: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # "workspace": the workspace's engine answers; "builtin": the knowledge snippets do.
+    engine: Mapped[str] = mapped_column(String(32), nullable=False, default="workspace")
     visitor_hourly_limit: Mapped[int] = mapped_column(Integer, nullable=False)
     widget_daily_limit: Mapped[int] = mapped_column(Integer, nullable=False)
     created_by: Mapped[str] = mapped_column(String(64), nullable=False)

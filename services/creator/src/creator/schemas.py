@@ -154,6 +154,8 @@ class WidgetCreate(BaseModel):
     )
     knowledge: list[KnowledgeSnippet] = Field(default_factory=list, max_length=100)
     voice: ChatVoice = Field(default_factory=ChatVoice)
+    # Which engine answers: the workspace's (default) or the built-in one from knowledge.
+    engine: Literal["workspace", "builtin"] = "workspace"
     visitor_hourly_limit: int = Field(default=30, ge=1, le=10_000)
     widget_daily_limit: int = Field(default=2000, ge=1, le=1_000_000)
 
@@ -171,6 +173,7 @@ class WidgetUpdate(BaseModel):
     greeting: Annotated[str, StringConstraints(min_length=1, max_length=1000), NoNul] | None = None
     knowledge: list[KnowledgeSnippet] | None = Field(default=None, max_length=100)
     voice: ChatVoice | None = None
+    engine: Literal["workspace", "builtin"] | None = None
     active: bool | None = None
     visitor_hourly_limit: int | None = Field(default=None, ge=1, le=10_000)
     widget_daily_limit: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -186,6 +189,7 @@ class WidgetRead(BaseModel):
     greeting: str
     knowledge: list[KnowledgeSnippet]
     voice: ChatVoice
+    engine: str
     active: bool
     visitor_hourly_limit: int
     widget_daily_limit: int

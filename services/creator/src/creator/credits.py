@@ -12,6 +12,7 @@ when it completes, release when it fails, times out or is cancelled.
 - A late result after a timeout (whose credits were released) is delivered free.
 """
 
+import asyncio
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -33,6 +34,8 @@ from creator.generation import fail
 from creator.models import GenerationJob
 
 KIND = "posts"
+# Questions in flight at once (billing answers them one after the other, quickly).
+BATCH = 50
 log = structlog.get_logger("creator.credits")
 
 
@@ -55,22 +58,27 @@ async def pending(db: Database, *, states: tuple[str, ...], limit: int = 100) ->
 
 
 async def reserve_queued(db: Database, nc: NatsClient | None, *, within: float = 2.0) -> int:
-    """Ask billing to hold credits for queued jobs; returns how many billing answered."""
-    answered = 0
-    waiting = await pending(db, states=("none",))
-    for job in waiting:
-        question = ReserveCredits(
-            tenant_id=job.tenant_id, kind=KIND, amount=1, reference=job.job_id
-        )
-        try:
-            answer = await ask(nc, quota_subject("reserve"), question, QuotaAnswer, within=within)
-        except Unreachable as exc:
-            log.info("credits_unreachable", job_id=job.job_id, reason=str(exc))
-            return answered  # billing is away: every job stays queued until it is back
+    """Ask billing to hold credits for queued jobs, a batch of questions at a time; returns
+    how many billing answered. With billing away every job stays as it is."""
+    waiting = await pending(db, states=("none",), limit=BATCH)
+    if not waiting:
+        return 0
+    answers = await asyncio.gather(*(_ask_reserve(nc, job, within) for job in waiting))
+    answered = [(job, answer) for job, answer in zip(waiting, answers, strict=True) if answer]
+    if answered:
         async with db.transaction() as session:
-            await _record_reservation(session, job.job_id, answer)
-        answered += 1
-    return answered
+            for job, answer in answered:
+                await _record_reservation(session, job.job_id, answer)
+    return len(answered)
+
+
+async def _ask_reserve(nc: NatsClient | None, job: Pending, within: float) -> QuotaAnswer | None:
+    question = ReserveCredits(tenant_id=job.tenant_id, kind=KIND, amount=1, reference=job.job_id)
+    try:
+        return await ask(nc, quota_subject("reserve"), question, QuotaAnswer, within=within)
+    except Unreachable as exc:
+        log.info("credits_unreachable", job_id=job.job_id, reason=str(exc))
+        return None
 
 
 async def _record_reservation(session: AsyncSession, job_id: str, answer: QuotaAnswer) -> None:
@@ -88,22 +96,36 @@ async def _record_reservation(session: AsyncSession, job_id: str, answer: QuotaA
 
 async def settle(db: Database, nc: NatsClient | None, *, within: float = 2.0) -> int:
     """Commit or release what ended jobs hold; returns how many billing settled."""
-    settled = 0
-    for job in await pending(db, states=("pending_commit", "pending_release")):
-        commit = job.credits == "pending_commit"
-        question: CommitCredits | ReleaseCredits = (
-            CommitCredits(tenant_id=job.tenant_id, kind=KIND, reference=job.job_id)
-            if commit
-            else ReleaseCredits(tenant_id=job.tenant_id, kind=KIND, reference=job.job_id)
-        )
-        subject = quota_subject("commit" if commit else "release")
-        try:
-            await ask(nc, subject, question, QuotaAnswer, within=within)
-        except Unreachable:
-            return settled
+    ended = await pending(db, states=("pending_commit", "pending_release"), limit=BATCH)
+    if not ended:
+        return 0
+    settled = await asyncio.gather(*(_ask_settle(nc, job, within) for job in ended))
+    done = [job for job, ok in zip(ended, settled, strict=True) if ok]
+    if done:
         async with db.transaction() as session:
-            row = await session.get(GenerationJob, job.job_id, with_for_update=True)
-            if row is not None and row.credits == job.credits:
-                row.credits = "committed" if commit else "released"
-        settled += 1
-    return settled
+            for job in done:
+                row = await session.get(GenerationJob, job.job_id, with_for_update=True)
+                if row is not None and row.credits == job.credits:
+                    commit = job.credits == "pending_commit"
+                    row.credits = "committed" if commit else "released"
+    return len(done)
+
+
+async def _ask_settle(nc: NatsClient | None, job: Pending, within: float) -> bool:
+    commit = job.credits == "pending_commit"
+    question: CommitCredits | ReleaseCredits = (
+        CommitCredits(tenant_id=job.tenant_id, kind=KIND, reference=job.job_id)
+        if commit
+        else ReleaseCredits(tenant_id=job.tenant_id, kind=KIND, reference=job.job_id)
+    )
+    try:
+        await ask(
+            nc,
+            quota_subject("commit" if commit else "release"),
+            question,
+            QuotaAnswer,
+            within=within,
+        )
+    except Unreachable:
+        return False
+    return True

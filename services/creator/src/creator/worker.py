@@ -88,8 +88,11 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
 def _credits(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
     def build(ctx: WorkerContext) -> Task:
         async def saga() -> None:
-            await credits.reserve_queued(ctx.db, ctx.nc, within=settings.billing_timeout_seconds)
-            await credits.settle(ctx.db, ctx.nc, within=settings.billing_timeout_seconds)
+            within = settings.billing_timeout_seconds
+            while await credits.reserve_queued(ctx.db, ctx.nc, within=within) == credits.BATCH:
+                pass  # a full batch: more are waiting
+            while await credits.settle(ctx.db, ctx.nc, within=within) == credits.BATCH:
+                pass
 
         return every(settings.builtin_poll_seconds, saga, name="credits")
 

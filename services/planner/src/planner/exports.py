@@ -7,7 +7,6 @@ how formula cells are neutralised.
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,8 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vText
+
+from bai_platform.spreadsheets import neutralise
 
 CSV_COLUMNS = (
     "post_id",
@@ -34,10 +35,6 @@ DEFAULT_PRODID = "-//B.A.I.//planner//EN"
 EVENT_DURATION = timedelta(minutes=30)
 SUMMARY_TEXT_CHARS = 60
 
-# Also matches cells that already start with quotes before a formula character, so that
-# "'=x" is exported as "''=x" and the import (which drops one quote) gives back "'=x".
-_FORMULA = re.compile(r"'*[=+\-@\t\r]")
-
 _CONFIRMED = frozenset({"approved", "scheduled", "published"})
 _CANCELLED = frozenset({"rejected"})
 
@@ -56,15 +53,6 @@ class CalendarEntry:
     text: str | None
     hashtags: tuple[str, ...]
     call_to_action: str | None
-
-
-def neutralise(cell: str) -> str:
-    """Prefix a single quote to a cell a spreadsheet would run as a formula (OWASP CSV injection).
-
-    Cells starting with =, +, -, @, tab or carriage return are prefixed; so are cells whose
-    leading quotes are followed by one of those, which keeps the import's un-quoting lossless.
-    """
-    return "'" + cell if _FORMULA.match(cell) else cell
 
 
 def calendar_csv(entries: Iterable[CalendarEntry]) -> Iterator[str]:

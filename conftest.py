@@ -25,4 +25,9 @@ def stack_service_env() -> dict[str, str]:
         "BAI_DISPATCH_BACKOFF_BASE_SECONDS": "0.2",
         "BAI_DISPATCH_MAX_ATTEMPTS": "3",
         "BAI_SWEEP_SECONDS": "1",
+        # The crawler may read the test's fixture site on 127.0.0.1, and nothing else
+        # internal; it need not be polite to it.
+        "BAI_CRAWL_ALLOWED_HOSTS": '["127.0.0.1"]',
+        "BAI_CRAWL_DELAY_SECONDS": "0",
+        "BAI_JOB_POLL_SECONDS": "0.5",
     }

@@ -41,6 +41,7 @@ from bai_contracts.creator import (
     GeneratedContent,
 )
 from bai_contracts.gateway import TenantCreated
+from bai_contracts.mining import ExtractionProgressed
 from bai_contracts.planner import (
     BrandVoice,
     CampaignCreated,
@@ -73,6 +74,7 @@ __all__ = [
     "ContentGenerationStarted",
     "ContentVersionChosen",
     "EventContract",
+    "ExtractionProgressed",
     "GeneratedContent",
     "MonthScheduled",
     "PostGenerationRequested",

@@ -1,5 +1,84 @@
-"""Mining HTTP routes (its domain arrives in its own issue; the road is built)."""
+"""Mining HTTP routes: extraction jobs, their progress and their leads."""
 
-from fastapi import APIRouter
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from bai_platform.db import Database, ReadSession, Session
+from bai_platform.identity import CurrentIdentity
+from bai_platform.pagination import InvalidCursor
+from mining import exports, jobs
+from mining.schemas import JobCreate, JobRead, LeadPage, LeadRead
 
 router = APIRouter(prefix="/v1/mining", tags=["mining"])
+JobId = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
+async def create_job(body: JobCreate, identity: CurrentIdentity, session: Session) -> JobRead:
+    """Queue an extraction; watch it at GET /v1/mining/jobs/{id} or on /v1/events."""
+    return jobs.job_read(await jobs.create_job(session, identity=identity, data=body))
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: JobId, identity: CurrentIdentity, session: ReadSession) -> JobRead:
+    return jobs.job_read(await jobs.get_job(session, tenant_id=identity.tenant_id, job_id=job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_job(job_id: JobId, identity: CurrentIdentity, session: Session) -> JobRead:
+    """Stop the job: a queued one at once, a running one after its current page."""
+    return jobs.job_read(await jobs.cancel_job(session, identity=identity, job_id=job_id))
+
+
+@router.get("/jobs/{job_id}/results")
+async def results(
+    job_id: JobId,
+    identity: CurrentIdentity,
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> LeadPage:
+    """The job's leads, deduplicated, in the order they were found."""
+    rows, last = await jobs.list_leads(
+        session, tenant_id=identity.tenant_id, job_id=job_id, limit=limit, after=_after(cursor)
+    )
+    next_cursor = base64.urlsafe_b64encode(str(last).encode()).decode() if last else None
+    return LeadPage(items=[LeadRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+def _after(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except ValueError as exc:
+        raise InvalidCursor("the cursor is not one this API gave") from exc
+
+
+@router.get("/jobs/{job_id}/results.csv", response_class=StreamingResponse)
+async def results_csv(
+    job_id: JobId, request: Request, identity: CurrentIdentity, session: ReadSession
+) -> StreamingResponse:
+    await jobs.get_job(session, tenant_id=identity.tenant_id, job_id=job_id)
+    db: Database = request.app.state.db
+    return StreamingResponse(
+        exports.csv_chunks(db, job_id),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+    )
+
+
+@router.get("/jobs/{job_id}/results.jsonl", response_class=StreamingResponse)
+async def results_jsonl(
+    job_id: JobId, request: Request, identity: CurrentIdentity, session: ReadSession
+) -> StreamingResponse:
+    await jobs.get_job(session, tenant_id=identity.tenant_id, job_id=job_id)
+    db: Database = request.app.state.db
+    return StreamingResponse(
+        exports.jsonl_chunks(db, job_id),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.jsonl"'},
+    )

@@ -1,9 +1,27 @@
 """Mining tables (schema ``mining``)."""
 
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
 from bai_platform.db import make_metadata
+from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
 
@@ -11,5 +29,61 @@ class Base(DeclarativeBase):
     metadata = make_metadata("mining")
 
 
+class ExtractionJob(Base):
+    """One extraction (``ext_`` ids): a source, limits, progress and where it ended."""
+
+    __tablename__ = "extraction_jobs"
+    __table_args__ = (
+        Index("ix_extraction_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_extraction_jobs_queue", "state", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    source: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    pages_fetched: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    items_found: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The first problems, readable (a URL refused, a page that failed), capped.
+    problems: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
+    credits: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Lead(Base):
+    """A lead found by a job, deduplicated by email, phone and domain."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("job_id", "key"),
+        Index("ix_leads_job", "job_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    job_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[str] = mapped_column(String(300), nullable=False)
+    organisation: Mapped[str | None] = mapped_column(String(300))
+    domain: Mapped[str | None] = mapped_column(String(300))
+    emails: Mapped[list[str]] = mapped_column(ARRAY(String(320)), nullable=False)
+    phones: Mapped[list[str]] = mapped_column(ARRAY(String(40)), nullable=False)
+    socials: Mapped[list[str]] = mapped_column(ARRAY(String(500)), nullable=False)
+    addresses: Mapped[list[str]] = mapped_column(ARRAY(String(500)), nullable=False)
+    pages: Mapped[list[str]] = mapped_column(ARRAY(String(2000)), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+idempotency = idempotency_table(Base.metadata)

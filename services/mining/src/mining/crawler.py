@@ -21,7 +21,8 @@ from bai_platform.safe_fetch import FetchFailed, FetchRefused, SafeFetcher
 from mining.extract import PageData, extract
 
 OnPage = Callable[[PageData], Awaitable[None]]
-OnProblem = Callable[[str], Awaitable[None]]
+# (what happened, whether it is an error): a page robots.txt keeps us from is not one.
+OnProblem = Callable[[str, bool], Awaitable[None]]
 ShouldStop = Callable[[], Awaitable[bool]]
 
 
@@ -66,16 +67,16 @@ class Crawler:
 
     async def _page(self, url: str, on_problem: OnProblem) -> PageData | None:
         if not await self._allowed(url):
-            await on_problem(f"{url}: disallowed by robots.txt")
+            await on_problem(f"{_short(url)}: skipped, robots.txt disallows it", False)
             return None
         try:
             await self._polite(url)
             got = await self._fetcher.fetch(url)
         except (FetchRefused, FetchFailed) as exc:
-            await on_problem(f"{_short(url)}: {exc}")
+            await on_problem(f"{_short(url)}: {exc}", True)
             return None
         if got.status >= 400:
-            await on_problem(f"{_short(url)}: the site answered {got.status}")
+            await on_problem(f"{_short(url)}: the site answered {got.status}", True)
             return None
         return extract(got.body.decode("utf-8", errors="replace"), url=got.url)
 

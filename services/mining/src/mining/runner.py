@@ -66,8 +66,8 @@ class JobRunner:
             )
             await self._progress(job.id, pages=1, items=len(book.leads))
 
-        async def on_problem(problem: str) -> None:
-            await self._progress(job.id, errors=1, problem=problem)
+        async def on_problem(problem: str, error: bool = True) -> None:
+            await self._progress(job.id, errors=1 if error else 0, problem=problem)
 
         async def should_stop() -> bool:
             async with self._db.transaction() as session:

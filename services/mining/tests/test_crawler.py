@@ -1,0 +1,103 @@
+"""The crawler on a local fixture site: same site, depth, robots.txt, refused redirects."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from bai_platform.safe_fetch import SafeFetcher
+from bai_platform.testing_sites import Site, website
+from mining.crawler import Crawler, Plan
+from mining.extract import PageData
+
+HOME = """<html><head><title>Acme Coffee</title></head><body>
+<a href="/about">About</a> <a href="/contact">Contact</a> <a href="/private/prices">Prices</a>
+<a href="/go-inside">Staff</a> <a href="https://elsewhere.example/">Partner</a>
+</body></html>"""
+ABOUT = """<html><body><p>Write to info [at] acme [dot] example</p>
+<a href="/deeper">Deeper</a></body></html>"""
+CONTACT = """<html><head><script type="application/ld+json">
+{"@type": "CafeOrCoffeeShop", "name": "Acme Coffee", "telephone": "+34 912 345 678",
+ "email": "hello@acme.example"}</script></head><body>Call us</body></html>"""
+DEEPER = "<html><body><a href='/deepest'>on</a> sales@acme.example</body></html>"
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    fixture = Site(
+        pages={
+            "/": HOME,
+            "/about": ABOUT,
+            "/contact": CONTACT,
+            "/deeper": DEEPER,
+            "/private/prices": HOME,
+        },
+        redirects={"/go-inside": "http://localhost/admin"},
+        robots="User-agent: *\nDisallow: /private/\n",
+    )
+    async with website(fixture) as served:
+        yield served
+
+
+async def crawl(site: Site, **plan: object) -> tuple[list[PageData], list[str]]:
+    pages: list[PageData] = []
+    problems: list[str] = []
+
+    async def on_page(page: PageData) -> None:
+        pages.append(page)
+
+    async def on_problem(problem: str, error: bool) -> None:
+        problems.append(problem)
+
+    async def never() -> bool:
+        return False
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        fetcher = SafeFetcher(client=client, allowed_hosts=frozenset({"127.0.0.1"}))
+        crawler = Crawler(fetcher, user_agent="BAI-Mining/1", delay_seconds=0)
+        settings = {"urls": (f"{site.base}/",), "same_site": True, "max_pages": 20, "max_depth": 2}
+        await crawler.run(
+            Plan(**(settings | plan)),  # type: ignore[arg-type]  # the test overrides fields
+            on_page=on_page,
+            on_problem=on_problem,
+            should_stop=never,
+        )
+    return pages, problems
+
+
+async def test_the_site_is_crawled_same_site_within_depth_obeying_robots(site: Site) -> None:
+    pages, problems = await crawl(site)
+
+    paths = {page.url.removeprefix(site.base) for page in pages}
+    assert paths == {"/", "/about", "/contact", "/deeper"}
+    assert "/private/prices" not in site.requested  # robots.txt said no
+    assert "/deepest" not in site.requested  # three links deep
+    assert any("robots.txt" in p for p in problems)
+
+
+async def test_a_redirect_to_an_internal_address_is_refused(site: Site) -> None:
+    _, problems = await crawl(site)
+
+    assert any("go-inside" in p and "localhost" in p for p in problems)
+
+
+async def test_the_pages_give_the_expected_contacts(site: Site) -> None:
+    pages, _ = await crawl(site)
+
+    emails = {e for page in pages for e in page.emails}
+    phones = {p for page in pages for p in page.phones}
+    assert emails == {"info@acme.example", "hello@acme.example", "sales@acme.example"}
+    assert phones == {"+34912345678"}
+
+
+async def test_max_pages_stops_the_crawl(site: Site) -> None:
+    pages, _ = await crawl(site, max_pages=2)
+
+    assert len(pages) == 2
+
+
+async def test_an_unreachable_start_url_fails_that_url_not_the_crawl(site: Site) -> None:
+    pages, problems = await crawl(site, urls=("http://127.0.0.1:9/", f"{site.base}/"))
+
+    assert pages
+    assert any("127.0.0.1" in p for p in problems)

@@ -54,6 +54,15 @@ async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
         headers=owner.headers,
     )
     post = await _first_post_with_a_job(edge, owner, campaign_id)
+    schedule = await edge.post(
+        "/v1/mining/schedules",
+        json={
+            "name": "B's weekly",
+            "cron": "0 9 * * 1",
+            "job": {"source": {"type": "website", "urls": ["https://b.example/"]}},
+        },
+        headers=owner.headers,
+    )
     widget = await edge.post(
         "/v1/creator/widgets",
         json={"name": "B's site", "allowed_origins": ["https://b.example"]},
@@ -78,6 +87,7 @@ async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
         "job_id": post["generation_job_id"],
         "link_id": link.json()["id"],
         "widget_id": widget.json()["id"],
+        "schedule_id": schedule.json()["id"],
         "version": "1",
         "key_id": key.json()["id"],
         "invitation_id": invitation.json()["id"],

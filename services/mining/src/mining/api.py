@@ -2,6 +2,7 @@
 
 import base64
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
@@ -9,8 +10,16 @@ from fastapi.responses import StreamingResponse
 from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.pagination import InvalidCursor
-from mining import exports, jobs
-from mining.schemas import JobCreate, JobRead, LeadPage, LeadRead
+from mining import exports, jobs, schedules
+from mining.schemas import (
+    JobCreate,
+    JobRead,
+    LeadPage,
+    LeadRead,
+    ScheduleCreate,
+    SchedulePage,
+    ScheduleRead,
+)
 
 router = APIRouter(prefix="/v1/mining", tags=["mining"])
 JobId = Annotated[str, Path(max_length=64)]
@@ -82,3 +91,23 @@ async def results_jsonl(
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{job_id}.jsonl"'},
     )
+
+
+@router.post("/schedules", status_code=status.HTTP_201_CREATED)
+async def create_schedule(
+    body: ScheduleCreate, identity: CurrentIdentity, session: Session
+) -> ScheduleRead:
+    """Run a job again at every cron time (in ``timezone``), never over its last run."""
+    schedule = await schedules.create_schedule(session, identity=identity, data=body)
+    return ScheduleRead.model_validate(schedule)
+
+
+@router.get("/schedules")
+async def list_schedules(identity: CurrentIdentity, session: ReadSession) -> SchedulePage:
+    rows = await schedules.list_schedules(session, tenant_id=identity.tenant_id)
+    return SchedulePage(items=[ScheduleRead.model_validate(r) for r in rows])
+
+
+@router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def stop_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Session) -> None:
+    await schedules.stop_schedule(session, identity=identity, schedule_id=schedule_id)

@@ -2,8 +2,19 @@
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
+from zoneinfo import available_timezones
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    UrlConstraints,
+)
 
 StartUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
 
@@ -67,3 +78,44 @@ class LeadRead(BaseModel):
 class LeadPage(BaseModel):
     items: list[LeadRead]
     next_cursor: str | None
+
+
+def _cron(value: str) -> str:
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ValueError("must be a five-field cron expression such as '0 9 * * 1'")
+    return value
+
+
+def _zone(value: str) -> str:
+    if value not in available_timezones():
+        raise ValueError("must be an IANA time zone such as Europe/Madrid")
+    return value
+
+
+class ScheduleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    cron: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=100), AfterValidator(_cron)
+    ]
+    timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(_zone)] = "UTC"
+    job: JobCreate
+
+
+class ScheduleRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    name: str
+    cron: str
+    timezone: str
+    job: dict[str, Any]
+    active: bool
+    next_run_at: datetime
+    last_job_id: str | None
+    skipped_runs: int
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleRead]

@@ -11,6 +11,7 @@ from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
 from mining.crawler import Crawler
 from mining.models import inbox, outbox
 from mining.runner import JobRunner, settle_ended
+from mining.schedules import run_due
 from mining.settings import MiningSettings
 
 
@@ -40,6 +41,8 @@ def _jobs(settings: MiningSettings) -> Callable[[WorkerContext], Task]:
                 runner = JobRunner(db=ctx.db, nc=ctx.nc, crawler=crawler)
 
                 async def drain() -> None:
+                    async with ctx.db.transaction() as session:
+                        await run_due(session)
                     while not stop.is_set() and await runner.run_next():
                         pass
                     await settle_ended(ctx.db, ctx.nc)

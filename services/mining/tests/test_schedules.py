@@ -1,0 +1,109 @@
+"""Schedules run a job again at cron times in their zone, never over a busy last run."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from bai_platform.db import Database
+from mining.models import ExtractionJob, MiningSchedule
+from mining.schedules import next_run, run_due
+
+IdentityFor = Callable[[UUID, str], dict[str, str]]
+SCHEDULE = {
+    "name": "Weekly leads",
+    "cron": "0 9 * * 1",
+    "timezone": "Europe/Madrid",
+    "job": {"source": {"type": "website", "urls": ["https://example.org/"]}},
+}
+
+
+def test_cron_times_are_wall_times_of_the_zone_across_a_dst_change() -> None:
+    # Mondays 09:00 in Madrid: 08:00Z in winter (CET), 07:00Z after 2027-03-28 (CEST).
+    before = next_run("0 9 * * 1", "Europe/Madrid", datetime(2027, 3, 20, tzinfo=UTC))
+    after = next_run("0 9 * * 1", "Europe/Madrid", datetime(2027, 3, 28, tzinfo=UTC))
+
+    assert before == datetime(2027, 3, 22, 8, tzinfo=UTC)
+    assert after == datetime(2027, 3, 29, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**SCHEDULE, "cron": "every monday"},
+        {**SCHEDULE, "cron": "0 9 * * 1 2027"},
+        {**SCHEDULE, "timezone": "Mars/Olympus"},
+        {**SCHEDULE, "job": {"source": {"type": "website", "urls": []}}},
+    ],
+)
+async def test_a_bad_schedule_is_422(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, body: dict[str, object]
+) -> None:
+    response = await client.post(
+        "/v1/mining/schedules", json=body, headers=identity_for(tenant, "editor")
+    )
+
+    assert response.status_code == 422
+
+
+async def test_a_due_schedule_starts_a_job_and_never_one_beside_a_busy_run(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    created = await client.post(
+        "/v1/mining/schedules", json=SCHEDULE, headers=identity_for(tenant, "editor")
+    )
+    assert created.status_code == 201, created.text
+    schedule_id = UUID(created.json()["id"])
+    assert datetime.fromisoformat(created.json()["next_run_at"]) > datetime.now(UTC)
+
+    first = await _tick(mining_db, schedule_id)
+    second = await _tick(mining_db, schedule_id)  # the first job is still queued
+    async with mining_db.transaction() as session:
+        await session.execute(
+            update(ExtractionJob).where(ExtractionJob.tenant_id == tenant).values(state="succeeded")
+        )
+    third = await _tick(mining_db, schedule_id)
+
+    jobs = await _jobs(mining_db, tenant)
+    assert len(jobs) == 2
+    assert first.last_job_id == jobs[0].id
+    assert second.last_job_id == jobs[0].id
+    assert second.skipped_runs == 1
+    assert third.last_job_id == jobs[1].id
+    assert all(j.created_by == f"schedule:{schedule_id}" for j in jobs)
+
+
+async def test_a_stopped_schedule_starts_nothing(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    headers = identity_for(tenant, "editor")
+    created = (await client.post("/v1/mining/schedules", json=SCHEDULE, headers=headers)).json()
+
+    stopped = await client.delete(f"/v1/mining/schedules/{created['id']}", headers=headers)
+    await _tick(mining_db, UUID(created["id"]))
+
+    assert stopped.status_code == 204
+    assert await _jobs(mining_db, tenant) == []
+
+
+async def _tick(db: Database, schedule_id: UUID) -> MiningSchedule:
+    """Make the schedule due now and let the worker's pass run."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(MiningSchedule)
+            .where(MiningSchedule.id == schedule_id)
+            .values(next_run_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    async with db.transaction() as session:
+        await run_due(session)
+    async with db.transaction() as session:
+        return await session.get_one(MiningSchedule, schedule_id)
+
+
+async def _jobs(db: Database, tenant: UUID) -> list[ExtractionJob]:
+    async with db.transaction() as session:
+        query = select(ExtractionJob).where(ExtractionJob.tenant_id == tenant)
+        return list((await session.scalars(query.order_by(ExtractionJob.created_at))).all())

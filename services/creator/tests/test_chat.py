@@ -71,6 +71,7 @@ async def billing(nc: NatsClient) -> AsyncIterator[Billing]:
         await service.add_endpoint(
             name=operation, subject=quota_subject(operation), handler=stand_in.answer
         )
+    await nc.flush()  # the server knows the responders before any question is asked
     try:
         yield stand_in
     finally:

@@ -76,6 +76,7 @@ async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> Asy
     await service.add_endpoint(
         name="verification", handler=owner.answer, subject=callback_verification_subject(OWNER)
     )
+    await nc.flush()  # the server knows the responder before any request is sent
     async with asyncio.timeout(10):
         while not app.state.callbacks.connected:
             await asyncio.sleep(0.05)

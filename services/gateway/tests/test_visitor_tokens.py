@@ -90,6 +90,7 @@ async def creator(
     creator = Creator()
     service = await add_service(nc, name="widgettest-widgets", version="0.1.0")
     await service.add_endpoint(name="widget_lookup", handler=creator.answer, subject=LOOKUP_SUBJECT)
+    await nc.flush()  # the server knows the responder before any request is sent
     await _bus_ready(app)
     try:
         yield creator

@@ -75,7 +75,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
             _n8n_dispatcher(settings, box),
             _openai_runner(settings, box),
             _sweeper(settings),
-            callback_verification_task(verify),
+            callback_verification_task(settings.service_name, verify),
             rpc_task(
                 "creator-chat",
                 [Endpoint("widget_lookup", WIDGET_LOOKUP_SUBJECT, WidgetLookup, chat.lookup)],

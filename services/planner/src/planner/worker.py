@@ -63,7 +63,11 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         outbox=outbox,
         inbox=inbox,
         subscriptions=[content, callbacks],
-        tasks=[callback_verification_task(verify), _reminders(settings), _publisher(settings, box)],
+        tasks=[
+            callback_verification_task(settings.service_name, verify),
+            _reminders(settings),
+            _publisher(settings, box),
+        ],
     )
 
 

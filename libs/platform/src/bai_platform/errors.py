@@ -84,6 +84,17 @@ class Unprocessable(ServiceError):
     status_code, code = 422, "unprocessable"
 
 
+class FieldInvalid(Unprocessable):
+    """A 422 naming the body field at fault, shaped like a validation error: for checks
+    a schema cannot make (they need the database or the network)."""
+
+    code = "validation_failed"
+
+    def __init__(self, field: str, message: str) -> None:
+        error = {"loc": ["body", field], "msg": message, "type": "value_error"}
+        super().__init__(f"{field}: {message}", extra={"errors": [error]})
+
+
 class TooManyRequests(ServiceError):
     status_code, code = 429, "rate_limited"
 

@@ -15,7 +15,7 @@ from bai_platform.destinations import (
     check_destination,
     without_credentials,
 )
-from bai_platform.errors import Unprocessable
+from bai_platform.errors import FieldInvalid
 from bai_platform.identity import Identity
 from creator.models import EngineSettings
 from creator.schemas import (
@@ -32,10 +32,6 @@ ENGINE_SECRETS = "creator/engine-secrets"
 ADMINS = ("owner", "admin")
 # The longest URL the settings' columns hold.
 URL_LIMIT = 2000
-
-
-class EngineRefused(Unprocessable):
-    code = "validation_failed"
 
 
 async def set_engine(
@@ -112,15 +108,8 @@ async def _values(
 
 async def _public(url: str, field: str, allow_private: bool) -> None:
     if len(url) > URL_LIMIT:
-        raise _refused(field, f"the URL must be at most {URL_LIMIT} characters")
+        raise FieldInvalid(field, f"the URL must be at most {URL_LIMIT} characters")
     try:
         await check_destination(url, allow_private=allow_private)
     except DestinationRefused as refused:
-        raise _refused(field, str(refused)) from refused
-
-
-def _refused(field: str, reason: str) -> EngineRefused:
-    return EngineRefused(
-        f"{field}: {reason}",
-        extra={"errors": [{"loc": ["body", field], "msg": reason, "type": "value_error"}]},
-    )
+        raise FieldInvalid(field, str(refused)) from refused

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import EventContract, PostStateChanged
 from bai_platform.envelope import new_event
-from bai_platform.errors import NotFound, Unprocessable
+from bai_platform.errors import NotFound
 from bai_platform.outbox import emit
 from planner.models import Post, PostTransition, outbox
 from planner.schemas import PostState
@@ -67,11 +67,3 @@ async def move(
         note=note,
     )
     await announce(session, tenant_id=post.tenant_id, event=changed, subject=str(post.id))
-
-
-def field_error(field: str, message: str) -> Unprocessable:
-    """A 422 naming the body field at fault, shaped like a validation error."""
-    error = Unprocessable(f"{field}: {message}", extra={"errors": [{"loc": ["body", field]}]})
-    error.code = "validation_failed"
-    error.extra["errors"][0].update(msg=message, type="value_error")
-    return error

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CampaignCreated, MonthScheduled
 from bai_platform.envelope import new_event
-from bai_platform.errors import Conflict
+from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit_many
 from bai_platform.pagination import decode_cursor, encode_cursor
@@ -27,7 +27,7 @@ from planner.schemas import (
     Progress,
     ScheduleResult,
 )
-from planner.service._common import EDITORS, CampaignNotFound, announce, field_error, now
+from planner.service._common import EDITORS, CampaignNotFound, announce, now
 from planner.service.brands import get_brand
 from planner.service.generation import generation_request
 
@@ -117,7 +117,7 @@ async def update_campaign(
         if field in changes and (changes[field] is not None or field != "name"):
             setattr(campaign, field, changes[field])
     if campaign.starts_on and campaign.ends_on and campaign.ends_on < campaign.starts_on:
-        raise field_error("ends_on", "must not be before starts_on")
+        raise FieldInvalid("ends_on", "must not be before starts_on")
     campaign.updated_at = now()
     await session.flush()
     return campaign
@@ -212,7 +212,7 @@ def _check_campaign_move(current: C, target: C) -> None:
 def _check_cadence_channels(channels: Any, used: list[str]) -> None:
     stray = sorted(str(c) for c in channels if str(c) not in used)
     if stray:
-        raise field_error("cadence", f"names channels the campaign does not use: {stray}")
+        raise FieldInvalid("cadence", f"names channels the campaign does not use: {stray}")
 
 
 def _check_month_in_campaign(campaign: Campaign, month: str) -> None:
@@ -221,7 +221,7 @@ def _check_month_in_campaign(campaign: Campaign, month: str) -> None:
         campaign.starts_on and last < campaign.starts_on
     ):
         span = f"{campaign.starts_on or '…'} to {campaign.ends_on or '…'}"
-        raise field_error("month", f"{month} is outside the campaign ({span})")
+        raise FieldInvalid("month", f"{month} is outside the campaign ({span})")
 
 
 async def _insert_posts(session: AsyncSession, campaign: Campaign, slots: list[Slot]) -> list[Post]:

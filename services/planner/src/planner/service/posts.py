@@ -9,14 +9,14 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.errors import Conflict
+from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
 from bai_platform.pagination import decode_cursor, encode_cursor
 from planner.calendar import month_bounds
 from planner.lifecycle import EDITABLE, MOVABLE, NEEDS_CONTENT, REGENERABLE, check_manual
 from planner.models import Brand, Campaign, Post, PostTransition
 from planner.schemas import Channel, PostState, PostUpdate
-from planner.service._common import EDITORS, PostNotFound, field_error, move, now
+from planner.service._common import EDITORS, PostNotFound, move, now
 from planner.service.campaigns import get_campaign
 from planner.service.generation import request_generation
 from planner.service.publishing import cancel_active_jobs
@@ -160,7 +160,7 @@ async def _reschedule(session: AsyncSession, post: Post, at: datetime) -> None:
     if PostState(post.state) not in MOVABLE:
         raise PostNotEditable(f"a {post.state} post cannot be moved")
     if at <= now():
-        raise field_error("scheduled_at", "must be in the future")
+        raise FieldInvalid("scheduled_at", "must be in the future")
     campaign = await get_campaign(session, tenant_id=post.tenant_id, campaign_id=post.campaign_id)
     brand = await session.get_one(Brand, campaign.brand_id)
     local = at.astimezone(ZoneInfo(brand.timezone))
@@ -175,7 +175,7 @@ def _check_in_campaign(campaign: Campaign, day: date) -> None:
     if (campaign.starts_on and day < campaign.starts_on) or (
         campaign.ends_on and day > campaign.ends_on
     ):
-        raise field_error("scheduled_at", "falls outside the campaign's dates")
+        raise FieldInvalid("scheduled_at", "falls outside the campaign's dates")
 
 
 async def _edit(session: AsyncSession, post: Post, content: dict[str, object], actor: str) -> None:

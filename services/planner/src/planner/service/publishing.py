@@ -34,13 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackVerification
 from bai_platform.destinations import DestinationRefused, check_destination
-from bai_platform.errors import NotFound
+from bai_platform.errors import FieldInvalid, NotFound
 from bai_platform.identity import Identity
 from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
 from planner.lifecycle import system_may
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
-from planner.service._common import field_error, move, now
+from planner.service._common import move, now
 
 ADMINS = ("owner", "admin")
 PUBLISHER = "system:publisher"
@@ -76,7 +76,7 @@ async def set_target(
     try:
         await check_destination(str(data.webhook_url), allow_private=allow_private)
     except DestinationRefused as refused:
-        raise field_error("webhook_url", str(refused)) from refused
+        raise FieldInvalid("webhook_url", str(refused)) from refused
     values = {
         "webhook_url": str(data.webhook_url),
         "secret": box.encrypt(data.secret.encode()),

@@ -5,24 +5,23 @@ request it gets and answers by path, so tests can count what reached it.
 """
 
 import asyncio
-import contextlib
 import hmac
 import json
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from bai_platform.testing_servers import served
 from bai_platform.webhooks import (
     CircuitOpen,
     Delivered,
@@ -55,12 +54,6 @@ class Receiver:
 
     def hits(self, path: str) -> int:
         return sum(1 for r in self.requests if r.path == path)
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # Ctrl-C belongs to pytest, not to this in-test server
 
 
 def _app(receiver: Receiver) -> Starlette:
@@ -126,23 +119,8 @@ class Site:
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[tuple[str, Receiver]]:
     receiver = Receiver()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        _app(receiver), lifespan="off", ws="none", log_config=None, access_log=False
-    )
-    served = _Server(config)
-    task = asyncio.create_task(served.serve(sockets=[sock]))
-    while not served.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", receiver
-    finally:
-        served.should_exit = True
-        await task
-        sock.close()
+    async with served(_app(receiver)) as base:
+        yield base, receiver
 
 
 @pytest.fixture

@@ -1,10 +1,7 @@
 """The OpenAI-compatible engine against a small local server speaking chat completions."""
 
-import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +9,6 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +19,7 @@ from bai_contracts import BrandVoice, ContentGenerated, PostGenerationRequested
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.secrets import fernet_for
+from bai_platform.testing_servers import served
 from bai_platform.worker import WorkerContext
 from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
 from creator.engines.openai import EngineFailed, messages_for, parse_reply
@@ -64,12 +61,6 @@ class Provider:
     content: str = json.dumps({"text": "Café de invierno, ya aquí.", "hashtags": ["#coffee"]})
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @pytest.fixture
 async def provider() -> AsyncIterator[Provider]:
     state = Provider()
@@ -83,20 +74,9 @@ async def provider() -> AsyncIterator[Provider]:
         return JSONResponse(completion(state.content))
 
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    state.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
-    try:
+    async with served(app) as base:
+        state.base_url = f"{base}/v1"
         yield state
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def request(channel: str = "instagram", note: str | None = None) -> PostGenerationRequested:

@@ -8,12 +8,9 @@ The database is shared by the whole session and a sweep looks at every tenant's 
 so assertions only look at the test's own tenant, post, job and path.
 """
 
-import asyncio
-import contextlib
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -22,7 +19,6 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
@@ -38,6 +34,7 @@ from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
 from bai_platform.testing import trusting_client
+from bai_platform.testing_servers import served
 from bai_platform.webhooks import CircuitOpen, Delivered, WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
 from planner.app import create_app
@@ -77,12 +74,6 @@ class Workflows:
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # Ctrl-C belongs to pytest, not to this in-test server
-
-
 def _app(workflows: Workflows) -> Starlette:
     async def hook(request: Request) -> Response:
         name = request.path_params["name"]
@@ -95,24 +86,10 @@ def _app(workflows: Workflows) -> Starlette:
 
 @pytest.fixture(scope="module")
 async def workflows() -> AsyncIterator[Workflows]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    listening = Workflows(base=f"http://127.0.0.1:{port}")
-    config = uvicorn.Config(
-        _app(listening), lifespan="off", ws="none", log_config=None, access_log=False
-    )
-    served = _Server(config)
-    task = asyncio.create_task(served.serve(sockets=[sock]))
-    while not served.started:
-        await asyncio.sleep(0.01)
-    try:
+    listening = Workflows(base="")
+    async with served(_app(listening)) as base:
+        listening.base = base
         yield listening
-    finally:
-        served.should_exit = True
-        await task
-        sock.close()
 
 
 @dataclass

@@ -1,17 +1,16 @@
 """A small website served on 127.0.0.1 for crawler tests: pages by path, a robots.txt,
 redirects, and a record of what was requested."""
 
-import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from bai_platform.testing_servers import served
 
 
 @dataclass
@@ -23,12 +22,6 @@ class Site:
     robots: str = ""
     requested: list[str] = field(default_factory=list)
     base: str = ""
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _app(site: Site) -> Starlette:
@@ -49,17 +42,6 @@ def _app(site: Site) -> Starlette:
 @contextlib.asynccontextmanager
 async def website(site: Site) -> AsyncIterator[Site]:
     """Serve ``site`` at ``site.base`` (http://127.0.0.1:<port>) for the block."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    site.base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = _Server(uvicorn.Config(_app(site), lifespan="off", log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110  # uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
-    try:
+    async with served(_app(site)) as base:
+        site.base = base
         yield site
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()

@@ -5,16 +5,16 @@ contract (a signed callback to the ``callback_url`` it was given)."""
 import asyncio
 import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from bai_platform.testing_servers import served
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,6 @@ class Workflow:
         return self.received[after]
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the signals belong to the test runner
-
-
 def _app(workflow: Workflow) -> Starlette:
     async def hook(request: Request) -> Response:
         body = await request.body()
@@ -67,20 +61,6 @@ def _app(workflow: Workflow) -> Starlette:
 async def workflow_server(path: str = "/webhook/bai") -> AsyncIterator[Workflow]:
     """Serve a workflow webhook at ``http://127.0.0.1:<port><path>`` for the block."""
     workflow = Workflow()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    workflow.url = f"http://127.0.0.1:{sock.getsockname()[1]}{path}"
-    config = uvicorn.Config(
-        _app(workflow), lifespan="off", ws="none", log_config=None, access_log=False
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110  # uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
-    try:
+    async with served(_app(workflow)) as base:
+        workflow.url = f"{base}{path}"
         yield workflow
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()

@@ -19,6 +19,40 @@ class SubscriptionChanged(EventContract):
     changed_at: float
 
 
+class CreditsThresholdReached(EventContract):
+    """A credit kind reached 80 % or 100 % of what the workspace was granted (once per
+    grant period), so people can top up or slow down before work is refused."""
+
+    subject: ClassVar[str] = "bai.billing.credits.threshold_reached.v1"
+
+    kind: str
+    threshold: Literal[80, 100]
+    granted: int
+    available: int
+
+
+NoticeKind = Literal[
+    "payment_failed",
+    "payment_action_required",
+    "trial_will_end",
+    "invoice_upcoming",
+    "charge_disputed",
+    "charge_refunded",
+    "credits_granted",
+]
+
+
+class BillingNotice(EventContract):
+    """Something about the workspace's billing a person should see: a payment that failed
+    or needs action, a trial ending, an upcoming invoice, a dispute, a refund."""
+
+    subject: ClassVar[str] = "bai.billing.notice.v1"
+
+    notice: NoticeKind
+    message: str
+    reference: str | None = None
+
+
 # ---- credits: questions creator and mining ask billing (NATS micro request/reply) -------
 CREDIT_KINDS = ("posts", "extraction_pages", "chat_messages")
 

@@ -1,9 +1,10 @@
-"""``python -m billing api|worker|migrate|dead-letters|replay``."""
+"""``python -m billing api|worker|migrate|dead-letters|replay|replay-stripe-events``."""
 
 from pathlib import Path
 
 from bai_platform.runtime import service_cli
 from billing.app import create_app
+from billing.commands import replay_stripe_events
 from billing.settings import BillingSettings
 from billing.worker import worker_spec
 
@@ -15,4 +16,5 @@ if __name__ == "__main__":
         app_factory=create_app,
         worker_factory=worker_spec,
         migrations=MIGRATIONS,
+        commands=[replay_stripe_events],
     )()

@@ -1,15 +1,17 @@
-"""Billing HTTP routes: the workspace's balances and its ledger."""
+"""Billing HTTP routes: the workspace's balances, usage and ledger."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from bai_contracts import CREDIT_KINDS
 from bai_platform.db import ReadSession
 from bai_platform.identity import CurrentIdentity
 from billing import credits
-from billing.models import LedgerEntry
-from billing.schemas import BalanceRead, LedgerEntryRead, LedgerPage
+from billing.models import CreditAccount, CreditGrant, LedgerEntry
+from billing.schemas import BalanceRead, KindUsage, LedgerEntryRead, LedgerPage, UsageRead
+from billing.stripe_events import in_force
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
@@ -18,7 +20,63 @@ router = APIRouter(prefix="/v1/billing", tags=["billing"])
 async def balance(identity: CurrentIdentity, session: ReadSession) -> BalanceRead:
     """Credits available now, per kind."""
     current = await credits.balances(session, tenant_id=identity.tenant_id)
-    return BalanceRead(balances=current, plan=None)
+    plan = await in_force(session, identity.tenant_id)
+    return BalanceRead(
+        balances=current,
+        plan=plan[0] if plan and plan[0] != "none" else None,
+        subscription_status=plan[1] if plan else "none",
+    )
+
+
+@router.get("/usage")
+async def usage(identity: CurrentIdentity, session: ReadSession) -> UsageRead:
+    """Per kind: what live grants gave, what is held by running jobs, what is used and left,
+    and the next expiry."""
+    tenant = identity.tenant_id
+    accounts = {
+        row.kind: row
+        for row in await session.scalars(
+            select(CreditAccount).where(CreditAccount.tenant_id == tenant)
+        )
+    }
+    live = (CreditGrant.tenant_id == tenant, CreditGrant.expired_at.is_(None))
+    granted = dict(
+        (
+            await session.execute(
+                select(CreditGrant.kind, func.sum(CreditGrant.amount - CreditGrant.clawed_back))
+                .where(*live)
+                .group_by(CreditGrant.kind)
+            )
+        ).all()
+    )
+    expiring = {
+        kind: (at, int(left))
+        for kind, at, left in (
+            await session.execute(
+                select(CreditGrant.kind, CreditGrant.expires_at, CreditGrant.remaining)
+                .where(*live, CreditGrant.expires_at.is_not(None), CreditGrant.remaining > 0)
+                .order_by(CreditGrant.kind, CreditGrant.expires_at.desc())
+            )
+        ).all()
+    }  # the soonest per kind wins: rows come latest first
+    kinds = {}
+    for kind in CREDIT_KINDS:
+        account = accounts.get(kind)
+        available = int(account.available) if account else 0
+        held = int(account.reserved) if account else 0
+        total = int(granted.get(kind) or 0)
+        used = max(total - available - held, 0)
+        at, left = expiring.get(kind, (None, 0))
+        kinds[kind] = KindUsage(
+            granted=total,
+            used=used,
+            held=held,
+            available=available,
+            percent_used=round(100 * (used + held) / total, 1) if total else 0.0,
+            next_expiry_at=at,
+            next_expiry_amount=left,
+        )
+    return UsageRead(kinds=kinds)
 
 
 @router.get("/ledger")

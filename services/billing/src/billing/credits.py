@@ -1,26 +1,55 @@
-"""The credit ledger: grants, reservations, commits and releases, each exactly once.
+"""The credit ledger: grants, reservations, commits, releases, refunds and expiry, each
+exactly once.
 
-Every operation is keyed: a grant by its source (an invoice id, the starter grant of a
-workspace), a reservation, commit and release by the job that uses the credits. Asking
-twice changes nothing the second time and answers the same. A reservation that does not
-fit is refused with the balance left; nothing ever goes below zero.
+Every operation is keyed: a grant by its source (``invoice:<id>`` for a paid invoice,
+``starter:<tenant>`` for a new workspace), a reservation, commit and release by the job
+that uses the credits, a claw-back by the refund, an expiry by the grant. Asking twice
+changes nothing the second time and answers the same. A reservation that does not fit is
+refused with the balance left; nothing ever goes below zero.
+
+Grants and expiry (the monthly rules):
+- each paid invoice of a subscription grants its plan's monthly credits, once, usable until
+  the end of the period it paid for plus ``grant_grace_hours`` (Stripe retries a renewal
+  for days, and nobody should be cut off while it does); the starter grant never expires;
+- committed credits are spent from the grant that expires soonest (never-expiring last),
+  so a month's credits are used before they lapse;
+- when a grant's time is up, what is left of it expires (an ``expiry`` entry), but never
+  more than is available: credits held by running jobs are not taken from under them;
+- a refund takes back the refunded share of what that invoice granted, as far as it is
+  left (credits already spent are not taken from other grants).
+
+Alerts: when a kind's use reaches 80 % and 100 % of what its live grants gave (held
+credits count as used), ``bai.billing.credits.threshold_reached.v1`` is announced once per
+grant period (the newest grant names the period).
 """
 
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import (
     CREDIT_KINDS,
     CommitCredits,
+    CreditsThresholdReached,
     QuotaAnswer,
     ReleaseCredits,
     ReserveCredits,
 )
-from billing.models import CreditAccount, LedgerEntry, Reservation
+from bai_platform.envelope import new_event
+from bai_platform.outbox import emit
+from billing.models import (
+    CreditAccount,
+    CreditGrant,
+    LedgerEntry,
+    Reservation,
+    UsageAlert,
+    outbox,
+)
+
+THRESHOLDS = (80, 100)
 
 
 async def balances(session: AsyncSession, *, tenant_id: UUID) -> dict[str, int]:
@@ -34,11 +63,30 @@ async def balances(session: AsyncSession, *, tenant_id: UUID) -> dict[str, int]:
 
 
 async def grant(
-    session: AsyncSession, *, tenant_id: UUID, kind: str, amount: int, reference: str
+    session: AsyncSession,
+    *,
+    tenant_id: UUID,
+    kind: str,
+    amount: int,
+    reference: str,
+    expires_at: datetime | None = None,
+    invoice_id: str | None = None,
 ) -> bool:
     """Add credits once per ``reference``; False when it was granted before."""
     if not await _entry(session, tenant_id, kind, "grant", amount, reference):
         return False
+    session.add(
+        CreditGrant(
+            tenant_id=tenant_id,
+            kind=kind,
+            reference=reference,
+            amount=amount,
+            remaining=amount,
+            clawed_back=0,
+            invoice_id=invoice_id,
+            expires_at=expires_at,
+        )
+    )
     await _account(session, tenant_id, kind)
     await session.execute(
         update(CreditAccount)
@@ -73,6 +121,7 @@ async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswe
     if taken is None:
         left = (await balances(session, tenant_id=tenant))[kind]
         reason = f"{question.amount} {kind} credits needed, {left} left"
+        await alert_thresholds(session, tenant, kind)
         return await _answer(session, tenant, ok=False, code="insufficient_credits", reason=reason)
     session.add(
         Reservation(
@@ -84,6 +133,7 @@ async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswe
         )
     )
     await _entry(session, tenant, kind, "reservation", -question.amount, question.reference)
+    await alert_thresholds(session, tenant, kind)
     return await _answer(session, tenant, ok=True)
 
 
@@ -97,6 +147,7 @@ async def commit(session: AsyncSession, question: CommitCredits) -> QuotaAnswer:
         return await _answer(session, tenant, ok=held.state == "committed", code=_code(held))
     used = held.amount if question.amount is None else min(question.amount, held.amount)
     await _settle(session, held, state="committed", charged=used)
+    await _spend(session, tenant, kind, used)
     await _entry(session, tenant, kind, "commit", 0, question.reference)
     if used < held.amount:
         await _entry(session, tenant, kind, "release", held.amount - used, question.reference)
@@ -128,6 +179,139 @@ async def _settle(session: AsyncSession, held: Reservation, *, state: str, charg
             updated_at=_now(),
         )
     )
+
+
+async def _spend(session: AsyncSession, tenant: UUID, kind: str, amount: int) -> None:
+    """Charge ``amount`` to the grants that expire soonest (never-expiring ones last)."""
+    if amount <= 0:
+        return
+    grants = await session.scalars(
+        select(CreditGrant)
+        .where(
+            CreditGrant.tenant_id == tenant,
+            CreditGrant.kind == kind,
+            CreditGrant.remaining > 0,
+            CreditGrant.expired_at.is_(None),
+        )
+        .order_by(CreditGrant.expires_at.asc().nulls_last(), CreditGrant.id)
+        .with_for_update()
+    )
+    for bucket in grants:
+        taken = min(bucket.remaining, amount)
+        bucket.remaining -= taken
+        amount -= taken
+        if amount == 0:
+            return
+
+
+async def expire_due(
+    session: AsyncSession, *, now: datetime | None = None, limit: int = 100
+) -> int:
+    """Let what is left of grants past their time expire; the number of grants expired."""
+    moment = now or _now()
+    due = list(
+        (
+            await session.scalars(
+                select(CreditGrant)
+                .where(CreditGrant.expires_at <= moment, CreditGrant.expired_at.is_(None))
+                .order_by(CreditGrant.expires_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+    )
+    for bucket in due:
+        await _take_back(session, bucket, bucket.remaining, "expiry", f"expiry:{bucket.reference}")
+        bucket.remaining, bucket.expired_at = 0, moment
+    return len(due)
+
+
+async def claw_back(
+    session: AsyncSession, *, tenant_id: UUID, invoice_id: str, share: float, reference: str
+) -> int:
+    """A refund of ``share`` (0..1, cumulative) of an invoice takes back that share of what
+    it granted, as far as it is left; the credits taken back (every kind)."""
+    buckets = await session.scalars(
+        select(CreditGrant)
+        .where(CreditGrant.tenant_id == tenant_id, CreditGrant.invoice_id == invoice_id)
+        .with_for_update()
+    )
+    total = 0
+    for bucket in buckets:
+        owed = int(bucket.amount * min(max(share, 0.0), 1.0)) - bucket.clawed_back
+        if owed <= 0:
+            continue
+        bucket.clawed_back += owed
+        if bucket.expired_at is not None:
+            continue  # what it gave already expired: nothing left to take
+        taken = await _take_back(session, bucket, min(owed, bucket.remaining), "refund", reference)
+        bucket.remaining -= taken
+        total += taken
+    return total
+
+
+async def _take_back(
+    session: AsyncSession, bucket: CreditGrant, wanted: int, entry: str, reference: str
+) -> int:
+    """Take up to ``wanted`` from the available balance (never held credits, never below
+    zero), with one ledger entry; what was taken."""
+    if wanted <= 0:
+        return 0
+    available = await session.scalar(
+        select(CreditAccount.available)
+        .where(CreditAccount.tenant_id == bucket.tenant_id, CreditAccount.kind == bucket.kind)
+        .with_for_update()
+    )
+    taken = min(wanted, int(available or 0))
+    if taken <= 0:
+        return 0
+    if not await _entry(session, bucket.tenant_id, bucket.kind, entry, -taken, reference):
+        return 0  # done before under this reference
+    await session.execute(
+        update(CreditAccount)
+        .where(CreditAccount.tenant_id == bucket.tenant_id, CreditAccount.kind == bucket.kind)
+        .values(available=CreditAccount.available - taken, updated_at=_now())
+    )
+    return taken
+
+
+async def alert_thresholds(session: AsyncSession, tenant: UUID, kind: str) -> None:
+    """Announce 80 % and 100 % use of ``kind``, once per grant period."""
+    live = (
+        CreditGrant.tenant_id == tenant,
+        CreditGrant.kind == kind,
+        CreditGrant.expired_at.is_(None),
+    )
+    granted = int(
+        await session.scalar(
+            select(func.coalesce(func.sum(CreditGrant.amount - CreditGrant.clawed_back), 0)).where(
+                *live
+            )
+        )
+        or 0
+    )
+    period = await session.scalar(
+        select(CreditGrant.reference).where(*live).order_by(CreditGrant.id.desc()).limit(1)
+    )
+    if granted <= 0 or period is None:
+        return
+    available = (await balances(session, tenant_id=tenant))[kind]
+    used = (granted - available) * 100
+    for threshold in THRESHOLDS:
+        if used < threshold * granted:
+            return
+        inserted = await session.scalar(
+            insert(UsageAlert)
+            .values(tenant_id=tenant, kind=kind, threshold=threshold, period=period)
+            .on_conflict_do_nothing()
+            .returning(UsageAlert.threshold)
+        )
+        if inserted is None:
+            continue
+        fact = CreditsThresholdReached(
+            kind=kind, threshold=threshold, granted=granted, available=available
+        )
+        await emit(session, outbox, new_event(fact, source="billing", tenant_id=tenant))
 
 
 def _code(held: Reservation) -> str | None:

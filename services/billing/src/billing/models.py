@@ -8,19 +8,23 @@ never lets ``available`` go below zero, which is what makes concurrent reservati
 """
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Identity,
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
@@ -83,6 +87,129 @@ class Reservation(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CreditGrant(Base):
+    """Credits granted once per source (an invoice, the starter grant), spent soonest-expiring
+    first; what is left when ``expires_at`` passes expires (a ledger ``expiry`` entry)."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "kind", "reference"),
+        Index("ix_credit_grants_spend", "tenant_id", "kind", "expires_at"),
+        Index("ix_credit_grants_expiring", "expires_at"),
+        CheckConstraint("remaining >= 0", name="remaining_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    reference: Mapped[str] = mapped_column(String(120), nullable=False)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Not yet spent (held credits count as not spent until their job commits).
+    remaining: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    clawed_back: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    invoice_id: Mapped[str | None] = mapped_column(String(120))
+    granted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UsageAlert(Base):
+    """80 % and 100 % of a kind's credits used: announced once per grant period."""
+
+    __tablename__ = "usage_alerts"
+
+    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(String(120), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Customer(Base):
+    """The Stripe customer of a workspace."""
+
+    __tablename__ = "customers"
+
+    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(120), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Subscription(Base):
+    """A workspace's subscription as Stripe last described it (order-safe: an event older
+    than ``event_created`` never overwrites a newer one)."""
+
+    __tablename__ = "subscriptions"
+
+    stripe_subscription_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False, index=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(120), nullable=False)
+    plan: Mapped[str | None] = mapped_column(String(32))
+    price_id: Mapped[str | None] = mapped_column(String(120))
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The Stripe ``created`` time of the event whose state this row holds.
+    event_created: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class Invoice(Base):
+    """A paid invoice: what it granted, and what refunds took back."""
+
+    __tablename__ = "invoices"
+
+    stripe_invoice_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False, index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(120))
+    plan: Mapped[str | None] = mapped_column(String(32))
+    amount_paid: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(8), nullable=False)
+    # How its payment is named in charge events (either may be absent).
+    charge_id: Mapped[str | None] = mapped_column(String(120), index=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(120), index=True)
+    period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    paid_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class StripeEvent(Base):
+    """Every verified Stripe event, stored by id before it is acknowledged; the worker
+    processes it afterwards (``processed_at``), in Stripe's ``created`` order."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (Index("ix_stripe_events_pending", "processed_at", "created"),)
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    type: Mapped[str] = mapped_column(String(120), nullable=False)
+    created: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # processed, ignored (a type billing does not handle) or failed (after every attempt).
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 outbox = outbox_table(Base.metadata)

@@ -7,7 +7,23 @@ from pydantic import BaseModel, ConfigDict
 
 class BalanceRead(BaseModel):
     balances: dict[str, int]
+    # The plan in force (starter, growth, agency), or null before any subscription.
     plan: str | None
+    subscription_status: str
+
+
+class KindUsage(BaseModel):
+    granted: int
+    used: int
+    held: int
+    available: int
+    percent_used: float
+    next_expiry_at: datetime | None
+    next_expiry_amount: int
+
+
+class UsageRead(BaseModel):
+    kinds: dict[str, KindUsage]
 
 
 class LedgerEntryRead(BaseModel):

@@ -1,5 +1,9 @@
-"""Billing worker: outbox relay, the starter grant of new workspaces, and the quota
-questions creator and mining ask (reserve, commit, release, balance over NATS micro)."""
+"""Billing worker: outbox relay, the starter grant of new workspaces, the quota questions
+creator and mining ask (reserve, commit, release, balance over NATS micro), stored Stripe
+events processed, and grants that expire."""
+
+from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,11 +19,13 @@ from bai_contracts import (
 from bai_platform.consumer import Subscription
 from bai_platform.rpc import Endpoint, rpc_task
 from bai_platform.settings import ServiceSettings
-from bai_platform.worker import WorkerSpec
+from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
 from billing import credits
 from billing.events import on_tenant_created
 from billing.models import inbox, outbox
+from billing.plans import Catalogue
 from billing.settings import BillingSettings
+from billing.stripe_events import Rules, process_pending
 
 
 async def _balance(session: AsyncSession, question: BalanceQuery) -> QuotaAnswer:
@@ -49,5 +55,29 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         outbox=outbox,
         inbox=inbox,
         subscriptions=[tenants],
-        tasks=[rpc_task("billing-quota", QUOTA, description="credit reservations")],
+        tasks=[
+            rpc_task("billing-quota", QUOTA, description="credit reservations"),
+            _stripe_events(settings),
+        ],
     )
+
+
+def rules_of(settings: BillingSettings) -> Rules:
+    return Rules(
+        catalogue=Catalogue.from_settings(settings),
+        grace=timedelta(hours=settings.grant_grace_hours),
+    )
+
+
+def _stripe_events(settings: BillingSettings) -> Callable[[WorkerContext], Task]:
+    rules = rules_of(settings)
+
+    def build(ctx: WorkerContext) -> Task:
+        async def run_once() -> None:
+            await process_pending(ctx.db, rules, max_attempts=settings.event_max_attempts)
+            async with ctx.db.transaction() as session:
+                await credits.expire_due(session)
+
+        return every(settings.job_poll_seconds, run_once, name="stripe-events")
+
+    return build

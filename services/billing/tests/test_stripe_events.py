@@ -134,10 +134,10 @@ async def test_a_month_in_order_duplicated_or_shuffled_leaves_the_same_ledger(
     assert await subscription(billing_db, messy) == ("agency", "canceled", True)
     # The gateway heard the plan in force change: growth, then agency, then none.
     changes = await announced(billing_db, orderly.tenant, "bai.billing.subscription.changed.v1")
-    assert [(c["plan"], c["status"]) for c in changes] == [
-        ("growth", "active"),
-        ("agency", "active"),
-        ("none", "canceled"),
+    assert [(c["plan"], c["status"], c["seats"]) for c in changes] == [
+        ("growth", "active", 5),
+        ("agency", "active", 20),
+        ("none", "canceled", None),
     ]
     final = await announced(billing_db, messy.tenant, "bai.billing.subscription.changed.v1")
     assert max(final, key=lambda c: c["changed_at"])["plan"] == "none"

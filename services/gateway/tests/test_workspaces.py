@@ -1,9 +1,17 @@
 """Workspaces: invitations by signed link, roles, member management, switching."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+
+from bai_contracts import SubscriptionChanged
+from bai_platform.db import Database
+from bai_platform.envelope import new_event
+from gateway.events import on_subscription_changed
+from gateway.settings import GatewaySettings
 
 from .conftest import (
     PASSWORD,
@@ -207,3 +215,52 @@ async def test_another_workspaces_member_is_not_found(
         headers=await identity_headers(client, account.access_token),
     )
     assert_problem(response, status=404, code="member_not_found")
+
+
+async def _plan(settings: GatewaySettings, tenant_id: str, *, seats: int | None, at: float) -> None:
+    """Billing's word on the plan, applied as the gateway worker does."""
+    event = SubscriptionChanged(plan="starter", status="active", changed_at=at, seats=seats)
+    database = Database(settings)
+    apply: Callable[..., Awaitable[None]] = on_subscription_changed
+    try:
+        async with database.transaction() as session:
+            await apply(session, new_event(event, source="billing", tenant_id=UUID(tenant_id)))
+    finally:
+        await database.dispose()
+
+
+async def test_the_plans_seats_bound_members_and_open_invitations(
+    client: httpx.AsyncClient, account: Account, settings: GatewaySettings
+) -> None:
+    await _plan(settings, account.tenant_id, seats=3, at=1.0)  # the owner holds one
+    await _join(client, account, "editor")
+    pending = (await _invite(client, account, unique_email("pending"))).json()
+
+    refused = await _invite(client, account, unique_email("fourth"))
+
+    body = assert_problem(refused, status=409, code="seats_exhausted")
+    assert "3 seats" in body["detail"]
+    # Revoking the open invitation frees its seat.
+    headers = await identity_headers(client, account.access_token)
+    revoked = await client.delete(f"/v1/auth/invitations/{pending['id']}", headers=headers)
+    assert revoked.status_code == 204
+    assert (await _invite(client, account, unique_email("fourth"))).status_code == 201
+
+
+async def test_an_invitation_cannot_be_accepted_once_the_plan_shrank(
+    client: httpx.AsyncClient, account: Account, settings: GatewaySettings
+) -> None:
+    invitation = (await _invite(client, account, unique_email("late"))).json()
+    await _plan(settings, account.tenant_id, seats=1, at=2.0)
+
+    accepted = await client.post(
+        "/v1/auth/invitations/accept", json={"token": invitation["token"], "password": PASSWORD}
+    )
+
+    assert_problem(accepted, status=409, code="seats_exhausted")
+    # Without a subscription in force there is no limit.
+    await _plan(settings, account.tenant_id, seats=None, at=3.0)
+    accepted = await client.post(
+        "/v1/auth/invitations/accept", json={"token": invitation["token"], "password": PASSWORD}
+    )
+    assert accepted.status_code == 200, accepted.text

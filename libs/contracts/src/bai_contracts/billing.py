@@ -17,6 +17,8 @@ class SubscriptionChanged(EventContract):
     status: str
     # Stripe's event time for ordering; a change older than the one applied is ignored.
     changed_at: float
+    # Members (and open invitations) the plan in force allows; None: no limit.
+    seats: int | None = None
 
 
 class CreditsThresholdReached(EventContract):

@@ -235,7 +235,13 @@ async def _subscription(
     await session.flush()
     after = await in_force(session, tenant)
     if after is not None and (before or ("none", ""))[0] != after[0]:
-        change = SubscriptionChanged(plan=after[0], status=after[1], changed_at=created)
+        plan_in_force = rules.catalogue.get(after[0])
+        change = SubscriptionChanged(
+            plan=after[0],
+            status=after[1],
+            changed_at=created,
+            seats=plan_in_force.seats if plan_in_force else None,
+        )
         await emit(session, outbox, new_event(change, source="billing", tenant_id=tenant))
 
 

@@ -14,7 +14,7 @@ PLAN_IN_FORCE = frozenset({"active", "trialing", "past_due"})
 
 
 async def on_subscription_changed(session: AsyncSession, envelope: Envelope) -> None:
-    """Follow the tenant's plan for rate-limit tiers; an older change never wins."""
+    """Follow the tenant's plan for rate-limit tiers and seats; an older change never wins."""
     event: SubscriptionChanged = envelope.payload(SubscriptionChanged)
     if envelope.tenantid is None:
         raise ValueError("a subscription change names its tenant")
@@ -25,5 +25,9 @@ async def on_subscription_changed(session: AsyncSession, envelope: Envelope) -> 
             Tenant.id == UUID(envelope.tenantid),
             or_(Tenant.plan_changed_at.is_(None), Tenant.plan_changed_at < event.changed_at),
         )
-        .values(plan=plan, plan_changed_at=event.changed_at)
+        .values(
+            plan=plan,
+            plan_changed_at=event.changed_at,
+            seat_limit=event.seats if plan is not None else None,
+        )
     )

@@ -39,6 +39,8 @@ class Tenant(Base):
     # Billing's word on the plan (None until it speaks); rate-limit tiers follow it.
     plan: Mapped[str | None] = mapped_column(String(32))
     plan_changed_at: Mapped[float | None] = mapped_column(Float)
+    # Members plus open invitations the plan allows (billing's word); None: no limit.
+    seat_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created_at()
 
 

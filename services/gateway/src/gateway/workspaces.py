@@ -3,6 +3,9 @@
 Roles, from most to least: owner, admin, editor, viewer. Owners and admins manage people;
 only an owner grants or takes away ownership, and a workspace always keeps one owner.
 Invitations are single-use signed links (a random token, stored as a digest) that expire.
+Seats: when billing says the plan in force allows N seats, members plus open invitations
+never exceed N (inviting or joining beyond it is 409 ``seats_exhausted``); without a
+subscription there is no limit.
 """
 
 import secrets
@@ -44,6 +47,10 @@ class LastOwner(Conflict):
 
 class AlreadyMember(Conflict):
     code = "already_member"
+
+
+class SeatsExhausted(Conflict):
+    code = "seats_exhausted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +174,7 @@ async def invite(
     """A single-use invitation; the token is returned only here."""
     require_manager(identity)
     _may_grant(identity, data.role)
+    await _seat_free(session, identity.tenant_id, counting_invitations=True)
     token = "inv_" + secrets.token_urlsafe(32)
     row = Invitation(
         tenant_id=identity.tenant_id,
@@ -220,10 +228,46 @@ async def accept(session: AsyncSession, *, hasher: PasswordHash, data: Invitatio
         raise InvalidCredentials("the password of the invited account is wrong")
     if await session.get(Membership, (invitation.tenant_id, user.id)) is not None:
         raise AlreadyMember("this account is already a member of the workspace")
+    await _seat_free(session, invitation.tenant_id, counting_invitations=False)
     session.add(Membership(tenant_id=invitation.tenant_id, user_id=user.id, role=invitation.role))
     invitation.accepted_at = datetime.now(UTC)
     await session.flush()
     return Joined(user_id=user.id, tenant_id=invitation.tenant_id, role=invitation.role)
+
+
+async def _seat_free(session: AsyncSession, tenant_id: UUID, *, counting_invitations: bool) -> None:
+    """Refuse when the plan's seats are all taken (members, and open invitations when
+    inviting); the tenant row is locked so two at once cannot both take the last seat."""
+    limit = await session.scalar(
+        select(Tenant.seat_limit).where(Tenant.id == tenant_id).with_for_update()
+    )
+    if limit is None:
+        return
+    taken = int(
+        await session.scalar(
+            select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant_id)
+        )
+        or 0
+    )
+    if counting_invitations:
+        taken += int(
+            await session.scalar(
+                select(func.count())
+                .select_from(Invitation)
+                .where(
+                    Invitation.tenant_id == tenant_id,
+                    Invitation.accepted_at.is_(None),
+                    Invitation.revoked_at.is_(None),
+                    Invitation.expires_at > datetime.now(UTC),
+                )
+            )
+            or 0
+        )
+    if taken >= limit:
+        raise SeatsExhausted(
+            f"the workspace's plan has {limit} seats and all are taken or invited: revoke an "
+            "invitation, remove a member or move to a bigger plan"
+        )
 
 
 async def _open_invitation(session: AsyncSession, token: str) -> Invitation:

@@ -39,6 +39,11 @@ def _ready_table(stack: Stack) -> Table:
     table = Table(show_header=False, box=None, padding=(0, 2))
     for endpoint in stack.endpoints():
         table.add_row(endpoint.name, endpoint.url)
+    table.add_row(
+        "stripe webhooks",
+        f"{stack.edge_url}/v1/billing/webhooks/stripe "
+        f"(signing secret {stack.settings.stripe_webhook_secret})",
+    )
     return table
 
 

@@ -73,6 +73,9 @@ class StackSettings(BaseSettings):
     database: str = "bai"
     # Extra environment for every service process (e.g. test-sized rate limits).
     service_env: dict[str, str] = Field(default_factory=dict)
+    # The Stripe webhook signing secret of the local stack (billing verifies with it), for
+    # `stripe listen --forward-to` or hand-signed test events. Local development only.
+    stripe_webhook_secret: str = "whsec_bai_local_development_only_0000"
 
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "BAI_DATABASE_URL")

@@ -329,7 +329,13 @@ class Stack:
         )
 
     def _env(self, service: str, port: int) -> dict[str, str]:
+        own = (
+            {"BAI_STRIPE_WEBHOOK_SECRETS": json.dumps([self.settings.stripe_webhook_secret])}
+            if service == "billing"
+            else {}
+        )
         return {
+            **own,
             "BAI_SERVICE_NAME": service,
             "BAI_ENVIRONMENT": "dev",
             "BAI_HOST": self.settings.host,

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class BalanceRead(BaseModel):
@@ -40,3 +40,33 @@ class LedgerEntryRead(BaseModel):
 class LedgerPage(BaseModel):
     items: list[LedgerEntryRead]
     next_before: int | None
+
+
+class PlanRead(BaseModel):
+    id: str
+    name: str
+    monthly_credits: dict[str, int]
+    seats: int
+
+
+class SubscriptionRead(BaseModel):
+    plan: str | None
+    # Stripe's status (active, trialing, past_due, canceled, ...), or "none".
+    status: str
+    cancel_at_period_end: bool = False
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+
+
+class CheckoutCreate(BaseModel):
+    plan: str = Field(min_length=1, max_length=32)
+
+
+class CheckoutRead(BaseModel):
+    id: str
+    url: str
+    plan: str
+
+
+class PortalRead(BaseModel):
+    url: str

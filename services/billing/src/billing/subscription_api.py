@@ -1,0 +1,102 @@
+"""Subscription routes: the plans, the workspace's subscription, and the ways to change it
+through Stripe (Checkout to subscribe, the customer portal to manage, cancel at period end).
+
+The router brings its own lifespan: the Stripe client lives as long as the app
+(``app.state.stripe_billing``) and is closed with it.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, status
+
+from bai_platform.db import ReadSession, Session
+from bai_platform.identity import CurrentIdentity
+from billing.models import Subscription
+from billing.schemas import CheckoutCreate, CheckoutRead, PlanRead, PortalRead, SubscriptionRead
+from billing.stripe_api import StripeBilling, current_subscription
+
+
+@asynccontextmanager
+async def _stripe_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    billing = StripeBilling(app.state.settings)
+    app.state.stripe_billing = billing
+    try:
+        yield
+    finally:
+        await billing.aclose()
+
+
+router = APIRouter(prefix="/v1/billing", tags=["billing"], lifespan=_stripe_lifespan)
+
+
+def _billing(request: Request) -> StripeBilling:
+    billing: StripeBilling = request.app.state.stripe_billing
+    return billing
+
+
+Billing = Annotated[StripeBilling, Depends(_billing)]
+# The client's own key for a retried request; Stripe accepts keys up to 255 characters.
+ClientKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+def _subscription_read(row: Subscription | None) -> SubscriptionRead:
+    if row is None:
+        return SubscriptionRead(plan=None, status="none")
+    return SubscriptionRead(
+        plan=row.plan,
+        status=row.status,
+        cancel_at_period_end=row.cancel_at_period_end,
+        current_period_start=row.current_period_start,
+        current_period_end=row.current_period_end,
+    )
+
+
+# ---- routes -------------------------------------------------------------------------------
+@router.get("/plans")
+async def plans(identity: CurrentIdentity, billing: Billing) -> list[PlanRead]:
+    """The plans a workspace can subscribe to."""
+    return [
+        PlanRead(id=p.id, name=p.name, monthly_credits=p.monthly_credits, seats=p.seats)
+        for p in billing.catalogue
+    ]
+
+
+@router.get("/subscription")
+async def subscription(identity: CurrentIdentity, session: ReadSession) -> SubscriptionRead:
+    """The workspace's subscription, or status ``none``."""
+    return _subscription_read(await current_subscription(session, tenant_id=identity.tenant_id))
+
+
+@router.post("/checkout", status_code=status.HTTP_201_CREATED)
+async def checkout(
+    body: CheckoutCreate,
+    identity: CurrentIdentity,
+    session: Session,
+    billing: Billing,
+    idempotency_key: ClientKey = None,
+) -> CheckoutRead:
+    """A Stripe Checkout page selling a plan to the workspace (owners and admins)."""
+    created = await billing.checkout(
+        session, identity=identity, plan_id=body.plan, client_key=idempotency_key
+    )
+    return CheckoutRead(id=created.id, url=created.url, plan=created.plan)
+
+
+@router.post("/portal", status_code=status.HTTP_201_CREATED)
+async def portal(
+    identity: CurrentIdentity, session: Session, billing: Billing, idempotency_key: ClientKey = None
+) -> PortalRead:
+    """A Stripe customer portal page for the workspace's billing (owners and admins)."""
+    url = await billing.portal(session, identity=identity, client_key=idempotency_key)
+    return PortalRead(url=url)
+
+
+@router.post("/subscription/cancel")
+async def cancel(
+    identity: CurrentIdentity, session: Session, billing: Billing, idempotency_key: ClientKey = None
+) -> SubscriptionRead:
+    """Cancel the subscription at the end of the period paid for (owners and admins)."""
+    row = await billing.cancel(session, identity=identity, client_key=idempotency_key)
+    return _subscription_read(row)

@@ -2,6 +2,7 @@
 ledger and the same subscription whether it arrives in order, duplicated or shuffled;
 paid invoices grant once; refunds take back; grants expire; usage alerts fire once."""
 
+import asyncio
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -10,10 +11,12 @@ from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from bai_contracts import CommitCredits, ReserveCredits
 from bai_platform.db import Database
 from billing import credits
+from billing.cli import cli
 from billing.models import LedgerEntry, StripeEvent, Subscription, outbox
 from billing.settings import BillingSettings
 from billing.stripe_events import Rules, process_pending
@@ -283,3 +286,34 @@ async def test_usage_alerts_fire_at_eighty_and_a_hundred_percent_once(
         ("posts", 80, 2),
         ("posts", 100, 0),
     ]
+
+
+async def test_the_replay_command_applies_events_that_gave_up_once_the_cause_is_fixed(
+    billing_db: Database,
+    rules: Rules,
+    billing_settings: BillingSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    paid["data"]["object"]["parent"] = None  # its workspace is known only by the customer
+    async with billing_db.transaction() as session:
+        await store(session, paid)
+    for _ in range(2):  # every attempt the worker may make, spent
+        await process_pending(billing_db, rules, max_attempts=2, retry_all=True)
+    async with billing_db.transaction() as session:
+        row = await session.get(StripeEvent, paid["id"])
+        assert row is not None
+        assert row.outcome == "failed"
+    await deliver(billing_db, rules, customer.checkout_completed(created=T0 + 1))
+    assert (await balances(billing_db, customer.tenant))["posts"] == 0  # the worker gave up
+
+    monkeypatch.setenv("BAI_DATABASE_URL", billing_settings.database_url.get_secret_value())
+    monkeypatch.setenv("BAI_ENVIRONMENT", "test")
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli(), ["replay-stripe-events", "--limit", "1000"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert paid["id"] in result.output
+    assert (await balances(billing_db, customer.tenant))["posts"] == 500

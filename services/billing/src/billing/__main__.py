@@ -1,20 +1,6 @@
 """``python -m billing api|worker|migrate|dead-letters|replay|replay-stripe-events``."""
 
-from pathlib import Path
-
-from bai_platform.runtime import service_cli
-from billing.app import create_app
-from billing.commands import replay_stripe_events
-from billing.settings import BillingSettings
-from billing.worker import worker_spec
-
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+from billing.cli import cli
 
 if __name__ == "__main__":
-    service_cli(
-        settings_factory=BillingSettings,
-        app_factory=create_app,
-        worker_factory=worker_spec,
-        migrations=MIGRATIONS,
-        commands=[replay_stripe_events],
-    )()
+    cli()()

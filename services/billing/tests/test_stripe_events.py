@@ -133,6 +133,11 @@ async def test_a_month_in_order_duplicated_or_shuffled_leaves_the_same_ledger(
     assert await ledger(billing_db, orderly.tenant) == expected
     assert await ledger(billing_db, messy.tenant) == expected
     assert await balances(billing_db, messy.tenant) == await balances(billing_db, orderly.tenant)
+    # The balance is what the ledger says: the sum of its entries, kind by kind.
+    summed = dict.fromkeys(("posts", "extraction_pages", "chat_messages"), 0)
+    for kind, _, amount in expected:
+        summed[kind] += amount
+    assert await balances(billing_db, messy.tenant) == summed
     assert await subscription(billing_db, orderly) == ("agency", "canceled", True)
     assert await subscription(billing_db, messy) == ("agency", "canceled", True)
     # The gateway heard the plan in force change: growth, then agency, then none.

@@ -13,6 +13,7 @@ from mining.models import ExtractionJob, MiningSchedule
 from mining.schedules import next_run, run_due
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
+pytestmark = pytest.mark.usefixtures("end_the_tests_jobs")
 SCHEDULE = {
     "name": "Weekly leads",
     "cron": "0 9 * * 1",
@@ -86,6 +87,78 @@ async def test_a_stopped_schedule_starts_nothing(
     await _tick(mining_db, UUID(created["id"]))
 
     assert stopped.status_code == 204
+    assert await _jobs(mining_db, tenant) == []
+
+
+async def test_run_now_starts_the_job_unless_the_last_one_is_busy(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    headers = identity_for(tenant, "editor")
+    created = (await client.post("/v1/mining/schedules", json=SCHEDULE, headers=headers)).json()
+    run = f"/v1/mining/schedules/{created['id']}/run"
+
+    first = await client.post(run, headers=headers)
+    busy = await client.post(run, headers=headers)
+    async with mining_db.transaction() as session:
+        await session.execute(
+            update(ExtractionJob).where(ExtractionJob.tenant_id == tenant).values(state="partial")
+        )
+    second = await client.post(run, headers=headers)
+
+    assert first.status_code == 202, first.text
+    assert (first.json()["state"], first.json()["source"]["urls"]) == (
+        "queued",
+        ["https://example.org/"],
+    )
+    assert (busy.status_code, busy.json()["code"]) == (409, "schedule_busy")
+    assert busy.json()["job_id"] == first.json()["id"]
+    assert first.json()["id"] in busy.json()["detail"]
+    assert second.status_code == 202, second.text
+    jobs = await _jobs(mining_db, tenant)
+    assert [j.id for j in jobs] == [first.json()["id"], second.json()["id"]]
+    assert all(j.created_by == f"schedule:{created['id']}" for j in jobs)
+    async with mining_db.transaction() as session:
+        schedule = await session.get_one(MiningSchedule, UUID(created["id"]))
+    assert (schedule.last_job_id, schedule.skipped_runs) == (second.json()["id"], 0)
+
+
+async def test_a_due_run_is_skipped_while_the_job_run_now_is_busy(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    headers = identity_for(tenant, "editor")
+    created = (await client.post("/v1/mining/schedules", json=SCHEDULE, headers=headers)).json()
+    started = await client.post(f"/v1/mining/schedules/{created['id']}/run", headers=headers)
+
+    ticked = await _tick(mining_db, UUID(created["id"]))
+
+    assert (ticked.last_job_id, ticked.skipped_runs) == (started.json()["id"], 1)
+    assert len(await _jobs(mining_db, tenant)) == 1
+
+
+async def test_a_stopped_schedule_cannot_be_run_now(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    headers = identity_for(tenant, "editor")
+    created = (await client.post("/v1/mining/schedules", json=SCHEDULE, headers=headers)).json()
+    await client.delete(f"/v1/mining/schedules/{created['id']}", headers=headers)
+
+    response = await client.post(f"/v1/mining/schedules/{created['id']}/run", headers=headers)
+
+    assert (response.status_code, response.json()["code"]) == (409, "schedule_stopped")
+    assert await _jobs(mining_db, tenant) == []
+
+
+async def test_viewers_and_other_workspaces_cannot_run_a_schedule(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    headers = identity_for(tenant, "editor")
+    created = (await client.post("/v1/mining/schedules", json=SCHEDULE, headers=headers)).json()
+    run = f"/v1/mining/schedules/{created['id']}/run"
+
+    viewer = await client.post(run, headers=identity_for(tenant, "viewer"))
+    stranger = await client.post(run, headers=identity_for(UUID(int=tenant.int ^ 1), "owner"))
+
+    assert (viewer.status_code, stranger.status_code) == (403, 404)
     assert await _jobs(mining_db, tenant) == []
 
 

@@ -1,4 +1,5 @@
-"""Mining HTTP routes: extraction jobs, their progress and their leads."""
+"""Mining HTTP routes: extraction jobs, their progress and their leads, schedules, and the
+workspace's n8n mining workflow."""
 
 import base64
 from typing import Annotated
@@ -10,7 +11,8 @@ from fastapi.responses import StreamingResponse
 from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.pagination import InvalidCursor
-from mining import exports, jobs, schedules
+from bai_platform.secrets import fernet_for
+from mining import exports, jobs, schedules, workflows
 from mining.schemas import (
     JobCreate,
     JobRead,
@@ -19,7 +21,10 @@ from mining.schemas import (
     ScheduleCreate,
     SchedulePage,
     ScheduleRead,
+    WorkflowRead,
+    WorkflowUpdate,
 )
+from mining.settings import MiningSettings
 
 router = APIRouter(prefix="/v1/mining", tags=["mining"])
 JobId = Annotated[str, Path(max_length=64)]
@@ -27,7 +32,10 @@ JobId = Annotated[str, Path(max_length=64)]
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
 async def create_job(body: JobCreate, identity: CurrentIdentity, session: Session) -> JobRead:
-    """Queue an extraction; watch it at GET /v1/mining/jobs/{id} or on /v1/events."""
+    """Queue an extraction; watch it at GET /v1/mining/jobs/{id} or on /v1/events.
+
+    An ``n8n`` source needs the workspace's workflow (PUT /v1/mining/workflow) first.
+    """
     return jobs.job_read(await jobs.create_job(session, identity=identity, data=body))
 
 
@@ -111,3 +119,37 @@ async def list_schedules(identity: CurrentIdentity, session: ReadSession) -> Sch
 @router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def stop_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Session) -> None:
     await schedules.stop_schedule(session, identity=identity, schedule_id=schedule_id)
+
+
+@router.post("/schedules/{schedule_id}/run", status_code=status.HTTP_202_ACCEPTED)
+async def run_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Session) -> JobRead:
+    """Run the schedule's job now; 409 ``schedule_busy`` while its last job is not done."""
+    job = await schedules.run_now(session, identity=identity, schedule_id=schedule_id)
+    return jobs.job_read(job)
+
+
+@router.put("/workflow")
+async def set_workflow(
+    body: WorkflowUpdate, request: Request, identity: CurrentIdentity, session: Session
+) -> WorkflowRead:
+    """The workspace's n8n workflow that runs ``n8n`` jobs (see deploy/n8n/README.md)."""
+    settings: MiningSettings = request.app.state.settings
+    workflow = await workflows.set_workflow(
+        session,
+        identity=identity,
+        data=body,
+        box=fernet_for(settings.secret_key, workflows.SECRETS_PURPOSE),
+        allow_private=settings.allow_private_destinations,
+    )
+    return WorkflowRead.model_validate(workflow)
+
+
+@router.get("/workflow")
+async def get_workflow(identity: CurrentIdentity, session: ReadSession) -> WorkflowRead:
+    workflow = await workflows.get_workflow(session, tenant_id=identity.tenant_id)
+    return WorkflowRead.model_validate(workflow)
+
+
+@router.delete("/workflow", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_workflow(identity: CurrentIdentity, session: Session) -> None:
+    await workflows.delete_workflow(session, identity=identity)

@@ -206,6 +206,21 @@ def guess_region(url: str) -> str | None:
     return region if region in phonenumbers.SUPPORTED_REGIONS else None
 
 
+def normalise_email(value: str) -> str | None:
+    """One given address, lowercased, if it is valid by the rules above; else ``None``."""
+    return _valid_email(value)
+
+
+def normalise_phone(value: str, region: str | None) -> str | None:
+    """One given number in E.164 when valid (else its digits, as ``tel:`` links); or ``None``."""
+    return _phone(value, region.upper() if region else None)
+
+
+def normalise_social(value: str) -> str | None:
+    """The canonical profile URL when ``value`` is one of a supported network; else ``None``."""
+    return _social(value)
+
+
 # --- text and metadata -------------------------------------------------------------------
 
 

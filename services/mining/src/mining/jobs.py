@@ -2,18 +2,25 @@
 
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bai_contracts import ExtractionProgressed
+from bai_platform.envelope import new_event
 from bai_platform.errors import Conflict, NotFound
 from bai_platform.identity import Identity
-from mining.models import ExtractionJob, Lead
+from bai_platform.outbox import emit
+from mining.models import ExtractionJob, Lead, outbox
 from mining.schemas import JobCreate, JobRead, Progress
+from mining.workflows import require_workflow
 
 EDITORS = ("owner", "admin", "editor")
 ENDED = ("succeeded", "partial", "failed", "cancelled")
+PROBLEMS_KEPT = 20
+N8N = "n8n"
 
 
 class JobNotFound(NotFound):
@@ -28,15 +35,16 @@ def new_job_id() -> str:
     return "ext_" + secrets.token_urlsafe(18)
 
 
-async def create_job(
-    session: AsyncSession, *, identity: Identity, data: JobCreate
+def new_job(
+    *, tenant_id: UUID, source: dict[str, Any], limits: dict[str, Any], created_by: str
 ) -> ExtractionJob:
-    identity.require_role(*EDITORS)
-    job = ExtractionJob(
+    """A queued job (not yet added to a session)."""
+    return ExtractionJob(
         id=new_job_id(),
-        tenant_id=identity.tenant_id,
-        source=data.source.model_dump(mode="json"),
-        limits=data.limits.model_dump(mode="json"),
+        tenant_id=tenant_id,
+        source_type=str(source["type"]),
+        source=source,
+        limits=limits,
         state="queued",
         pages_fetched=0,
         items_found=0,
@@ -44,6 +52,22 @@ async def create_job(
         problems=[],
         credits="none",
         cancel_requested=False,
+        created_by=created_by,
+        attempts=0,
+        pages_accepted=[],
+    )
+
+
+async def create_job(
+    session: AsyncSession, *, identity: Identity, data: JobCreate
+) -> ExtractionJob:
+    identity.require_role(*EDITORS)
+    if data.source.type == N8N:
+        await require_workflow(session, tenant_id=identity.tenant_id)
+    job = new_job(
+        tenant_id=identity.tenant_id,
+        source=data.source.model_dump(mode="json"),
+        limits=data.limits.model_dump(mode="json"),
         created_by=identity.subject,
     )
     session.add(job)
@@ -64,6 +88,7 @@ async def get_job(session: AsyncSession, *, tenant_id: UUID, job_id: str) -> Ext
 
 
 async def cancel_job(session: AsyncSession, *, identity: Identity, job_id: str) -> ExtractionJob:
+    """Queued jobs and n8n jobs end at once; a crawl stops after its current page."""
     identity.require_role(*EDITORS)
     job = await get_job(session, tenant_id=identity.tenant_id, job_id=job_id)
     if job.state in ENDED:
@@ -71,6 +96,8 @@ async def cancel_job(session: AsyncSession, *, identity: Identity, job_id: str) 
     job.cancel_requested = True
     if job.state == "queued":
         job.state, job.finished_at = "cancelled", datetime.now(UTC)
+    elif job.source_type == N8N:  # nothing runs here: the workflow's later callbacks are ignored
+        await end_job(session, job, "cancelled")
     return job
 
 
@@ -85,6 +112,35 @@ async def list_leads(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, rows[-1].id if more and rows else None
+
+
+def note_problem(job: ExtractionJob, problem: str) -> None:
+    """Keep a readable problem on the job (the first ``PROBLEMS_KEPT``)."""
+    if len(job.problems) < PROBLEMS_KEPT:
+        job.problems = [*job.problems, problem[:300]]
+
+
+async def end_job(
+    session: AsyncSession, job: ExtractionJob, state: str, *, problem: str | None = None
+) -> None:
+    job.state, job.finished_at = state, datetime.now(UTC)
+    if problem:
+        job.problems = [*job.problems, problem[:300]]
+    await announce(session, job)
+
+
+async def announce(session: AsyncSession, job: ExtractionJob) -> None:
+    """``bai.mining.job.progressed.v1`` with the job's counters (live events show it)."""
+    event = ExtractionProgressed(
+        job_id=job.id,
+        state=job.state,
+        pages_fetched=job.pages_fetched,
+        items_found=job.items_found,
+        errors=job.errors,
+    )
+    await emit(
+        session, outbox, new_event(event, source="mining", tenant_id=job.tenant_id, subject=job.id)
+    )
 
 
 def job_read(job: ExtractionJob) -> JobRead:

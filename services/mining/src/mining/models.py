@@ -12,6 +12,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
     func,
@@ -36,10 +37,15 @@ class ExtractionJob(Base):
     __table_args__ = (
         Index("ix_extraction_jobs_tenant_created", "tenant_id", "created_at"),
         Index("ix_extraction_jobs_queue", "state", "created_at"),
+        Index("ix_extraction_jobs_dispatch", "dispatch", "next_attempt_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    # "website" (the built-in crawler) or "n8n" (the tenant's workflow); ``source["type"]``.
+    source_type: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="website", server_default="website"
+    )
     source: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     limits: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -56,6 +62,34 @@ class ExtractionJob(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # n8n jobs only (see mining.n8n): "pending" (to send, at ``next_attempt_at``),
+    # "sending" (in flight), "sent" (the workflow took it; callbacks until ``deadline_at``).
+    dispatch: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The page numbers of the workflow's callbacks taken so far, and the final one's.
+    pages_accepted: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), nullable=False, default=list, server_default="{}"
+    )
+    final_page: Mapped[int | None] = mapped_column(Integer)
+
+
+class MiningWorkflow(Base):
+    """The tenant's n8n mining workflow (``n8n`` sources); the secret is stored encrypted."""
+
+    __tablename__ = "workflows"
+
+    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
+    webhook_url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    secret: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    accept_secret_header: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    deadline_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
 
 class Lead(Base):

@@ -1,4 +1,6 @@
-"""Running extraction jobs: claim, hold credits, crawl, keep the leads, settle.
+"""Running website jobs: claim, hold credits, crawl, keep the leads, settle.
+
+(n8n jobs hold their credits with the same ``hold_credits`` and are run by ``mining.n8n``.)
 
 - A queued job is claimed (``running``) only after billing holds ``max_pages``
   ``extraction_pages`` credits for it (the job id is the reference). Billing away: the job
@@ -20,24 +22,17 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_contracts import (
-    CommitCredits,
-    ExtractionProgressed,
-    QuotaAnswer,
-    ReserveCredits,
-    quota_subject,
-)
+from bai_contracts import CommitCredits, QuotaAnswer, ReserveCredits, quota_subject
 from bai_platform.db import Database
-from bai_platform.envelope import new_event
-from bai_platform.outbox import emit
 from bai_platform.rpc import Unreachable, ask
 from mining.crawler import Crawler, Plan
 from mining.extract import PageData
+from mining.jobs import ENDED, announce, end_job, note_problem
 from mining.leads import LeadBook
-from mining.models import ExtractionJob, Lead, outbox
+from mining.models import ExtractionJob, Lead
 
 KIND = "extraction_pages"
-PROBLEMS_KEPT = 20
+WEBSITE = "website"
 log = structlog.get_logger("mining.runner")
 
 
@@ -98,32 +93,14 @@ class JobRunner:
         async with self._db.transaction() as session:
             query = (
                 select(ExtractionJob)
-                .where(ExtractionJob.state == "queued")
+                .where(ExtractionJob.state == "queued", ExtractionJob.source_type == WEBSITE)
                 .order_by(ExtractionJob.created_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
             job = await session.scalar(query)
-            if job is None:
+            if job is None or not await hold_credits(session, self._nc, job):
                 return None
-            question = ReserveCredits(
-                tenant_id=job.tenant_id,
-                kind=KIND,
-                amount=int(job.limits["max_pages"]),
-                reference=job.id,
-            )
-            try:
-                answer = await ask(self._nc, quota_subject("reserve"), question, QuotaAnswer)
-            except Unreachable:
-                return None  # billing away: the job waits, neither free nor failed
-            if not answer.ok:
-                reason = answer.reason or "billing refused"
-                await _end(
-                    session, job, "failed", problem=f"not enough extraction credits: {reason}"
-                )
-                return None
-            job.state, job.credits, job.started_at = "running", "reserved", datetime.now(UTC)
-            await _announce(session, job)
             return job
 
     async def _progress(
@@ -141,9 +118,9 @@ class JobRunner:
             job.errors += errors
             if items is not None:
                 job.items_found = items
-            if problem and len(job.problems) < PROBLEMS_KEPT:
-                job.problems = [*job.problems, problem[:300]]
-            await _announce(session, job)
+            if problem:
+                note_problem(job, problem)
+            await announce(session, job)
 
     async def _finish(self, job_id: str, book: LeadBook, *, pages: int, failed: bool) -> None:
         async with self._db.transaction() as session:
@@ -155,7 +132,7 @@ class JobRunner:
                     .on_conflict_do_nothing(index_elements=["job_id", "key"])
                 )
             job.items_found = len(book.leads)
-            await _end(session, job, _end_state(job, pages, failed))
+            await end_job(session, job, _end_state(job, pages, failed))
         await self._settle(job_id, pages)
 
     async def _settle(self, job_id: str, pages: int) -> None:
@@ -195,36 +172,38 @@ def _lead_values(lead: Any) -> dict[str, Any]:
     }
 
 
-async def _end(
-    session: AsyncSession, job: ExtractionJob, state: str, *, problem: str | None = None
-) -> None:
-    job.state, job.finished_at = state, datetime.now(UTC)
-    if problem:
-        job.problems = [*job.problems, problem[:300]]
-    await _announce(session, job)
+async def hold_credits(session: AsyncSession, nc: NatsClient | None, job: ExtractionJob) -> bool:
+    """Have billing hold ``max_pages`` credits for the locked queued job, then start it.
 
-
-async def _announce(session: AsyncSession, job: ExtractionJob) -> None:
-    event = ExtractionProgressed(
-        job_id=job.id,
-        state=job.state,
-        pages_fetched=job.pages_fetched,
-        items_found=job.items_found,
-        errors=job.errors,
+    False when it cannot start now: billing away (the job stays queued, neither free nor
+    failed) or billing refused (the job fails saying why).
+    """
+    question = ReserveCredits(
+        tenant_id=job.tenant_id, kind=KIND, amount=int(job.limits["max_pages"]), reference=job.id
     )
-    await emit(
-        session, outbox, new_event(event, source="mining", tenant_id=job.tenant_id, subject=job.id)
-    )
+    try:
+        answer = await ask(nc, quota_subject("reserve"), question, QuotaAnswer)
+    except Unreachable:
+        return False
+    if not answer.ok:
+        reason = answer.reason or "billing refused"
+        await end_job(session, job, "failed", problem=f"not enough extraction credits: {reason}")
+        return False
+    job.state, job.credits, job.started_at = "running", "reserved", datetime.now(UTC)
+    await announce(session, job)
+    return True
 
 
-async def settle_ended(db: Database, nc: NatsClient | None) -> int:
-    """Charge ended jobs whose credits could not be settled when they ended."""
+async def settle_ended(db: Database, nc: NatsClient | None, *, source_type: str) -> int:
+    """Charge ended jobs of ``source_type`` whose credits are still held: the pages they
+    fetched (n8n: the pages accepted); the rest of the hold goes back."""
     async with db.transaction() as session:
         query = select(
             ExtractionJob.id, ExtractionJob.tenant_id, ExtractionJob.pages_fetched
         ).where(
             ExtractionJob.credits == "reserved",
-            ExtractionJob.state.in_(("succeeded", "partial", "failed", "cancelled")),
+            ExtractionJob.state.in_(ENDED),
+            ExtractionJob.source_type == source_type,
         )
         ended = list((await session.execute(query.limit(50))).all())
     settled = 0

@@ -1,5 +1,6 @@
 """Mining API shapes."""
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -14,8 +15,13 @@ from pydantic import (
     Field,
     StringConstraints,
     UrlConstraints,
+    field_validator,
 )
 
+from bai_platform.destinations import without_credentials
+from bai_platform.validation import NoNul
+
+MAX_PARAMS_BYTES = 16 * 1024
 StartUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
 
 
@@ -29,17 +35,55 @@ class WebsiteSource(BaseModel):
     same_site: bool = True
 
 
+def has_nul(value: object) -> bool:
+    """Whether any text in ``value`` (keys too) holds NUL, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def _params(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        raw = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise ValueError("must be plain JSON (no NaN or Infinity)") from exc
+    if len(raw.encode()) > MAX_PARAMS_BYTES:
+        raise ValueError(f"must be at most {MAX_PARAMS_BYTES} bytes as JSON")
+    if has_nul(value):
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class N8nSource(BaseModel):
+    """The workspace's mining workflow (PUT /v1/mining/workflow), given ``params``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["n8n"]
+    # Whatever the workflow understands, e.g. {"query": "coffee shops", "city": "Madrid"};
+    # "country" (two letters) is also the region phone numbers are read in.
+    params: Annotated[dict[str, Any], AfterValidator(_params)] = Field(default_factory=dict)
+
+
+Source = Annotated[WebsiteSource | N8nSource, Field(discriminator="type")]
+
+
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_pages: int = Field(default=20, ge=1, le=500)
+    # The crawler's link depth; n8n sources ignore it.
     max_depth: int = Field(default=2, ge=0, le=5)
 
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: WebsiteSource
+    source: Source
     limits: Limits = Field(default_factory=Limits)
 
 
@@ -119,3 +163,30 @@ class ScheduleRead(BaseModel):
 
 class SchedulePage(BaseModel):
     items: list[ScheduleRead]
+
+
+class WorkflowUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=500), NoNul]
+    # The original system's shared-secret header, for workflows not signing yet.
+    accept_secret_header: bool = False
+    # No final callback within this long after dispatch: the job ends with what arrived.
+    deadline_seconds: int = Field(default=3600, ge=60, le=86_400)
+
+
+class WorkflowRead(BaseModel):
+    """The secret is never shown again (nor credentials written in the URL)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    webhook_url: str
+    accept_secret_header: bool
+    deadline_seconds: int
+    updated_at: datetime
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _masked(cls, url: str) -> str:
+        return without_credentials(url)

@@ -67,6 +67,10 @@ bench-month: install ## A month of content: schedule time and built-in drafts/s 
 bench-live: install ## SSE connections, memory per connection and fan-out time on one gateway
 	@$(UV) run --no-sync python -m bench.live_events
 
+.PHONY: bench-quota
+bench-quota: install ## Credit reservations/s and reserve/commit p50/p99 of billing over NATS
+	@$(UV) run --no-sync python -m bench.quota
+
 .PHONY: clean
 clean: install ## Remove the local state (database, streams, logs)
 	@$(UV) run --no-sync bai-stack clean

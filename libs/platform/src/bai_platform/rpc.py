@@ -3,7 +3,10 @@
 A service serves endpoints from its worker (``rpc_task``): each takes a Pydantic request,
 runs in one database transaction, and answers a Pydantic model. A request that does not
 parse is answered with a micro error (400); a handler that fails answers 500 and rolls
-back. Callers use ``ask``: an answer, or ``Unreachable`` when nobody answers in time
+back. Requests are answered concurrently, at most ``concurrency`` at a time per process
+(nats-py hands a subscription's messages over one at a time, so without this one slow
+transaction would hold up every question behind it); past that, the subscription waits.
+Callers use ``ask``: an answer, or ``Unreachable`` when nobody answers in time
 (no responders, a timeout, NATS down), which callers treat as "try again later".
 """
 
@@ -44,13 +47,26 @@ class Endpoint:
 
 
 def rpc_task(
-    service: str, endpoints: Sequence[Endpoint], *, description: str = ""
+    service: str, endpoints: Sequence[Endpoint], *, description: str = "", concurrency: int = 8
 ) -> Callable[[WorkerContext], Task]:
     """A worker task serving ``endpoints`` as the NATS micro service ``service``."""
 
     def build(ctx: WorkerContext) -> Task:
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+
         def handler_for(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
             async def handle(request: Request) -> None:
+                await slots.acquire()  # full: this subscription waits for a free slot
+                task = asyncio.create_task(answer(request))
+                running.add(task)
+                task.add_done_callback(done)
+
+            def done(task: asyncio.Task[None]) -> None:
+                running.discard(task)
+                slots.release()
+
+            async def respond(request: Request) -> None:
                 try:
                     question = endpoint.request.model_validate_json(request.data)
                 except ValidationError as exc:
@@ -58,12 +74,18 @@ def rpc_task(
                     return
                 try:
                     async with ctx.db.transaction() as session:
-                        answer = await endpoint.handler(session, question)
+                        reply = await endpoint.handler(session, question)
                 except Exception:
                     log.exception("rpc_failed", endpoint=endpoint.name)
                     await request.respond_error("500", "the request failed; nothing changed")
                     return
-                await request.respond(answer.model_dump_json().encode())
+                await request.respond(reply.model_dump_json().encode())
+
+            async def answer(request: Request) -> None:
+                try:
+                    await respond(request)
+                except Exception:  # the bus went away mid-answer: the asker times out
+                    log.warning("rpc_answer_lost", endpoint=endpoint.name, exc_info=True)
 
             return handle
 
@@ -80,6 +102,8 @@ def rpc_task(
                 await stop.wait()
             finally:
                 await served.stop()
+                if running:  # questions already taken are answered before the worker stops
+                    await asyncio.wait(set(running))
 
         return run
 

@@ -18,6 +18,9 @@ Grants and expiry (the monthly rules):
 - a refund takes back the refunded share of what that invoice granted, as far as it is
   left (credits already spent are not taken from other grants).
 
+Locks: a transaction that touches both takes the account row first, then its grants, so
+commits, expiry and claw-backs running at once never deadlock.
+
 Alerts: when a kind's use reaches 80 % and 100 % of what its live grants gave (held
 credits count as used), ``bai.billing.credits.threshold_reached.v1`` is announced once per
 grant period (the newest grant names the period).
@@ -209,21 +212,27 @@ async def expire_due(
 ) -> int:
     """Let what is left of grants past their time expire; the number of grants expired."""
     moment = now or _now()
-    due = list(
-        (
-            await session.scalars(
-                select(CreditGrant)
-                .where(CreditGrant.expires_at <= moment, CreditGrant.expired_at.is_(None))
-                .order_by(CreditGrant.expires_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-    )
-    for bucket in due:
+    due = (
+        await session.execute(
+            select(CreditGrant.id, CreditGrant.tenant_id, CreditGrant.kind)
+            .where(CreditGrant.expires_at <= moment, CreditGrant.expired_at.is_(None))
+            .order_by(CreditGrant.expires_at)
+            .limit(limit)
+        )
+    ).all()
+    expired = 0
+    for grant_id, tenant, kind in due:
+        # Locks are always taken account first, then grants (as commits take them).
+        await _lock_accounts(session, tenant, kind)
+        bucket = await session.get(
+            CreditGrant, grant_id, with_for_update=True, populate_existing=True
+        )
+        if bucket is None or bucket.expired_at is not None:
+            continue  # another worker expired it meanwhile
         await _take_back(session, bucket, bucket.remaining, "expiry", f"expiry:{bucket.reference}")
         bucket.remaining, bucket.expired_at = 0, moment
-    return len(due)
+        expired += 1
+    return expired
 
 
 async def claw_back(
@@ -231,9 +240,11 @@ async def claw_back(
 ) -> int:
     """A refund of ``share`` (0..1, cumulative) of an invoice takes back that share of what
     it granted, as far as it is left; the credits taken back (every kind)."""
+    await _lock_accounts(session, tenant_id)
     buckets = await session.scalars(
         select(CreditGrant)
         .where(CreditGrant.tenant_id == tenant_id, CreditGrant.invoice_id == invoice_id)
+        .order_by(CreditGrant.id)
         .with_for_update()
     )
     total = 0
@@ -248,6 +259,13 @@ async def claw_back(
         bucket.remaining -= taken
         total += taken
     return total
+
+
+async def _lock_accounts(session: AsyncSession, tenant: UUID, kind: str | None = None) -> None:
+    query = select(CreditAccount.kind).where(CreditAccount.tenant_id == tenant)
+    if kind is not None:
+        query = query.where(CreditAccount.kind == kind)
+    await session.execute(query.order_by(CreditAccount.kind).with_for_update())
 
 
 async def _take_back(

@@ -1,20 +1,16 @@
 """The website chat: widgets for the team; conversations and replies for visitors, within
 limits and chat credits."""
 
-import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from uuid import UUID
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
-from nats.micro import add_service
-from nats.micro.request import Request
 from sqlalchemy import func, select
 
-from bai_contracts import ChatReplied, QuotaAnswer, WidgetLookup, quota_subject, visitor_subject
+from bai_contracts import ChatReplied, WidgetLookup, visitor_subject
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
@@ -22,6 +18,7 @@ from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
 from bai_platform.testing import TEST_KID
+from bai_platform.testing_billing import BillingStandIn, billing_stand_in
 from creator import chat
 from creator.engines.config import ENGINE_SECRETS
 from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
@@ -41,19 +38,6 @@ WIDGET = {
 }
 
 
-@dataclass
-class Billing:
-    asked: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    refuse: bool = False
-
-    async def answer(self, request: Request) -> None:
-        operation = request.subject.rsplit(".", 1)[-1]
-        self.asked.append((operation, json.loads(request.data)))
-        ok = not (operation == "reserve" and self.refuse)
-        code = None if ok else "insufficient_credits"
-        await request.respond(QuotaAnswer(ok=ok, code=code).model_dump_json().encode())
-
-
 @pytest.fixture
 async def nc(migrated: Stack) -> AsyncIterator[NatsClient]:
     client = await connect(migrated.nats_url, name="chat-test")
@@ -64,18 +48,9 @@ async def nc(migrated: Stack) -> AsyncIterator[NatsClient]:
 
 
 @pytest.fixture
-async def billing(nc: NatsClient) -> AsyncIterator[Billing]:
-    stand_in = Billing()
-    service = await add_service(nc, name="billing-quota-chat-test", version="0.0.1")
-    for operation in ("reserve", "commit", "release"):
-        await service.add_endpoint(
-            name=operation, subject=quota_subject(operation), handler=stand_in.answer
-        )
-    await nc.flush()  # the server knows the responders before any question is asked
-    try:
+async def billing(nc: NatsClient) -> AsyncIterator[BillingStandIn]:
+    async with billing_stand_in(nc) as stand_in:
         yield stand_in
-    finally:
-        await service.stop()
 
 
 @pytest.fixture
@@ -199,7 +174,7 @@ async def test_each_reply_holds_and_commits_one_chat_credit(
     tenant: UUID,
     identity_for: IdentityFor,
     visitor: Visitor,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     widget = await new_widget(client, identity_for(tenant, "editor"))
     me = visitor(tenant, widget["id"])
@@ -218,7 +193,7 @@ async def test_without_chat_credits_the_visitor_gets_402_and_nothing_is_stored(
     tenant: UUID,
     identity_for: IdentityFor,
     visitor: Visitor,
-    billing: Billing,
+    billing: BillingStandIn,
     creator_db: Database,
 ) -> None:
     billing.refuse = True

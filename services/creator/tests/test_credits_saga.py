@@ -1,53 +1,28 @@
 """The credits saga: a job runs only with credits held by billing, is charged once when it
 completes and gives them back when it fails; with billing away, jobs wait."""
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.micro import add_service
-from nats.micro.request import Request
 from sqlalchemy import select
 
 from bai_contracts import (
     BrandVoice,
     ContentFailed,
     PostGenerationRequested,
-    QuotaAnswer,
-    quota_subject,
 )
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
+from bai_platform.testing_billing import BillingStandIn, billing_stand_in
 from creator import credits
 from creator.events import on_generation_requested
 from creator.generation import fail, run_builtin_jobs
 from creator.models import GenerationJob, outbox
-
-
-@dataclass
-class Billing:
-    """A stand-in answering billing's quota questions (the contract in bai_contracts)."""
-
-    asked: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    refuse: bool = False
-
-    async def answer(self, request: Request) -> None:
-        operation = request.subject.rsplit(".", 1)[-1]
-        self.asked.append((operation, json.loads(request.data)))
-        if operation == "reserve" and self.refuse:
-            answer = QuotaAnswer(ok=False, code="insufficient_credits", reason="1 needed, 0 left")
-        else:
-            answer = QuotaAnswer(ok=True, balances={"posts": 9})
-        await request.respond(answer.model_dump_json().encode())
-
-    def of(self, job_id: str) -> list[str]:
-        return [op for op, body in self.asked if body.get("reference") == job_id]
 
 
 @pytest.fixture
@@ -60,18 +35,9 @@ async def nc(migrated: Stack) -> AsyncIterator[NatsClient]:
 
 
 @pytest.fixture
-async def billing(nc: NatsClient) -> AsyncIterator[Billing]:
-    stand_in = Billing()
-    service = await add_service(nc, name="billing-quota-test", version="0.0.1")
-    for operation in ("reserve", "commit", "release"):
-        await service.add_endpoint(
-            name=operation, subject=quota_subject(operation), handler=stand_in.answer
-        )
-    await nc.flush()  # the server knows the responders before any question is asked
-    try:
+async def billing(nc: NatsClient) -> AsyncIterator[BillingStandIn]:
+    async with billing_stand_in(nc, balances={"posts": 9}, reason="1 needed, 0 left") as stand_in:
         yield stand_in
-    finally:
-        await service.stop()
 
 
 def request() -> PostGenerationRequested:
@@ -102,6 +68,11 @@ async def reread(creator_db: Database, job_id: str) -> GenerationJob:
         return await session.get_one(GenerationJob, job_id)
 
 
+def operations(billing: BillingStandIn, job_id: str) -> list[str]:
+    """What billing was asked about the job, in order."""
+    return [operation for operation, _ in billing.of(job_id)]
+
+
 async def run_builtin(creator_db: Database) -> None:
     async with creator_db.transaction() as session:
         await run_builtin_jobs(session, limit=1000)
@@ -120,7 +91,7 @@ async def test_with_billing_away_a_job_neither_runs_nor_fails(
 
 
 async def test_a_job_runs_once_billing_holds_its_credit_and_is_charged_once(
-    creator_db: Database, tenant: UUID, nc: NatsClient, billing: Billing
+    creator_db: Database, tenant: UUID, nc: NatsClient, billing: BillingStandIn
 ) -> None:
     job = await queued(creator_db, tenant)
 
@@ -131,15 +102,13 @@ async def test_a_job_runs_once_billing_holds_its_credit_and_is_charged_once(
 
     done = await reread(creator_db, job.id)
     assert (done.state, done.credits) == ("completed", "committed")
-    assert billing.of(job.id) == ["reserve", "commit"]
-    reserve = next(
-        body for op, body in billing.asked if op == "reserve" and body["reference"] == job.id
-    )
+    assert operations(billing, job.id) == ["reserve", "commit"]
+    reserve = next(body for op, body in billing.of(job.id) if op == "reserve")
     assert (reserve["kind"], reserve["amount"], reserve["tenant_id"]) == ("posts", 1, str(tenant))
 
 
 async def test_a_refused_reservation_fails_the_job_saying_why(
-    creator_db: Database, tenant: UUID, nc: NatsClient, billing: Billing
+    creator_db: Database, tenant: UUID, nc: NatsClient, billing: BillingStandIn
 ) -> None:
     billing.refuse = True
     job = await queued(creator_db, tenant)
@@ -160,7 +129,7 @@ async def test_a_refused_reservation_fails_the_job_saying_why(
 
 
 async def test_a_failed_job_gives_its_credit_back_once(
-    creator_db: Database, tenant: UUID, nc: NatsClient, billing: Billing
+    creator_db: Database, tenant: UUID, nc: NatsClient, billing: BillingStandIn
 ) -> None:
     job = await queued(creator_db, tenant)
     await credits.reserve_queued(creator_db, nc)
@@ -172,11 +141,11 @@ async def test_a_failed_job_gives_its_credit_back_once(
     await credits.settle(creator_db, nc)
 
     assert (await reread(creator_db, job.id)).credits == "released"
-    assert billing.of(job.id) == ["reserve", "release"]
+    assert operations(billing, job.id) == ["reserve", "release"]
 
 
 async def test_settling_waits_for_billing_and_then_happens_once(
-    creator_db: Database, tenant: UUID, nc: NatsClient, billing: Billing
+    creator_db: Database, tenant: UUID, nc: NatsClient, billing: BillingStandIn
 ) -> None:
     job = await queued(creator_db, tenant)
     await credits.reserve_queued(creator_db, nc)
@@ -190,4 +159,4 @@ async def test_settling_waits_for_billing_and_then_happens_once(
 
     await credits.settle(creator_db, nc)
     assert (await reread(creator_db, job.id)).credits == "committed"
-    assert billing.of(job.id).count("commit") == 1
+    assert operations(billing, job.id).count("commit") == 1

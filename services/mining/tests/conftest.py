@@ -1,9 +1,7 @@
 """Mining test fixtures: the app on the session's real database, trusted identities, a
 stand-in for billing's quota answers, and the workflows' secret box."""
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from uuid import UUID
 
 import httpx
@@ -11,16 +9,14 @@ import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
-from nats.micro import add_service
-from nats.micro.request import Request
 from sqlalchemy import update
 
-from bai_contracts import QuotaAnswer, quota_subject
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
 from bai_platform.testing import settings_for, trusting_client
+from bai_platform.testing_billing import BillingStandIn, billing_stand_in
 from mining.app import create_app
 from mining.models import ExtractionJob
 from mining.settings import MiningSettings
@@ -81,26 +77,6 @@ def workflow_box(mining_settings: MiningSettings) -> Fernet:
 
 
 # ---- billing, stood in -------------------------------------------------------------------
-@dataclass
-class Billing:
-    """A stand-in answering billing's quota questions (the contract in bai_contracts)."""
-
-    asked: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    refuse: bool = False
-
-    async def answer(self, request: Request) -> None:
-        operation = request.subject.rsplit(".", 1)[-1]
-        self.asked.append((operation, json.loads(request.data)))
-        if operation == "reserve" and self.refuse:
-            answer = QuotaAnswer(ok=False, code="insufficient_credits", reason="20 needed, 3 left")
-        else:
-            answer = QuotaAnswer(ok=True, balances={"extraction_pages": 480})
-        await request.respond(answer.model_dump_json().encode())
-
-    def of(self, job_id: str) -> list[tuple[str, dict[str, object]]]:
-        return [(op, body) for op, body in self.asked if body.get("reference") == job_id]
-
-
 @pytest.fixture
 async def nats_client(migrated: Stack) -> AsyncIterator[NatsClient]:
     client = await connect(migrated.nats_url, name="mining-tests")
@@ -111,15 +87,7 @@ async def nats_client(migrated: Stack) -> AsyncIterator[NatsClient]:
 
 
 @pytest.fixture
-async def billing(nats_client: NatsClient) -> AsyncIterator[Billing]:
-    stand_in = Billing()
-    service = await add_service(nats_client, name="billing-quota-test", version="0.0.1")
-    for operation in ("reserve", "commit", "release"):
-        await service.add_endpoint(
-            name=operation, subject=quota_subject(operation), handler=stand_in.answer
-        )
-    await nats_client.flush()  # the server knows the responders before any question is asked
-    try:
-        yield stand_in
-    finally:
-        await service.stop()
+async def billing(nats_client: NatsClient) -> AsyncIterator[BillingStandIn]:
+    balances = {"extraction_pages": 480}
+    async with billing_stand_in(nats_client, balances=balances, reason="20 needed, 3 left") as b:
+        yield b

@@ -26,6 +26,7 @@ from bai_contracts import CallbackReceived, ExtractionProgressed, callback_subje
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.safe_fetch import SafeFetcher
+from bai_platform.testing_billing import BillingStandIn
 from bai_platform.testing_sites import Site, website
 from bai_platform.testing_workflows import Dispatched, Workflow, workflow_server
 from bai_platform.webhooks import WebhookDispatcher, verify_signature
@@ -37,8 +38,6 @@ from mining.models import ExtractionJob, Lead, outbox
 from mining.runner import JobRunner
 from mining.settings import MiningSettings
 from mining.worker import N8nSender
-
-from .conftest import Billing
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 pytestmark = pytest.mark.usefixtures("end_the_tests_jobs")
@@ -145,7 +144,7 @@ def sender_for(
     mining_db: Database,
     nats_client: NatsClient,
     workflow_box: Fernet,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> SenderFor:
     """A sender on the session's database; ``overrides`` change its settings. Its breaker
     never opens (other tests' leftover jobs may go to the same host)."""
@@ -242,7 +241,7 @@ async def test_a_queued_job_holds_its_credits_and_is_dispatched_once_signed(
     use_workflow: UseWorkflow,
     new_job: NewJob,
     sender: N8nSender,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     await use_workflow()
     job_id = await new_job(max_pages=7)
@@ -299,7 +298,7 @@ async def test_a_failing_workflow_is_tried_again_then_the_job_fails_with_the_rea
     use_workflow: UseWorkflow,
     new_job: NewJob,
     sender_for: SenderFor,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     sender = sender_for(dispatch_max_attempts=2, dispatch_backoff_base_seconds=30.0)
     await use_workflow()
@@ -361,7 +360,7 @@ async def test_a_job_whose_workflow_was_removed_fails_without_holding_credits(
     use_workflow: UseWorkflow,
     new_job: NewJob,
     sender: N8nSender,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     await use_workflow()
     job_id = await new_job()
@@ -381,7 +380,7 @@ async def test_a_job_billing_refuses_fails_saying_why_and_goes_nowhere(
     use_workflow: UseWorkflow,
     new_job: NewJob,
     sender: N8nSender,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     billing.refuse = True
     await use_workflow()
@@ -421,7 +420,7 @@ async def test_website_jobs_and_n8n_jobs_are_each_run_by_their_own_runner(
     new_job: NewJob,
     sender: N8nSender,
     nats_client: NatsClient,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     fixture = Site(pages={"/": "<html><body>hello@acme.example</body></html>"})
     await use_workflow()
@@ -491,7 +490,7 @@ async def test_pages_in_order_become_deduplicated_leads_and_the_job_succeeds(
     dispatched: Dispatched_,
     call_back: CallBack,
     sender: N8nSender,
-    billing: Billing,
+    billing: BillingStandIn,
 ) -> None:
     job_id = await dispatched(max_pages=5)
 

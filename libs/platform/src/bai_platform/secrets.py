@@ -9,7 +9,7 @@ import base64
 import hashlib
 import hmac
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
 
@@ -21,3 +21,14 @@ def derive_key(secret: SecretStr, purpose: str) -> bytes:
 def fernet_for(secret: SecretStr, purpose: str) -> Fernet:
     """Authenticated encryption at rest for values the service must read back."""
     return Fernet(base64.urlsafe_b64encode(derive_key(secret, purpose)))
+
+
+def read_secret(box: Fernet, token: bytes | None) -> str | None:
+    """The secret ``box`` encrypted into ``token``; None when there is none or it cannot be
+    read (the service's key changed since), which callers report rather than raise."""
+    if not token:
+        return None
+    try:
+        return box.decrypt(token).decode()
+    except (InvalidToken, UnicodeDecodeError):
+        return None

@@ -43,19 +43,21 @@ Rules:
   (``mining.runner.settle_ended``).
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackVerification
+from bai_platform.callbacks import verification
 from bai_platform.db import Database
-from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
+from bai_platform.dispatching import Dispatch, not_taken, retry_delay
+from bai_platform.secrets import read_secret
+from bai_platform.webhooks import DispatchFailed
 from mining.jobs import N8N, PROBLEMS_KEPT, announce, end_job
 from mining.lead_store import count_leads, merge_items
 from mining.models import ExtractionJob, MiningWorkflow
@@ -110,17 +112,6 @@ async def start_queued(db: Database, nc: NatsClient | None, *, limit: int = 20) 
 
 
 # ---- dispatch ----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """What a claimed job needs to go out, read while its row was locked."""
-
-    job_id: str
-    url: str
-    secret: str
-    secret_header: bool
-    payload: dict[str, Any]
-
-
 async def claim(
     session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
 ) -> list[Dispatch]:
@@ -142,9 +133,8 @@ async def claim(
         if workflow is None:
             await end_job(session, job, "failed", problem=NO_WORKFLOW)
             continue
-        try:
-            secret = box.decrypt(workflow.secret).decode()
-        except InvalidToken:
+        secret = read_secret(box, workflow.secret)
+        if secret is None:
             await end_job(session, job, "failed", problem=UNREADABLE_SECRET)
             continue
         job.dispatch, job.attempts, job.next_attempt_at = "sending", job.attempts + 1, _now()
@@ -195,15 +185,11 @@ async def record_dispatch_failure(
     job = await _locked(session, job_id)
     if job is None or job.state != "running" or job.dispatch != "sending":
         return
-    if failure.retryable and job.attempts < max_attempts:
-        delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
-        if isinstance(failure, CircuitOpen):
-            delay = max(delay, failure.retry_after_seconds)
-        job.dispatch, job.next_attempt_at = "pending", _now() + timedelta(seconds=delay)
+    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
+    if delay is not None:
+        job.dispatch, job.next_attempt_at = "pending", _now() + delay
         return
-    tries = f"after {job.attempts} attempt{'s' if job.attempts > 1 else ''}"
-    problem = f"the workflow did not take the job {tries}: {failure}"
-    await end_job(session, job, "failed", problem=problem)
+    await end_job(session, job, "failed", problem=not_taken(failure, attempts=job.attempts))
 
 
 # ---- the sweeper -------------------------------------------------------------------------
@@ -263,18 +249,7 @@ async def verification_for(
     if job is None or job.source_type != N8N:
         return CallbackVerification(found=False)  # no workflow was ever given a website job
     workflow = await session.get(MiningWorkflow, job.tenant_id)
-    secret = ""
-    if workflow is not None:
-        try:
-            secret = box.decrypt(workflow.secret).decode()
-        except InvalidToken:
-            secret = ""  # nothing verifies: an empty secret never does
-    return CallbackVerification(
-        found=True,
-        tenant_id=job.tenant_id,
-        secret=secret,
-        accept_secret_header=bool(workflow and workflow.accept_secret_header),
-    )
+    return verification(job.tenant_id, workflow, box=box)
 
 
 async def apply_callback(

@@ -2,10 +2,12 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from bai_platform.settings import ServiceSettings
+from bai_platform.dispatching import DispatchSettings
 
 
-class MiningSettings(ServiceSettings):
+class MiningSettings(DispatchSettings):
+    """Dispatch to n8n workflows for ``n8n`` sources as ``DispatchSettings`` says."""
+
     service_name: str = "mining"
     port: int = 8104
     secret_fields: ClassVar[tuple[str, ...]] = ("secret_key",)
@@ -25,15 +27,3 @@ class MiningSettings(ServiceSettings):
     crawl_allowed_hosts: list[str] = Field(default_factory=list)
     # How often the worker looks for queued jobs.
     job_poll_seconds: float = Field(default=1.0, gt=0)
-    # Dispatch to n8n workflows (as creator's): how often queued jobs are looked for, how
-    # often a dispatch is tried, and the backoff between tries (exponential, full jitter).
-    dispatch_poll_seconds: float = Field(default=0.5, gt=0)
-    dispatch_max_attempts: int = Field(default=5, ge=1)
-    dispatch_backoff_base_seconds: float = Field(default=2.0, gt=0)
-    dispatch_backoff_cap_seconds: float = Field(default=120.0, gt=0)
-    dispatch_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Consecutive failures that open an endpoint's circuit breaker, and for how long.
-    breaker_failures: int = Field(default=5, ge=1)
-    breaker_open_seconds: float = Field(default=30.0, gt=0)
-    # How often n8n jobs past their workflow's deadline are ended.
-    sweep_seconds: float = Field(default=5.0, gt=0)

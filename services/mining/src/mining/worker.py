@@ -4,19 +4,19 @@ sweeper, and callback verification for ``ext_`` jobs."""
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from functools import partial
 
 import httpx
 from cryptography.fernet import Fernet
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_contracts import CallbackVerification, callback_subject
+from bai_contracts import callback_subject
 from bai_platform.callbacks import callback_verification_task
 from bai_platform.consumer import Subscription
+from bai_platform.dispatching import OnePass, Sender, deadline_sweeper, dispatch_task
 from bai_platform.safe_fetch import SafeFetcher
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
-from bai_platform.webhooks import DispatchFailed, WebhookDispatcher
+from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
 from mining import n8n
 from mining.crawler import Crawler
@@ -40,9 +40,6 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         description="mining applies n8n workflows' pages",
     )
 
-    async def verify(session: AsyncSession, job_id: str) -> CallbackVerification:
-        return await n8n.verification_for(session, job_id, box=box)
-
     return WorkerSpec(
         outbox=outbox,
         inbox=inbox,
@@ -50,8 +47,12 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         tasks=[
             _jobs(settings),
             _n8n_dispatcher(settings, box),
-            _sweeper(settings),
-            callback_verification_task(settings.service_name, verify),
+            deadline_sweeper(
+                settings, recover_stuck=n8n.recover_stuck, expire_overdue=n8n.expire_overdue
+            ),
+            callback_verification_task(
+                settings.service_name, partial(n8n.verification_for, box=box)
+            ),
         ],
     )
 
@@ -90,37 +91,11 @@ def _jobs(settings: MiningSettings) -> Callable[[WorkerContext], Task]:
     return build
 
 
-def _sweeper(settings: MiningSettings) -> Callable[[WorkerContext], Task]:
-    stuck_after = timedelta(seconds=settings.dispatch_timeout_seconds * 3)
-
-    def build(ctx: WorkerContext) -> Task:
-        async def sweep() -> None:
-            async with ctx.db.transaction() as session:
-                await n8n.recover_stuck(session, older_than=stuck_after)
-                await n8n.expire_overdue(session)
-
-        return every(settings.sweep_seconds, sweep, name="deadline-sweeper")
-
-    return build
-
-
 def _n8n_dispatcher(settings: MiningSettings, box: Fernet) -> Callable[[WorkerContext], Task]:
-    def build(ctx: WorkerContext) -> Task:
-        async def run(stop: asyncio.Event) -> None:
-            async with httpx.AsyncClient() as client:
-                dispatcher = WebhookDispatcher(
-                    client=client,
-                    timeout_seconds=settings.dispatch_timeout_seconds,
-                    failure_threshold=settings.breaker_failures,
-                    open_seconds=settings.breaker_open_seconds,
-                    allow_private=settings.allow_private_destinations,
-                )
-                sender = N8nSender(ctx, settings, box, dispatcher)
-                await every(settings.dispatch_poll_seconds, sender.pass_once, name="n8n")(stop)
+    def one_pass(ctx: WorkerContext, dispatcher: WebhookDispatcher) -> OnePass:
+        return N8nSender(ctx, settings, box, dispatcher).pass_once
 
-        return run
-
-    return build
+    return dispatch_task("n8n", settings.dispatch_loop, one_pass)
 
 
 class N8nSender:
@@ -134,40 +109,20 @@ class N8nSender:
         box: Fernet,
         dispatcher: WebhookDispatcher,
     ) -> None:
-        self._ctx, self._settings, self._box, self._dispatcher = ctx, settings, box, dispatcher
+        self._ctx = ctx
+        self._sender = Sender(
+            db=ctx.db,
+            dispatcher=dispatcher,
+            claim=partial(n8n.claim, box=box, callback_base=settings.public_base_url),
+            sent=n8n.record_dispatched,
+            failed=partial(
+                n8n.record_dispatch_failure,
+                max_attempts=settings.dispatch_max_attempts,
+                backoff=settings.dispatch_backoff,
+            ),
+        )
 
     async def pass_once(self) -> None:
         await n8n.start_queued(self._ctx.db, self._ctx.nc)
-        async with self._ctx.db.transaction() as session:
-            claimed = await n8n.claim(
-                session, box=self._box, callback_base=self._settings.public_base_url
-            )
-        await asyncio.gather(*(self._send(job) for job in claimed))
+        await self._sender.pass_once()
         await settle_ended(self._ctx.db, self._ctx.nc, source_type=N8N)
-
-    async def _send(self, job: n8n.Dispatch) -> None:
-        failure: DispatchFailed | None = None
-        try:
-            await self._dispatcher.dispatch(
-                url=job.url,
-                payload=job.payload,
-                secret=job.secret,
-                secret_header=job.secret_header,
-                event_id=job.job_id,
-            )
-        except DispatchFailed as exc:
-            failure = exc
-        except Exception as exc:  # a bug must not leave the job mid-dispatch forever
-            failure = DispatchFailed(f"dispatch failed unexpectedly: {exc!r}"[:300], retryable=True)
-        s = self._settings
-        async with self._ctx.db.transaction() as session:
-            if failure is None:
-                await n8n.record_dispatched(session, job_id=job.job_id)
-                return
-            await n8n.record_dispatch_failure(
-                session,
-                job_id=job.job_id,
-                failure=failure,
-                max_attempts=s.dispatch_max_attempts,
-                backoff=(s.dispatch_backoff_base_seconds, s.dispatch_backoff_cap_seconds),
-            )

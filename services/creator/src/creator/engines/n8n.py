@@ -28,18 +28,20 @@ Rules:
   fails the job with a message saying what was wrong.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackVerification, GeneratedContent
-from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
+from bai_platform.callbacks import verification
+from bai_platform.dispatching import Dispatch, not_taken, retry_delay
+from bai_platform.secrets import read_secret
+from bai_platform.webhooks import DispatchFailed
 from creator.channels import rules_for
 from creator.engines.config import N8N
 from creator.generation import ERROR_LIMIT, complete, fail, request_of
@@ -55,17 +57,6 @@ LATE_IGNORED = "(a late result was ignored: the post was retried)"
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """What a claimed job needs to go out, read while its row was locked."""
-
-    job_id: str
-    url: str
-    secret: str
-    secret_header: bool
-    payload: dict[str, Any]
 
 
 async def claim(
@@ -89,9 +80,8 @@ async def claim(
         if settings is None or settings.engine != N8N or not settings.webhook_url:
             await fail(session, job, error=NOT_N8N)
             continue
-        try:
-            secret = box.decrypt(settings.secret or b"").decode()
-        except InvalidToken:
+        secret = read_secret(box, settings.secret)
+        if secret is None:
             await fail(session, job, error=UNREADABLE_SECRET)
             continue
         job.state, job.attempts, job.next_attempt_at = "dispatching", job.attempts + 1, _now()
@@ -162,14 +152,11 @@ async def record_dispatch_failure(
     if job is None or job.state != "dispatching":
         return
     job.error = str(failure)[:ERROR_LIMIT]
-    if failure.retryable and job.attempts < max_attempts:
-        delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
-        if isinstance(failure, CircuitOpen):
-            delay = max(delay, failure.retry_after_seconds)
-        job.state, job.next_attempt_at = "queued", _now() + timedelta(seconds=delay)
+    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
+    if delay is not None:
+        job.state, job.next_attempt_at = "queued", _now() + delay
         return
-    tries = f"after {job.attempts} attempt{'s' if job.attempts > 1 else ''}"
-    await fail(session, job, error=f"the workflow did not take the job {tries}: {failure}")
+    await fail(session, job, error=not_taken(failure, attempts=job.attempts))
 
 
 async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
@@ -210,18 +197,7 @@ async def verification_for(
     if job is None:
         return CallbackVerification(found=False)
     settings = await session.get(EngineSettings, job.tenant_id)
-    secret = ""
-    if settings is not None and settings.secret:
-        try:
-            secret = box.decrypt(settings.secret).decode()
-        except InvalidToken:
-            secret = ""  # nothing verifies: an empty secret never does
-    return CallbackVerification(
-        found=True,
-        tenant_id=job.tenant_id,
-        secret=secret,
-        accept_secret_header=bool(settings and settings.accept_secret_header),
-    )
+    return verification(job.tenant_id, settings, box=box)
 
 
 async def apply_callback(

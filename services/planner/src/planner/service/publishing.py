@@ -22,21 +22,23 @@ Rules:
 """
 
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet
 from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackVerification
+from bai_platform.callbacks import verification
 from bai_platform.destinations import DestinationRefused, check_destination
+from bai_platform.dispatching import Dispatch, retry_delay
 from bai_platform.errors import FieldInvalid, NotFound
 from bai_platform.identity import Identity
-from bai_platform.webhooks import CircuitOpen, DispatchFailed, backoff_delay
+from bai_platform.secrets import read_secret
+from bai_platform.webhooks import DispatchFailed
 from planner.lifecycle import system_may
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
@@ -123,20 +125,6 @@ async def open_due_jobs(session: AsyncSession, *, limit: int = 100) -> int:
     return len(due)
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """What a claimed job needs to go out, read while the row was locked."""
-
-    job_id: str
-    attempt: int
-    url: str | None
-    secret: str | None
-    secret_header: bool
-    payload: dict[str, Any]
-    # Why it cannot go out at all (no workflow, an unreadable secret): the post fails.
-    problem: str | None = None
-
-
 async def claim_jobs(
     session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
 ) -> list[Dispatch]:
@@ -158,15 +146,26 @@ async def claim_jobs(
             continue
         job.state, job.attempts = "dispatching", job.attempts + 1
         job.next_attempt_at = now()
-        claimed.append(await _dispatch_for(session, job, post, box, callback_base))
+        dispatch = await _dispatch_for(session, job, post, box, callback_base)
+        if dispatch is not None:
+            claimed.append(dispatch)
     await session.flush()
     return claimed
 
 
 async def _dispatch_for(
     session: AsyncSession, job: PublishJob, post: Post, box: Fernet, callback_base: str
-) -> Dispatch:
+) -> Dispatch | None:
+    """What the job sends; None when it cannot go out at all, and the post failed saying why
+    (an attempt all the same)."""
     target = await session.get(PublishingTarget, job.tenant_id)
+    # An unreadable secret (the service key changed) fails its own job, not every sweep:
+    # a claim that raised would roll back and block the queue for all tenants.
+    secret = read_secret(box, target.secret) if target else None
+    if target is None or not secret:
+        error = NO_TARGET if target is None else UNREADABLE_SECRET
+        await _finish(session, job, published=False, error=error)
+        return None
     campaign = await session.get_one(Campaign, post.campaign_id)
     payload = {
         "job_id": job.id,
@@ -176,31 +175,13 @@ async def _dispatch_for(
         "post": _post_payload(post),
         "campaign": {"id": str(campaign.id), "name": campaign.name},
     }
-    secret = _secret(target, box)
-    problem = NO_TARGET if target is None else UNREADABLE_SECRET if not secret else None
     return Dispatch(
         job_id=job.id,
-        attempt=job.attempts,
-        url=target.webhook_url if target else None,
+        url=target.webhook_url,
         secret=secret,
-        secret_header=target.accept_secret_header if target else False,
+        secret_header=target.accept_secret_header,
         payload=payload,
-        problem=problem,
     )
-
-
-def _secret(target: PublishingTarget | None, box: Fernet) -> str | None:
-    """The workflow's signing secret; None when there is no target or it cannot be read.
-
-    An unreadable secret (the service key changed) must fail its own job, not every
-    sweep: a claim that raised would roll back and block the queue for all tenants.
-    """
-    if target is None:
-        return None
-    try:
-        return box.decrypt(target.secret).decode()
-    except (InvalidToken, UnicodeDecodeError):
-        return None
 
 
 def _post_payload(post: Post) -> dict[str, Any]:
@@ -229,7 +210,7 @@ async def record_failed_dispatch(
     session: AsyncSession,
     *,
     job_id: str,
-    failure: DispatchFailed | str,
+    failure: DispatchFailed,
     max_attempts: int,
     backoff: tuple[float, float],
 ) -> None:
@@ -238,13 +219,10 @@ async def record_failed_dispatch(
     if job is None or job.state != "dispatching":
         return
     message = str(failure)[:ERROR_LIMIT]
-    retryable = isinstance(failure, DispatchFailed) and failure.retryable
     job.last_error = message
-    if retryable and job.attempts < max_attempts:
-        delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
-        if isinstance(failure, CircuitOpen):  # an earlier try would only meet it again
-            delay = max(delay, failure.retry_after_seconds)
-        job.state, job.next_attempt_at = "queued", now() + timedelta(seconds=delay)
+    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
+    if delay is not None:
+        job.state, job.next_attempt_at = "queued", now() + delay
         return
     await _finish(session, job, published=False, error=message)
 
@@ -285,12 +263,7 @@ async def verification_for(
     if job is None:
         return CallbackVerification(found=False)
     target = await session.get(PublishingTarget, job.tenant_id)
-    return CallbackVerification(
-        found=True,
-        tenant_id=job.tenant_id,
-        secret=_secret(target, box) or "",  # an empty secret verifies nothing
-        accept_secret_header=target.accept_secret_header if target else False,
-    )
+    return verification(job.tenant_id, target, box=box)
 
 
 async def apply_callback(

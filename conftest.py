@@ -32,5 +32,6 @@ def stack_service_env() -> dict[str, str]:
         # internal; it need not be polite to it.
         "BAI_CRAWL_ALLOWED_HOSTS": '["127.0.0.1"]',
         "BAI_CRAWL_DELAY_SECONDS": "0",
+        "BAI_CRAWL_RETRY_BASE_SECONDS": "0.1",
         "BAI_JOB_POLL_SECONDS": "0.5",
     }

@@ -39,7 +39,9 @@ async def site() -> AsyncIterator[Site]:
         yield served
 
 
-async def crawl(site: Site, **plan: object) -> tuple[list[PageData], list[str]]:
+async def crawl(
+    site: Site, crawler_options: dict[str, float] | None = None, **plan: object
+) -> tuple[list[PageData], list[str]]:
     pages: list[PageData] = []
     problems: list[str] = []
 
@@ -54,7 +56,8 @@ async def crawl(site: Site, **plan: object) -> tuple[list[PageData], list[str]]:
 
     async with httpx.AsyncClient(trust_env=False) as client:
         fetcher = SafeFetcher(client=client, allowed_hosts=frozenset({"127.0.0.1"}))
-        crawler = Crawler(fetcher, user_agent="BAI-Mining/1", delay_seconds=0)
+        options = {"delay_seconds": 0.0, "retry_base_seconds": 0.01} | (crawler_options or {})
+        crawler = Crawler(fetcher, user_agent="BAI-Mining/1", **options)  # type: ignore[arg-type]
         settings = {"urls": (f"{site.base}/",), "same_site": True, "max_pages": 20, "max_depth": 2}
         await crawler.run(
             Plan(**(settings | plan)),  # type: ignore[arg-type]  # the test overrides fields
@@ -101,3 +104,73 @@ async def test_an_unreachable_start_url_fails_that_url_not_the_crawl(site: Site)
 
     assert pages
     assert any("127.0.0.1" in p for p in problems)
+
+
+async def test_a_page_that_fails_for_a_while_is_tried_again(site: Site) -> None:
+    site.failures["/about"] = [503, 502]
+
+    pages, problems = await crawl(site)
+
+    assert site.requested.count("/about") == 3
+    assert "/about" in {page.url.removeprefix(site.base) for page in pages}
+    assert not any("/about" in p for p in problems)
+
+
+async def test_a_page_that_keeps_failing_fails_that_page_after_the_retries(site: Site) -> None:
+    site.failures["/about"] = [503, 503, 503, 503]
+
+    pages, problems = await crawl(site)
+
+    assert site.requested.count("/about") == 3  # the first try and two retries
+    assert any("/about" in p and "503" in p for p in problems)
+    assert "/contact" in {page.url.removeprefix(site.base) for page in pages}
+
+
+async def test_a_client_error_is_not_tried_again(site: Site) -> None:
+    site.failures["/about"] = [404, 404]
+
+    _, problems = await crawl(site)
+
+    assert site.requested.count("/about") == 1
+    assert any("/about" in p and "404" in p for p in problems)
+
+
+async def test_one_host_gets_one_request_at_a_time_by_default(site: Site) -> None:
+    site.delay = 0.05
+
+    pages, _ = await crawl(site, {"concurrency": 4})
+
+    assert len(pages) == 4
+    assert site.most_at_once == 1
+
+
+async def test_a_host_may_be_given_more_requests_at_once(site: Site) -> None:
+    site.delay = 0.1
+
+    pages, _ = await crawl(site, {"concurrency": 4, "host_concurrency": 2})
+
+    assert len(pages) == 4
+    assert site.most_at_once == 2
+
+
+async def test_requests_to_a_host_are_spaced_by_the_delay(site: Site) -> None:
+    await crawl(site, {"delay_seconds": 0.2, "concurrency": 4, "host_concurrency": 4})
+
+    arrivals = sorted(arrived for _, arrived, _ in site.spans)
+    assert len(arrivals) == 6  # robots.txt, four pages and the redirect that is refused
+    # Each request may leave no sooner than 0.2 s after the one before it (a busy machine
+    # can only make the first one later, which shortens what is measured a little).
+    assert arrivals[-1] - arrivals[0] >= 0.8
+
+
+async def test_two_sites_are_crawled_side_by_side(site: Site) -> None:
+    other = Site(pages={"/": "<html><body>hola@other.example</body></html>"}, delay=0.3)
+    site.delay = 0.3
+    async with website(other):
+        pages, _ = await crawl(site, {"concurrency": 4}, urls=(f"{site.base}/", f"{other.base}/"))
+
+    assert {p.url for p in pages} >= {f"{site.base}/", f"{other.base}/"}
+    assert site.most_at_once == other.most_at_once == 1  # each site: one at a time
+    page_there = next(span for span in other.spans if span[0] == "/")
+    overlapping = [s for s in site.spans if s[1] < page_there[2] and page_there[1] < s[2]]
+    assert overlapping, "the other site's page was fetched while this one's were not"

@@ -81,6 +81,8 @@ class Fetched:
     body: bytes  # at most max_bytes
     truncated: bool  # the body was cut at max_bytes
     redirects: tuple[str, ...]  # the URLs that answered with a redirect, in order
+    # Seconds the server asked us to wait (``Retry-After`` in seconds on a 429 or 503).
+    retry_after: float | None = None
 
 
 class FetchRefused(Exception):
@@ -265,6 +267,7 @@ class SafeFetcher:
             body=body,
             truncated=truncated,
             redirects=redirects,
+            retry_after=_retry_after(response),
         )
 
     def _acceptable(self, content_type: str | None) -> bool:
@@ -358,3 +361,11 @@ def _describe(exc: httpx.TransportError, target: _Target) -> str:
         if secret:
             reason = reason.replace(secret, "…")
     return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the HTTP-date form is not used by crawl targets we see)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if response.status_code not in (429, 503) or not value.isdigit():
+        return None
+    return float(value)

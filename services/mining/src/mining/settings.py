@@ -14,8 +14,16 @@ class MiningSettings(DispatchSettings):
 
     # Encrypts the tenants' mining workflow secrets (a key derived for that purpose).
     secret_key: SecretStr = SecretStr("dev-insecure-mining-secret-change-me")
-    # Politeness: the least time between two requests to the same host.
+    # Politeness: the least time between the starts of two requests to the same host, and
+    # how many requests one host gets at a time; all hosts of one crawl, at most
+    # crawl_concurrency at a time.
     crawl_delay_seconds: float = Field(default=1.0, ge=0)
+    crawl_host_concurrency: int = Field(default=1, ge=1, le=8)
+    crawl_concurrency: int = Field(default=4, ge=1, le=32)
+    # A fetch that may pass later (timeout, reset, 429, 5xx) is tried again this many
+    # times, after crawl_retry_base_seconds doubling each time (or the site's Retry-After).
+    crawl_retries: int = Field(default=2, ge=0, le=5)
+    crawl_retry_base_seconds: float = Field(default=1.0, ge=0)
     crawl_timeout_seconds: float = Field(default=15.0, gt=0)
     crawl_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     crawl_user_agent: str = "BAI-Mining/1 (+https://bai.dev/bot)"

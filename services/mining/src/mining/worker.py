@@ -74,6 +74,10 @@ def _jobs(settings: MiningSettings) -> Callable[[WorkerContext], Task]:
                     fetcher,
                     user_agent=settings.crawl_user_agent,
                     delay_seconds=settings.crawl_delay_seconds,
+                    concurrency=settings.crawl_concurrency,
+                    host_concurrency=settings.crawl_host_concurrency,
+                    retries=settings.crawl_retries,
+                    retry_base_seconds=settings.crawl_retry_base_seconds,
                 )
                 runner = JobRunner(db=ctx.db, nc=ctx.nc, crawler=crawler)
 

@@ -31,6 +31,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bai_platform.safe_fetch import Fetched, FetchFailed, FetchRefused, SafeFetcher
+from bai_platform.webhooks import DispatchFailed, WebhookDispatcher
 
 BIG_BODY_BYTES = 5 * 1024 * 1024
 PAGE = b"<html><body>hello</body></html>"
@@ -130,7 +131,7 @@ def _app(receiver: Receiver) -> Starlette:
         return Response(b"\x8b\x00\x80", media_type="text/html", headers={"Content-Encoding": "br"})
 
     routes = [
-        Route("/page", page),
+        Route("/page", page, methods=["GET", "POST"]),
         Route("/redirect", redirect),
         Route("/loop", loop),
         Route("/chain/{left:int}", chain),
@@ -660,3 +661,22 @@ async def test_an_unknown_content_coding_fails_for_good(
     failure = await _failed(_local(client), f"{site.base}/brotli")
     assert not failure.retryable
     assert "content coding" in str(failure)
+
+
+async def test_the_webhook_dispatcher_pins_https_the_same_way(tls_site: TlsSite) -> None:
+    # The dispatcher connects to the checked address too; TLS is still verified for the
+    # name (SNI and certificate), and another name on the same address is refused.
+    verify = ssl.create_default_context(cafile=str(tls_site.ca_file))
+    resolver = FakeResolver({TLS_NAME: ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    async with httpx.AsyncClient(verify=verify, trust_env=False) as http:
+        dispatcher = WebhookDispatcher(client=http, allow_private=True, resolver=resolver)
+        sent = await dispatcher.dispatch(
+            url=f"https://{TLS_NAME}:{tls_site.port}/page", payload={"job": 1}, secret="s" * 16
+        )
+        assert sent.status_code == 200
+        assert tls_site.receiver.requests[-1].headers["host"] == f"{TLS_NAME}:{tls_site.port}"
+        with pytest.raises(DispatchFailed) as wrong:
+            await dispatcher.dispatch(
+                url=f"https://other.test:{tls_site.port}/page", payload={}, secret="s" * 16
+            )
+        assert "certificate" in str(wrong.value).lower()

@@ -491,3 +491,62 @@ async def test_a_workflow_on_an_internal_address_is_refused_without_a_call(
     assert not failure.retryable
     assert "internal" in str(failure)
     assert site.receiver.requests == []
+
+
+@dataclass
+class NamedResolver:
+    """Answers for made-up names, counting the questions (nothing reaches real DNS)."""
+
+    answers: dict[str, list[str]]
+    asked: list[str] = field(default_factory=list)
+    error: OSError | None = None
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        if self.error is not None:
+            raise self.error
+        return self.answers[host]
+
+
+async def test_the_call_goes_to_the_checked_address_with_the_name_as_host(
+    site: Site, client: httpx.AsyncClient
+) -> None:
+    # workflow.example has no real address: the POST reached 127.0.0.1 only because the
+    # dispatcher connected to what its resolver said (once), not to a fresh lookup.
+    port = httpx.URL(site.base).port
+    resolver = NamedResolver({"workflow.example": ["127.0.0.2", "127.0.0.1"]})
+    dispatcher = WebhookDispatcher(client=client, allow_private=True, resolver=resolver)
+
+    delivered = await dispatcher.dispatch(
+        url=f"http://workflow.example:{port}/ok", payload={"job": "gen_1"}, secret=SECRET
+    )
+
+    assert delivered.status_code == 200
+    assert resolver.asked == ["workflow.example"]
+    (seen,) = site.receiver.requests  # 127.0.0.2 refused the connection: the next address
+    assert seen.headers["host"] == f"workflow.example:{port}"
+
+
+async def test_a_name_re_pointed_inside_is_refused_before_any_call(
+    site: Site, client: httpx.AsyncClient
+) -> None:
+    resolver = NamedResolver({"workflow.example": ["93.184.215.14", "10.0.0.7"]})
+    dispatcher = WebhookDispatcher(client=client, resolver=resolver)
+
+    failure = await _failure(dispatcher, "http://workflow.example/ok")
+
+    assert not failure.retryable
+    assert "internal" in str(failure)
+
+
+async def test_a_resolver_failure_may_pass_but_a_missing_name_does_not(
+    client: httpx.AsyncClient,
+) -> None:
+    flaky = NamedResolver({}, error=socket.gaierror(socket.EAI_AGAIN, "try again"))
+    missing = NamedResolver({}, error=socket.gaierror(socket.EAI_NONAME, "no such name"))
+
+    for resolver, retryable in ((flaky, True), (missing, False)):
+        dispatcher = WebhookDispatcher(client=client, resolver=resolver)
+        failure = await _failure(dispatcher, "http://workflow.example/ok")
+        assert failure.retryable is retryable
+        assert "cannot be resolved" in str(failure)

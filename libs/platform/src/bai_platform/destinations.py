@@ -12,7 +12,9 @@ A deployment whose workflows live on its own network (n8n in the same cluster, o
 the same machine in development) allows private destinations explicitly with the
 ``BAI_ALLOW_PRIVATE_DESTINATIONS`` setting.
 
-The check runs when a URL is saved and again before every call (names can be re-pointed).
+The check runs when a URL is saved and again before every call (names can be re-pointed);
+callers then connect to the addresses that were checked (``checked_addresses``), never to
+a fresh resolution of the name.
 """
 
 import asyncio
@@ -27,6 +29,23 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 class DestinationRefused(ValueError):
     """The URL may not be called; the reason is safe to show the tenant."""
+
+
+class NameNotResolved(DestinationRefused):
+    """The host has no address now; ``transient`` when asking again later may help (the
+    resolver failed, rather than saying the name does not exist)."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# getaddrinfo's "this name does not exist" answers; any other failure may pass.
+NO_SUCH_NAME = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -65,19 +84,39 @@ async def check_destination(
         raise DestinationRefused("the URL must be http or https with a host")
     if allow_private:
         return
+    await checked_addresses(url, allow_private=False, resolver=resolver)
+
+
+async def checked_addresses(
+    url: str, *, allow_private: bool = False, resolver: Resolver = system_resolver
+) -> list[IPAddress]:
+    """The addresses ``url``'s host resolves to, every one public unless ``allow_private``:
+    what a caller connects to (and only to), so the name cannot be re-pointed between the
+    check and the call (DNS rebinding)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationRefused("the URL must be http or https with a host")
     host = parts.hostname
     literal = literal_address(host)
     if literal is not None:
-        _require_public(literal, host)
-        return
-    try:
-        addresses = await resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
-    except OSError as exc:
-        raise DestinationRefused(f"{host} cannot be resolved") from exc
+        addresses = [literal]
+    else:
+        try:
+            raw = await resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except OSError as exc:
+            missing = isinstance(exc, socket.gaierror) and exc.errno in NO_SUCH_NAME
+            raise NameNotResolved(f"{host} cannot be resolved", transient=not missing) from exc
+        addresses = []
+        for value in raw:
+            address = ipaddress.ip_address(value.split("%")[0])
+            if address not in addresses:
+                addresses.append(address)
     if not addresses:
-        raise DestinationRefused(f"{host} cannot be resolved")
-    for raw in addresses:
-        _require_public(ipaddress.ip_address(raw.split("%")[0]), host)
+        raise NameNotResolved(f"{host} cannot be resolved", transient=False)
+    if not allow_private:
+        for address in addresses:
+            _require_public(address, host)
+    return addresses
 
 
 def _require_public(address: IPAddress, host: str) -> None:

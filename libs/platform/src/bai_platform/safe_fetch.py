@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import httpx
 
 from bai_platform.destinations import (
+    NO_SUCH_NAME,
     IPAddress,
     Resolver,
     is_public,
@@ -66,11 +67,6 @@ from bai_platform.destinations import (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REASON_CHARS = 300
 _PRIVATE_HEADERS = ("Cookie", "Authorization", "Proxy-Authorization")
-_NO_SUCH_NAME = frozenset(
-    code
-    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
-    if code is not None
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +201,7 @@ class SafeFetcher:
         try:
             raw = await self._resolver(target.ascii_host, target.port)
         except OSError as exc:
-            missing = isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME
+            missing = isinstance(exc, socket.gaierror) and exc.errno in NO_SUCH_NAME
             raise FetchFailed(f"{target.host} cannot be resolved", retryable=not missing) from None
         addresses: list[IPAddress] = []
         for value in raw:

@@ -11,7 +11,10 @@ POSTed with ``Content-Type: application/json``, ``X-BAI-Timestamp``, ``X-BAI-Sig
 ``X-BAI-Event-Id`` when given (receivers dedupe on it, so a retry is safe), ``X-BAI-Secret``
 only when asked (the original system's shared-secret header) and ``User-Agent``. An empty
 secret is refused: nothing goes out unsigned. Redirects are not followed and the answer's
-body is read only up to ``max_response_bytes``.
+body is read only up to ``max_response_bytes``. The name is resolved and checked before
+every call (``bai_platform.destinations``) and the connection goes to a checked address
+(the next one when it refuses), with ``Host`` and TLS SNI set to the name: a name re-pointed
+after the check (DNS rebinding) is never followed.
 
 Outcomes: 2xx is ``Delivered``. Everything else is ``DispatchFailed`` with a message fit to
 show the tenant (never the URL's path, query or credentials): retryable for 408, 425, 429,
@@ -39,8 +42,10 @@ from cachetools import LRUCache
 
 from bai_platform.destinations import (
     DestinationRefused,
+    IPAddress,
+    NameNotResolved,
     Resolver,
-    check_destination,
+    checked_addresses,
     system_resolver,
 )
 
@@ -195,14 +200,19 @@ class WebhookDispatcher:
         if not secret:
             raise DispatchFailed("no signing secret is configured; not sending", retryable=False)
         try:
-            await check_destination(url, allow_private=self._allow_private, resolver=self._resolver)
+            addresses = await checked_addresses(
+                url, allow_private=self._allow_private, resolver=self._resolver
+            )
         except DestinationRefused as refused:
-            raise DispatchFailed(str(refused), retryable=False) from refused
+            transient = isinstance(refused, NameNotResolved) and refused.transient
+            raise DispatchFailed(str(refused), retryable=transient) from refused
         target = _parse_url(url)
         endpoint = _endpoint(target)
         trial = self._admit(endpoint, target)
         try:
-            delivered = await self._deliver(target, payload, secret, secret_header, event_id)
+            delivered = await self._deliver(
+                target, addresses, payload, secret, secret_header, event_id
+            )
         except DispatchFailed as failure:
             self._record(endpoint, failed=failure.retryable)
             raise
@@ -214,17 +224,30 @@ class WebhookDispatcher:
     async def _deliver(
         self,
         target: httpx.URL,
+        addresses: list[IPAddress],
         payload: Mapping[str, Any],
         secret: str,
         secret_header: bool,
         event_id: str | None,
     ) -> Delivered:
-        request = self._request(target, payload, secret, secret_header, event_id)
         try:
             # httpx times each read separately; this bounds the whole exchange, so a server
             # dripping bytes cannot hold a worker for longer than timeout_seconds.
             async with asyncio.timeout(self._timeout):
-                status, body, location = await self._exchange(request)
+                for address in addresses[:-1]:
+                    request = self._request(
+                        target, address, payload, secret, secret_header, event_id
+                    )
+                    try:
+                        status, body, location = await self._exchange(request)
+                        break
+                    except (httpx.ConnectError, httpx.ConnectTimeout):
+                        continue  # the next checked address
+                else:
+                    request = self._request(
+                        target, addresses[-1], payload, secret, secret_header, event_id
+                    )
+                    status, body, location = await self._exchange(request)
         except (TimeoutError, httpx.TimeoutException):
             raise _unreachable(target, f"no answer within {self._timeout:g} s") from None
         except httpx.TransportError as exc:
@@ -234,6 +257,7 @@ class WebhookDispatcher:
     def _request(
         self,
         target: httpx.URL,
+        address: IPAddress,
         payload: Mapping[str, Any],
         secret: str,
         secret_header: bool,
@@ -255,8 +279,18 @@ class WebhookDispatcher:
             headers["X-BAI-Event-Id"] = event_id
         if secret_header:
             headers["X-BAI-Secret"] = secret
+        headers["Host"] = target.netloc.decode("ascii")
+        extensions: dict[str, str] = {}
+        if target.scheme == "https":  # the certificate is still checked for the name
+            extensions["sni_hostname"] = target.raw_host.decode("ascii")
+            headers["Connection"] = "close"  # no connection reused for another name
         request = self._client.build_request(
-            "POST", target, content=content, headers=headers, timeout=self._timeout
+            "POST",
+            target.copy_with(host=str(address)),
+            content=content,
+            headers=headers,
+            timeout=self._timeout,
+            extensions=extensions,
         )
         # One client serves every tenant: a cookie one tenant set must not reach another.
         request.headers.pop("Cookie", None)

@@ -22,7 +22,13 @@ from bai_platform.secrets import fernet_for
 from bai_platform.testing_servers import served
 from bai_platform.worker import WorkerContext
 from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
-from creator.engines.openai import EngineFailed, messages_for, parse_reply
+from creator.engines.openai import (
+    Endpoint,
+    EngineFailed,
+    chat_completion,
+    messages_for,
+    parse_reply,
+)
 from creator.events import on_generation_requested
 from creator.models import EngineSettings, GenerationJob, outbox
 from creator.settings import CreatorSettings
@@ -256,3 +262,35 @@ async def test_a_provider_error_is_retried_then_fails_after_the_last_attempt(
     assert failed.error is not None
     assert "after 2 attempt(s)" in failed.error
     assert len(provider.received) == 2
+
+
+async def test_an_engine_on_an_internal_address_is_refused_without_a_call(
+    provider: Provider,
+) -> None:
+    endpoint = Endpoint(base_url=provider.base_url, api_key=KEY, model="gpt-test")
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(EngineFailed) as refused:
+            await chat_completion(client, endpoint, [], timeout_seconds=5, allow_private=False)
+
+    assert not refused.value.retryable
+    assert "internal" in str(refused.value)
+    assert provider.received == []
+
+
+async def test_the_engine_is_called_at_the_address_that_was_checked(provider: Provider) -> None:
+    # A name only our patched resolver knows: reached because the call goes to the checked
+    # address with the name as Host, not to a second lookup of the name.
+    port = httpx.URL(provider.base_url).port
+    endpoint = Endpoint(base_url=f"http://llm.example:{port}/v1", api_key=KEY, model="gpt-test")
+
+    async def resolver(host: str, port: int) -> list[str]:
+        assert host == "llm.example"
+        return ["127.0.0.1"]
+
+    async with httpx.AsyncClient() as client:
+        raw = await chat_completion(
+            client, endpoint, [], timeout_seconds=5, allow_private=True, resolver=resolver
+        )
+
+    assert json.loads(raw)["object"] == "chat.completion"
+    assert provider.headers[-1]["host"] == f"llm.example:{port}"

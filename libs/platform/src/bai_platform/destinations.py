@@ -23,6 +23,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+import httpx
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -135,3 +137,35 @@ def without_credentials(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
+
+
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    address: IPAddress,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+    content: bytes | None = None,
+) -> httpx.Request:
+    """A request for ``url`` that connects to ``address`` (one ``checked_addresses`` gave):
+    ``Host`` is the URL's, and for HTTPS the TLS server name too, so the certificate is
+    still checked for the name; ``Connection: close`` keeps a connection verified for one
+    name from serving another on the same address."""
+    headers = {**headers, "Host": url.netloc.decode("ascii")}
+    extensions: dict[str, str] = {}
+    if url.scheme == "https":
+        extensions["sni_hostname"] = url.raw_host.decode("ascii")
+        headers["Connection"] = "close"
+    return client.build_request(
+        method,
+        url.copy_with(host=str(address)),
+        content=content,
+        headers=headers,
+        timeout=timeout,
+        extensions=extensions,
+    )
+
+
+CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)

@@ -60,6 +60,7 @@ from bai_platform.destinations import (
     Resolver,
     is_public,
     literal_address,
+    pinned_request,
     system_resolver,
     without_credentials,
 )
@@ -228,19 +229,18 @@ class SafeFetcher:
 
     def _request(self, target: _Target, address: IPAddress) -> httpx.Request:
         headers = {
-            "Host": target.url.netloc.decode("ascii"),
             "User-Agent": self._user_agent,
             "Accept": ", ".join(self._content_types) + ", */*;q=0.1",
             # The cap is on what we hold in memory: ask for the body as it is.
             "Accept-Encoding": "identity",
         }
-        extensions: dict[str, str] = {}
-        if target.url.scheme == "https":
-            extensions["sni_hostname"] = target.ascii_host
-            headers["Connection"] = "close"
-        pinned = target.url.copy_with(host=str(address), fragment=None)
-        request = self._client.build_request(
-            "GET", pinned, headers=headers, timeout=self._timeout, extensions=extensions
+        request = pinned_request(
+            self._client,
+            "GET",
+            target.url.copy_with(fragment=None),
+            address,
+            headers=headers,
+            timeout=self._timeout,
         )
         for name in _PRIVATE_HEADERS:
             request.headers.pop(name, None)

@@ -41,11 +41,13 @@ import httpx
 from cachetools import LRUCache
 
 from bai_platform.destinations import (
+    CONNECT_ERRORS,
     DestinationRefused,
     IPAddress,
     NameNotResolved,
     Resolver,
     checked_addresses,
+    pinned_request,
     system_resolver,
 )
 
@@ -241,7 +243,7 @@ class WebhookDispatcher:
                     try:
                         status, body, location = await self._exchange(request)
                         break
-                    except (httpx.ConnectError, httpx.ConnectTimeout):
+                    except CONNECT_ERRORS:
                         continue  # the next checked address
                 else:
                     request = self._request(
@@ -279,18 +281,14 @@ class WebhookDispatcher:
             headers["X-BAI-Event-Id"] = event_id
         if secret_header:
             headers["X-BAI-Secret"] = secret
-        headers["Host"] = target.netloc.decode("ascii")
-        extensions: dict[str, str] = {}
-        if target.scheme == "https":  # the certificate is still checked for the name
-            extensions["sni_hostname"] = target.raw_host.decode("ascii")
-            headers["Connection"] = "close"  # no connection reused for another name
-        request = self._client.build_request(
+        request = pinned_request(
+            self._client,
             "POST",
-            target.copy_with(host=str(address)),
-            content=content,
+            target,
+            address,
             headers=headers,
             timeout=self._timeout,
-            extensions=extensions,
+            content=content,
         )
         # One client serves every tenant: a cookie one tenant set must not reach another.
         request.headers.pop("Cookie", None)

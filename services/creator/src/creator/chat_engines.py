@@ -12,7 +12,6 @@ import json
 import httpx
 from cryptography.fernet import Fernet
 
-from bai_platform.destinations import check_destination
 from bai_platform.webhooks import WebhookDispatcher
 from creator.chat import Writer, builtin_reply
 from creator.engines.config import N8N, OPENAI_COMPATIBLE
@@ -50,9 +49,12 @@ def _openai(
     client: httpx.AsyncClient, endpoint: Endpoint, timeout_seconds: float, allow_private: bool
 ) -> Writer:
     async def write(widget: ChatWidget, history: list[ChatMessage], text: str) -> str:
-        await check_destination(endpoint.base_url, allow_private=allow_private)
         raw = await chat_completion(
-            client, endpoint, messages_for(widget, history, text), timeout_seconds=timeout_seconds
+            client,
+            endpoint,
+            messages_for(widget, history, text),
+            timeout_seconds=timeout_seconds,
+            allow_private=allow_private,
         )
         return completion_text(raw)[:2000]
 

@@ -18,7 +18,6 @@ from bai_contracts import (
 )
 from bai_platform.callbacks import callback_verification_task
 from bai_platform.consumer import Subscription
-from bai_platform.destinations import DestinationRefused, check_destination
 from bai_platform.dispatching import OnePass, Sender, deadline_sweeper, dispatch_task
 from bai_platform.rpc import Endpoint, rpc_task
 from bai_platform.secrets import fernet_for
@@ -140,14 +139,13 @@ class OpenAIRunner:
     async def _ask(self, job: openai.Claimed) -> None:
         s = self._settings
         try:
-            await check_destination(
-                job.endpoint.base_url, allow_private=s.allow_private_destinations
-            )
             content = await openai.generate(
-                self._client, job.endpoint, job.request, timeout_seconds=s.engine_timeout_seconds
+                self._client,
+                job.endpoint,
+                job.request,
+                timeout_seconds=s.engine_timeout_seconds,
+                allow_private=s.allow_private_destinations,
             )
-        except DestinationRefused as refused:
-            failure = openai.EngineFailed(str(refused), retryable=False)
         except openai.EngineFailed as exc:
             failure = exc
         except Exception as exc:  # a bug must not leave the job mid-dispatch forever

@@ -26,6 +26,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
+from bai_platform.destinations import (
+    CONNECT_ERRORS,
+    DestinationRefused,
+    NameNotResolved,
+    Resolver,
+    checked_addresses,
+    pinned_request,
+    system_resolver,
+)
 from bai_platform.webhooks import backoff_delay
 from creator.channels import ChannelRules, rules_for
 from creator.engines.config import OPENAI_COMPATIBLE
@@ -109,10 +118,16 @@ async def generate(
     request: PostGenerationRequested,
     *,
     timeout_seconds: float,
+    allow_private: bool = False,
 ) -> GeneratedContent:
     """One chat completion, read as the post's content."""
     raw = await chat_completion(
-        client, endpoint, messages_for(request), timeout_seconds=timeout_seconds, json_mode=True
+        client,
+        endpoint,
+        messages_for(request),
+        timeout_seconds=timeout_seconds,
+        json_mode=True,
+        allow_private=allow_private,
     )
     return parse_reply(raw, request.channel)
 
@@ -124,18 +139,50 @@ async def chat_completion(
     *,
     timeout_seconds: float,
     json_mode: bool = False,
+    allow_private: bool = False,
+    resolver: Resolver = system_resolver,
 ) -> bytes:
-    """The raw answer of ``/chat/completions``, or EngineFailed."""
+    """The raw answer of ``/chat/completions``, or EngineFailed.
+
+    The engine's name is resolved and checked (internal addresses refused unless
+    ``allow_private``), and the call connects to a checked address, never to a second
+    lookup of the name (``bai_platform.destinations``).
+    """
     body: dict[str, Any] = {"model": endpoint.model, "messages": messages, "temperature": 0.7}
     if json_mode:
         body["response_format"] = {"type": "json_object"}
     headers = {"Authorization": f"Bearer {endpoint.api_key}", "Content-Type": "application/json"}
-    url = f"{endpoint.base_url.rstrip('/')}/chat/completions"
+    url = httpx.URL(f"{endpoint.base_url.rstrip('/')}/chat/completions")
     try:
-        async with client.stream(
-            "POST", url, json=body, headers=headers, timeout=timeout_seconds
-        ) as response:
-            raw = await _read_capped(response)
+        addresses = await checked_addresses(
+            str(url), allow_private=allow_private, resolver=resolver
+        )
+    except DestinationRefused as refused:
+        transient = isinstance(refused, NameNotResolved) and refused.transient
+        raise EngineFailed(str(refused), retryable=transient) from refused
+    content = json.dumps(body).encode()
+    try:
+        for index, address in enumerate(addresses):
+            call = pinned_request(
+                client,
+                "POST",
+                url,
+                address,
+                headers=headers,
+                timeout=timeout_seconds,
+                content=content,
+            )
+            try:
+                response = await client.send(call, stream=True)
+            except CONNECT_ERRORS:
+                if index == len(addresses) - 1:
+                    raise
+                continue  # the next checked address
+            try:
+                raw = await _read_capped(response)
+            finally:
+                await response.aclose()
+            break
     except httpx.TimeoutException as exc:
         raise EngineFailed("the engine did not answer in time", retryable=True) from exc
     except httpx.HTTPError as exc:

@@ -15,6 +15,7 @@ from bai_platform.devstack import Stack
 from billing.testing_events import Customer, signed
 
 from .conftest import Account
+from .test_live_events import listening
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +58,14 @@ async def test_a_signed_paid_invoice_grants_its_plan_once_and_the_tier_follows(
     forged = await _send(edge, paid, "whsec_not_the_stacks_secret_000000")
     assert forged.status_code == 400
     assert forged.json()["code"] == "signature_invalid"
-    assert (await _send(edge, subscribed, secret)).status_code == 200
-    answers = [await _send(edge, paid, secret) for _ in range(3)]
-    assert [a.json()["duplicate"] for a in answers] == [False, True, True]
+    async with listening(edge, account) as live:
+        assert (await _send(edge, subscribed, secret)).status_code == 200
+        answers = [await _send(edge, paid, secret) for _ in range(3)]
+        assert [a.json()["duplicate"] for a in answers] == [False, True, True]
+        # The workspace's people hear of it on live events (once, however often it came).
+        notice = await live.wait_for(lambda e: e.get("event") == "bai.billing.notice.v1", within=15)
+        assert notice["data"]["data"]["notice"] == "credits_granted"
+        assert "500 posts" in notice["data"]["data"]["message"]
 
     balance = await _until(
         edge, "/v1/billing/balance", account, lambda b: b["balances"]["posts"] == 600

@@ -106,7 +106,7 @@ async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswe
     held = await _reservation(session, tenant, kind, question.reference)
     if held is not None:
         return await _answer(session, tenant, ok=held.state != "released", code=_code(held))
-    await _account(session, tenant, kind)
+    # One conditional UPDATE (no account row: nothing was ever granted, nothing to take).
     taken = await session.scalar(
         update(CreditAccount)
         .where(
@@ -124,7 +124,7 @@ async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswe
     if taken is None:
         left = (await balances(session, tenant_id=tenant))[kind]
         reason = f"{question.amount} {kind} credits needed, {left} left"
-        await alert_thresholds(session, tenant, kind)
+        await alert_thresholds(session, tenant, kind, available=left)
         return await _answer(session, tenant, ok=False, code="insufficient_credits", reason=reason)
     session.add(
         Reservation(
@@ -136,7 +136,7 @@ async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswe
         )
     )
     await _entry(session, tenant, kind, "reservation", -question.amount, question.reference)
-    await alert_thresholds(session, tenant, kind)
+    await alert_thresholds(session, tenant, kind, available=int(taken))
     return await _answer(session, tenant, ok=True)
 
 
@@ -293,27 +293,32 @@ async def _take_back(
     return taken
 
 
-async def alert_thresholds(session: AsyncSession, tenant: UUID, kind: str) -> None:
-    """Announce 80 % and 100 % use of ``kind``, once per grant period."""
-    live = (
-        CreditGrant.tenant_id == tenant,
-        CreditGrant.kind == kind,
-        CreditGrant.expired_at.is_(None),
-    )
-    granted = int(
-        await session.scalar(
-            select(func.coalesce(func.sum(CreditGrant.amount - CreditGrant.clawed_back), 0)).where(
-                *live
+async def alert_thresholds(
+    session: AsyncSession, tenant: UUID, kind: str, *, available: int
+) -> None:
+    """Announce 80 % and 100 % use of ``kind`` (``available`` left now), once per grant
+    period (the newest live grant names it)."""
+    # One row: the newest live grant's reference, and what all live grants gave.
+    newest = (
+        await session.execute(
+            select(
+                CreditGrant.reference,
+                func.sum(CreditGrant.amount - CreditGrant.clawed_back).over(),
             )
+            .where(
+                CreditGrant.tenant_id == tenant,
+                CreditGrant.kind == kind,
+                CreditGrant.expired_at.is_(None),
+            )
+            .order_by(CreditGrant.id.desc())
+            .limit(1)
         )
-        or 0
-    )
-    period = await session.scalar(
-        select(CreditGrant.reference).where(*live).order_by(CreditGrant.id.desc()).limit(1)
-    )
-    if granted <= 0 or period is None:
+    ).first()
+    if newest is None:
         return
-    available = (await balances(session, tenant_id=tenant))[kind]
+    period, granted = newest[0], int(newest[1] or 0)
+    if granted <= 0:
+        return
     used = (granted - available) * 100
     for threshold in THRESHOLDS:
         if used < threshold * granted:

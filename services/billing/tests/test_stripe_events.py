@@ -10,14 +10,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from bai_contracts import CommitCredits, ReserveCredits
 from bai_platform.db import Database
 from billing import credits
 from billing.cli import cli
-from billing.models import LedgerEntry, StripeEvent, Subscription, outbox
+from billing.models import LedgerEntry, PendingRefund, StripeEvent, Subscription, outbox
 from billing.settings import BillingSettings
 from billing.stripe_events import Rules, process_pending
 from billing.testing_events import Customer
@@ -85,6 +85,7 @@ def a_month(customer: Customer) -> list[dict[str, Any]]:
         customer.subscription_event("created", created=T0 + 10, status="incomplete"),
         customer.subscription_event("updated", created=T0 + 11, status="active"),
         first,
+        customer.invoice_payment(first["data"]["object"]["id"], created=T0 + 12),
         customer.subscription_event("updated", created=T0 + 500, price=AGENCY),
         customer.invoice("invoice.paid", created=T0 + 30 * 86_400, period=1, price=AGENCY),
         customer.refund(first["data"]["object"]["id"], created=T0 + 31 * 86_400, refunded=2450),
@@ -243,7 +244,13 @@ async def test_a_refund_takes_back_only_what_is_left_of_that_invoice(
             session, CommitCredits(tenant_id=customer.tenant, kind="posts", reference="j1")
         )
 
-    await deliver(billing_db, rules, customer.refund(paid["data"]["object"]["id"], created=T0 + 9))
+    invoice_id = paid["data"]["object"]["id"]
+    await deliver(
+        billing_db,
+        rules,
+        customer.invoice_payment(invoice_id, created=T0 + 1),
+        customer.refund(invoice_id, created=T0 + 9),
+    )
 
     left = await balances(billing_db, customer.tenant)
     assert left["posts"] == 0  # 500 owed back, 50 were left, nothing below zero
@@ -322,3 +329,52 @@ async def test_the_replay_command_applies_events_that_gave_up_once_the_cause_is_
     assert result.exit_code == 0, result.output
     assert paid["id"] in result.output
     assert (await balances(billing_db, customer.tenant))["posts"] == 500
+
+
+@pytest.mark.parametrize("link_first", [True, False])
+async def test_a_refund_finds_its_invoice_whichever_comes_first_refund_or_link(
+    billing_db: Database, rules: Rules, link_first: bool
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    invoice_id = paid["data"]["object"]["id"]
+    link = customer.invoice_payment(invoice_id, created=T0 + 1)
+    refund = customer.refund(invoice_id, created=T0 + 9, refunded=4900 // 2)
+    await deliver(billing_db, rules, paid)
+
+    await deliver(billing_db, rules, *((link, refund) if link_first else (refund, link)))
+
+    assert ("posts", "refund", -250) in await ledger(billing_db, customer.tenant)
+    assert (await balances(billing_db, customer.tenant))["posts"] == 250
+    async with billing_db.transaction() as session:
+        left = await session.scalar(
+            select(func.count())
+            .select_from(PendingRefund)
+            .where(PendingRefund.tenant_id == customer.tenant)
+        )
+    assert left == 0
+
+
+async def test_a_charge_that_names_its_invoice_is_refunded_as_older_api_versions_send_it(
+    billing_db: Database, rules: Rules
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    refund = customer.refund(paid["data"]["object"]["id"], created=T0 + 9, names_invoice=True)
+
+    await deliver(billing_db, rules, refund, paid)  # the refund waits for its invoice
+    await settle(billing_db, rules)
+
+    assert ("posts", "refund", -500) in await ledger(billing_db, customer.tenant)
+
+
+async def test_a_refund_of_a_payment_that_is_no_invoice_of_ours_takes_nothing(
+    billing_db: Database, rules: Rules
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    await deliver(billing_db, rules, customer.checkout_completed(created=T0))
+    await deliver(billing_db, rules, customer.refund("in_elsewhere", created=T0 + 9))
+
+    assert [e for e in await ledger(billing_db, customer.tenant) if e[1] == "refund"] == []
+    notices = await announced(billing_db, customer.tenant, "bai.billing.notice.v1")
+    assert [n["notice"] for n in notices] == ["charge_refunded"]

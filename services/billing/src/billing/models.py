@@ -186,6 +186,23 @@ class Invoice(Base):
     )
 
 
+class PendingRefund(Base):
+    """A refunded charge not yet linked to its invoice (since API version 2025-03-31 a charge
+    does not name its invoice: ``invoice_payment.paid`` links them, in either order). Applied
+    and removed once the link is known."""
+
+    __tablename__ = "pending_refunds"
+
+    charge_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(120), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class StripeEvent(Base):
     """Every verified Stripe event, stored by id before it is acknowledged; the worker
     processes it afterwards (``processed_at``), in Stripe's ``created`` order."""

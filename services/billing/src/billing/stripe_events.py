@@ -14,7 +14,10 @@ order; each effect is safe either way:
   (or trialing, or past due) subscription, else ``none``.
 - **invoice.paid** grants the plan's monthly credits once, keyed by the invoice id, usable
   until the end of the period paid for plus the grace (see ``billing.credits``).
-- **charge.refunded** takes back the refunded share of what that invoice granted.
+- **charge.refunded** takes back the refunded share of what that invoice granted. API
+  versions from 2025-03-31 no longer name the invoice on a charge: ``invoice_payment.paid``
+  tells which payment intent (or charge) paid which invoice, and a refund that comes
+  before that link waits in ``pending_refunds`` and applies when it comes.
 - **checkout.session.completed** links the Stripe customer to the workspace.
 - ``invoice.payment_failed``, ``invoice.payment_action_required``, ``invoice.upcoming``,
   ``customer.subscription.trial_will_end`` and ``charge.dispute.created`` become
@@ -33,7 +36,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,7 +46,14 @@ from bai_platform.db import Database
 from bai_platform.envelope import new_event
 from bai_platform.outbox import emit
 from billing import credits
-from billing.models import Customer, Invoice, StripeEvent, Subscription, outbox
+from billing.models import (
+    Customer,
+    Invoice,
+    PendingRefund,
+    StripeEvent,
+    Subscription,
+    outbox,
+)
 from billing.plans import Catalogue
 
 log = structlog.get_logger("billing.stripe_events")
@@ -316,37 +326,104 @@ async def _invoice_paid(
     if granted and stored:
         what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in granted.items())
         await _notice(session, tenant, "credits_granted", f"{plan.name}: {what}", invoice_id)
+    row = await session.get(Invoice, invoice_id, with_for_update=True)
+    if row is not None:  # older API versions name the payment here: refunds that waited
+        await _settle_pending_refunds(session, row)
 
 
 async def _charge_refunded(
     session: AsyncSession, event: dict[str, Any], obj: dict[str, Any], rules: Rules
 ) -> None:
-    charge_id = _id(obj)
+    charge_id = _id(obj) or ""
+    intent = _id(obj.get("payment_intent"))
     invoice: Invoice | None = None
-    if invoice_id := _id(obj.get("invoice")):
+    if invoice_id := _id(obj.get("invoice")):  # API versions before 2025-03-31 name it
         invoice = await session.get(Invoice, invoice_id, with_for_update=True)
         if invoice is None:  # its invoice.paid has not been processed yet
             raise NotYet(f"the refunded invoice {invoice_id} is not known yet")
-    for column, value in (
-        (Invoice.charge_id, charge_id),
-        (Invoice.payment_intent_id, _id(obj.get("payment_intent"))),
-    ):
+    for column, value in ((Invoice.charge_id, charge_id), (Invoice.payment_intent_id, intent)):
         if invoice is None and value:
             invoice = await session.scalar(select(Invoice).where(column == value).with_for_update())
     tenant = invoice.tenant_id if invoice else await _tenant(session, obj)
     refunded, amount = int(obj.get("amount_refunded") or 0), int(obj.get("amount") or 0)
     message = f"{refunded / 100:.2f} {str(obj.get('currency', '')).upper()} refunded"
-    if invoice is not None and amount > 0:
-        invoice.amount_refunded = max(invoice.amount_refunded, refunded)
-        taken = await credits.claw_back(
-            session,
-            tenant_id=tenant,
-            invoice_id=invoice.stripe_invoice_id,
-            share=refunded / amount,
-            reference=f"refund:{charge_id}:{refunded}",
-        )
+    if invoice is not None:
+        taken = await _apply_refund(session, invoice, charge_id, amount, refunded)
         message += f"; {taken} credits of that invoice taken back"
+    elif amount > 0:
+        # Not linked to an invoice yet: kept until invoice_payment.paid links them.
+        statement = insert(PendingRefund).values(
+            charge_id=charge_id,
+            tenant_id=tenant,
+            payment_intent_id=intent,
+            amount=amount,
+            amount_refunded=refunded,
+        )
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[PendingRefund.charge_id],
+                set_={
+                    "amount_refunded": func.greatest(
+                        PendingRefund.amount_refunded, statement.excluded.amount_refunded
+                    )
+                },
+            )
+        )
     await _notice(session, tenant, "charge_refunded", message, charge_id)
+
+
+async def _apply_refund(
+    session: AsyncSession, invoice: Invoice, charge_id: str, amount: int, refunded: int
+) -> int:
+    """Take back the refunded share of what ``invoice`` granted; the credits taken."""
+    if amount <= 0:
+        return 0
+    invoice.amount_refunded = max(invoice.amount_refunded, refunded)
+    return await credits.claw_back(
+        session,
+        tenant_id=invoice.tenant_id,
+        invoice_id=invoice.stripe_invoice_id,
+        share=refunded / amount,
+        reference=f"refund:{charge_id}:{refunded}",
+    )
+
+
+async def _invoice_payment_paid(
+    session: AsyncSession, event: dict[str, Any], obj: dict[str, Any], rules: Rules
+) -> None:
+    """Which payment paid which invoice (API versions from 2025-03-31 say it only here)."""
+    invoice_id = _id(obj.get("invoice"))
+    if invoice_id is None:
+        raise ValueError("the invoice payment names no invoice")
+    invoice = await session.get(Invoice, invoice_id, with_for_update=True)
+    if invoice is None:
+        raise NotYet(f"the paid invoice {invoice_id} is not known yet")
+    payment: dict[str, Any] = obj.get("payment") or {}
+    if not isinstance(payment, dict):
+        raise ValueError("the invoice payment's payment is not an object")
+    invoice.payment_intent_id = invoice.payment_intent_id or _id(payment.get("payment_intent"))
+    invoice.charge_id = invoice.charge_id or _id(payment.get("charge"))
+    await _settle_pending_refunds(session, invoice)
+
+
+async def _settle_pending_refunds(session: AsyncSession, invoice: Invoice) -> None:
+    """Refunds that came before their charge was linked to ``invoice`` apply now."""
+    links = [
+        column == value
+        for column, value in (
+            (PendingRefund.charge_id, invoice.charge_id),
+            (PendingRefund.payment_intent_id, invoice.payment_intent_id),
+        )
+        if value
+    ]
+    if not links:
+        return
+    pending = await session.scalars(select(PendingRefund).where(or_(*links)).with_for_update())
+    for refund in pending:
+        await _apply_refund(
+            session, invoice, refund.charge_id, refund.amount, refund.amount_refunded
+        )
+        await session.delete(refund)
 
 
 def _noticed(kind: NoticeKind, text: Callable[[dict[str, Any]], str]) -> Handler:
@@ -414,6 +491,7 @@ HANDLERS: dict[str, Handler] = {
     "invoice.upcoming": _noticed(
         "invoice_upcoming", lambda o: f"The next invoice, {_money(o, 'amount_due')}, is coming"
     ),
+    "invoice_payment.paid": _invoice_payment_paid,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute,
 }

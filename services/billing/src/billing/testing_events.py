@@ -159,20 +159,45 @@ class Customer:
             created=created,
         )
 
-    def refund(
-        self, invoice_id: str, *, created: int, amount: int = 4900, refunded: int = 4900
-    ) -> dict[str, Any]:
+    def invoice_payment(self, invoice_id: str, *, created: int) -> dict[str, Any]:
+        """``invoice_payment.paid``: which payment intent paid the invoice."""
         return event(
-            "charge.refunded",
+            "invoice_payment.paid",
             {
-                "id": f"ch_{invoice_id}",
-                "object": "charge",
-                "customer": self.customer,
+                "id": f"inpay_{invoice_id}",
+                "object": "invoice_payment",
                 "invoice": invoice_id,
-                "amount": amount,
-                "amount_refunded": refunded,
+                "amount_paid": 4900,
+                "amount_requested": 4900,
                 "currency": "eur",
-                "refunded": refunded >= amount,
+                "is_default": True,
+                "status": "paid",
+                "payment": {"type": "payment_intent", "payment_intent": f"pi_{invoice_id}"},
             },
             created=created,
         )
+
+    def refund(
+        self,
+        invoice_id: str,
+        *,
+        created: int,
+        amount: int = 4900,
+        refunded: int = 4900,
+        names_invoice: bool = False,
+    ) -> dict[str, Any]:
+        """``charge.refunded`` as current API versions send it: the charge names its
+        payment intent, not its invoice (``names_invoice``: as versions before 2025-03-31)."""
+        charge: dict[str, Any] = {
+            "id": f"ch_{invoice_id}",
+            "object": "charge",
+            "customer": self.customer,
+            "payment_intent": f"pi_{invoice_id}",
+            "amount": amount,
+            "amount_refunded": refunded,
+            "currency": "eur",
+            "refunded": refunded >= amount,
+        }
+        if names_invoice:
+            charge["invoice"] = invoice_id
+        return event("charge.refunded", charge, created=created)

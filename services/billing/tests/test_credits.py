@@ -189,3 +189,45 @@ async def test_a_shuffled_and_duplicated_delivery_leaves_the_same_ledger(
     assert sorted(e for e, _, _ in await ledger(billing_db, tenant)) == sorted(
         e for e, _, _ in await ledger(billing_db, other)
     )
+
+
+STARTER = {"posts": 5, "extraction_pages": 50, "chat_messages": 0}
+
+
+async def reserve_first(db: Database, tenant: UUID, reference: str) -> QuotaAnswer:
+    async with db.transaction() as session:
+        question = ReserveCredits(tenant_id=tenant, kind="posts", amount=1, reference=reference)
+        return await credits.reserve(session, question, starter=STARTER)
+
+
+async def test_a_first_job_before_the_workspace_event_gets_the_starter_grant_once(
+    billing_db: Database, tenant: UUID
+) -> None:
+    answers = await asyncio.gather(*(reserve_first(billing_db, tenant, f"j{n}") for n in range(8)))
+
+    assert [a.ok for a in answers].count(True) == 5  # the starter's 5 posts, no more
+    assert {a.code for a in answers if not a.ok} == {"insufficient_credits"}
+    # The workspace's creation event, read later, grants nothing more.
+    async with billing_db.transaction() as session:
+        assert not await credits.grant_starter(session, tenant, STARTER)
+    entries = await ledger(billing_db, tenant)
+    assert sorted(e for e in entries if e[0] == "grant") == [
+        ("grant", 5, f"starter:{tenant}"),  # posts
+        ("grant", 50, f"starter:{tenant}"),  # extraction pages (chat messages: 0, none)
+    ]
+    async with billing_db.transaction() as session:
+        pages = (await credits.balances(session, tenant_id=tenant))["extraction_pages"]
+    assert pages == 50
+
+
+async def test_a_workspace_that_spent_its_starter_grant_is_refused(
+    billing_db: Database, tenant: UUID
+) -> None:
+    async with billing_db.transaction() as session:
+        await credits.grant_starter(session, tenant, {"posts": 1})
+    assert (await reserve_first(billing_db, tenant, "a")).ok
+
+    refused = await reserve_first(billing_db, tenant, "b")
+
+    assert not refused.ok
+    assert refused.reason == "1 posts credits needed, 0 left"

@@ -99,28 +99,27 @@ async def grant(
     return True
 
 
-async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswer:
+async def reserve(
+    session: AsyncSession, question: ReserveCredits, *, starter: dict[str, int] | None = None
+) -> QuotaAnswer:
     """Hold credits for a job, or refuse with the reason; the same job asking again gets
-    the first answer."""
+    the first answer.
+
+    ``starter``: the starter grant. A workspace's first job can ask before billing has read
+    the workspace's creation event; rather than refuse it, the starter grant (keyed by the
+    workspace, so it is granted once whoever comes first) is made then and the job asks
+    again.
+    """
     tenant, kind = question.tenant_id, question.kind
     held = await _reservation(session, tenant, kind, question.reference)
     if held is not None:
         return await _answer(session, tenant, ok=held.state != "released", code=_code(held))
-    # One conditional UPDATE (no account row: nothing was ever granted, nothing to take).
-    taken = await session.scalar(
-        update(CreditAccount)
-        .where(
-            CreditAccount.tenant_id == tenant,
-            CreditAccount.kind == kind,
-            CreditAccount.available >= question.amount,
-        )
-        .values(
-            available=CreditAccount.available - question.amount,
-            reserved=CreditAccount.reserved + question.amount,
-            updated_at=_now(),
-        )
-        .returning(CreditAccount.available)
-    )
+    taken = await _take(session, question)
+    if taken is None and starter and not await _has_starter(session, tenant):
+        # Whoever grants it first, this transaction or a concurrent one (which the ledger's
+        # unique key makes it wait for), the balance is there when it asks again.
+        await grant_starter(session, tenant, starter)
+        taken = await _take(session, question)
     if taken is None:
         left = (await balances(session, tenant_id=tenant))[kind]
         reason = f"{question.amount} {kind} credits needed, {left} left"
@@ -138,6 +137,51 @@ async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswe
     await _entry(session, tenant, kind, "reservation", -question.amount, question.reference)
     await alert_thresholds(session, tenant, kind, available=int(taken))
     return await _answer(session, tenant, ok=True)
+
+
+async def _take(session: AsyncSession, question: ReserveCredits) -> int | None:
+    """One conditional UPDATE: the balance left after holding, or None when it does not fit
+    (or nothing was ever granted: no account row)."""
+    taken = await session.scalar(
+        update(CreditAccount)
+        .where(
+            CreditAccount.tenant_id == question.tenant_id,
+            CreditAccount.kind == question.kind,
+            CreditAccount.available >= question.amount,
+        )
+        .values(
+            available=CreditAccount.available - question.amount,
+            reserved=CreditAccount.reserved + question.amount,
+            updated_at=_now(),
+        )
+        .returning(CreditAccount.available)
+    )
+    return None if taken is None else int(taken)
+
+
+async def _has_starter(session: AsyncSession, tenant: UUID) -> bool:
+    found = await session.scalar(
+        select(LedgerEntry.id)
+        .where(
+            LedgerEntry.tenant_id == tenant,
+            LedgerEntry.entry == "grant",
+            LedgerEntry.reference == f"starter:{tenant}",
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def grant_starter(session: AsyncSession, tenant: UUID, starter: dict[str, int]) -> bool:
+    """The workspace's starter grant, once (keyed ``starter:<tenant>``); True when it was
+    granted now."""
+    granted = False
+    for kind, amount in starter.items():
+        if amount > 0:
+            granted |= await grant(
+                session, tenant_id=tenant, kind=kind, amount=amount, reference=f"starter:{tenant}"
+            )
+    return granted
 
 
 async def commit(session: AsyncSession, question: CommitCredits) -> QuotaAnswer:

@@ -15,15 +15,6 @@ def on_tenant_created(
     """A new workspace gets the starter grant, once (keyed by the workspace)."""
 
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
-        tenant = envelope.payload(TenantCreated).tenant_id
-        for kind, amount in starter.items():
-            if amount > 0:
-                await credits.grant(
-                    session,
-                    tenant_id=tenant,
-                    kind=kind,
-                    amount=amount,
-                    reference=f"starter:{tenant}",
-                )
+        await credits.grant_starter(session, envelope.payload(TenantCreated).tenant_id, starter)
 
     return handle

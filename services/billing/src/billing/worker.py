@@ -34,12 +34,16 @@ async def _balance(session: AsyncSession, question: BalanceQuery) -> QuotaAnswer
     )
 
 
-QUOTA = [
-    Endpoint("reserve", quota_subject("reserve"), ReserveCredits, credits.reserve),
-    Endpoint("commit", quota_subject("commit"), CommitCredits, credits.commit),
-    Endpoint("release", quota_subject("release"), ReleaseCredits, credits.release),
-    Endpoint("balance", quota_subject("balance"), BalanceQuery, _balance),
-]
+def quota_endpoints(settings: BillingSettings) -> list[Endpoint]:
+    async def reserve(session: AsyncSession, question: ReserveCredits) -> QuotaAnswer:
+        return await credits.reserve(session, question, starter=settings.starter_grant)
+
+    return [
+        Endpoint("reserve", quota_subject("reserve"), ReserveCredits, reserve),
+        Endpoint("commit", quota_subject("commit"), CommitCredits, credits.commit),
+        Endpoint("release", quota_subject("release"), ReleaseCredits, credits.release),
+        Endpoint("balance", quota_subject("balance"), BalanceQuery, _balance),
+    ]
 
 
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
@@ -56,7 +60,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         inbox=inbox,
         subscriptions=[tenants],
         tasks=[
-            rpc_task("billing-quota", QUOTA, description="credit reservations"),
+            rpc_task("billing-quota", quota_endpoints(settings), description="credit reservations"),
             _stripe_events(settings),
         ],
     )

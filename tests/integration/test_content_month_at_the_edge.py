@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,12 +41,19 @@ DECEMBER_POSTS = 22  # instagram 3 a week (13) and linkedin 2 a week (9); see te
 async def _poll(
     edge: httpx.AsyncClient, url: str, headers: dict[str, str], done: Callable[[Any], bool]
 ) -> Any:
-    async with asyncio.timeout(30):
-        while True:
-            body = (await edge.get(url, headers=headers)).json()
-            if done(body):
-                return body
-            await asyncio.sleep(0.5)
+    body: Any = None
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                body = (await edge.get(url, headers=headers)).json()
+                if done(body):
+                    return body
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        # Say where it stuck: the post states (and errors) or the last answer.
+        items = body.get("items", []) if isinstance(body, dict) else []
+        seen = Counter((i.get("state"), i.get("last_error")) for i in items) or body
+        raise AssertionError(f"{url} did not get there in 30 s; last: {seen}") from None
 
 
 async def _month(edge: httpx.AsyncClient, account: Account) -> tuple[str, str]:

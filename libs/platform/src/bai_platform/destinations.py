@@ -169,3 +169,34 @@ def pinned_request(
 
 
 CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+# The client's own credentials never go to a tenant's server (one client serves them all).
+PRIVATE_HEADERS = ("Cookie", "Authorization", "Proxy-Authorization")
+
+
+async def send_pinned(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    addresses: list[IPAddress],
+    *,
+    headers: dict[str, str],
+    read_timeout: float,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """The response (open, body unread: the caller closes it) from the first checked address
+    that takes the connection, redirects not followed. Of the client's default headers, the
+    credentials are dropped unless ``headers`` gives them. ``read_timeout`` is httpx's, per
+    phase; callers bound the whole exchange themselves."""
+    for index, address in enumerate(addresses):
+        request = pinned_request(
+            client, method, url, address, headers=headers, timeout=read_timeout, content=content
+        )
+        for name in PRIVATE_HEADERS:
+            if name not in headers:
+                request.headers.pop(name, None)
+        try:
+            return await client.send(request, stream=True, follow_redirects=False, auth=None)
+        except CONNECT_ERRORS:
+            if index == len(addresses) - 1:
+                raise
+    raise ValueError("no address to connect to")

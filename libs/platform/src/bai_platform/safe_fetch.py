@@ -60,14 +60,13 @@ from bai_platform.destinations import (
     Resolver,
     is_public,
     literal_address,
-    pinned_request,
+    send_pinned,
     system_resolver,
     without_credentials,
 )
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REASON_CHARS = 300
-_PRIVATE_HEADERS = ("Cookie", "Authorization", "Proxy-Authorization")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,35 +215,20 @@ class SafeFetcher:
 
     async def _send(self, target: _Target, addresses: Sequence[IPAddress]) -> httpx.Response:
         """The response (open, body unread) from the first address that takes the connection."""
-        for address in addresses[:-1]:
-            try:
-                return await self._send_to(target, address)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                continue
-        return await self._send_to(target, addresses[-1])
-
-    async def _send_to(self, target: _Target, address: IPAddress) -> httpx.Response:
-        request = self._request(target, address)
-        return await self._client.send(request, stream=True, follow_redirects=False, auth=None)
-
-    def _request(self, target: _Target, address: IPAddress) -> httpx.Request:
         headers = {
             "User-Agent": self._user_agent,
             "Accept": ", ".join(self._content_types) + ", */*;q=0.1",
             # The cap is on what we hold in memory: ask for the body as it is.
             "Accept-Encoding": "identity",
         }
-        request = pinned_request(
+        return await send_pinned(
             self._client,
             "GET",
             target.url.copy_with(fragment=None),
-            address,
+            list(addresses),
             headers=headers,
-            timeout=self._timeout,
+            read_timeout=self._timeout,
         )
-        for name in _PRIVATE_HEADERS:
-            request.headers.pop(name, None)
-        return request
 
     async def _answer(
         self, target: _Target, response: httpx.Response, redirects: tuple[str, ...]

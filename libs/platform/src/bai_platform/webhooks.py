@@ -41,13 +41,12 @@ import httpx
 from cachetools import LRUCache
 
 from bai_platform.destinations import (
-    CONNECT_ERRORS,
     DestinationRefused,
     IPAddress,
     NameNotResolved,
     Resolver,
     checked_addresses,
-    pinned_request,
+    send_pinned,
     system_resolver,
 )
 
@@ -232,39 +231,26 @@ class WebhookDispatcher:
         secret_header: bool,
         event_id: str | None,
     ) -> Delivered:
+        content, headers = self._signed(payload, secret, secret_header, event_id)
         try:
             # httpx times each read separately; this bounds the whole exchange, so a server
             # dripping bytes cannot hold a worker for longer than timeout_seconds.
             async with asyncio.timeout(self._timeout):
-                for address in addresses[:-1]:
-                    request = self._request(
-                        target, address, payload, secret, secret_header, event_id
-                    )
-                    try:
-                        status, body, location = await self._exchange(request)
-                        break
-                    except CONNECT_ERRORS:
-                        continue  # the next checked address
-                else:
-                    request = self._request(
-                        target, addresses[-1], payload, secret, secret_header, event_id
-                    )
-                    status, body, location = await self._exchange(request)
+                status, body, location = await self._exchange(target, addresses, content, headers)
         except (TimeoutError, httpx.TimeoutException):
             raise _unreachable(target, f"no answer within {self._timeout:g} s") from None
         except httpx.TransportError as exc:
             raise _unreachable(target, _scrub(_describe(exc), target)) from None
         return _outcome(target, status, body, location)
 
-    def _request(
+    def _signed(
         self,
-        target: httpx.URL,
-        address: IPAddress,
         payload: Mapping[str, Any],
         secret: str,
         secret_header: bool,
         event_id: str | None,
-    ) -> httpx.Request:
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body and its headers, signed once whichever address takes them."""
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         content = body.encode()
         timestamp = int(time.time())
@@ -281,21 +267,25 @@ class WebhookDispatcher:
             headers["X-BAI-Event-Id"] = event_id
         if secret_header:
             headers["X-BAI-Secret"] = secret
-        request = pinned_request(
+        return content, headers
+
+    async def _exchange(
+        self,
+        target: httpx.URL,
+        addresses: list[IPAddress],
+        content: bytes,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes, str | None]:
+        # One client serves every tenant: send_pinned keeps its cookies and credentials out.
+        response = await send_pinned(
             self._client,
             "POST",
             target,
-            address,
+            addresses,
             headers=headers,
-            timeout=self._timeout,
+            read_timeout=self._timeout,
             content=content,
         )
-        # One client serves every tenant: a cookie one tenant set must not reach another.
-        request.headers.pop("Cookie", None)
-        return request
-
-    async def _exchange(self, request: httpx.Request) -> tuple[int, bytes, str | None]:
-        response = await self._client.send(request, stream=True, follow_redirects=False)
         try:
             body = await _read_capped(response, self._max_bytes)
         finally:

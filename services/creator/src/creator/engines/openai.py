@@ -27,12 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
 from bai_platform.destinations import (
-    CONNECT_ERRORS,
     DestinationRefused,
     NameNotResolved,
     Resolver,
     checked_addresses,
-    pinned_request,
+    send_pinned,
     system_resolver,
 )
 from bai_platform.webhooks import backoff_delay
@@ -160,29 +159,20 @@ async def chat_completion(
     except DestinationRefused as refused:
         transient = isinstance(refused, NameNotResolved) and refused.transient
         raise EngineFailed(str(refused), retryable=transient) from refused
-    content = json.dumps(body).encode()
     try:
-        for index, address in enumerate(addresses):
-            call = pinned_request(
-                client,
-                "POST",
-                url,
-                address,
-                headers=headers,
-                timeout=timeout_seconds,
-                content=content,
-            )
-            try:
-                response = await client.send(call, stream=True)
-            except CONNECT_ERRORS:
-                if index == len(addresses) - 1:
-                    raise
-                continue  # the next checked address
-            try:
-                raw = await _read_capped(response)
-            finally:
-                await response.aclose()
-            break
+        response = await send_pinned(
+            client,
+            "POST",
+            url,
+            addresses,
+            headers=headers,
+            read_timeout=timeout_seconds,
+            content=json.dumps(body).encode(),
+        )
+        try:
+            raw = await _read_capped(response)
+        finally:
+            await response.aclose()
     except httpx.TimeoutException as exc:
         raise EngineFailed("the engine did not answer in time", retryable=True) from exc
     except httpx.HTTPError as exc:

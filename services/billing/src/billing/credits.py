@@ -121,10 +121,11 @@ async def reserve(
         await grant_starter(session, tenant, starter)
         taken = await _take(session, question)
     if taken is None:
-        left = (await balances(session, tenant_id=tenant))[kind]
+        current = await balances(session, tenant_id=tenant)
+        left = current[kind]
         reason = f"{question.amount} {kind} credits needed, {left} left"
         await alert_thresholds(session, tenant, kind, available=left)
-        return await _answer(session, tenant, ok=False, code="insufficient_credits", reason=reason)
+        return QuotaAnswer(ok=False, code="insufficient_credits", reason=reason, balances=current)
     session.add(
         Reservation(
             tenant_id=tenant,

@@ -32,11 +32,12 @@ from bai_platform.identity import Identity
 from billing.models import Customer, Subscription
 from billing.plans import Catalogue, Plan
 from billing.settings import BillingSettings
+from billing.stripe_events import IN_FORCE
 
 log = structlog.get_logger("billing.stripe_api")
 
 # Statuses in which a workspace has a subscription: it changes plans in the portal.
-LIVE = ("active", "trialing", "past_due")
+LIVE = IN_FORCE
 MANAGERS = ("owner", "admin")
 MAX_RESPONSE_BYTES = 1_000_000
 # One retry by the library, with the same Idempotency-Key, after its first back-off (0.5 s);

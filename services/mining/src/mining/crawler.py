@@ -132,22 +132,21 @@ class Crawler:
         return extract(got.body.decode("utf-8", errors="replace"), url=got.url)
 
     async def _fetch_with_retries(self, url: str) -> Fetched:
-        for attempt in range(self._retries + 1):
-            last = attempt == self._retries
+        for attempt in range(self._retries):
             try:
                 got = await self._fetch(url)
             except FetchFailed as exc:
-                if last or not exc.retryable:
+                if not exc.retryable:
                     raise
                 await asyncio.sleep(self._retry_base * 2**attempt)
                 continue
-            if last or got.status not in RETRY_STATUSES:
+            if got.status not in RETRY_STATUSES:
                 return got
             wait = self._retry_base * 2**attempt
             if got.retry_after is not None:
                 wait = min(got.retry_after, MAX_RETRY_AFTER)
             await asyncio.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return await self._fetch(url)  # the last try: whatever it gives
 
     async def _fetch(self, url: str) -> Fetched:
         """One request, within the host's concurrency and spacing."""

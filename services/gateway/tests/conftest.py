@@ -6,17 +6,22 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import jwt
+import nats
 import pytest
 from fastapi import FastAPI
+from nats.micro import add_service
+from nats.micro.request import Request
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bai_contracts import WidgetFound
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER
 from bai_platform.settings import Environment
@@ -28,6 +33,7 @@ from gateway.settings import GatewaySettings
 
 PASSWORD = "correct horse battery staple"
 PROBLEM_JSON = "application/problem+json"
+SHOP = "https://shop.example"
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,50 @@ class TokenForge:
             algorithm="EdDSA",
             headers=self.header() if header is None else header,
         )
+
+
+@dataclass
+class Creator:
+    """Creator's side of the widget lookup: which keys exist, for whom and where."""
+
+    widgets: dict[str, WidgetFound] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def widget(
+        self, *, tenant: str | None = None, origins: list[str] | None = None, active: bool = True
+    ) -> tuple[str, WidgetFound]:
+        key = f"wk_{uuid4().hex}"
+        self.widgets[key] = WidgetFound(
+            found=True,
+            active=active,
+            tenant_id=UUID(tenant) if tenant else uuid4(),
+            widget_id=uuid4(),
+            allowed_origins=origins if origins is not None else [SHOP],
+        )
+        return key, self.widgets[key]
+
+    async def answer(self, request: Request) -> None:
+        key = json.loads(request.data)["public_key"]
+        self.asked.append(key)
+        answer = self.widgets.get(key, WidgetFound(found=False))
+        await request.respond(answer.model_dump_json().encode())
+
+
+@asynccontextmanager
+async def serve_widgets(
+    nats_url: str, subject: str, name: str = "widgettest-widgets"
+) -> AsyncIterator[Creator]:
+    """A stand-in for creator's widget lookup, a NATS micro service on ``subject``."""
+    nc = await nats.connect(nats_url)
+    creator = Creator()
+    service = await add_service(nc, name=name, version="0.1.0")
+    await service.add_endpoint(name="widget_lookup", handler=creator.answer, subject=subject)
+    await nc.flush()  # the server knows the responder before any request is sent
+    try:
+        yield creator
+    finally:
+        await service.stop()
+        await nc.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,25 +4,20 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 import jwt
-import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
-from nats.micro import add_service
-from nats.micro.request import Request
 
 from bai_contracts import (
     VISITOR_AUDIENCE,
     VISITOR_ROLE,
     VISITOR_TOKEN_TYPE,
     WIDGET_LOOKUP_SUBJECT,
-    WidgetFound,
     visitor_subject,
 )
 from bai_platform.devstack import Stack
@@ -31,41 +26,13 @@ from gateway.keys import KeyRing
 from gateway.settings import GatewaySettings
 from gateway.visitors import normalise_origin
 
-from .conftest import Account, TokenForge, assert_problem, b64url
+from .conftest import SHOP, Account, Creator, TokenForge, assert_problem, b64url, serve_widgets
 
-SHOP = "https://shop.example"
 # A subject only this module answers: a real creator may serve WIDGET_LOOKUP_SUBJECT in the
 # same session (see the n8n callback tests' test-only owner).
 LOOKUP_SUBJECT = WIDGET_LOOKUP_SUBJECT.replace(".creator.", ".widgettest.")
 TOKEN_PATH = "/v1/chat/visitor-token"
 CHAT_URI = "/v1/creator/chat/x"
-
-
-@dataclass
-class Creator:
-    """Creator's side of the widget lookup: which keys exist, for whom and where."""
-
-    widgets: dict[str, WidgetFound] = field(default_factory=dict)
-    asked: list[str] = field(default_factory=list)
-
-    def widget(
-        self, *, tenant: str | None = None, origins: list[str] | None = None, active: bool = True
-    ) -> tuple[str, WidgetFound]:
-        key = f"wk_{uuid4().hex}"
-        self.widgets[key] = WidgetFound(
-            found=True,
-            active=active,
-            tenant_id=UUID(tenant) if tenant else uuid4(),
-            widget_id=uuid4(),
-            allowed_origins=origins if origins is not None else [SHOP],
-        )
-        return key, self.widgets[key]
-
-    async def answer(self, request: Request) -> None:
-        key = json.loads(request.data)["public_key"]
-        self.asked.append(key)
-        answer = self.widgets.get(key, WidgetFound(found=False))
-        await request.respond(answer.model_dump_json().encode())
 
 
 async def _bus_ready(app: FastAPI) -> None:
@@ -86,17 +53,9 @@ def lookup_subject(app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.
 async def creator(
     migrated: Stack, app: FastAPI, client: httpx.AsyncClient
 ) -> AsyncIterator[Creator]:
-    nc = await nats.connect(migrated.nats_url)
-    creator = Creator()
-    service = await add_service(nc, name="widgettest-widgets", version="0.1.0")
-    await service.add_endpoint(name="widget_lookup", handler=creator.answer, subject=LOOKUP_SUBJECT)
-    await nc.flush()  # the server knows the responder before any request is sent
-    await _bus_ready(app)
-    try:
+    async with serve_widgets(migrated.nats_url, LOOKUP_SUBJECT) as creator:
+        await _bus_ready(app)
         yield creator
-    finally:
-        await service.stop()
-        await nc.close()
 
 
 @pytest.fixture

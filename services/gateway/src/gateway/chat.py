@@ -4,6 +4,10 @@ None of them takes a credential. The chat itself (``/v1/creator/chat/...``) is c
 reached through ForwardAuth with a visitor token; only its preflights end here, because a
 browser sends them without the token (the real requests are guarded by the token and the
 origin bound into it).
+
+Visitor tokens are rationed per client IP and per widget (``visitor-token-ip``,
+``visitor-token-widget``): each token names a visitor, and every visitor has a chat quota
+of their own, so minting at will would mean quota at will.
 """
 
 from functools import cache
@@ -13,11 +17,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response, status
 
 from bai_platform.errors import ServiceError
-from gateway.deps import LIMIT_PUBLIC_BY_IP, Auth
+from gateway.deps import LIMIT_PUBLIC_BY_IP, Auth, client_key
+from gateway.errors import enforce
+from gateway.ratelimit import RateLimiter
 from gateway.schemas import VisitorTokenRequest, VisitorTokenResponse
 from gateway.visitors import (
     OriginNotAllowed,
     OriginRequired,
+    Widget,
     WidgetDirectory,
     admitted_origin,
     issue_visitor_token,
@@ -33,7 +40,12 @@ WIDGET_SCRIPT_MAX_AGE_SECONDS = 300
 
 
 def cors_headers(origin: str) -> dict[str, str]:
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        # The widget reads when it may come back after a 429.
+        "Access-Control-Expose-Headers": "Retry-After, RateLimit, RateLimit-Policy",
+        "Vary": "Origin",
+    }
 
 
 @router.post(
@@ -62,6 +74,7 @@ async def visitor_token(
         if normalise_origin(origin) is not None:
             exc.headers.update(cors_headers(origin))
         raise
+    response.headers.update(await _ration(request, widget, origin))
     # A returning visitor keeps their id (and so their conversations); others get a new one.
     visitor_id = body.visitor_id if looks_like_visitor_id(body.visitor_id) else None
     visitor_id = visitor_id or new_visitor_id()
@@ -81,6 +94,25 @@ async def visitor_token(
         expires_in=settings.visitor_token_ttl_seconds,
         visitor_id=visitor_id,
     )
+
+
+async def _ration(request: Request, widget: Widget, origin: str) -> dict[str, str]:
+    """One token more for this client IP and this widget, or 429 that the page may read.
+
+    Every mint counts, a returning visitor's too: the visitor id is the caller's word."""
+    limits = request.app.state.auth.settings.rate_limits
+    limiter: RateLimiter = request.app.state.rate_limiter
+    decision = await limiter.check_all(
+        [
+            (limits.mint_ip_policy, client_key(request)),
+            (limits.mint_widget_policy, f"widget:{widget.widget_id}"),
+        ]
+    )
+    try:
+        return enforce(decision)
+    except ServiceError as exc:
+        exc.headers.update(cors_headers(origin))
+        raise
 
 
 @router.options("/v1/chat/{rest:path}", include_in_schema=False)

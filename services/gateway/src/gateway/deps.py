@@ -33,14 +33,18 @@ async def _limit_public_by_ip(request: Request, response: Response) -> None:
     await _count_ip(request, response, settings.rate_limits.ip_public_policy)
 
 
-async def _count_ip(request: Request, response: Response, policy: Policy) -> None:
-    limiter: RateLimiter = request.app.state.rate_limiter
+def client_key(request: Request) -> str:
+    """The rate-limit key of the caller's address (as the trusted proxies report it)."""
     address = request.client.host if request.client else "unknown"
     try:
-        key = client_ip_key(address)
+        return f"ip:{client_ip_key(address)}"
     except ValueError:  # not an IP (an in-process test client): count it as given
-        key = address
-    decision = await limiter.hit(policy, f"ip:{key}")
+        return f"ip:{address}"
+
+
+async def _count_ip(request: Request, response: Response, policy: Policy) -> None:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    decision = await limiter.hit(policy, client_key(request))
     # Kept on the request too, so that a 401 or 422 of the route still carries them.
     request.state.rate_limit_headers = rate_limit_headers(decision)
     response.headers.update(enforce(decision))

@@ -45,6 +45,7 @@ from gateway.visitors import (
     check_visitor_request,
     is_visitor_token,
     verify_visitor_token,
+    widget_of,
 )
 
 QUERY_TOKEN_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "jwt"})
@@ -120,15 +121,21 @@ class ForwardAuth:
         return Allowed(decision.identity, await self._count(decision.claims))
 
     async def _count(self, claims: _Claims) -> dict[str, str]:
-        """One hit for the credential and one for its tenant; the tighter one answers."""
+        """One hit for the credential and one for its tenant (a visitor's widget); the
+        tighter one answers."""
         limits = self._settings.rate_limits
-        outcome = await self._limiter.check_all(
-            [
+        if claims.credential == VISITOR_CREDENTIAL:
+            # Never the tenant's bucket: a visitor flood must leave the team served.
+            hits = [
+                (limits.visitor_policy, claims.subject),
+                (limits.widget_policy, f"widget:{widget_of(claims.subject)}"),
+            ]
+        else:
+            hits = [
                 (limits.credential_policy, f"credential:{claims.subject}"),
                 (limits.tenant_policy(claims.plan), f"tenant:{claims.tenant_id}"),
             ]
-        )
-        return enforce(outcome)
+        return enforce(await self._limiter.check_all(hits))
 
     def forget_api_key(self, prefix: str) -> None:
         """Stop accepting a revoked key in this process at once."""

@@ -68,6 +68,10 @@ class PolicyName(StrEnum):
     IP_PUBLIC = "ip-public"
     CREDENTIAL = "credential"
     TENANT = "tenant"
+    VISITOR = "visitor"
+    WIDGET = "widget"
+    MINT_IP = "visitor-token-ip"
+    MINT_WIDGET = "visitor-token-widget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,14 @@ def _default_plans() -> dict[str, Quota]:
 
 
 class RateLimitSettings(BaseModel):
-    """Where counts live, what a store outage does, and each policy's quota."""
+    """Where counts live, what a store outage does, and each policy's quota.
+
+    Website chat visitors never count against their workspace's ``tenant`` bucket, so a
+    visitor flood cannot lock the team out: each visitor has a bucket (``visitor``) and
+    all visitors of a widget share one (``widget``). New visitor identities are rationed
+    where they are minted, per client IP (``visitor_token_ip``) and per widget
+    (``visitor_token_widget``), so a fresh visitor id per token buys no fresh quota.
+    """
 
     # May carry a password (redis://:secret@host).
     storage_url: SecretStr | None = None
@@ -128,6 +139,12 @@ class RateLimitSettings(BaseModel):
     credential: Quota = Quota(limit=600)
     tenant_plans: dict[str, Quota] = Field(default_factory=_default_plans)
     default_plan: str = "starter"
+    # A visitor posts a message now and then; nobody types 30 a minute.
+    visitor: Quota = Quota(limit=30)
+    widget: Quota = Quota(limit=300)
+    # The widget mints once per browser tab session (the token lasts an hour).
+    visitor_token_ip: Quota = Quota(limit=20, window_seconds=3600)
+    visitor_token_widget: Quota = Quota(limit=2000, window_seconds=3600)
 
     @model_validator(mode="after")
     def _default_plan_has_a_quota(self) -> Self:
@@ -146,6 +163,22 @@ class RateLimitSettings(BaseModel):
     @property
     def credential_policy(self) -> Policy:
         return self.credential.policy(PolicyName.CREDENTIAL)
+
+    @property
+    def visitor_policy(self) -> Policy:
+        return self.visitor.policy(PolicyName.VISITOR)
+
+    @property
+    def widget_policy(self) -> Policy:
+        return self.widget.policy(PolicyName.WIDGET)
+
+    @property
+    def mint_ip_policy(self) -> Policy:
+        return self.visitor_token_ip.policy(PolicyName.MINT_IP)
+
+    @property
+    def mint_widget_policy(self) -> Policy:
+        return self.visitor_token_widget.policy(PolicyName.MINT_WIDGET)
 
     def tenant_policy(self, plan: str | None) -> Policy:
         """The tenant quota of ``plan``; no plan or an unknown one gets the default plan's."""

@@ -182,6 +182,13 @@ def verify_visitor_token(ring: KeyRing, token: str, *, issuer: str) -> VisitorCl
     )
 
 
+def widget_of(subject: str) -> str:
+    """The widget id in a visitor's subject (``visitor:<widget>:<visitor>``, made by
+    ``bai_contracts.visitor_subject``); neither id contains a colon."""
+    _, widget, _ = subject.split(":", 2)
+    return widget
+
+
 def check_visitor_request(
     claims_origin: str, *, path: str, method: str | None, origin: str | None
 ) -> None:

@@ -46,6 +46,7 @@ def service_cli(
             loop="uvloop",
             http="httptools",
             proxy_headers=True,
+            forwarded_allow_ips=_trusted_proxies(settings),
             server_header=False,
         )
         DrainingServer(config, app).run()
@@ -99,6 +100,16 @@ class DrainingServer(uvicorn.Server):
         for hook in getattr(self._app.state, "on_draining", []):
             hook()
         await super().shutdown(sockets)
+
+
+def _trusted_proxies(settings: ServiceSettings) -> list[str] | None:
+    """The proxies whose X-Forwarded-For uvicorn believes: the service's own
+    ``trusted_proxies`` setting (the gateway's, which counts per-IP limits) when it has
+    one, else uvicorn's default (``FORWARDED_ALLOW_IPS`` or loopback)."""
+    networks = getattr(settings, "trusted_proxies", None)
+    if networks is None:
+        return None
+    return [str(network) for network in networks]
 
 
 def _boot(settings_factory: Callable[[], ServiceSettings], process: str) -> ServiceSettings:

@@ -4,6 +4,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from pwdlib import PasswordHash
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from bai_platform.messaging import NatsLink
 from bai_platform.settings import ServiceSettings
@@ -73,10 +74,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await asyncio.gather(*background)
             await limiter.close()
 
-    return create_service_app(
+    app = create_service_app(
         resolved,
         title="B.A.I. gateway",
         routers=[router, chat_router],
         lifespan=lifespan,
         idempotency=idempotency,
     )
+    # Outermost: every per-IP limit (and log line) sees the client the trusted proxies
+    # report, whatever server runs the app. Uvicorn is told the same list (bai_platform
+    # .runtime); resolving twice gives the same client.
+    trusted = [str(network) for network in resolved.trusted_proxies]
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
+    return app

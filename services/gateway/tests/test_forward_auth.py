@@ -91,6 +91,21 @@ async def test_token_forged_without_changes_is_accepted(
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("sid", ["not-a-uuid", 7, ""])
+async def test_token_naming_a_malformed_session_is_401(
+    client: httpx.AsyncClient, forge: TokenForge, sid: object
+) -> None:
+    _assert_refused(await _verify(client, forge.sign(forge.claims(sid=sid))))
+
+
+async def test_token_naming_a_session_that_never_existed_is_accepted(
+    client: httpx.AsyncClient, forge: TokenForge
+) -> None:
+    # Only an ended session is refused; signing a token at all needs the gateway's key.
+    response = await _verify(client, forge.sign(forge.claims(sid=str(uuid4()))))
+    assert response.status_code == 200, response.text
+
+
 async def test_missing_authorization_header_is_401(client: httpx.AsyncClient) -> None:
     _assert_refused(await client.get("/auth/verify"))
 

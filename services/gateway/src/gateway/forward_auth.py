@@ -16,8 +16,10 @@ Verified credentials are cached (bounded, by token digest): an access token for 
 ``IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING`` (45 s), an API key for at most
 ``API_KEY_CACHE_SECONDS`` (30 s). An access token is checked against the user's current
 membership and role, and refused when it was issued in an earlier session epoch of the
-user (a password change moves the epoch on). So revocations take effect within those
-windows on every replica; revoking a key drops it from this process's cache at once.
+user (a password change moves the epoch on) or in a session (refresh-token family, the
+token's ``sid``) that a logout or a reused refresh token has ended. So revocations take
+effect within those windows on every replica; revoking a key drops it from this
+process's cache at once.
 """
 
 import time
@@ -164,11 +166,14 @@ class ForwardAuth:
             raise InvalidToken("the access token names no valid user") from exc
         async with self._db.read_sessionmaker() as session:
             state = await workspaces.session_state(
-                session, user_id=user_id, tenant_id=claims.tenant_id
+                session,
+                user_id=user_id,
+                tenant_id=claims.tenant_id,
+                session_id=claims.session_id,
             )
         if state is None:
             raise InvalidToken("you are not a member of this workspace any more")
-        if claims.session_epoch != state.session_epoch:
+        if claims.session_epoch != state.session_epoch or state.session_ended:
             raise InvalidToken("this session has been ended; sign in again")
         return state
 

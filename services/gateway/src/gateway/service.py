@@ -231,6 +231,7 @@ async def _issue(
         tenant_id=tenant_id,
         roles=roles,
         session_epoch=await _session_epoch(session, user_id),
+        session_id=family_id,
     )
     return TokenResponse(
         access_token=access,

@@ -1,5 +1,10 @@
 """Access tokens (EdDSA JWT, ``typ=at+jwt``) and opaque refresh tokens.
 
+An access token names its session: ``sid``, the refresh-token family it was issued with
+(a sign-in, and every rotation of its refresh token). Ending the session (logout, or a
+reused refresh token) revokes the family, and ForwardAuth refuses the family's access
+tokens from then on; ``sep``, the user's session epoch, ends them all at once.
+
 Verification pins the algorithm to EdDSA, the type to ``at+jwt`` (a refresh or identity
 token is never an access token), checks ``iss``, ``aud``, ``exp``, ``nbf`` with a small
 leeway and never follows ``jku`` / ``x5u``.
@@ -30,6 +35,8 @@ class AccessClaims:
     expires_at: int
     session_epoch: int
     token_id: str
+    # None only in tokens issued before sessions were named (they expire within the TTL).
+    session_id: UUID | None = None
 
 
 def issue_access_token(
@@ -42,6 +49,7 @@ def issue_access_token(
     tenant_id: UUID,
     roles: list[str],
     session_epoch: int = 0,
+    session_id: UUID | None = None,
 ) -> str:
     now = int(time.time())
     claims = {
@@ -57,6 +65,8 @@ def issue_access_token(
         "jti": uuid4().hex,
         "sep": session_epoch,
     }
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     key = ring.current
     return jwt.encode(
         claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TYP}
@@ -77,6 +87,7 @@ def verify_access_token(ring: KeyRing, token: str, *, issuer: str, audience: str
             options={"require": ["exp", "iat", "nbf", "sub", "tid", "jti"]},
         )
         tenant_id = UUID(str(claims["tid"]))
+        session_id = UUID(str(claims["sid"])) if "sid" in claims else None
     # PyJWTError, not InvalidTokenError: an unknown kid raises InvalidKeyError, which is not one.
     except (jwt.PyJWTError, ValueError) as exc:
         raise InvalidToken(f"the access token is not valid: {exc}") from exc
@@ -88,6 +99,7 @@ def verify_access_token(ring: KeyRing, token: str, *, issuer: str, audience: str
         expires_at=int(claims["exp"]),
         session_epoch=int(claims.get("sep", 0)),
         token_id=str(claims["jti"]),
+        session_id=session_id,
     )
 
 

@@ -14,14 +14,14 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from pwdlib import PasswordHash
-from sqlalchemy import func, select
+from sqlalchemy import exists, false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from bai_platform.errors import Conflict, Forbidden, NotFound
 from bai_platform.identity import Identity
 from gateway.errors import InvalidCredentials
-from gateway.models import Invitation, Membership, Tenant, User
+from gateway.models import Invitation, Membership, RefreshToken, Tenant, User
 from gateway.schemas import InvitationAccept, InvitationCreate
 from gateway.tokens import token_digest
 
@@ -97,20 +97,28 @@ class SessionState:
     role: str
     session_epoch: int
     plan: str | None
+    # The session (refresh-token family) was ended: logout, or a reused refresh token.
+    session_ended: bool = False
 
 
 async def session_state(
-    session: AsyncSession, *, user_id: UUID, tenant_id: UUID
+    session: AsyncSession, *, user_id: UUID, tenant_id: UUID, session_id: UUID | None = None
 ) -> SessionState | None:
-    """The user's current role in the workspace, session epoch and the workspace's plan."""
+    """The user's current role in the workspace, session epoch, whether the session
+    ``session_id`` was ended, and the workspace's plan: one query."""
+    ended = (
+        exists().where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_not(None))
+        if session_id is not None
+        else false()
+    )
     query = (
-        select(Membership.role, User.session_epoch, Tenant.plan)
+        select(Membership.role, User.session_epoch, Tenant.plan, ended.label("ended"))
         .join(User, User.id == Membership.user_id)
         .join(Tenant, Tenant.id == Membership.tenant_id)
         .where(Membership.user_id == user_id, Membership.tenant_id == tenant_id)
     )
     row = (await session.execute(query)).first()
-    return None if row is None else SessionState(row[0], row[1], row[2])
+    return None if row is None else SessionState(row[0], row[1], row[2], bool(row[3]))
 
 
 async def tenant_plan(session: AsyncSession, *, tenant_id: UUID) -> str | None:

@@ -145,3 +145,28 @@ async def test_a_rotated_session_keeps_its_access_tokens(
     assert rotated.status_code == 200, rotated.text
     for token in (account.access_token, rotated.json()["access_token"]):
         assert (await forward_auth(replica, token)).status_code == 200
+
+
+async def test_the_process_that_ends_a_session_refuses_its_cached_tokens_at_once(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    laptop = await _login(client, account)
+    for token in (account.access_token, laptop["access_token"]):  # both decisions cached
+        assert (await forward_auth(client, token)).status_code == 200
+    await client.post("/v1/auth/logout", json={"refresh_token": account.refresh_token})
+    assert_problem(
+        await forward_auth(client, account.access_token), status=401, code="invalid_token"
+    )
+    assert (await forward_auth(client, laptop["access_token"])).status_code == 200
+
+
+async def test_the_process_that_sees_a_reuse_refuses_the_cached_tokens_at_once(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    assert (await forward_auth(client, account.access_token)).status_code == 200  # cached
+    assert (await _refresh(client, account.refresh_token)).status_code == 200
+    reused = await _refresh(client, account.refresh_token)
+    assert_problem(reused, status=401, code="refresh_token_reused")
+    assert_problem(
+        await forward_auth(client, account.access_token), status=401, code="invalid_token"
+    )

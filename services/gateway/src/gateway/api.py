@@ -15,6 +15,7 @@ from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from gateway import api_keys, openapi, service, workspaces
 from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
+from gateway.errors import RefreshTokenReused
 from gateway.live import Hub
 from gateway.live import stream as live_stream
 from gateway.models import Membership, User
@@ -68,10 +69,14 @@ async def login(
 
 @router.post("/v1/auth/refresh", dependencies=[LIMIT_BY_IP])
 async def refresh(
-    body: RefreshRequest, session: Session, auth: Auth, response: Response
+    body: RefreshRequest, session: Session, auth: Auth, decider: Decider, response: Response
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
-    return await service.refresh(session, auth=auth, token=body.refresh_token)
+    try:
+        return await service.refresh(session, auth=auth, token=body.refresh_token)
+    except RefreshTokenReused as exc:  # the family is revoked: its access tokens end here now
+        decider.forget_session(exc.session_id)
+        raise
 
 
 @router.get("/v1/auth/me")
@@ -151,8 +156,10 @@ async def revoke_api_key(
 
 
 @router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT, dependencies=[LIMIT_BY_IP])
-async def logout(body: LogoutRequest, session: Session) -> Response:
-    await service.logout(session, token=body.refresh_token)
+async def logout(body: LogoutRequest, session: Session, decider: Decider) -> Response:
+    ended = await service.logout(session, token=body.refresh_token)
+    if ended is not None:  # other replicas refuse the session's tokens within their cache TTL
+        decider.forget_session(ended)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

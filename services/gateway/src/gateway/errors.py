@@ -1,3 +1,5 @@
+from uuid import UUID
+
 from bai_platform.errors import (
     Conflict,
     Forbidden,
@@ -29,6 +31,10 @@ class RefreshTokenReused(Unauthorized):
 
     code = "refresh_token_reused"
     keeps_effects = True
+
+    def __init__(self, detail: str, *, session_id: UUID) -> None:
+        super().__init__(detail)
+        self.session_id = session_id  # the family that was revoked
 
 
 class RateLimited(TooManyRequests):

@@ -18,8 +18,8 @@ Verified credentials are cached (bounded, by token digest): an access token for 
 membership and role, and refused when it was issued in an earlier session epoch of the
 user (a password change moves the epoch on) or in a session (refresh-token family, the
 token's ``sid``) that a logout or a reused refresh token has ended. So revocations take
-effect within those windows on every replica; revoking a key drops it from this
-process's cache at once.
+effect within those windows on every replica; revoking a key or ending a session drops
+it from the cache of the process that did it at once.
 """
 
 import time
@@ -97,6 +97,10 @@ class ForwardAuth:
         self._cache: TTLCache[str, _Decision] = TTLCache(
             maxsize=max(settings.verify_cache_size, 1), ttl=ttl
         )
+        # token digest -> its session, so that ending a session here drops it at once.
+        self._sessions: TTLCache[str, UUID] = TTLCache(
+            maxsize=max(settings.verify_cache_size, 1), ttl=ttl
+        )
 
     async def decide(
         self,
@@ -145,6 +149,13 @@ class ForwardAuth:
             if decision.key_prefix == prefix:
                 self._cache.pop(digest, None)
 
+    def forget_session(self, session_id: UUID) -> None:
+        """Stop accepting an ended session's access tokens in this process at once."""
+        for digest, known in list(self._sessions.items()):
+            if known == session_id:
+                self._cache.pop(digest, None)
+                self._sessions.pop(digest, None)
+
     async def _verify(self, token: str) -> _Decision:
         if api_keys.looks_like_api_key(token):
             return await self._verify_api_key(token)
@@ -189,11 +200,14 @@ class ForwardAuth:
             )
 
         try:
-            return verify()
+            claims = verify()
         except InvalidToken:
             if not await self._keys.knows_after_reload(token):  # another replica rotated?
                 raise
-            return verify()
+            claims = verify()
+        if claims.session_id is not None:
+            self._sessions[token_digest(token)] = claims.session_id
+        return claims
 
     async def _verify_visitor(self, token: str) -> _Decision:
         def verify() -> VisitorClaims:

@@ -110,7 +110,9 @@ async def refresh(session: AsyncSession, *, auth: AuthContext, token: str) -> To
         raise InvalidToken("the refresh token is not valid")
     if row.used_at is not None:
         await _revoke(session, RefreshToken.family_id == row.family_id)
-        raise RefreshTokenReused("this refresh token was already used; sign in again")
+        raise RefreshTokenReused(
+            "this refresh token was already used; sign in again", session_id=row.family_id
+        )
     row.used_at = now
     membership = await session.get(Membership, (row.tenant_id, row.user_id))
     if membership is None:
@@ -125,13 +127,16 @@ async def refresh(session: AsyncSession, *, auth: AuthContext, token: str) -> To
     )
 
 
-async def logout(session: AsyncSession, *, token: str) -> None:
-    """End the session behind a refresh token (its whole family); unknown tokens too, quietly."""
+async def logout(session: AsyncSession, *, token: str) -> UUID | None:
+    """End the session behind a refresh token (its whole family); unknown tokens too,
+    quietly. Returns the session that was ended, if any."""
     row = await session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == token_digest(token))
     )
-    if row is not None:
-        await _revoke(session, RefreshToken.family_id == row.family_id)
+    if row is None:
+        return None
+    await _revoke(session, RefreshToken.family_id == row.family_id)
+    return row.family_id
 
 
 async def change_password(

@@ -217,7 +217,9 @@ def settings(migrated: Stack) -> GatewaySettings:
         nats_url=migrated.nats_url,
         environment=Environment.TEST,
         # Every test client is 127.0.0.1: per-IP quotas are tested with their own settings.
-        rate_limits=RateLimitSettings(ip_auth=Quota(limit=1_000_000)),
+        rate_limits=RateLimitSettings(
+            ip_auth=Quota(limit=1_000_000), visitor_token_ip=Quota(limit=1_000_000)
+        ),
         # A prefix of a test-only owner, so that callback tests never meet a real service.
         callback_routes={"gen": "creator", "ext": "mining", "pub": "planner", "tst": "n8ntest"},
     )

@@ -186,3 +186,25 @@ async def test_minting_visitor_tokens_is_limited_per_widget(
     assert [answer.status_code for answer in answers] == [201, 201, 429]
     assert answers[2].headers["ratelimit-policy"] == '"visitor-token-widget";q=2;w=3600'
     assert other.status_code == 201
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_mints_on_its_own_quota(
+    settings: GatewaySettings, migrated: Stack
+) -> None:
+    # The local stack's Traefik is on loopback, which the gateway trusts by default.
+    quota = Quota(limit=2, window_seconds=3600)
+    async with chat_edge(settings, migrated, visitor_token_ip=quota) as edge:
+        key, _ = edge.creator.widget()
+        async with edge.client("127.0.0.1") as proxy:
+            first = [await _mint_for(proxy, key, "198.51.100.20") for _ in range(3)]
+            second = await _mint_for(proxy, key, "198.51.100.21")
+    assert [answer.status_code for answer in first] == [201, 201, 429]
+    assert second.status_code == 201
+
+
+async def _mint_for(proxy: httpx.AsyncClient, key: str, client: str) -> httpx.Response:
+    return await proxy.post(
+        "/v1/chat/visitor-token",
+        json={"widget_key": key},
+        headers={"Origin": SHOP, "X-Forwarded-For": client},
+    )

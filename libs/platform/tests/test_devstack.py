@@ -70,6 +70,21 @@ def test_traefik_config_is_rendered_with_the_stacks_ports(tmp_path: Path) -> Non
     dynamic = (tmp_path / "dynamic.yml").read_text()
     assert 'address: "http://127.0.0.1:9000/auth/verify"' in dynamic
     assert "${" not in dynamic
+    assert "trustedIPs: []" in static.read_text()  # no client picks its own address
+
+
+def test_traefik_keeps_forwarded_headers_only_from_the_proxies_named(tmp_path: Path) -> None:
+    services = ("gateway", "planner", "creator", "mining", "billing")
+    urls = dict.fromkeys(services, "http://127.0.0.1:9000")
+    static = render(
+        out_dir=tmp_path,
+        host="127.0.0.1",
+        edge_port=18080,
+        service_urls=urls,
+        log_dir=tmp_path,
+        trusted_ips=["10.0.0.0/8", "192.0.2.7"],
+    )
+    assert 'trustedIPs: ["10.0.0.0/8", "192.0.2.7"]' in static.read_text()
 
 
 def test_stale_postmaster_pid_whose_pid_was_reused_is_recovered(state_dir: Path) -> None:

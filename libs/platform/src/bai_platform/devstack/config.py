@@ -76,6 +76,9 @@ class StackSettings(BaseSettings):
     # The Stripe webhook signing secret of the local stack (billing verifies with it), for
     # `stripe listen --forward-to` or hand-signed test events. Local development only.
     stripe_webhook_secret: str = "whsec_bai_local_development_only_0000"
+    # Proxies in front of the edge whose X-Forwarded-For Traefik keeps (a load balancer);
+    # none by default, so a client cannot choose the address that per-IP limits count.
+    edge_trusted_ips: list[str] = Field(default_factory=list)
 
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "BAI_DATABASE_URL")

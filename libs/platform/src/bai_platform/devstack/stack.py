@@ -308,6 +308,7 @@ class Stack:
             edge_port=self.settings.edge_port,
             service_urls={name: self.service_url(name) for name in SERVICES},
             log_dir=self.logs,
+            trusted_ips=self.settings.edge_trusted_ips,
         )
         process = self._spawn(
             self._managed("traefik", [_bin("traefik"), f"--configFile={static}"]),

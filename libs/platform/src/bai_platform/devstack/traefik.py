@@ -1,5 +1,7 @@
 """Traefik's configuration, rendered from ``deploy/traefik/*.tmpl`` with the stack's ports."""
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
@@ -11,7 +13,13 @@ def template_dir() -> Path:
 
 
 def render(
-    *, out_dir: Path, host: str, edge_port: int, service_urls: dict[str, str], log_dir: Path
+    *,
+    out_dir: Path,
+    host: str,
+    edge_port: int,
+    service_urls: dict[str, str],
+    log_dir: Path,
+    trusted_ips: Sequence[str] = (),
 ) -> Path:
     """Write static and dynamic configuration into ``out_dir``; returns the static file."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -21,6 +29,8 @@ def render(
         "edge_port": str(edge_port),
         "dynamic_file": str(dynamic),
         "access_log": str(log_dir / "traefik-access.log"),
+        # A JSON list is a YAML flow sequence.
+        "trusted_ips": json.dumps(list(trusted_ips)),
         **{f"{name}_url": service_urls[name] for name in SERVICES},
     }
     static = out_dir / "traefik.yml"

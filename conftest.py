@@ -6,10 +6,12 @@ import pytest
 
 pytest_plugins = ["bai_platform.testing"]
 
-# Every test client is 127.0.0.1, so the per-IP quota of the auth routes is lifted; the
-# tenant quota is small enough for a test to reach, and each test works in its own tenant.
+# Every test client is 127.0.0.1, so the per-IP quotas of the auth routes and of visitor
+# tokens are lifted; the tenant quota is small enough for a test to reach, and each test
+# works in its own tenant.
 TEST_RATE_LIMITS = {
     "ip_auth": {"limit": 1_000_000},
+    "visitor_token_ip": {"limit": 1_000_000, "window_seconds": 3600},
     "tenant_plans": {"starter": {"limit": 100}, "growth": {"limit": 300}, "agency": {"limit": 600}},
 }
 

@@ -102,11 +102,16 @@ class Crawler:
     ) -> int:
         """Crawl; returns the number of pages read."""
         crawl = _Crawl(self, plan, on_page=on_page, on_problem=on_problem)
+        for url in plan.urls:
+            if _clean(url) is None:
+                await on_problem(Problem(f"{url[:100]}: not a URL that can be fetched"))
         try:
             async with asyncio.timeout(plan.deadline_seconds):
                 await crawl.run(should_stop)
         except TimeoutError:
             await crawl.out_of_time()
+        finally:
+            crawl.close()
         return crawl.read
 
 
@@ -137,6 +142,11 @@ class _Crawl:
             for _ in range(max(self._c.concurrency, 1)):
                 group.create_task(self._worker(should_stop))
 
+    def close(self) -> None:
+        """Stop robots.txt reads still running: nothing of the crawl outlives it."""
+        for task in self._robots.values():
+            task.cancel()
+
     async def out_of_time(self) -> None:
         """The deadline passed: page requests that were on their way cost a page each (a
         URL waiting for its host, or between two tries, costs nothing)."""
@@ -161,21 +171,19 @@ class _Crawl:
     async def _worker(self, should_stop: ShouldStop) -> None:
         while (taken := await self._next_url()) is not None:
             url, depth = taken
-            page = None
             try:
                 if await should_stop():
                     self._stopped = True
-                else:
-                    page = await self._page(url)
+                elif (page := await self._page(url)) is not None:
+                    self.read += 1
+                    await self._on_page(page)
+                    if depth < self._plan.max_depth:
+                        # While this URL still holds its slot, or the crawl could look over.
+                        await self._follow(page, depth + 1)
             finally:
                 async with self._changed:
                     self._in_flight -= 1
                     self._changed.notify_all()
-            if page is not None:
-                self.read += 1
-                await self._on_page(page)
-                if depth < self._plan.max_depth:
-                    await self._follow(page, depth + 1)
 
     async def _follow(self, page: PageData, depth: int) -> None:
         """Queue the page's links that are new and allowed; note the malformed ones."""

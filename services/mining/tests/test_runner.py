@@ -5,6 +5,7 @@ they read, charged for what they fetched."""
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,7 +20,7 @@ from bai_platform.testing_billing import BillingStandIn
 from bai_platform.testing_sites import Site, website
 from mining.crawler import Crawler
 from mining.models import ExtractionJob
-from mining.runner import STOPPED, JobRunner
+from mining.runner import ABANDONED, STOPPED, JobRunner, settle_ended
 
 from .conftest import hostile_site
 
@@ -272,3 +273,58 @@ async def pages_fetched(client: httpx.AsyncClient, headers: dict[str, str], job_
     job = (await client.get(f"/v1/mining/jobs/{job_id}", headers=headers)).json()
     pages: int = job["progress"]["pages_fetched"]
     return pages
+
+
+@pytest.mark.usefixtures("a_clear_queue")
+async def test_a_job_a_dead_worker_left_running_ends_after_its_deadline_and_is_charged(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    mining_db: Database,
+    nats_client: NatsClient,
+    billing: BillingStandIn,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    job_id = await queue(client, headers, "https://example.org/")
+    async with mining_db.transaction() as session:
+        await session.execute(
+            update(ExtractionJob)
+            .where(ExtractionJob.id == job_id)
+            .values(
+                state="running",
+                credits="reserved",
+                pages_fetched=3,
+                started_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        )
+    async with runner_for(mining_db, nats_client, deadline_seconds=120.0) as (runner, _):
+        assert await runner.end_abandoned() == 1
+        assert await runner.fill() == 0  # nothing else waits
+    await settle_ended(mining_db, nats_client, source_type="website")
+    job = await ended(client, headers, job_id)
+
+    assert job["state"] == "failed"
+    assert job["problems"] == [ABANDONED]
+    assert charged(billing, job_id) == 3
+
+
+@pytest.mark.usefixtures("a_clear_queue")
+async def test_a_job_running_within_its_deadline_is_left_to_its_worker(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    mining_db: Database,
+    nats_client: NatsClient,
+) -> None:
+    headers = identity_for(tenant, "editor")
+    job_id = await queue(client, headers, "https://example.org/")
+    async with mining_db.transaction() as session:
+        await session.execute(
+            update(ExtractionJob)
+            .where(ExtractionJob.id == job_id)
+            .values(state="running", started_at=datetime.now(UTC) - timedelta(minutes=2))
+        )
+    async with runner_for(mining_db, nats_client, deadline_seconds=120.0) as (runner, _):
+        assert await runner.end_abandoned() == 0
+
+    assert await states(mining_db, [job_id]) == ["running"]

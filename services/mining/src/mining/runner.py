@@ -8,7 +8,7 @@
   ``per_workspace`` jobs running on any worker (an advisory lock per workspace makes the
   count and the claim one step). A job counts as running for that cap only within its
   deadline (and a minute): a job a dead worker left ``running`` does not block its
-  workspace for ever.
+  workspace for ever, and ``end_abandoned`` ends it (``failed``, charged what it fetched).
 - A queued job is claimed (``running``) only after billing holds ``max_pages``
   ``extraction_pages`` credits for it (the job id is the reference). Billing away: the job
   stays queued. Billing refuses: the job fails saying why.
@@ -47,6 +47,8 @@ from mining.models import ExtractionJob, Lead
 KIND = "extraction_pages"
 WEBSITE = "website"
 STOPPED = "the worker stopped while the job ran; start it again for the rest"
+ABANDONED = "the worker running this job stopped; nothing it found was kept"
+ABANDONED_AFTER_SECONDS = 60
 TURNS_LOOKED_AT = 50  # workspaces considered per claim, in turn order
 log = structlog.get_logger("mining.runner")
 
@@ -186,8 +188,31 @@ class JobRunner:
         )
         return list((await session.scalars(query)).all())
 
+    def _alive(self) -> timedelta:
+        """How long a job may be running: past it, its worker is gone."""
+        return timedelta(seconds=(self._deadline or 24 * 3600) + ABANDONED_AFTER_SECONDS)
+
+    async def end_abandoned(self) -> int:
+        """End the website jobs a dead worker left ``running`` past any deadline (``failed``,
+        saying so; ``settle_ended`` then charges what they fetched)."""
+        async with self._db.transaction() as session:
+            query = (
+                select(ExtractionJob)
+                .where(
+                    ExtractionJob.source_type == WEBSITE,
+                    ExtractionJob.state == "running",
+                    ExtractionJob.started_at <= datetime.now(UTC) - self._alive(),
+                )
+                .limit(50)
+                .with_for_update(skip_locked=True)
+            )
+            abandoned = list((await session.scalars(query)).all())
+            for job in abandoned:
+                await end_job(session, job, "failed", problem=ABANDONED)
+            return len(abandoned)
+
     async def _running_count(self, session: AsyncSession, tenant: UUID) -> int:
-        alive = timedelta(seconds=(self._deadline or 24 * 3600) + 60)
+        alive = self._alive()
         query = select(func.count()).where(
             ExtractionJob.tenant_id == tenant,
             ExtractionJob.source_type == WEBSITE,

@@ -91,6 +91,7 @@ def _jobs(settings: MiningSettings) -> Callable[[WorkerContext], Task]:
                 async def drain() -> None:
                     async with ctx.db.transaction() as session:
                         await run_due(session)
+                    await runner.end_abandoned()
                     if not stop.is_set():
                         await runner.fill()  # the jobs run on; the next pass tops them up
                     await settle_ended(ctx.db, ctx.nc, source_type=WEBSITE)

@@ -1,14 +1,17 @@
 """The crawler on a local fixture site: same site, depth, robots.txt, refused redirects."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from bai_platform.safe_fetch import SafeFetcher
 from bai_platform.testing_sites import Site, website
-from mining.crawler import Crawler, Plan
+from mining.crawler import Crawler, Plan, Problem
 from mining.extract import PageData
+
+from .conftest import hostile_site
 
 HOME = """<html><head><title>Acme Coffee</title></head><body>
 <a href="/about">About</a> <a href="/contact">Contact</a> <a href="/private/prices">Prices</a>
@@ -42,25 +45,41 @@ async def site() -> AsyncIterator[Site]:
 async def crawl(
     site: Site, crawler_options: dict[str, float] | None = None, **plan: object
 ) -> tuple[list[PageData], list[str]]:
+    pages, problems = await crawl_noting(site, crawler_options, plan=plan)
+    return pages, [p.text for p in problems]
+
+
+async def crawl_noting(
+    site: Site,
+    crawler_options: dict[str, float] | None = None,
+    *,
+    plan: dict[str, object] | None = None,
+    fetch_timeout: float = 15.0,
+    on_each_page: Callable[[PageData], None] = lambda page: None,
+) -> tuple[list[PageData], list[Problem]]:
+    """The crawl of ``site`` with every problem as the crawler reported it."""
     pages: list[PageData] = []
-    problems: list[str] = []
+    problems: list[Problem] = []
 
     async def on_page(page: PageData) -> None:
         pages.append(page)
+        on_each_page(page)
 
-    async def on_problem(problem: str, error: bool) -> None:
+    async def on_problem(problem: Problem) -> None:
         problems.append(problem)
 
     async def never() -> bool:
         return False
 
     async with httpx.AsyncClient(trust_env=False) as client:
-        fetcher = SafeFetcher(client=client, allowed_hosts=frozenset({"127.0.0.1"}))
+        fetcher = SafeFetcher(
+            client=client, allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=fetch_timeout
+        )
         options = {"delay_seconds": 0.0, "retry_base_seconds": 0.01} | (crawler_options or {})
         crawler = Crawler(fetcher, user_agent="BAI-Mining/1", **options)  # type: ignore[arg-type]
         settings = {"urls": (f"{site.base}/",), "same_site": True, "max_pages": 20, "max_depth": 2}
         await crawler.run(
-            Plan(**(settings | plan)),  # type: ignore[arg-type]  # the test overrides fields
+            Plan(**(settings | (plan or {}))),  # type: ignore[arg-type]  # the test overrides fields
             on_page=on_page,
             on_problem=on_problem,
             should_stop=never,
@@ -174,3 +193,96 @@ async def test_two_sites_are_crawled_side_by_side(site: Site) -> None:
     page_there = next(span for span in other.spans if span[0] == "/")
     overlapping = [s for s in site.spans if s[1] < page_there[2] and page_there[1] < s[2]]
     assert overlapping, "the other site's page was fetched while this one's were not"
+
+
+# ---- hostile sites -------------------------------------------------------------------------
+async def crawl_hostile(
+    base: str,
+    options: dict[str, float] | None = None,
+    *,
+    fetch_timeout: float = 30.0,
+    **plan: object,
+) -> tuple[list[PageData], list[Problem]]:
+    return await crawl_noting(
+        Site(base=base),
+        {"retries": 0} | (options or {}),
+        fetch_timeout=fetch_timeout,
+        plan={"urls": (f"{base}/",)} | plan,
+    )
+
+
+async def test_malformed_links_are_skipped_and_noted_not_the_crawl(site: Site) -> None:
+    site.pages["/"] = HOME.replace(
+        "</body>",
+        '<a href="http://x:99999/">a</a> <a href="http://127.0.0.1:70000/about">b</a></body>',
+    )
+
+    pages, problems = await crawl_noting(site)
+
+    assert "/about" in {page.url.removeprefix(site.base) for page in pages}
+    [note] = [p for p in problems if "malformed" in p.text]
+    assert note.text.endswith("2 malformed link(s) skipped")
+    assert (note.error, note.pages) == (False, 0)
+
+
+async def test_a_malformed_start_url_is_reported_and_the_others_crawled(site: Site) -> None:
+    pages, problems = await crawl(site, urls=("http://x:99999/", f"{site.base}/"))
+
+    assert pages
+    assert "http://x:99999/: not a URL that can be fetched" in problems
+
+
+async def test_a_malformed_retry_after_fails_that_url_and_costs_its_fetch() -> None:
+    async with hostile_site() as base:
+        pages, problems = await crawl_hostile(base, max_depth=0, urls=(f"{base}/busy",))
+
+    assert pages == []
+    [problem] = problems
+    assert "/busy" in problem.text
+    assert (problem.error, problem.pages) == (True, 1)
+
+
+async def test_a_tarpit_ends_at_the_fetch_timeout_and_costs_a_page() -> None:
+    async with hostile_site() as base:
+        _, problems = await crawl_hostile(base, fetch_timeout=1.0, urls=(f"{base}/tarpit",))
+
+    [problem] = problems
+    assert "/tarpit" in problem.text
+    assert problem.pages == 1
+
+
+async def test_the_deadline_stops_the_crawl_and_charges_the_fetches_it_cut_off() -> None:
+    async with hostile_site() as base:
+        pages, problems = await crawl_hostile(base, {"host_concurrency": 4}, deadline_seconds=2.0)
+
+    assert f"{base}/" in {page.url for page in pages}
+    [stopped] = [p for p in problems if "time limit" in p.text]
+    assert stopped.error
+    # Home, the bomb, the bad Retry-After and the tarpit (cut off, or after the bomb if
+    # the bomb was still arriving): each request that went out costs one page.
+    assert sum(p.pages for p in problems) + len(pages) == 4
+    assert stopped.pages >= 1  # at least the tarpit was still running
+
+
+async def test_a_crawl_that_fails_cancels_its_other_fetches(site: Site) -> None:
+    other = Site(pages={f"/{n}": "<html><body>x</body></html>" for n in range(20)}, delay=0.3)
+    other.pages["/"] = "".join(f'<a href="/{n}">{n}</a>' for n in range(20))
+
+    def fail_on_the_first_site(page: PageData) -> None:
+        if page.url.startswith(site.base):
+            raise RuntimeError("the database went away")
+
+    async with website(other):
+        with pytest.raises(ExceptionGroup):
+            await crawl_noting(
+                site,
+                {"concurrency": 4},
+                on_each_page=fail_on_the_first_site,
+                plan={"urls": (f"{other.base}/", f"{site.base}/")},
+            )
+        await asyncio.sleep(0.5)  # a request already on its way is answered
+        requested = len(other.requested)
+        await asyncio.sleep(1.0)  # what would still be fetched if the siblings ran on
+
+    assert len(other.requested) == requested
+    assert requested < 21

@@ -1,14 +1,22 @@
 """POST /v1/mining/jobs and friends: queued jobs, refusals, results, exports."""
 
+import csv
+import io
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
 
 from bai_platform.db import Database
-from mining.models import Lead
+from bai_platform.testing import trusting_client
+from mining.app import create_app
+from mining.exports import FIXED
+from mining.models import ExtractionJob, Lead
+from mining.settings import MiningSettings
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 JOB = {
@@ -143,3 +151,57 @@ async def test_a_tampered_cursor_is_400(
     response = await client.get(f"/v1/mining/jobs/{job['id']}/results?cursor=!!!", headers=headers)
 
     assert response.status_code == 400
+
+
+async def test_csv_header_cells_from_data_keys_are_neutralised_like_values(
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, mining_db: Database
+) -> None:
+    headers = identity_for(tenant, "viewer")
+    job = (
+        await client.post("/v1/mining/jobs", json=JOB, headers=identity_for(tenant, "editor"))
+    ).json()
+    hostile_keys = ['=HYPERLINK("http://evil")', "+cmd", "-1", "@SUM(A1)", "\tx", "\rx", "'=x"]
+    async with mining_db.transaction() as session:
+        session.add(
+            Lead(
+                tenant_id=tenant,
+                job_id=job["id"],
+                key="domain:a.example",
+                organisation="Org",
+                domain="a.example",
+                emails=[],
+                phones=[],
+                socials=[],
+                addresses=[],
+                pages=[],
+                data={**dict.fromkeys(hostile_keys, "v"), "rating": "4.5"},
+            )
+        )
+
+    body = (await client.get(f"/v1/mining/jobs/{job['id']}/results.csv", headers=headers)).content
+    header = next(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline="")))
+
+    extra = header[len(FIXED) :]
+    assert sorted(extra) == sorted(["'" + key for key in hostile_keys] + ["rating"])
+
+
+async def test_a_workspace_with_too_many_queued_jobs_is_refused_and_nothing_is_queued(
+    mining_settings: MiningSettings,
+    signing_key: Ed25519PrivateKey,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    mining_db: Database,
+) -> None:
+    capped = mining_settings.model_copy(update={"crawl_queued_per_workspace": 2})
+    headers = identity_for(tenant, "editor")
+    async with trusting_client(create_app(capped), signing_key) as client:
+        accepted = [await client.post("/v1/mining/jobs", json=JOB, headers=headers) for _ in "ab"]
+        refused = await client.post("/v1/mining/jobs", json=JOB, headers=headers)
+
+    assert [r.status_code for r in accepted] == [202, 202]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["code"] == "too_many_queued_jobs"
+    async with mining_db.transaction() as session:
+        count = select(func.count()).where(ExtractionJob.tenant_id == tenant)
+        assert await session.scalar(count) == 2

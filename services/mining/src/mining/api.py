@@ -31,12 +31,20 @@ JobId = Annotated[str, Path(max_length=64)]
 
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
-async def create_job(body: JobCreate, identity: CurrentIdentity, session: Session) -> JobRead:
+async def create_job(
+    body: JobCreate, identity: CurrentIdentity, session: Session, request: Request
+) -> JobRead:
     """Queue an extraction; watch it at GET /v1/mining/jobs/{id} or on /v1/events.
 
-    An ``n8n`` source needs the workspace's workflow (PUT /v1/mining/workflow) first.
+    An ``n8n`` source needs the workspace's workflow (PUT /v1/mining/workflow) first. A
+    workspace with ``crawl_queued_per_workspace`` jobs waiting gets 429
+    ``too_many_queued_jobs``.
     """
-    return jobs.job_read(await jobs.create_job(session, identity=identity, data=body))
+    settings: MiningSettings = request.app.state.settings
+    job = await jobs.create_job(
+        session, identity=identity, data=body, max_queued=settings.crawl_queued_per_workspace
+    )
+    return jobs.job_read(job)
 
 
 @router.get("/jobs/{job_id}")

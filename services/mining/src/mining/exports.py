@@ -59,7 +59,7 @@ async def csv_chunks(db: Database, job_id: str) -> AsyncIterator[bytes]:
     columns = [*FIXED, *(k for k in await data_keys(db, job_id) if k not in FIXED)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([neutralise(column) for column in columns])  # data keys are input too
     yield b"\xef\xbb\xbf" + buffer.getvalue().encode()
     async for lead in _leads(db, job_id):
         buffer.seek(0)

@@ -7,8 +7,14 @@ returns a frozen ``PageData``. The rules:
 - Limits: at most 5,000,000 characters of HTML are parsed, cut earlier where more than
   500 elements would be open (a cheap tag count; lexbor slows with depth squared), and
   at most 2 MiB of visible text is scanned; scanning stops there. Every list is capped
-  (see the ``_MAX_*`` constants), and phone matching gives up after a bounded number of
-  candidates.
+  (see the ``_MAX_*`` constants): at most 5,000 ``<a href>`` values and 200 values of a
+  JSON-LD key are read, 50 ``<address>`` elements of at most 1,000 nodes each, and phone
+  matching gives up after a bounded number of candidates and of matches.
+- Time: linear in the size of the page, whatever the page holds (crawled pages are
+  hostile input, and the crawler reads them on a worker thread all the same). Every
+  pattern is written so that no two parts can trade characters (possessive quantifiers
+  where they could), a text node finds its block through a memo, and nested elements
+  are never read again for each of their ancestors.
 - Visible text: text nodes in document order; a line break separates text of different
   block elements (and ``<br>``), so inline markup (``<a>``, ``<span>``, ...) does not
   split a number or an address. ``<script>``, ``<style>`` and ``<template>`` text is
@@ -53,6 +59,7 @@ returns a frozen ``PageData``. The rules:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -74,8 +81,12 @@ _MAX_JSONLD_DEPTH = 8
 _MAX_STRUCTURED = 20
 _MAX_LINKS = 500
 _MAX_ITEMS = 50  # emails, phones, socials, addresses
-_MAX_PHONE_TRIES = 2_000
+_MAX_VALUES = 200  # values read under one JSON-LD key (telephone, email, sameAs, @type...)
+_MAX_PHONE_TRIES = 2_000  # invalid candidates (the matcher's own budget)
+_MAX_PHONE_MATCHES = 500  # valid ones: a page repeating one number is read this far
+_MAX_ANCHORS = 5_000  # <a href> values read (links, mailto:, tel:, socials)
 _MAX_FIELD_CHARS = 1_000
+_MAX_ADDRESS_NODES = 1_000  # nodes read inside one <address>
 
 _ORG_TYPES = frozenset(
     {
@@ -94,7 +105,9 @@ _NON_NESTING_TAGS = frozenset(
     | {"th", "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rp", "rt", "rtc"}
     | {"html", "head", "body"}
 )
-_TAG_RE = re.compile(r"<(/?)([a-z][a-z0-9:-]*)[^<>]*>", re.I)
+# Possessive quantifiers: the name and the attributes never trade characters, so a tag
+# that is never closed (``<a`` and two million letters) costs one pass, not a square.
+_TAG_RE = re.compile(r"<(/?+)([a-z][a-z0-9:-]*+)[^<>]*+>", re.I)
 _SKIPPED_TEXT_PARENTS = frozenset({"script", "style", "template"})
 _INLINE_TAGS = frozenset(
     {"a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "font", "i", "kbd"}
@@ -240,41 +253,68 @@ def _bounded_html(html: str) -> str:
     return html
 
 
-def _scan(root: LexborNode | None) -> _Scan:
-    """Visible text (block-separated, capped) and anchors, in one document-order pass."""
+def _scan(
+    root: LexborNode | None, *, max_chars: int = _MAX_TEXT_CHARS, max_nodes: int | None = None
+) -> _Scan:
+    """Visible text (block-separated, capped) and anchors, in one document-order pass.
+
+    Stops at ``max_chars`` of text or after ``max_nodes`` nodes (``None``: every node).
+    """
     scan = _Scan()
     if root is None:
         return scan
     parts: list[str] = []
     size, last_block = 0, -1
-    for node in root.traverse(include_text=True):
+    blocks: dict[int, int] = {}
+    for seen, node in enumerate(root.traverse(include_text=True)):
+        if max_nodes is not None and seen >= max_nodes:
+            break
         if node.is_text_node:
             parent = node.parent
             if parent is None or parent.tag in _SKIPPED_TEXT_PARENTS:
                 continue
-            block = _block_id(parent)
+            block = _block_id(parent, blocks)
             piece = node.text_content or ""
             if block != last_block:
                 piece, last_block = "\n" + piece, block
             parts.append(piece)
             size += len(piece)
-            if size >= _MAX_TEXT_CHARS:
+            if size >= max_chars:
                 break
         elif node.tag == "br":
             parts.append("\n")
             size += 1
-        elif node.tag == "a" and (href := node.attributes.get("href")):
+        elif node.tag == "a" and len(scan.anchors) < _MAX_ANCHORS and (href := _href(node)):
             scan.anchors.append((size, href))
-    scan.text = "".join(parts)[:_MAX_TEXT_CHARS]
+    scan.text = "".join(parts)[:max_chars]
     return scan
 
 
-def _block_id(node: LexborNode) -> int:
-    """Identity of the nearest ancestor-or-self that is not an inline element."""
+def _href(node: LexborNode) -> str | None:
+    return node.attributes.get("href")
+
+
+def _block_id(node: LexborNode, known: dict[int, int]) -> int:
+    """Identity of the nearest ancestor-or-self that is not an inline element.
+
+    ``known`` remembers the answer for every inline element walked through, so text under
+    500 nested ``<span>`` costs one walk up, not one per text node.
+    """
+    walked: list[int] = []
     current: LexborNode | None = node
-    while current is not None and current.tag in _INLINE_TAGS:
+    block = 0
+    while current is not None:
+        if (hit := known.get(current.mem_id)) is not None:
+            block = hit
+            break
+        if current.tag not in _INLINE_TAGS:
+            block = current.mem_id
+            break
+        walked.append(current.mem_id)
         current = current.parent
-    return current.mem_id if current is not None else 0
+    for mem_id in walked:
+        known[mem_id] = block
+    return block
 
 
 def _node_text(node: LexborNode | None) -> str | None:
@@ -341,16 +381,16 @@ def _flatten(data: object, out: list[dict[str, Any]], depth: int) -> None:
 
 def _types(obj: dict[str, Any]) -> set[str]:
     """``@type`` as a set of bare names (``schema:Store`` and URLs reduced to ``Store``)."""
-    raw = obj.get("@type")
-    values = raw if isinstance(raw, list) else [raw]
+    values = _values(obj, "@type")
     return {re.split(r"[/:#]", v)[-1] for v in values if isinstance(v, str)}
 
 
 def _values(obj: dict[str, Any], key: str) -> list[Any]:
+    """The values under ``key`` (the first ``_MAX_VALUES``: a page may list a million)."""
     raw = obj.get(key)
     if raw is None:
         return []
-    return raw if isinstance(raw, list) else [raw]
+    return raw[:_MAX_VALUES] if isinstance(raw, list) else [raw]
 
 
 def _organisation(orgs: list[dict[str, Any]]) -> str | None:
@@ -446,7 +486,8 @@ def _phone(value: object, region: str | None) -> str | None:
 def _text_phones(text: str, region: str | None) -> list[tuple[int, str]]:
     matcher = phonenumbers.PhoneNumberMatcher(text, region, max_tries=_MAX_PHONE_TRIES)
     e164 = phonenumbers.PhoneNumberFormat.E164
-    return [(m.start, phonenumbers.format_number(m.number, e164)) for m in matcher]
+    matches = itertools.islice(matcher, _MAX_PHONE_MATCHES)
+    return [(m.start, phonenumbers.format_number(m.number, e164)) for m in matches]
 
 
 # --- socials and links ---------------------------------------------------------------------
@@ -528,7 +569,8 @@ def _addresses(
     postal = [obj for obj in structured if "PostalAddress" in _types(obj)]
     values = [v for org in orgs for v in _values(org, "address")] + postal
     found = [a for v in values if (a := _postal_address(v))]
-    found += [a for node in tree.css("address") if (a := _address_element(node))]
+    elements = tree.css("address")[:_MAX_ITEMS]  # nested ones would be read again and again
+    found += [a for node in elements if (a := _address_element(node))]
     return tuple(_dedupe(found, _MAX_ITEMS))
 
 
@@ -557,7 +599,8 @@ def _scalar(value: object) -> str | None:
 
 
 def _address_element(node: LexborNode) -> str | None:
-    lines = (_clean(line) for line in _scan(node).text.split("\n"))
+    text = _scan(node, max_chars=_MAX_FIELD_CHARS, max_nodes=_MAX_ADDRESS_NODES).text
+    lines = (_clean(line) for line in text.split("\n"))
     return _clean(", ".join(line for line in lines if line))
 
 

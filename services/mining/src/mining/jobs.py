@@ -5,12 +5,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import ExtractionProgressed
 from bai_platform.envelope import new_event
-from bai_platform.errors import Conflict, NotFound
+from bai_platform.errors import Conflict, NotFound, TooManyRequests
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from mining.models import ExtractionJob, Lead, outbox
@@ -29,6 +29,10 @@ class JobNotFound(NotFound):
 
 class JobEnded(Conflict):
     code = "job_ended"
+
+
+class TooManyQueuedJobs(TooManyRequests):
+    code = "too_many_queued_jobs"
 
 
 def new_job_id() -> str:
@@ -59,11 +63,18 @@ def new_job(
 
 
 async def create_job(
-    session: AsyncSession, *, identity: Identity, data: JobCreate
+    session: AsyncSession, *, identity: Identity, data: JobCreate, max_queued: int
 ) -> ExtractionJob:
+    """A queued job; refused when the workspace already has ``max_queued`` waiting."""
     identity.require_role(*EDITORS)
     if data.source.type == N8N:
         await require_workflow(session, tenant_id=identity.tenant_id)
+    await lock_workspace_queue(session, identity.tenant_id)
+    if await queued_count(session, tenant_id=identity.tenant_id) >= max_queued:
+        raise TooManyQueuedJobs(
+            f"this workspace already has {max_queued} jobs waiting; "
+            "wait for some to start or cancel some"
+        )
     job = new_job(
         tenant_id=identity.tenant_id,
         source=data.source.model_dump(mode="json"),
@@ -74,6 +85,21 @@ async def create_job(
     await session.flush()
     await session.refresh(job)
     return job
+
+
+async def lock_workspace_queue(session: AsyncSession, tenant_id: UUID) -> None:
+    """Serialise the workspace's job creations and claims until the transaction ends, so
+    two at once cannot both pass a cap."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtext(f"mining.jobs:{tenant_id}")))
+    )
+
+
+async def queued_count(session: AsyncSession, *, tenant_id: UUID) -> int:
+    query = select(func.count()).where(
+        ExtractionJob.tenant_id == tenant_id, ExtractionJob.state == "queued"
+    )
+    return int(await session.scalar(query) or 0)
 
 
 async def get_job(session: AsyncSession, *, tenant_id: UUID, job_id: str) -> ExtractionJob:

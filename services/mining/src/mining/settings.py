@@ -35,3 +35,12 @@ class MiningSettings(DispatchSettings):
     crawl_allowed_hosts: list[str] = Field(default_factory=list)
     # How often the worker looks for queued jobs.
     job_poll_seconds: float = Field(default=1.0, gt=0)
+    # Fairness between workspaces (website jobs): how many jobs one worker runs at once;
+    # how many of one workspace run at once across all workers (the worker picks the next
+    # job round-robin by workspace, the one served least recently first); how many jobs
+    # one workspace may have queued (more are refused with 429 too_many_queued_jobs); and
+    # the wall-clock limit of one job, after which it ends with what it has read.
+    crawl_jobs_at_once: int = Field(default=4, ge=1, le=64)
+    crawl_jobs_per_workspace: int = Field(default=1, ge=1, le=64)
+    crawl_queued_per_workspace: int = Field(default=20, ge=1, le=10_000)
+    crawl_job_deadline_seconds: float = Field(default=900.0, gt=0)

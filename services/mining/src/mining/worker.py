@@ -79,16 +79,27 @@ def _jobs(settings: MiningSettings) -> Callable[[WorkerContext], Task]:
                     retries=settings.crawl_retries,
                     retry_base_seconds=settings.crawl_retry_base_seconds,
                 )
-                runner = JobRunner(db=ctx.db, nc=ctx.nc, crawler=crawler)
+                runner = JobRunner(
+                    db=ctx.db,
+                    nc=ctx.nc,
+                    crawler=crawler,
+                    jobs_at_once=settings.crawl_jobs_at_once,
+                    per_workspace=settings.crawl_jobs_per_workspace,
+                    deadline_seconds=settings.crawl_job_deadline_seconds,
+                )
 
                 async def drain() -> None:
                     async with ctx.db.transaction() as session:
                         await run_due(session)
-                    while not stop.is_set() and await runner.run_next():
-                        pass
+                    await runner.end_abandoned()
+                    if not stop.is_set():
+                        await runner.fill()  # the jobs run on; the next pass tops them up
                     await settle_ended(ctx.db, ctx.nc, source_type=WEBSITE)
 
-                await every(settings.job_poll_seconds, drain, name="extraction-jobs")(stop)
+                try:
+                    await every(settings.job_poll_seconds, drain, name="extraction-jobs")(stop)
+                finally:
+                    await runner.close()
 
         return run
 

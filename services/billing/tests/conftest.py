@@ -20,6 +20,12 @@ def billing_settings(migrated: Stack) -> BillingSettings:
 
 
 @pytest.fixture(scope="session")
+def identity_audience(billing_settings: BillingSettings) -> str:
+    """The audience ``identity_for`` mints for: the one this service accepts."""
+    return billing_settings.identity_audience
+
+
+@pytest.fixture(scope="session")
 async def billing_db(billing_settings: BillingSettings) -> AsyncIterator[Database]:
     database = Database(billing_settings)
     try:

@@ -33,6 +33,12 @@ def creator_settings(migrated: Stack) -> CreatorSettings:
     return settings_for(CreatorSettings, migrated, "creator")
 
 
+@pytest.fixture(scope="session")
+def identity_audience(creator_settings: CreatorSettings) -> str:
+    """The audience ``identity_for`` mints for: the one this service accepts."""
+    return creator_settings.identity_audience
+
+
 @pytest.fixture
 async def client(
     creator_settings: CreatorSettings, signing_key: Ed25519PrivateKey

@@ -124,7 +124,7 @@ async def test_an_identity_signed_by_another_key_is_401(
         key=Ed25519PrivateKey.generate(),
         kid="test",
         issuer="bai-gateway",
-        audience="bai-services",
+        audience="bai-creator",
         subject="user-1",
         tenant_id=tenant,
         roles=["owner"],

@@ -62,7 +62,7 @@ def visitor(signing_key: Ed25519PrivateKey) -> Callable[[UUID, str, str], dict[s
             key=signing_key,
             kid=TEST_KID,
             issuer="bai-gateway",
-            audience="bai-services",
+            audience="bai-creator",
             subject=visitor_subject(widget_id, visitor_id),
             tenant_id=tenant_id,
             roles=["visitor"],

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bai_platform.access import service_audience
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier, mint_identity
 from gateway.models import ApiKey
 from gateway.settings import GatewaySettings
@@ -83,7 +84,7 @@ async def test_key_gets_an_identity_for_a_route_within_its_scopes(
     verifier = IdentityVerifier(
         jwks_url="http://service/none",
         issuer=settings.identity_issuer,
-        audience=settings.identity_audience,
+        audience=service_audience("planner"),  # minted for the service the path belongs to
         http=client,
     )
     verifier.use_keys(jwks)

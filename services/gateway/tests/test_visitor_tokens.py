@@ -20,6 +20,7 @@ from bai_contracts import (
     WIDGET_LOOKUP_SUBJECT,
     visitor_subject,
 )
+from bai_platform.access import service_audience
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER, Identity, IdentityVerifier
 from gateway.keys import KeyRing
@@ -109,7 +110,7 @@ async def _identity(
     verifier = IdentityVerifier(
         jwks_url="http://service/no-jwks-here",
         issuer=settings.identity_issuer,
-        audience=settings.identity_audience,
+        audience=service_audience("creator"),  # the chat is creator's
         http=client,
     )
     verifier.use_keys(await _jwks(client))

@@ -32,6 +32,12 @@ def mining_settings(migrated: Stack) -> MiningSettings:
     return settings_for(MiningSettings, migrated, "mining")
 
 
+@pytest.fixture(scope="session")
+def identity_audience(mining_settings: MiningSettings) -> str:
+    """The audience ``identity_for`` mints for: the one this service accepts."""
+    return mining_settings.identity_audience
+
+
 @pytest.fixture
 async def client(
     mining_settings: MiningSettings, signing_key: Ed25519PrivateKey

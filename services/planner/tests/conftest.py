@@ -29,6 +29,12 @@ def planner_settings(migrated: Stack) -> PlannerSettings:
     return settings.model_copy(update={"allow_private_destinations": True})
 
 
+@pytest.fixture(scope="session")
+def identity_audience(planner_settings: PlannerSettings) -> str:
+    """The audience ``identity_for`` mints for: the one this service accepts."""
+    return planner_settings.identity_audience
+
+
 @pytest.fixture
 async def client(
     planner_settings: PlannerSettings, signing_key: Ed25519PrivateKey

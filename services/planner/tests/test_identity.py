@@ -22,7 +22,7 @@ def token(key: Ed25519PrivateKey, tenant: UUID, **overrides: Any) -> str:
     claims: dict[str, Any] = {
         "kid": "test",
         "issuer": "bai-gateway",
-        "audience": "bai-services",
+        "audience": "bai-planner",
         "subject": "user-1",
         "tenant_id": tenant,
         "roles": ["owner"],
@@ -117,7 +117,7 @@ async def test_an_identity_with_a_wrong_claim_is_401(
 
 
 async def test_an_unsigned_identity_is_401(client: httpx.AsyncClient, tenant: UUID) -> None:
-    claims = {"iss": "bai-gateway", "aud": "bai-services", "sub": "user-1", "tid": str(tenant)}
+    claims = {"iss": "bai-gateway", "aud": "bai-planner", "sub": "user-1", "tid": str(tenant)}
     unsigned = jwt.encode(claims, "", algorithm="none", headers={"typ": IDENTITY_TYP})
 
     response = await client.get(URL, headers={IDENTITY_HEADER: unsigned})

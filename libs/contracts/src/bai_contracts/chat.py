@@ -20,6 +20,8 @@ WIDGET_LOOKUP_SUBJECT = "bai.rpc.creator.widget_lookup"
 VISITOR_TOKEN_TYPE = "bai-visitor+jwt"
 VISITOR_AUDIENCE = "bai-visitor"
 VISITOR_ROLE = "visitor"
+VISITOR_CREDENTIAL = "visitor"
+VISITOR_SCOPE = "chat"
 CHAT_PATH_PREFIX = "/v1/creator/chat/"
 
 

@@ -6,6 +6,10 @@ the gateway's JWKS (EdDSA only, pinned ``typ``, ``iss``, ``aud``, small leeway) 
 request without a valid one is 401. An unknown ``kid`` triggers at most one JWKS refresh
 per ``refresh_interval`` (a few seconds: a rotated key is in the JWKS well before the
 gateway signs with it, so one refresh finds it).
+
+Each service verifies only its own audience (``bai-<service>``, see ``bai_platform.access``)
+and, on every route that takes ``CurrentIdentity``, applies the shared access rule to the
+identity: credential type, scopes, visitor paths and a workspace role.
 """
 
 import time
@@ -19,6 +23,7 @@ from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
 
+from bai_platform import access
 from bai_platform.errors import Forbidden, Unauthorized
 
 IDENTITY_HEADER = "X-BAI-Identity"
@@ -172,11 +177,21 @@ def _identity_from(claims: dict[str, Any]) -> Identity:
 
 
 async def require_identity(request: Request) -> Identity:
+    """The verified caller, once the access rule lets it call this method and path."""
     token = request.headers.get(IDENTITY_HEADER)
     if not token:
         raise Unauthorized("this service is reached only through the gateway")
     verifier: IdentityVerifier = request.app.state.identity_verifier
-    return await verifier.verify(token)
+    identity = await verifier.verify(token)
+    # The path as routed (decoded), so an encoded dot segment cannot pass as a chat path.
+    access.check(
+        credential=identity.credential,
+        roles=identity.roles,
+        scopes=identity.scopes,
+        method=request.method,
+        path=request.scope["path"],
+    )
+    return identity
 
 
 CurrentIdentity = Annotated[Identity, Depends(require_identity)]

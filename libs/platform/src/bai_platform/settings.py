@@ -11,6 +11,8 @@ from typing import ClassVar, Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bai_platform.access import service_audience
+
 KNOWN_INSECURE_SECRETS = frozenset(
     {"", "secret", "changeme", "change-me", "password", "dev", "development", "test", "insecure"}
 )
@@ -53,7 +55,9 @@ class ServiceSettings(BaseSettings):
 
     identity_jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
     identity_issuer: str = "bai-gateway"
-    identity_audience: str = "bai-services"
+    # The audience this service accepts identity tokens for; empty means ``bai-<service_name>``,
+    # which is what the gateway mints for the service's paths (bai_platform.access).
+    identity_audience: str = ""
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -79,6 +83,12 @@ class ServiceSettings(BaseSettings):
     @property
     def schema_name(self) -> str:
         return self.db_schema or self.service_name
+
+    @model_validator(mode="after")
+    def _own_audience(self) -> Self:
+        if not self.identity_audience:
+            self.identity_audience = service_audience(self.service_name)
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_secrets(self) -> Self:

@@ -157,15 +157,18 @@ def tenant() -> UUID:
 
 
 @pytest.fixture
-def identity_for(signing_key: Ed25519PrivateKey) -> Callable[[UUID, str], dict[str, str]]:
-    """Headers carrying a valid identity of a user with ``role`` in ``tenant``."""
+def identity_for(
+    signing_key: Ed25519PrivateKey, identity_audience: str
+) -> Callable[[UUID, str], dict[str, str]]:
+    """Headers carrying a valid identity of a user with ``role`` in ``tenant``, for the
+    service under test (each service's conftest names its ``identity_audience``)."""
 
     def headers(tenant_id: UUID, role: str) -> dict[str, str]:
         token = mint_identity(
             key=signing_key,
             kid=TEST_KID,
             issuer="bai-gateway",
-            audience="bai-services",
+            audience=identity_audience,
             subject=f"user-{uuid4().hex[:12]}",
             tenant_id=tenant_id,
             roles=[role],

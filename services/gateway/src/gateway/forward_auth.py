@@ -22,22 +22,22 @@ effect within those windows on every replica; revoking a key or ending a session
 it from the cache of the process that did it at once.
 """
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 from uuid import UUID
 
 from cachetools import TTLCache
 
 from bai_contracts import VISITOR_ROLE, visitor_subject
+from bai_platform import access
 from bai_platform.db import Database
-from bai_platform.errors import Forbidden
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
 from gateway import api_keys, workspaces
 from gateway.errors import InvalidToken, enforce
 from gateway.keys import KeyStore
 from gateway.ratelimit import RateLimiter
-from gateway.scopes import allows, required_scope
 from gateway.settings import GatewaySettings
 from gateway.tokens import AccessClaims, token_digest, verify_access_token
 from gateway.visitors import (
@@ -56,10 +56,6 @@ IDENTITY_MIN_REMAINING = 15
 API_KEY_CACHE_SECONDS = 30
 
 
-class InsufficientScope(Forbidden):
-    code = "insufficient_scope"
-
-
 @dataclass(frozen=True, slots=True)
 class _Claims:
     subject: str
@@ -72,12 +68,14 @@ class _Claims:
 
 @dataclass(frozen=True, slots=True)
 class _Decision:
-    identity: str
     claims: _Claims
     valid_until: float
     key_prefix: str | None = None
     # A visitor token's origin: set only for visitors, who are held to the chat paths.
     visitor_origin: str | None = None
+    # The identity tokens minted for this credential so far, by audience (one per service
+    # it has called): minted on first use, cached with the decision.
+    identities: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +116,18 @@ class ForwardAuth:
         if decision is None or decision.valid_until <= time.time():
             decision = await self._verify(token)
             self._cache[key] = decision
-        if decision.visitor_origin is not None:  # the chat paths are a visitor's whole scope
+        claims = decision.claims  # the rule every service applies again (bai_platform.access)
+        access.check(
+            credential=claims.credential,
+            roles=claims.roles,
+            scopes=claims.scopes,
+            method=method or "GET",
+            path=path,
+        )
+        if decision.visitor_origin is not None:  # and only from the page it was minted for
             check_visitor_request(decision.visitor_origin, path=path, method=method, origin=origin)
-        else:
-            needed = required_scope(method or "GET", path)
-            if not allows(frozenset(decision.claims.scopes), needed):
-                raise InsufficientScope(f"this credential lacks the scope {needed or 'api'}")
-        return Allowed(decision.identity, await self._count(decision.claims))
+        identity = self._identity(decision, access.audience_for(path))
+        return Allowed(identity, await self._count(decision.claims))
 
     async def _count(self, claims: _Claims) -> dict[str, str]:
         """One hit for the credential and one for its tenant (a visitor's widget); the
@@ -252,25 +255,34 @@ class ForwardAuth:
         key_prefix: str | None = None,
         visitor_origin: str | None = None,
     ) -> _Decision:
-        key, settings = self._keys.ring.current, self._settings
-        identity = mint_identity(
-            key=key.private_key,
-            kid=key.kid,
-            issuer=settings.identity_issuer,
-            audience=settings.identity_audience,
-            subject=claims.subject,
-            tenant_id=claims.tenant_id,
-            roles=claims.roles,
-            scopes=claims.scopes,
-            credential=claims.credential,
-        )
         return _Decision(
-            identity=identity,
-            claims=claims,
-            valid_until=until,
-            key_prefix=key_prefix,
-            visitor_origin=visitor_origin,
+            claims=claims, valid_until=until, key_prefix=key_prefix, visitor_origin=visitor_origin
         )
+
+    def _identity(self, decision: _Decision, audience: str) -> str:
+        """The identity token for the service ``audience`` names: a token for one service
+        is refused by every other, so a credential gets one per service it calls.
+
+        Minted lazily, it still expires when one minted with the decision would have:
+        ``IDENTITY_MIN_REMAINING`` after the decision's window, never later."""
+        identity = decision.identities.get(audience)
+        if identity is None:
+            key, settings, claims = self._keys.ring.current, self._settings, decision.claims
+            left = math.ceil(decision.valid_until - time.time()) + IDENTITY_MIN_REMAINING
+            identity = mint_identity(
+                key=key.private_key,
+                kid=key.kid,
+                issuer=settings.identity_issuer,
+                audience=audience,
+                subject=claims.subject,
+                tenant_id=claims.tenant_id,
+                roles=claims.roles,
+                scopes=claims.scopes,
+                credential=claims.credential,
+                ttl_seconds=min(left, IDENTITY_TTL_SECONDS),
+            )
+            decision.identities[audience] = identity
+        return identity
 
 
 def _bearer(authorization: str | None) -> str:

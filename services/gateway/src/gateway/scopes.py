@@ -1,28 +1,9 @@
-"""Scopes: what a credential may reach, decided once at the edge.
+"""Scopes: what a credential may reach.
 
-People carry ``api``: everything their role allows. API keys carry service scopes,
-``<service>:read`` (GET, HEAD, OPTIONS) and ``<service>:write`` (the rest), and reach only
-service routes: a key never manages keys, members or sessions.
+The rule lives in ``bai_platform.access`` so that the gateway and every service apply the
+same one copy; the scopes an API key may be given are re-exported here for the schemas.
 """
 
-FULL_ACCESS = "api"
-SCOPED_SERVICES = ("planner", "creator", "mining", "billing")
-KEY_SCOPES = frozenset(
-    f"{service}:{access}" for service in SCOPED_SERVICES for access in ("read", "write")
-)
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+from bai_platform.access import KEY_SCOPES
 
-
-def required_scope(method: str, path: str) -> str | None:
-    """The scope a request needs, or None for routes outside the services (``/v1/auth``...)."""
-    parts = path.split("/", 3)
-    if len(parts) < 3 or parts[1] != "v1" or parts[2] not in SCOPED_SERVICES:
-        return None
-    access = "read" if method.upper() in READ_METHODS else "write"
-    return f"{parts[2]}:{access}"
-
-
-def allows(granted: frozenset[str], needed: str | None) -> bool:
-    if FULL_ACCESS in granted:
-        return True
-    return needed is not None and needed in granted
+__all__ = ["KEY_SCOPES"]

@@ -177,7 +177,9 @@ class IdentitySource:
     async def fetch(self) -> tuple[str, float]:
         """The identity and when it expires (epoch seconds)."""
         async with client(self.gateway_url) as gateway:
-            response = await gateway.get("/auth/verify", headers=bearer(self.token))
+            # The identity is minted for the service of the forwarded path (its audience).
+            forwarded = {"X-Forwarded-Uri": LIST_PATH, "X-Forwarded-Method": "GET"}
+            response = await gateway.get("/auth/verify", headers=bearer(self.token) | forwarded)
         expect(response, 200, "ForwardAuth /auth/verify")
         identity = response.headers.get(IDENTITY_HEADER)
         if not identity:

@@ -430,6 +430,31 @@ async def test_internal_addresses_are_refused_and_the_query_never_shown(
     assert site.receiver.requests == []
 
 
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b:1::5db8:d70e", False),  # NAT64 local use
+        ("2002:a9fe:a9fe::1", False),  # 6to4 of the metadata endpoint
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::ffff:0:7f00:1", False),  # IPv4-translated 127.0.0.1
+        ("64:ff9b::5db8:d70e", True),  # NAT64 of a public address: the positive control
+    ],
+)
+async def test_ipv6_carrying_ipv4_is_judged_by_the_ipv4_address_it_carries(
+    client: httpx.AsyncClient, address: str, public: bool
+) -> None:
+    resolver = FakeResolver({"carried.example": [address]})
+    fetcher = SafeFetcher(client=client, resolver=resolver, timeout_seconds=2)
+    for url in ("http://carried.example/", f"http://[{address}]/"):
+        if public:  # let through (FetchRefused would fail the test); whether it answers
+            with contextlib.suppress(FetchFailed):  # depends on this machine's network
+                await fetcher.fetch(url)
+        else:
+            assert "internal" in str(await _refused(fetcher, url))
+
+
 async def test_a_dotted_octal_address_is_refused_as_invalid(client: httpx.AsyncClient) -> None:
     # httpx's parser rejects it outright (leading zeros), before any check of ours.
     refused = await _refused(SafeFetcher(client=client), "http://0177.0.0.1/?token=s3cret")

@@ -4,7 +4,9 @@ Tenants give us URLs we call: their n8n workflows, their engines. Without a chec
 tenant could make our workers call our own services, the cloud's metadata endpoint or
 anything else on the private network. A destination is refused when its host is, or
 resolves to, a loopback, private, link-local, shared, multicast, reserved or unspecified
-address (IPv4, IPv6 and IPv4-mapped IPv6), however the address is written: dotted,
+address (IPv4, IPv6, and IPv6 that carries an IPv4 address: mapped, translated, NAT64,
+6to4 are as public as the IPv4 address they carry; Teredo, NAT64 local-use and the
+deprecated IPv4-compatible form are refused outright), however the address is written: dotted,
 decimal (``2130706433``), octal (``0177.0.0.1``), hex (``0x7f000001``) or short
 (``127.1``). Every address a name resolves to must be public.
 
@@ -64,10 +66,45 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
+# IPv6 forms that carry an IPv4 address a gateway, relay or dual-stack socket delivers to:
+# they are as public as the IPv4 address they carry (Python 3.11's ``is_global`` says True
+# for most of them whatever that address is). ``ipv4_mapped`` and ``sixtofour`` are
+# Python's own readings; these are the others, each with a /96 prefix.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+# Refused whatever they carry: Teredo tunnels through a server and a NAT we cannot see
+# (its client address is obfuscated, and the tunnel is long obsolete); NAT64 local-use
+# prefixes are the operator's own network (RFC 8215); IPv4-compatible addresses have been
+# deprecated since 2006 (RFC 4291) and no public host needs them.
+NEVER_PUBLIC_V6 = (
+    ipaddress.IPv6Network("2001::/32"),  # Teredo, RFC 4380
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 local use, RFC 8215
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, and :: and ::1
+)
+
+
 def is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
-    return address.is_global and not address.is_multicast
+    """Whether ``address`` is on the public internet, and so is what it carries."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address.is_global and not address.is_multicast
+    if any(address in network for network in NEVER_PUBLIC_V6):
+        return False
+    carried = embedded_ipv4(address)
+    if carried is not None:
+        return is_public(carried)
+    # Reserved is IANA's unassigned space: nothing public lives there yet.
+    return address.is_global and not address.is_multicast and not address.is_reserved
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, translated, NAT64, 6to4), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64_WELL_KNOWN or address in IPV4_TRANSLATED:
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

@@ -126,6 +126,11 @@ def _app(receiver: Receiver) -> Starlette:
         headers = {"Content-Encoding": "gzip"}  # whatever the client asked for
         return Response(body, media_type="text/html", headers=headers)
 
+    async def limited(request: Request) -> Response:
+        record(request)
+        after = request.query_params["after"]  # Starlette sends header values as Latin-1
+        return PlainTextResponse("slow down", status_code=429, headers={"Retry-After": after})
+
     async def brotli(request: Request) -> Response:
         record(request)
         return Response(b"\x8b\x00\x80", media_type="text/html", headers={"Content-Encoding": "br"})
@@ -143,6 +148,7 @@ def _app(receiver: Receiver) -> Starlette:
         Route("/missing", missing),
         Route("/gzip", compressed),
         Route("/brotli", brotli),
+        Route("/limited", limited),
     ]
     return Starlette(routes=routes)
 
@@ -619,6 +625,16 @@ async def test_a_page_that_never_ends_stops_at_the_timeout(
     assert time.monotonic() - started < 1.5
 
 
+async def test_a_page_dripping_a_byte_at_a_time_stops_at_the_timeout(
+    dripping: str, client: httpx.AsyncClient
+) -> None:
+    # Every byte comes well within any per-read timeout; only the overall cap ends it.
+    async with asyncio.timeout(20):  # a failure of the test, not a hang
+        failure = await _failed(_local(client, timeout_seconds=1), dripping)
+    assert failure.retryable
+    assert "within 1 s" in str(failure)
+
+
 async def test_a_slow_server_fails_retryably(site: Site, client: httpx.AsyncClient) -> None:
     started = time.monotonic()
     failure = await _failed(
@@ -668,6 +684,24 @@ async def test_a_404_is_an_answer_not_an_error(site: Site, client: httpx.AsyncCl
     assert (got.status, got.body) == (404, b"no such page")
     assert got.content_type is not None
     assert got.content_type.startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    ("after", "seconds"),
+    [
+        ("30", 30.0),
+        ("²", None),  # str.isdigit() says yes, float() says no
+        ("3²", None),
+        ("9" * 5000, None),  # not a wait anyone means
+        ("-1", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+    ],
+)
+async def test_only_a_plain_number_of_seconds_is_read_from_retry_after(
+    site: Site, client: httpx.AsyncClient, after: str, seconds: float | None
+) -> None:
+    got = await _local(client).fetch(f"{site.base}/limited?after={after}")
+    assert (got.status, got.retry_after) == (429, seconds)
 
 
 async def test_a_body_compressed_anyway_is_decoded_under_the_cap(

@@ -1,5 +1,6 @@
-"""A throwaway schema and stream on the session's real PostgreSQL and NATS."""
+"""A throwaway schema and stream on the session's real PostgreSQL and NATS; a dripping site."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from uuid import uuid4
@@ -10,6 +11,10 @@ from nats.js import JetStreamContext
 from pydantic import SecretStr
 from sqlalchemy import Column, Integer, String, Table, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from bai_contracts import DEAD_LETTER_STREAM, StreamSpec
 from bai_platform.consumer import inbox_table
@@ -19,6 +24,7 @@ from bai_platform.messaging import connect, ensure_streams
 from bai_platform.outbox import outbox_table
 from bai_platform.settings import ServiceSettings
 from bai_platform.testing import superuser_async_url
+from bai_platform.testing_servers import served
 
 
 @dataclass
@@ -65,3 +71,28 @@ async def sandbox(infra: Stack) -> AsyncIterator[Sandbox]:
         await nc.jetstream().delete_stream(stream.name)
         await nc.close()
         await db.dispose()
+
+
+DRIP_SECONDS = 0.2  # far under any per-read timeout a test sets
+
+
+def _dripping_app() -> Starlette:
+    """Answers at once, then sends its body one byte every DRIP_SECONDS for a minute: every
+    read succeeds, so only an overall deadline ends the exchange."""
+
+    async def drip(request: Request) -> Response:
+        async def bytes_slowly() -> AsyncIterator[bytes]:
+            for _ in range(int(60 / DRIP_SECONDS)):
+                yield b"x"
+                await asyncio.sleep(DRIP_SECONDS)
+
+        return StreamingResponse(bytes_slowly(), media_type="text/html")
+
+    return Starlette(routes=[Route("/drip", drip, methods=["GET", "POST"])])
+
+
+@pytest.fixture(scope="module")
+async def dripping() -> AsyncIterator[str]:
+    """The URL of a page that drips (see _dripping_app), on 127.0.0.1."""
+    async with served(_dripping_app()) as base:
+        yield f"{base}/drip"

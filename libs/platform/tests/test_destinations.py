@@ -1,5 +1,10 @@
-"""Tenant-given URLs never reach internal addresses, however they are written."""
+"""Tenant-given URLs never reach internal addresses, however they are written; pinned
+calls to them end by their deadline."""
 
+import asyncio
+import ipaddress
+
+import httpx
 import pytest
 
 from bai_platform.destinations import (
@@ -7,6 +12,7 @@ from bai_platform.destinations import (
     Resolver,
     check_destination,
     literal_address,
+    send_pinned,
     without_credentials,
 )
 
@@ -94,3 +100,101 @@ def test_credentials_in_a_url_are_masked_when_it_is_shown() -> None:
     assert (
         without_credentials("https://n8n.example.com/webhook") == "https://n8n.example.com/webhook"
     )
+
+
+# --- IPv6 forms that carry an IPv4 address ------------------------------------------------
+# Python 3.11's ``is_global`` is True for most of these whatever IPv4 address they carry, and
+# a NAT64 gateway, a 6to4 relay or a dual-stack socket delivers them to that IPv4 address.
+
+EMBEDDING_INTERNAL = [
+    pytest.param("64:ff9b::7f00:1", id="nat64-loopback"),
+    pytest.param("64:ff9b::a9fe:a9fe", id="nat64-metadata"),
+    pytest.param("64:ff9b::a00:5", id="nat64-private"),
+    pytest.param("64:ff9b:1::5db8:d70e", id="nat64-local-use-refused-outright"),
+    pytest.param("2002:7f00:1::1", id="6to4-loopback"),
+    pytest.param("2002:a9fe:a9fe::1", id="6to4-metadata"),
+    pytest.param("2002:c0a8:101::1", id="6to4-private"),
+    pytest.param("2001:0:4136:e378:8000:63bf:3fff:fdd2", id="teredo-refused-outright"),
+    pytest.param("2001:0:5db8:d70e:8000:63bf:a247:28f1", id="teredo-public-server-too"),
+    pytest.param("::7f00:1", id="ipv4-compatible-loopback"),
+    pytest.param("::a9fe:a9fe", id="ipv4-compatible-metadata"),
+    pytest.param("::5db8:d70e", id="ipv4-compatible-public-deprecated-form"),
+    pytest.param("::ffff:a00:1", id="ipv4-mapped-private"),
+    pytest.param("::ffff:0:7f00:1", id="ipv4-translated-loopback"),
+    pytest.param("::ffff:0:a9fe:a9fe", id="ipv4-translated-metadata"),
+]
+
+EMBEDDING_PUBLIC = [
+    pytest.param("64:ff9b::5db8:d70e", id="nat64-public"),
+    pytest.param("2002:5db8:d70e::1", id="6to4-public"),
+    pytest.param("::ffff:5db8:d70e", id="ipv4-mapped-public"),
+    pytest.param("2606:2800:220:1:248:1893:25c8:1946", id="native-ipv6-public"),
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDING_INTERNAL)
+async def test_an_ipv6_address_carrying_an_internal_ipv4_address_is_refused_as_written(
+    address: str,
+) -> None:
+    with pytest.raises(DestinationRefused, match="internal"):
+        await check_destination(f"https://[{address}]/hook", resolver=resolving_to())
+
+
+@pytest.mark.parametrize("address", EMBEDDING_INTERNAL)
+async def test_a_name_resolving_to_an_ipv6_address_carrying_an_internal_one_is_refused(
+    address: str,
+) -> None:
+    resolver = resolving_to(address)
+
+    with pytest.raises(DestinationRefused, match="internal"):
+        await check_destination("https://n8n.example.com/webhook", resolver=resolver)
+
+
+@pytest.mark.parametrize("address", EMBEDDING_PUBLIC)
+async def test_an_ipv6_address_carrying_a_public_ipv4_address_passes(address: str) -> None:
+    await check_destination(f"https://[{address}]/hook", resolver=resolving_to())
+    await check_destination("https://n8n.example.com/", resolver=resolving_to(address))
+
+
+# --- the overall deadline of a pinned call -----------------------------------------------
+
+
+async def _read_all(response: httpx.Response) -> bytes:
+    try:
+        return b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+
+
+async def test_a_dripping_server_cannot_hold_a_pinned_call_past_its_deadline(
+    dripping: str,
+) -> None:
+    url = httpx.URL(dripping)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        async with asyncio.timeout(20):  # a failure of the test, not a hang
+            response = await send_pinned(
+                client,
+                "GET",
+                url,
+                [ipaddress.ip_address("127.0.0.1")],
+                headers={},
+                read_timeout=10,  # each byte comes far sooner: per read, all is well
+                deadline_seconds=1,
+            )
+            with pytest.raises(httpx.TimeoutException, match="deadline"):
+                await _read_all(response)
+
+
+async def test_a_pinned_call_that_ends_in_time_is_read_whole(dripping: str) -> None:
+    url = httpx.URL(dripping.replace("/drip", "/missing"))
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await send_pinned(
+            client,
+            "GET",
+            url,
+            [ipaddress.ip_address("127.0.0.1")],
+            headers={},
+            read_timeout=5,
+            deadline_seconds=5,
+        )
+        assert (response.status_code, await _read_all(response)) == (404, b"Not Found")

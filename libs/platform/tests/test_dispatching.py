@@ -5,6 +5,7 @@ The jobs go to a stand-in workflow (a real HTTP server on 127.0.0.1); claiming a
 recording are the test's own functions, run in real transactions of a sandbox schema.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,3 +222,19 @@ def test_a_job_that_fails_for_good_says_after_how_many_attempts() -> None:
         "the workflow did not take the job after 1 attempt: n8n answered 404"
     )
     assert "after 3 attempts:" in not_taken(failure, attempts=3)
+
+
+async def test_a_dripping_workflow_is_recorded_as_a_retryable_failure_by_its_deadline(
+    jobs: Jobs, workflow: Workflow, dripping: str, http: httpx.AsyncClient
+) -> None:
+    jobs.add(workflow, "job_of_a_fair_tenant")
+    jobs.due.append(Dispatch("job_dripped", dripping, SECRET, False, {"job_id": "job_dripped"}))
+    deadline = WebhookDispatcher(client=http, allow_private=True, timeout_seconds=1)
+
+    async with asyncio.timeout(20):  # a failure of the test, not a hang
+        await sender(jobs, deadline).pass_once()
+
+    assert jobs.sent == ["job_of_a_fair_tenant"]
+    [(job_id, failure)] = jobs.failed
+    assert (job_id, failure.retryable) == ("job_dripped", True)
+    assert "within 1 s" in failure.message

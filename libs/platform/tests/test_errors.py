@@ -97,3 +97,13 @@ async def test_streamed_body_over_the_cap_is_413(client: httpx.AsyncClient) -> N
         "/things", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
+
+
+async def test_a_declared_length_of_thousands_of_digits_is_413_not_500(
+    client: httpx.AsyncClient,
+) -> None:
+    # int() refuses more than 4,300 digits; a server in front may pass the header on.
+    headers = {"content-type": "application/json", "content-length": "9" * 5000}
+    response = await client.post("/things", content=b"{}", headers=headers)
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"

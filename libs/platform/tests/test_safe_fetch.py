@@ -126,6 +126,11 @@ def _app(receiver: Receiver) -> Starlette:
         headers = {"Content-Encoding": "gzip"}  # whatever the client asked for
         return Response(body, media_type="text/html", headers=headers)
 
+    async def limited(request: Request) -> Response:
+        record(request)
+        after = request.query_params["after"]  # Starlette sends header values as Latin-1
+        return PlainTextResponse("slow down", status_code=429, headers={"Retry-After": after})
+
     async def brotli(request: Request) -> Response:
         record(request)
         return Response(b"\x8b\x00\x80", media_type="text/html", headers={"Content-Encoding": "br"})
@@ -143,6 +148,7 @@ def _app(receiver: Receiver) -> Starlette:
         Route("/missing", missing),
         Route("/gzip", compressed),
         Route("/brotli", brotli),
+        Route("/limited", limited),
     ]
     return Starlette(routes=routes)
 
@@ -430,6 +436,31 @@ async def test_internal_addresses_are_refused_and_the_query_never_shown(
     assert site.receiver.requests == []
 
 
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b:1::5db8:d70e", False),  # NAT64 local use
+        ("2002:a9fe:a9fe::1", False),  # 6to4 of the metadata endpoint
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::ffff:0:7f00:1", False),  # IPv4-translated 127.0.0.1
+        ("64:ff9b::5db8:d70e", True),  # NAT64 of a public address: the positive control
+    ],
+)
+async def test_ipv6_carrying_ipv4_is_judged_by_the_ipv4_address_it_carries(
+    client: httpx.AsyncClient, address: str, public: bool
+) -> None:
+    resolver = FakeResolver({"carried.example": [address]})
+    fetcher = SafeFetcher(client=client, resolver=resolver, timeout_seconds=2)
+    for url in ("http://carried.example/", f"http://[{address}]/"):
+        if public:  # let through (FetchRefused would fail the test); whether it answers
+            with contextlib.suppress(FetchFailed):  # depends on this machine's network
+                await fetcher.fetch(url)
+        else:
+            assert "internal" in str(await _refused(fetcher, url))
+
+
 async def test_a_dotted_octal_address_is_refused_as_invalid(client: httpx.AsyncClient) -> None:
     # httpx's parser rejects it outright (leading zeros), before any check of ours.
     refused = await _refused(SafeFetcher(client=client), "http://0177.0.0.1/?token=s3cret")
@@ -594,6 +625,16 @@ async def test_a_page_that_never_ends_stops_at_the_timeout(
     assert time.monotonic() - started < 1.5
 
 
+async def test_a_page_dripping_a_byte_at_a_time_stops_at_the_timeout(
+    dripping: str, client: httpx.AsyncClient
+) -> None:
+    # Every byte comes well within any per-read timeout; only the overall cap ends it.
+    async with asyncio.timeout(20):  # a failure of the test, not a hang
+        failure = await _failed(_local(client, timeout_seconds=1), dripping)
+    assert failure.retryable
+    assert "within 1 s" in str(failure)
+
+
 async def test_a_slow_server_fails_retryably(site: Site, client: httpx.AsyncClient) -> None:
     started = time.monotonic()
     failure = await _failed(
@@ -643,6 +684,24 @@ async def test_a_404_is_an_answer_not_an_error(site: Site, client: httpx.AsyncCl
     assert (got.status, got.body) == (404, b"no such page")
     assert got.content_type is not None
     assert got.content_type.startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    ("after", "seconds"),
+    [
+        ("30", 30.0),
+        ("²", None),  # str.isdigit() says yes, float() says no
+        ("3²", None),
+        ("9" * 5000, None),  # not a wait anyone means
+        ("-1", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+    ],
+)
+async def test_only_a_plain_number_of_seconds_is_read_from_retry_after(
+    site: Site, client: httpx.AsyncClient, after: str, seconds: float | None
+) -> None:
+    got = await _local(client).fetch(f"{site.base}/limited?after={after}")
+    assert (got.status, got.retry_after) == (429, seconds)
 
 
 async def test_a_body_compressed_anyway_is_decoded_under_the_cap(

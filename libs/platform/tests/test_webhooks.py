@@ -215,10 +215,10 @@ def test_missing_parts_are_refused(
 def test_signatures_and_secrets_are_compared_in_constant_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    compared: list[tuple[str, str]] = []
+    compared: list[tuple[bytes, bytes]] = []
     original = hmac.compare_digest
 
-    def spy(a: str, b: str) -> bool:
+    def spy(a: bytes, b: bytes) -> bool:
         compared.append((a, b))
         return original(a, b)
 
@@ -229,7 +229,33 @@ def test_signatures_and_secrets_are_compared_in_constant_time(
         secret=SECRET, timestamp=str(stamp), signature=signature, body=b"{}", now=stamp
     )
     verify_secret_header(secret=SECRET, presented=SECRET)
-    assert compared == [(signature[3:], signature[3:]), (SECRET, SECRET)]
+    digest, secret = signature[3:].encode(), SECRET.encode()
+    assert compared == [(digest, digest), (secret, secret)]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature"),
+    [
+        ("²", "v1=00"),  # str.isdigit() says yes, int() says no
+        ("179600000²", "v1=00"),
+        ("١٧٩٦٠٠٠٠٠٠", "v1=00"),  # Arabic-Indic digits: int() reads them
+        ("9" * 5000, "v1=00"),  # beyond int()'s 4,300 digits
+        ("1796000000", "v1=é" + "0" * 63),  # compare_digest refuses non-ASCII str
+        ("1796000000", "v1=\xff,v1=00"),
+    ],
+)
+def test_odd_characters_in_the_headers_are_a_signature_error(
+    timestamp: str, signature: str
+) -> None:
+    with pytest.raises(SignatureError):
+        verify_signature(
+            secret=SECRET, timestamp=timestamp, signature=signature, body=b"", now=1_796_000_000
+        )
+
+
+def test_an_odd_shared_secret_header_is_a_signature_error() -> None:
+    with pytest.raises(SignatureError, match="X-BAI-Secret"):
+        verify_secret_header(secret=SECRET, presented=SECRET + "é")
 
 
 @pytest.mark.parametrize("presented", [None, "", "nope"])
@@ -363,6 +389,31 @@ async def test_a_slow_workflow_times_out_retryably(site: Site, client: httpx.Asy
     assert time.monotonic() - started < 0.9
     assert failure.retryable
     assert failure.message == f"could not reach {site.base}: no answer within 0.3 s"
+
+
+async def test_a_dripping_workflow_is_cut_at_the_overall_deadline(
+    dripping: str, client: httpx.AsyncClient
+) -> None:
+    dispatcher = WebhookDispatcher(client=client, allow_private=True, timeout_seconds=1)
+    async with asyncio.timeout(20):  # a failure of the test, not a hang
+        failure = await _failure(dispatcher, dripping)
+    assert failure.retryable
+    assert failure.message.endswith("no answer within 1 s")
+
+
+async def test_a_name_that_takes_for_ever_to_resolve_is_cut_at_the_overall_deadline(
+    client: httpx.AsyncClient,
+) -> None:
+    # The tenant runs the name server for its own domain: resolving is a call it controls.
+    async def stalling(host: str, port: int) -> list[str]:
+        await asyncio.sleep(60)
+        return ["93.184.215.14"]
+
+    dispatcher = WebhookDispatcher(client=client, resolver=stalling, timeout_seconds=1)
+    async with asyncio.timeout(20):
+        failure = await _failure(dispatcher, "https://n8n.example.com/webhook")
+    assert failure.retryable
+    assert "within 1 s" in failure.message
 
 
 # --- circuit breaker ---------------------------------------------------------------------

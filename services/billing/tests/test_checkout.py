@@ -524,3 +524,59 @@ def test_stripe_forms_unfold_into_nested_params() -> None:
         "metadata": {"plan": "growth"},
         "mode": "x",
     }
+
+
+# ---- no database connection is held while Stripe answers ------------------------------------
+@pytest.fixture
+async def one_connection_client(
+    billing_settings: BillingSettings, fake: FakeStripe, signing_key: Ed25519PrivateKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a pool of one connection: a request holding it shuts out every other."""
+    settings = _wired(
+        billing_settings,
+        fake,
+        db_pool_size=1,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=1.0,
+        stripe_timeout_seconds=10.0,  # Stripe's hang lasts until the test releases it
+    )
+    async with trusting_client(create_app(settings), signing_key) as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    ("action", "path"),
+    [("checkout", CUSTOMERS), ("checkout", SESSIONS), ("portal", PORTAL), ("cancel", "sub")],
+)
+async def test_while_stripe_answers_the_database_connection_serves_other_requests(
+    one_connection_client: httpx.AsyncClient,
+    fake: FakeStripe,
+    owner: dict[str, str],
+    tenant: UUID,
+    billing_db: Database,
+    action: str,
+    path: str,
+) -> None:
+    http = one_connection_client
+    if action == "portal":
+        await link_customer(billing_db, fake, tenant)
+    if action == "cancel":
+        path = f"/v1/subscriptions/{await subscribe(billing_db, fake, tenant)}"
+    route = {"checkout": "/v1/billing/checkout", "portal": "/v1/billing/portal"}
+    fake.hang_next(1, path=path)
+    call = asyncio.create_task(
+        http.post(
+            route.get(action, "/v1/billing/subscription/cancel"),
+            json={"plan": "growth"} if action == "checkout" else None,
+            headers=owner,
+        )
+    )
+    async with asyncio.timeout(10):
+        while not fake.requests_to("POST", path):  # Stripe has the call and holds it
+            await asyncio.sleep(0.02)
+
+    meanwhile = await http.get("/v1/billing/subscription", headers=owner)
+    fake.release_hangs()  # the hung call answers 503; the library's retry goes through
+
+    assert meanwhile.status_code == 200, meanwhile.text
+    assert (await call).status_code in (200, 201)

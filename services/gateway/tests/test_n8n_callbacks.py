@@ -250,3 +250,58 @@ async def test_a_callback_over_the_size_cap_is_413(client: httpx.AsyncClient, ow
     job_id = owner.job()
     body = _body(job_id, content={"text": "x" * 2_000_000})
     assert (await _post(client, job_id, body, _signed(body))).status_code == 413
+
+
+# Header bytes are read as Latin-1, so b"\xb2" arrives as "²", which str.isdigit() accepts
+# and int() does not; compare_digest refuses non-ASCII text; int() refuses 4,301+ digits.
+ODD_HEADERS: dict[str, dict[bytes, bytes]] = {
+    "superscript-timestamp": {b"X-BAI-Timestamp": b"\xb2"},
+    "superscript-inside-timestamp": {b"X-BAI-Timestamp": b"17\xb300000000"},
+    "timestamp-beyond-ints-digit-limit": {b"X-BAI-Timestamp": b"9" * 5000},
+    "non-ascii-signature": {b"X-BAI-Signature": "v1=é".encode("latin-1") + b"0" * 62},
+    "non-ascii-among-signatures": {b"X-BAI-Signature": b"v1=\xff,v1=" + b"0" * 64},
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_HEADERS))
+async def test_signature_headers_in_odd_characters_are_401_never_500(
+    client: httpx.AsyncClient, owner: Owner, odd: str
+) -> None:
+    job_id = owner.job()
+    body = _body(job_id)
+    signed = {name.encode(): value.encode() for name, value in _signed(body).items()}
+    headers = {**signed, **ODD_HEADERS[odd]}
+    response = await client.post(f"/v1/webhooks/n8n/{job_id}", content=body, headers=headers)
+    assert_problem(response, status=401, code="invalid_signature")
+    assert await _queued(owner.js, job_id) == []
+
+
+async def test_a_shared_secret_header_in_odd_characters_is_401_never_500(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    job_id = owner.job(accept_secret_header=True)
+    headers = {b"X-BAI-Secret": SECRET.encode() + b"\xe9", b"Content-Type": b"application/json"}
+    response = await client.post(
+        f"/v1/webhooks/n8n/{job_id}", content=_body(job_id), headers=headers
+    )
+    assert_problem(response, status=401, code="invalid_signature")
+
+
+async def test_a_replayed_legacy_callback_keeps_its_event_id_for_the_owners_inbox(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    # X-BAI-Secret carries no timestamp, so the gateway takes a replay at any time; once
+    # JetStream's duplicate window has passed the stream keeps it too. What makes it
+    # harmless is the event id: made of the job and the body alone, it is the one the owner's
+    # inbox already holds, so the owner applies it once (test_consumer's
+    # test_the_same_event_delivered_twice_is_applied_once shows the inbox side).
+    job_id = owner.job(accept_secret_header=True)
+    body = _body(job_id)
+    headers = {"X-BAI-Secret": SECRET, "Content-Type": "application/json"}
+    first = await _post(client, job_id, body, headers)
+    replay = await _post(client, job_id, body, headers)
+    assert (first.status_code, replay.status_code) == (202, 202)
+    assert first.json()["event_id"] == replay.json()["event_id"]
+    [envelope] = await _queued(owner.js, job_id)
+    assert envelope.id == first.json()["event_id"]
+    assert envelope.data["verified_by"] == "secret_header"

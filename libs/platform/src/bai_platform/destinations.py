@@ -4,7 +4,9 @@ Tenants give us URLs we call: their n8n workflows, their engines. Without a chec
 tenant could make our workers call our own services, the cloud's metadata endpoint or
 anything else on the private network. A destination is refused when its host is, or
 resolves to, a loopback, private, link-local, shared, multicast, reserved or unspecified
-address (IPv4, IPv6 and IPv4-mapped IPv6), however the address is written: dotted,
+address (IPv4, IPv6, and IPv6 that carries an IPv4 address: mapped, translated, NAT64,
+6to4 are as public as the IPv4 address they carry; Teredo, NAT64 local-use and the
+deprecated IPv4-compatible form are refused outright), however the address is written: dotted,
 decimal (``2130706433``), octal (``0177.0.0.1``), hex (``0x7f000001``) or short
 (``127.1``). Every address a name resolves to must be public.
 
@@ -20,7 +22,7 @@ a fresh resolution of the name.
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -64,10 +66,45 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
+# IPv6 forms that carry an IPv4 address a gateway, relay or dual-stack socket delivers to:
+# they are as public as the IPv4 address they carry (Python 3.11's ``is_global`` says True
+# for most of them whatever that address is). ``ipv4_mapped`` and ``sixtofour`` are
+# Python's own readings; these are the others, each with a /96 prefix.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+# Refused whatever they carry: Teredo tunnels through a server and a NAT we cannot see
+# (its client address is obfuscated, and the tunnel is long obsolete); NAT64 local-use
+# prefixes are the operator's own network (RFC 8215); IPv4-compatible addresses have been
+# deprecated since 2006 (RFC 4291) and no public host needs them.
+NEVER_PUBLIC_V6 = (
+    ipaddress.IPv6Network("2001::/32"),  # Teredo, RFC 4380
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 local use, RFC 8215
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, and :: and ::1
+)
+
+
 def is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
-    return address.is_global and not address.is_multicast
+    """Whether ``address`` is on the public internet, and so is what it carries."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address.is_global and not address.is_multicast
+    if any(address in network for network in NEVER_PUBLIC_V6):
+        return False
+    carried = embedded_ipv4(address)
+    if carried is not None:
+        return is_public(carried)
+    # Reserved is IANA's unassigned space: nothing public lives there yet.
+    return address.is_global and not address.is_multicast and not address.is_reserved
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, translated, NAT64, 6to4), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64_WELL_KNOWN or address in IPV4_TRANSLATED:
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -182,11 +219,17 @@ async def send_pinned(
     headers: dict[str, str],
     read_timeout: float,
     content: bytes | None = None,
+    deadline_seconds: float | None = None,
 ) -> httpx.Response:
     """The response (open, body unread: the caller closes it) from the first checked address
     that takes the connection, redirects not followed. Of the client's default headers, the
     credentials are dropped unless ``headers`` gives them. ``read_timeout`` is httpx's, per
-    phase; callers bound the whole exchange themselves."""
+    phase: a server sending a byte at a time never trips it. ``deadline_seconds`` bounds the
+    whole exchange, every address tried and the body read through the response included:
+    past it, ``httpx.ConnectTimeout`` (no answer yet) or ``httpx.ReadTimeout`` (reading)."""
+    deadline = None
+    if deadline_seconds is not None:
+        deadline = asyncio.get_running_loop().time() + deadline_seconds
     for index, address in enumerate(addresses):
         request = pinned_request(
             client, method, url, address, headers=headers, timeout=read_timeout, content=content
@@ -195,8 +238,52 @@ async def send_pinned(
             if name not in headers:
                 request.headers.pop(name, None)
         try:
-            return await client.send(request, stream=True, follow_redirects=False, auth=None)
+            return await _send_by(client, request, deadline)
         except CONNECT_ERRORS:
             if index == len(addresses) - 1:
                 raise
     raise ValueError("no address to connect to")
+
+
+async def _send_by(
+    client: httpx.AsyncClient, request: httpx.Request, deadline: float | None
+) -> httpx.Response:
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await client.send(request, stream=True, follow_redirects=False, auth=None)
+    except TimeoutError:
+        raise httpx.ConnectTimeout("no answer by the call's deadline", request=request) from None
+    if deadline is not None:
+        response.stream = _BodyByDeadline(response.stream, deadline, request)
+    return response
+
+
+class _BodyByDeadline(httpx.AsyncByteStream):
+    """A response body whose reads all end by ``deadline`` (loop time)."""
+
+    def __init__(
+        self,
+        stream: httpx.SyncByteStream | httpx.AsyncByteStream,
+        deadline: float,
+        request: httpx.Request,
+    ) -> None:
+        if not isinstance(stream, httpx.AsyncByteStream):
+            raise TypeError("an async client's response has an async body")
+        self._stream, self._deadline, self._request = stream, deadline, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._stream.__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise httpx.ReadTimeout(
+                    "the body did not end by the call's deadline", request=self._request
+                ) from None
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()

@@ -176,6 +176,8 @@ class DispatchSettings(ServiceSettings):
     dispatch_max_attempts: int = Field(default=5, ge=1)
     dispatch_backoff_base_seconds: float = Field(default=2.0, gt=0)
     dispatch_backoff_cap_seconds: float = Field(default=120.0, gt=0)
+    # The overall deadline of one dispatch, from resolving the workflow's name to the last
+    # byte of its answer: a workflow dripping bytes cannot hold a pass any longer.
     dispatch_timeout_seconds: float = Field(default=10.0, gt=0)
     # Consecutive failures that open an endpoint's circuit breaker, and for how long.
     breaker_failures: int = Field(default=5, ge=1)

@@ -10,13 +10,16 @@
     ├── Unprocessable                 422 unprocessable
     ├── TooManyRequests               429 rate_limited
     └── ServiceUnavailable            503 unavailable
+        └── DatabaseBusy              503 database_busy (with Retry-After)
 
 Domain code raises these (or subclasses with a sharper ``code``); ``install_error_handlers``
 renders them, request validation errors, HTTP exceptions and anything unexpected (a 500
-without a stack trace) as ``application/problem+json``.
+without a stack trace) as ``application/problem+json``. A request that waited
+``db_pool_timeout_seconds`` for a pooled connection in vain is ``DatabaseBusy``: the service
+is overloaded for a moment, not broken, and the client is told when to come back.
 """
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -24,6 +27,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -101,6 +105,10 @@ class TooManyRequests(ServiceError):
 
 class ServiceUnavailable(ServiceError):
     status_code, code = 503, "unavailable"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    code = "database_busy"
 
 
 _CODES_BY_STATUS = {
@@ -199,9 +207,24 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def _pool_exhausted(
+    retry_after_seconds: int,
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        structlog.get_logger("bai.errors").warning("database_pool_exhausted", path=request.url.path)
+        refusal = DatabaseBusy(
+            "every database connection is in use; try again shortly",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+        return await _service_error(request, refusal)
+
+    return busy
+
+
+def install_error_handlers(app: FastAPI, *, busy_retry_after_seconds: int = 2) -> None:
     """Render every failure as problem+json."""
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(PoolTimeout, _pool_exhausted(max(1, busy_retry_after_seconds)))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

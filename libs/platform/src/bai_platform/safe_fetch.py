@@ -47,6 +47,7 @@ per-name connection rule above relies on HTTP/1.1). Its auth is not used, and it
 
 import asyncio
 import ipaddress
+import re
 import socket
 import zlib
 from collections.abc import Sequence
@@ -67,6 +68,8 @@ from bai_platform.destinations import (
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REASON_CHARS = 300
+# ASCII digits only (str.isdigit() also takes "²", which float() refuses), and few of them.
+RETRY_AFTER = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +349,6 @@ def _describe(exc: httpx.TransportError, target: _Target) -> str:
 def _retry_after(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (the HTTP-date form is not used by crawl targets we see)."""
     value = response.headers.get("Retry-After", "").strip()
-    if response.status_code not in (429, 503) or not value.isdigit():
+    if response.status_code not in (429, 503) or not RETRY_AFTER.fullmatch(value):
         return None
     return float(value)

@@ -6,6 +6,7 @@ nothing is created at import time.
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from math import ceil
 
 import httpx
 from fastapi import APIRouter, FastAPI
@@ -34,10 +35,15 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and self._over(declared):
             await self._refuse(scope, receive, send)
             return
         await self._guarded(scope, receive, send)
+
+    def _over(self, declared: bytes) -> bool:
+        # bytes.isdigit() is ASCII-only; past 18 digits it is over any cap (and int() refuses
+        # more than 4,300 digits, which would be a 500).
+        return declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_bytes)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen, exceeded, started = 0, False, False
@@ -156,7 +162,8 @@ def create_service_app(
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
-    install_error_handlers(app)
+    # A client told to come back sooner than a pool wait would only queue again.
+    install_error_handlers(app, busy_retry_after_seconds=ceil(settings.db_pool_timeout_seconds))
     # Called (no arguments) when the server starts draining; see runtime.DrainingServer.
     app.state.on_draining = []
     app.include_router(health_router())

@@ -16,6 +16,10 @@ every call (``bai_platform.destinations``) and the connection goes to a checked 
 (the next one when it refuses), with ``Host`` and TLS SNI set to the name: a name re-pointed
 after the check (DNS rebinding) is never followed.
 
+Deadline: ``timeout_seconds`` bounds the whole call, from resolving the name (the tenant
+runs its name server) to the last byte of the answer (a server dripping a byte at a time
+never trips a per-read timeout); past it the call fails retryably.
+
 Outcomes: 2xx is ``Delivered``. Everything else is ``DispatchFailed`` with a message fit to
 show the tenant (never the URL's path, query or credentials): retryable for 408, 425, 429,
 5xx, timeouts and connection failures; not retryable for 3xx and other 4xx.
@@ -32,6 +36,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +56,9 @@ from bai_platform.destinations import (
 )
 
 DEFAULT_TOLERANCE_SECONDS = 300
+# Unix seconds in ASCII digits only: str.isdigit() also accepts "²" (which int() refuses),
+# and int() refuses more than 4,300 digits; either would be a 500 instead of a 401.
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_MESSAGE_CHARS = 500
 MAX_DETAIL_CHARS = 300
@@ -79,18 +87,23 @@ def verify_signature(
         raise SignatureError("no signing secret is configured for this job")  # never verify
     if not timestamp or not signature:
         raise SignatureError("X-BAI-Timestamp and X-BAI-Signature are required")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
+    if not TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) > tolerance:
         raise SignatureError(f"X-BAI-Timestamp is not within {tolerance} s of now")
     expected = _digest(secret, timestamp, body)
     candidates = [v.strip()[3:] for v in signature.split(",") if v.strip().startswith("v1=")]
-    if not any(hmac.compare_digest(expected, c) for c in candidates):
+    if not any(_same(expected, c) for c in candidates):
         raise SignatureError("X-BAI-Signature does not match the body")
 
 
 def verify_secret_header(*, secret: str, presented: str | None) -> None:
     """The original system's shared-secret header, for engines configured to send it."""
-    if not secret or not presented or not hmac.compare_digest(secret, presented):
+    if not secret or not presented or not _same(secret, presented):
         raise SignatureError("X-BAI-Secret does not match")
+
+
+def _same(expected: str, presented: str) -> bool:
+    """Constant-time equality of any two texts (``compare_digest`` refuses non-ASCII str)."""
+    return hmac.compare_digest(expected.encode(), presented.encode())
 
 
 def _digest(secret: str, timestamp: str, body: bytes) -> str:
@@ -200,19 +213,16 @@ class WebhookDispatcher:
     ) -> Delivered:
         if not secret:
             raise DispatchFailed("no signing secret is configured; not sending", retryable=False)
-        try:
-            addresses = await checked_addresses(
-                url, allow_private=self._allow_private, resolver=self._resolver
-            )
-        except DestinationRefused as refused:
-            transient = isinstance(refused, NameNotResolved) and refused.transient
-            raise DispatchFailed(str(refused), retryable=transient) from refused
+        # One deadline for the whole call: the name is the tenant's (its name server may
+        # stall), and so is the server (it may drip).
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        addresses = await self._addresses(url, deadline)
         target = _parse_url(url)
         endpoint = _endpoint(target)
         trial = self._admit(endpoint, target)
         try:
             delivered = await self._deliver(
-                target, addresses, payload, secret, secret_header, event_id
+                target, addresses, payload, secret, secret_header, event_id, deadline
             )
         except DispatchFailed as failure:
             self._record(endpoint, failed=failure.retryable)
@@ -222,6 +232,21 @@ class WebhookDispatcher:
         self._record(endpoint, failed=False)
         return delivered
 
+    async def _addresses(self, url: str, deadline: float) -> list[IPAddress]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await checked_addresses(
+                    url, allow_private=self._allow_private, resolver=self._resolver
+                )
+        except TimeoutError:
+            raise DispatchFailed(
+                f"the workflow's name was not resolved within {self._timeout:g} s",
+                retryable=True,
+            ) from None
+        except DestinationRefused as refused:
+            transient = isinstance(refused, NameNotResolved) and refused.transient
+            raise DispatchFailed(str(refused), retryable=transient) from refused
+
     async def _deliver(
         self,
         target: httpx.URL,
@@ -230,12 +255,13 @@ class WebhookDispatcher:
         secret: str,
         secret_header: bool,
         event_id: str | None,
+        deadline: float,
     ) -> Delivered:
         content, headers = self._signed(payload, secret, secret_header, event_id)
         try:
             # httpx times each read separately; this bounds the whole exchange, so a server
             # dripping bytes cannot hold a worker for longer than timeout_seconds.
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 status, body, location = await self._exchange(target, addresses, content, headers)
         except (TimeoutError, httpx.TimeoutException):
             raise _unreachable(target, f"no answer within {self._timeout:g} s") from None

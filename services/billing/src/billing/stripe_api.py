@@ -9,6 +9,14 @@ and what it asks for), else it is fresh. Each call has one deadline for all its 
 
 Subscriptions are written by Stripe's events (``billing.stripe_events``); a cancel only
 marks the local row ahead of the event that confirms it.
+
+No database connection is held while Stripe answers: before each call the request's
+transaction ends (``_release``: what was read stays loaded, what was written is committed,
+the connection goes back to the pool) and the next statement takes a connection again. A
+call that takes its whole deadline would otherwise keep a pooled connection (and any row
+locks) from every other request for that long. Two first checkouts at once still end with
+one customer: both ask Stripe with the same Idempotency-Key, so both get the same customer,
+and the row's unique workspace lets one insert win.
 """
 
 import asyncio
@@ -106,6 +114,7 @@ class StripeBilling:
         known = await customer_id(session, tenant_id=tenant_id)
         if known is not None:
             return known
+        await _release(session)
         created = await self._call(
             self._stripe().v1.customers.create_async(
                 params={"metadata": {"tenant_id": str(tenant_id)}},
@@ -136,6 +145,7 @@ class StripeBilling:
                 "the workspace already has a subscription; change plans in the billing portal"
             )
         customer = await self.ensure_customer(session, tenant_id=tenant)
+        await _release(session)  # the customer row, if new, is stored before the next call
         created = await self._call(
             client.v1.checkout.sessions.create_async(
                 params=self._checkout_params(tenant, plan, customer),
@@ -153,6 +163,7 @@ class StripeBilling:
         customer = await customer_id(session, tenant_id=identity.tenant_id)
         if customer is None:
             raise NoBillingAccount("the workspace has no billing account yet; choose a plan first")
+        await _release(session)
         created = await self._call(
             client.v1.billing_portal.sessions.create_async(
                 params={"customer": customer, "return_url": self._url("portal_return_url")},
@@ -171,6 +182,7 @@ class StripeBilling:
         if row is None:
             raise NoActiveSubscription("the workspace has no active subscription to cancel")
         sub_id = row.stripe_subscription_id
+        await _release(session)  # the row stays loaded; it is written after Stripe answers
         updated = await self._call(
             client.v1.subscriptions.update_async(
                 sub_id,
@@ -223,6 +235,12 @@ class StripeBilling:
             raise StripeUnavailable(
                 "Stripe could not be reached or refused the request; try again in a moment"
             ) from exc
+
+
+async def _release(session: AsyncSession) -> None:
+    """End the session's transaction before a call to Stripe, so its connection goes back to
+    the pool (see the module docstring); the session takes a new one when next used."""
+    await session.commit()
 
 
 async def customer_id(session: AsyncSession, *, tenant_id: UUID) -> str | None:

@@ -5,6 +5,13 @@ not code. The owner tells how a job's callbacks are verified (NATS request/reply
 answer is cached briefly), the callback goes to JetStream for the owner with a dedupe id
 made from the job and the body (n8n's retries of the same callback collapse into one
 message), and the answer is 202 once JetStream has it.
+
+Replays: a signed callback carries its timestamp, so a copy is refused after the tolerance.
+The original ``X-BAI-Secret`` header carries none, so a captured callback can be sent again
+at any time, and JetStream's duplicate window (two minutes) forgets the first copy. A replay
+is still harmless: its event id depends only on the job and the body, and the owner's
+consumer inbox keeps every event id it applied (never pruned), so the copy is acknowledged
+without effect. Whoever prunes inboxes must keep callback ids for the life of their jobs.
 """
 
 import hashlib
@@ -79,6 +86,7 @@ class CallbackRouter:
         verification = await self._verification(owner, job_id)
         verified_by = _verify(verification, headers, body)
         payload = _payload(job_id, body)
+        # Stable for a given job and body, whenever it comes: see "Replays" above.
         event_id = "cb_" + hashlib.sha256(job_id.encode() + b"\0" + body).hexdigest()[:40]
         event = CallbackReceived(job_id=job_id, payload=payload, verified_by=verified_by)
         envelope = new_event(

@@ -184,6 +184,32 @@ def test_a_reply_is_read_as_json_fenced_json_or_plain_text(content: str, text: s
     assert len(parsed.hashtags) <= 1
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "content",
+    [
+        "```" + " " * 20_000 + "x",  # cubic for the old fenced-block pattern
+        "```json" + "\n" * 20_000 + "x```" + " " * 20_000,
+        "```" + "```" * 20_000,
+    ],
+)
+def test_a_reply_built_to_stall_a_pattern_is_read_at_once(content: str) -> None:
+    with pytest.raises(EngineFailed, match="characters"):
+        parse_reply(json.dumps(completion(content)).encode(), "instagram")
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"[" * 100_000, "not a chat completion"),  # deeper than the JSON reader goes
+        (json.dumps(completion("[" * 100_000)).encode(), "characters"),  # read as plain text
+    ],
+)
+def test_a_deeply_nested_reply_fails_saying_why(raw: bytes, why: str) -> None:
+    with pytest.raises(EngineFailed, match=why):
+        parse_reply(raw, "instagram")
+
+
 @pytest.mark.parametrize(
     ("raw", "why", "retryable"),
     [

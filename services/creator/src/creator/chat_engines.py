@@ -99,7 +99,7 @@ def _n8n(dispatcher: WebhookDispatcher, url: str, secret: str, secret_header: bo
         )
         try:
             answer = json.loads(delivered.body)["reply"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise EngineFailed(
                 'the workflow did not answer {"reply": ...}', retryable=False
             ) from exc

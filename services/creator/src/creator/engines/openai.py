@@ -5,7 +5,8 @@
 "response_format": {"type": "json_object"}}``. The system message carries the brand's
 voice and the channel's limits and asks for one JSON object with the content fields;
 the reply's ``choices[0].message.content`` is read as that object (a fenced ```json block
-is accepted), or, when it is not JSON at all, as the post's text.
+is accepted), or, when it is not JSON at all, as the post's text. Replies are parsed in
+time linear in their size (no backtracking patterns): the engine is the tenant's.
 
 Failures that may pass (timeouts, connection errors, 408, 409, 429, 5xx) are tried again
 with backoff up to ``dispatch_max_attempts``; others (401, 403, 404, 400: a wrong key,
@@ -14,7 +15,6 @@ are read up to 1 MiB. A reply that is not valid content fails the job saying why
 """
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +42,7 @@ from creator.models import EngineSettings, GenerationJob
 
 RETRYABLE = frozenset({408, 409, 425, 429})
 MAX_REPLY_BYTES = 1024 * 1024
-FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+FENCE = "```"
 
 
 class EngineFailed(Exception):
@@ -187,7 +187,7 @@ def completion_text(raw: bytes) -> str:
     """The assistant's words in a chat-completions answer."""
     try:
         text = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
         raise EngineFailed("the engine's reply is not a chat completion", retryable=False) from exc
     if not isinstance(text, str) or not text.strip():
         raise EngineFailed("the engine's reply has no content", retryable=False)
@@ -207,15 +207,25 @@ async def _read_capped(response: httpx.Response) -> bytes:
 def parse_reply(raw: bytes, channel: str) -> GeneratedContent:
     """The content in a chat-completions reply, or EngineFailed saying what is wrong."""
     text = completion_text(raw)
-    fenced = FENCED.match(text.strip())
-    candidate = fenced.group(1) if fenced else text.strip()
     try:
-        data: Any = json.loads(candidate)
-    except ValueError:
-        data = {"text": text.strip()}
+        data: Any = json.loads(unfenced(text))
+    except (ValueError, RecursionError):  # nested deeper than the reader goes: not JSON
+        data = {"text": text}
     if not isinstance(data, dict):
-        data = {"text": text.strip()}
+        data = {"text": text}
     return _checked(data, channel)
+
+
+def unfenced(text: str) -> str:
+    """What a fenced block (```json ... ```) holds, or the text itself.
+
+    Plain string operations, linear in the reply: a reply is written by whoever runs the
+    engine, and a backtracking pattern here once took hours over a crafted reply.
+    """
+    if len(text) < 2 * len(FENCE) or not (text.startswith(FENCE) and text.endswith(FENCE)):
+        return text
+    inner = text[len(FENCE) : -len(FENCE)]
+    return inner.removeprefix("json").strip()
 
 
 def _checked(data: dict[str, Any], channel: str) -> GeneratedContent:
@@ -243,7 +253,7 @@ def _refusal(status: int, raw: bytes) -> EngineFailed:
     retryable = status in RETRYABLE or status >= 500
     try:
         detail = json.loads(raw)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         detail = " ".join(raw.decode("utf-8", "replace").split())[:300]
     return EngineFailed(f"the engine answered {status}: {str(detail)[:300]}", retryable=retryable)
 

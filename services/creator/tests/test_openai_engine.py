@@ -1,5 +1,6 @@
 """The OpenAI-compatible engine against a small local server speaking chat completions."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bai_contracts import BrandVoice, ContentGenerated, PostGenerationRequested
@@ -65,6 +66,14 @@ class Provider:
     headers: list[dict[str, str]] = field(default_factory=list)
     status: int = 200
     content: str = json.dumps({"text": "Café de invierno, ya aquí.", "hashtags": ["#coffee"]})
+    drip: bool = False  # answer one byte at a time, each well within a read timeout
+
+
+async def dripping() -> AsyncIterator[bytes]:
+    """A reply that never ends: one byte every 0.2 s, for ten minutes."""
+    for _ in range(3000):
+        yield b" "
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -74,6 +83,8 @@ async def provider() -> AsyncIterator[Provider]:
     async def completions(request: Request) -> Response:
         state.received.append(await request.json())
         state.headers.append(dict(request.headers))
+        if state.drip:
+            return StreamingResponse(dripping(), media_type="application/json")
         if state.status != 200:
             error = {"error": {"message": "Incorrect API key provided", "type": "invalid_request"}}
             return JSONResponse(error, status_code=state.status)
@@ -126,7 +137,11 @@ async def runner(
     creator_db: Database, creator_settings: CreatorSettings
 ) -> AsyncIterator[OpenAIRunner]:
     settings = creator_settings.model_copy(
-        update={"allow_private_destinations": True, "dispatch_max_attempts": 2}
+        update={
+            "allow_private_destinations": True,
+            "dispatch_max_attempts": 2,
+            "engine_deadline_seconds": 1,
+        }
     )
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
     ctx = WorkerContext(settings=settings, db=creator_db, nc=None, js=None)  # type: ignore[arg-type]  # the runner uses neither
@@ -296,7 +311,7 @@ async def test_an_engine_on_an_internal_address_is_refused_without_a_call(
     endpoint = Endpoint(base_url=provider.base_url, api_key=KEY, model="gpt-test")
     async with httpx.AsyncClient() as client:
         with pytest.raises(EngineFailed) as refused:
-            await chat_completion(client, endpoint, [], timeout_seconds=5, allow_private=False)
+            await chat_completion(client, endpoint, [], deadline_seconds=5, allow_private=False)
 
     assert not refused.value.retryable
     assert "internal" in str(refused.value)
@@ -315,8 +330,41 @@ async def test_the_engine_is_called_at_the_address_that_was_checked(provider: Pr
 
     async with httpx.AsyncClient() as client:
         raw = await chat_completion(
-            client, endpoint, [], timeout_seconds=5, allow_private=True, resolver=resolver
+            client, endpoint, [], deadline_seconds=5, allow_private=True, resolver=resolver
         )
 
     assert json.loads(raw)["object"] == "chat.completion"
     assert provider.headers[-1]["host"] == f"llm.example:{port}"
+
+
+@pytest.mark.timeout(60)
+async def test_an_engine_that_drips_its_answer_is_cut_off_at_the_deadline(
+    provider: Provider,
+) -> None:
+    provider.drip = True
+    endpoint = Endpoint(base_url=provider.base_url, api_key=KEY, model="gpt-test")
+
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(EngineFailed, match="did not answer within 1 s") as cut:
+            await chat_completion(client, endpoint, [], deadline_seconds=1, allow_private=True)
+
+    assert cut.value.retryable
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("on_openai")
+async def test_a_job_whose_engine_drips_fails_saying_the_engine_did_not_answer_in_time(
+    creator_db: Database, tenant: UUID, provider: Provider, runner: OpenAIRunner
+) -> None:
+    provider.drip = True
+    job = await deliver(creator_db, tenant, request())
+
+    await runner.pass_once()
+    async with creator_db.transaction() as session:
+        row = await session.get_one(GenerationJob, job.id)
+        row.next_attempt_at = datetime.now(UTC)  # its second turn comes now
+    await runner.pass_once()
+
+    failed = await reread(creator_db, job.id)
+    assert (failed.state, failed.attempts, failed.credits) == ("failed", 2, "pending_release")
+    assert failed.error == "after 2 attempt(s): the engine did not answer within 1 s"

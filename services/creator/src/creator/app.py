@@ -28,7 +28,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.nats, app.state.chat_http = link, client
             app.state.chat_dispatcher = WebhookDispatcher(
                 client=client,
-                timeout_seconds=resolved.chat_timeout_seconds,
+                timeout_seconds=resolved.chat_deadline_seconds,
                 allow_private=resolved.allow_private_destinations,
             )
             try:

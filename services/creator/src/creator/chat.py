@@ -9,17 +9,24 @@ widget and one visitor; nobody else can read or write it. Each reply:
 3. is written by the workspace's engine (built in, OpenAI-compatible, or an n8n workflow
    answering synchronously with ``{"reply": ...}``) from the widget's knowledge and voice;
 4. is stored with the visitor's message, announced (``bai.creator.chat.replied.v1``, which
-   live events show to the team), and its credit is committed; a failed reply releases it.
+   live events show to the team), and its credit is committed; a failed reply releases it
+   and keeps nothing (503 ``reply_failed``; past ``chat_deadline_seconds``, 504
+   ``reply_timed_out``).
+
+No database connection is held while billing or the engine is asked (the engine is the
+tenant's, and may be slow on purpose): the pool serves everyone else meanwhile.
 """
 
+import asyncio
 import re
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from nats.aio.client import Client as NatsClient
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import (
@@ -33,6 +40,7 @@ from bai_contracts import (
     WidgetLookup,
     quota_subject,
 )
+from bai_platform.db import Database
 from bai_platform.envelope import new_event
 from bai_platform.errors import (
     Forbidden,
@@ -44,7 +52,7 @@ from bai_platform.errors import (
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from bai_platform.rpc import Unreachable, ask
-from creator.models import ChatMessage, ChatWidget, Conversation, outbox
+from creator.models import ChatMessage, ChatWidget, Conversation, EngineSettings, outbox
 from creator.schemas import WidgetCreate, WidgetUpdate
 
 EDITORS = ("owner", "admin", "editor")
@@ -71,6 +79,10 @@ class OutOfChatCredits(ServiceError):
 
 class ReplyFailed(ServiceUnavailable):
     code = "reply_failed"
+
+
+class ReplyTimedOut(ServiceError):
+    status_code, code = 504, "reply_timed_out"
 
 
 # ---- widgets (the team) ----------------------------------------------------------------
@@ -164,29 +176,91 @@ async def messages(
 
 
 async def reply(
-    session: AsyncSession,
+    db: Database,
     *,
     identity: Identity,
     conversation_id: UUID,
     text: str,
     nc: NatsClient | None,
-    write: Callable[[ChatWidget], Writer],
+    write: Callable[[ChatWidget, EngineSettings | None], Writer],
+    deadline_seconds: float,
 ) -> str:
-    """Answer the visitor's message, within the limits and the workspace's credits."""
-    conversation = await _own_conversation(session, identity, conversation_id)
-    widget = await session.get_one(ChatWidget, conversation.widget_id)
-    await _within_limits(session, widget, conversation.visitor)
+    """Answer the visitor's message, within the limits and the workspace's credits.
+
+    No database connection is held while billing or the engine is asked: one short
+    transaction records the message within the limits, the engine writes with no session
+    open, and one more stores the reply (or takes the message back when there is none).
+    """
+    turn = await _take_message(db, identity, conversation_id, text)
+    tenant_id = turn.widget.tenant_id
     reference = f"chat_{uuid4().hex}"
-    await _hold_credit(nc, widget.tenant_id, reference)
     try:
-        history = await _history(session, conversation.id)
-        answer = await write(widget)(widget, history, text)
-    except Exception as exc:
-        await _settle(nc, ReleaseCredits, widget.tenant_id, reference)
-        raise ReplyFailed("the assistant could not answer right now; please try again") from exc
-    await _keep(session, widget, conversation, text, answer)
-    await _settle(nc, CommitCredits, widget.tenant_id, reference)
+        await _hold_credit(nc, tenant_id, reference)
+    except BaseException:
+        await _take_back(db, turn.message_id)
+        raise
+    try:
+        answer = await _written(write, turn, text, deadline_seconds)
+        async with db.transaction() as session:
+            await _keep(session, turn, text, answer)
+    except BaseException:  # a failure, the deadline, or the visitor leaving
+        await _settle(nc, ReleaseCredits, tenant_id, reference)
+        await _take_back(db, turn.message_id)
+        raise
+    await _settle(nc, CommitCredits, tenant_id, reference)
     return answer
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What a reply is written from, read in the transaction that took the message."""
+
+    widget: ChatWidget
+    conversation: Conversation
+    history: list[ChatMessage]
+    engine: EngineSettings | None
+    message_id: int
+
+
+async def _take_message(db: Database, identity: Identity, conversation_id: UUID, text: str) -> Turn:
+    async with db.transaction() as session:
+        conversation = await _own_conversation(session, identity, conversation_id)
+        # The widget's row lock makes counting and recording one step, so messages sent
+        # at once cannot all pass the limits before any of them is counted.
+        widget = await session.get_one(
+            ChatWidget, conversation.widget_id, with_for_update=True, populate_existing=True
+        )
+        await _within_limits(session, widget, conversation.visitor)
+        history = await _history(session, conversation.id)
+        message = _message(widget, conversation, "visitor", text)
+        session.add(message)
+        await session.flush()
+        engine = await session.get(EngineSettings, widget.tenant_id)
+    return Turn(widget, conversation, history, engine, message.id)
+
+
+async def _written(
+    write: Callable[[ChatWidget, EngineSettings | None], Writer],
+    turn: Turn,
+    text: str,
+    deadline_seconds: float,
+) -> str:
+    """The engine's reply within the deadline (the visitor is waiting for it)."""
+    try:
+        async with asyncio.timeout(deadline_seconds):
+            return await write(turn.widget, turn.engine)(turn.widget, turn.history, text)
+    except TimeoutError as exc:
+        raise ReplyTimedOut(
+            f"the assistant did not answer within {deadline_seconds:g} s; please try again"
+        ) from exc
+    except Exception as exc:
+        raise ReplyFailed("the assistant could not answer right now; please try again") from exc
+
+
+async def _take_back(db: Database, message_id: int) -> None:
+    """A message that got no reply is not kept (nor counted against the limits)."""
+    async with db.transaction() as session:
+        await session.execute(delete(ChatMessage).where(ChatMessage.id == message_id))
 
 
 async def _active_widget(session: AsyncSession, tenant_id: UUID, widget_id: UUID) -> ChatWidget:
@@ -276,20 +350,9 @@ async def _history(session: AsyncSession, conversation_id: UUID) -> list[ChatMes
     return list(reversed((await session.scalars(query)).all()))
 
 
-async def _keep(
-    session: AsyncSession, widget: ChatWidget, conversation: Conversation, text: str, answer: str
-) -> None:
-    for role, said in (("visitor", text), ("assistant", answer)):
-        session.add(
-            ChatMessage(
-                tenant_id=widget.tenant_id,
-                widget_id=widget.id,
-                conversation_id=conversation.id,
-                visitor=conversation.visitor,
-                role=role,
-                text=said,
-            )
-        )
+async def _keep(session: AsyncSession, turn: Turn, text: str, answer: str) -> None:
+    widget, conversation = turn.widget, turn.conversation
+    session.add(_message(widget, conversation, "assistant", answer))
     replied = ChatReplied(
         conversation_id=conversation.id,
         widget_id=widget.id,
@@ -301,6 +364,17 @@ async def _keep(
         replied, source="creator", tenant_id=widget.tenant_id, subject=str(conversation.id)
     )
     await emit(session, outbox, envelope)
+
+
+def _message(widget: ChatWidget, conversation: Conversation, role: str, text: str) -> ChatMessage:
+    return ChatMessage(
+        tenant_id=widget.tenant_id,
+        widget_id=widget.id,
+        conversation_id=conversation.id,
+        visitor=conversation.visitor,
+        role=role,
+        text=text,
+    )
 
 
 # ---- the built-in chat engine ----------------------------------------------------------

@@ -17,9 +17,11 @@ class CreatorSettings(DispatchSettings):
     secret_key: SecretStr = SecretStr("dev-insecure-creator-secret-change-me")
     # How often the worker looks for queued jobs of the built-in engine.
     builtin_poll_seconds: float = Field(default=0.5, gt=0)
-    # How long an OpenAI-compatible engine may take to write one post.
-    engine_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How long one call to an OpenAI-compatible engine may take to write one post, from
+    # the name lookup to the last byte (a tenant's engine may drip its answer).
+    engine_deadline_seconds: float = Field(default=60.0, gt=0)
     # How long billing may take to answer a reservation, a commit or a release.
     billing_timeout_seconds: float = Field(default=2.0, gt=0)
-    # How long a chat reply may take (the visitor waits for it).
-    chat_timeout_seconds: float = Field(default=20.0, gt=0)
+    # How long the workspace's engine (OpenAI-compatible, or an n8n workflow) may take to
+    # write a chat reply, the whole call; the visitor waits for it.
+    chat_deadline_seconds: float = Field(default=20.0, gt=0)

@@ -143,7 +143,7 @@ class OpenAIRunner:
                 self._client,
                 job.endpoint,
                 job.request,
-                timeout_seconds=s.engine_timeout_seconds,
+                deadline_seconds=s.engine_deadline_seconds,
                 allow_private=s.allow_private_destinations,
             )
         except openai.EngineFailed as exc:

@@ -14,6 +14,7 @@ model or URL) fail the job at once with the provider's message, size-capped. Rep
 are read up to 1 MiB. A reply that is not valid content fails the job saying why.
 """
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -116,7 +117,7 @@ async def generate(
     endpoint: Endpoint,
     request: PostGenerationRequested,
     *,
-    timeout_seconds: float,
+    deadline_seconds: float,
     allow_private: bool = False,
 ) -> GeneratedContent:
     """One chat completion, read as the post's content."""
@@ -124,7 +125,7 @@ async def generate(
         client,
         endpoint,
         messages_for(request),
-        timeout_seconds=timeout_seconds,
+        deadline_seconds=deadline_seconds,
         json_mode=True,
         allow_private=allow_private,
     )
@@ -136,7 +137,7 @@ async def chat_completion(
     endpoint: Endpoint,
     messages: list[dict[str, str]],
     *,
-    timeout_seconds: float,
+    deadline_seconds: float,
     json_mode: bool = False,
     allow_private: bool = False,
     resolver: Resolver = system_resolver,
@@ -145,8 +146,30 @@ async def chat_completion(
 
     The engine's name is resolved and checked (internal addresses refused unless
     ``allow_private``), and the call connects to a checked address, never to a second
-    lookup of the name (``bai_platform.destinations``).
+    lookup of the name (``bai_platform.destinations``). The whole call, lookup included,
+    ends within ``deadline_seconds``: httpx times each read on its own, so without it a
+    server dripping one byte at a time would hold the call for ever.
     """
+    try:
+        async with asyncio.timeout(deadline_seconds):
+            return await _exchange(
+                client, endpoint, messages, deadline_seconds, json_mode, allow_private, resolver
+            )
+    except TimeoutError:
+        raise EngineFailed(
+            f"the engine did not answer within {deadline_seconds:g} s", retryable=True
+        ) from None
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    messages: list[dict[str, str]],
+    deadline_seconds: float,
+    json_mode: bool,
+    allow_private: bool,
+    resolver: Resolver,
+) -> bytes:
     body: dict[str, Any] = {"model": endpoint.model, "messages": messages, "temperature": 0.7}
     if json_mode:
         body["response_format"] = {"type": "json_object"}
@@ -166,7 +189,7 @@ async def chat_completion(
             url,
             addresses,
             headers=headers,
-            read_timeout=timeout_seconds,
+            read_timeout=deadline_seconds,
             content=json.dumps(body).encode(),
         )
         try:
@@ -174,7 +197,9 @@ async def chat_completion(
         finally:
             await response.aclose()
     except httpx.TimeoutException as exc:
-        raise EngineFailed("the engine did not answer in time", retryable=True) from exc
+        raise EngineFailed(
+            f"the engine did not answer within {deadline_seconds:g} s", retryable=True
+        ) from exc
     except httpx.HTTPError as exc:
         reason = type(exc).__name__
         raise EngineFailed(f"could not reach the engine: {reason}", retryable=True) from exc

@@ -25,3 +25,10 @@ class CreatorSettings(DispatchSettings):
     # How long the workspace's engine (OpenAI-compatible, or an n8n workflow) may take to
     # write a chat reply, the whole call; the visitor waits for it.
     chat_deadline_seconds: float = Field(default=20.0, gt=0)
+    # Engine calls in flight at once in one worker, and per workspace (across workers):
+    # a workspace with many or slow jobs waits for its own turns, not everyone else.
+    engine_concurrency: int = Field(default=16, ge=1)
+    engine_workspace_concurrency: int = Field(default=2, ge=1)
+    # A job still mid-call this long after its engine deadline (its worker crashed or was
+    # stopped) is tried again, or failed once its attempts are used up.
+    engine_recover_margin_seconds: float = Field(default=30.0, gt=0)

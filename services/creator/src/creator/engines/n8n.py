@@ -179,6 +179,7 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
         select(GenerationJob)
         .where(
             GenerationJob.state == "dispatching",
+            GenerationJob.engine == N8N,  # OpenAI-compatible jobs have their own rule
             GenerationJob.next_attempt_at < _now() - older_than,
         )
         .with_for_update(skip_locked=True)

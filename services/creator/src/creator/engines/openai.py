@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
@@ -291,18 +291,19 @@ class Claimed:
     request: PostGenerationRequested
 
 
-async def claim(session: AsyncSession, *, box: Fernet, limit: int = 10) -> list[Claimed]:
-    """Take queued jobs of this engine whose turn has come; they run after this commits."""
+async def claim(
+    session: AsyncSession, *, box: Fernet, limit: int = 10, per_workspace: int = 2
+) -> list[Claimed]:
+    """Take queued jobs of this engine whose turn has come; they run after this commits.
+
+    Fair across workspaces: a workspace never has more than ``per_workspace`` calls in
+    flight (counted from the jobs being dispatched, so across every worker), and turns go
+    round the workspaces (each one's first due job, then each one's second...), so one
+    workspace with many or slow jobs cannot hold up another's.
+    """
     query = (
         select(GenerationJob)
-        .where(
-            GenerationJob.state == "queued",
-            GenerationJob.engine == OPENAI_COMPATIBLE,
-            GenerationJob.credits == "reserved",
-            GenerationJob.next_attempt_at <= func.now(),
-        )
-        .order_by(GenerationJob.next_attempt_at)
-        .limit(limit)
+        .where(GenerationJob.id.in_(_turns(limit, per_workspace)), *_DUE)
         .with_for_update(skip_locked=True)
     )
     claimed = []
@@ -314,6 +315,43 @@ async def claim(session: AsyncSession, *, box: Fernet, limit: int = 10) -> list[
         claimed.append(Claimed(job_id=job.id, endpoint=endpoint, request=request_of(job)))
     await session.flush()
     return claimed
+
+
+_DUE = (
+    GenerationJob.state == "queued",
+    GenerationJob.engine == OPENAI_COMPATIBLE,
+    GenerationJob.credits == "reserved",
+    GenerationJob.next_attempt_at <= func.now(),
+)
+
+
+def _turns(limit: int, per_workspace: int) -> Select[tuple[str]]:
+    """The ids of the next ``limit`` due jobs, round-robin across workspaces."""
+    running = (
+        select(GenerationJob.tenant_id, func.count().label("calls"))
+        .where(GenerationJob.state == "dispatching", GenerationJob.engine == OPENAI_COMPATIBLE)
+        .group_by(GenerationJob.tenant_id)
+        .subquery()
+    )
+    place = func.row_number().over(
+        partition_by=GenerationJob.tenant_id, order_by=GenerationJob.next_attempt_at
+    )
+    due = (
+        select(
+            GenerationJob.id,
+            GenerationJob.next_attempt_at,
+            (func.coalesce(running.c.calls, 0) + place).label("turn"),
+        )
+        .outerjoin(running, running.c.tenant_id == GenerationJob.tenant_id)
+        .where(*_DUE)
+        .subquery()
+    )
+    return (
+        select(due.c.id)
+        .where(due.c.turn <= per_workspace)
+        .order_by(due.c.turn, due.c.next_attempt_at)
+        .limit(limit)
+    )
 
 
 async def _endpoint(session: AsyncSession, job: GenerationJob, box: Fernet) -> Endpoint | None:
@@ -357,3 +395,31 @@ async def record_failure(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def recover_stuck(
+    session: AsyncSession, *, older_than: timedelta, max_attempts: int, limit: int = 100
+) -> int:
+    """Jobs left mid-call (a worker that crashed or was stopped) past their deadline: tried
+    again while attempts remain, otherwise failed saying so (their credits released).
+
+    Once each: the rows are locked and leave ``dispatching``, and a late answer of the
+    lost call finds the job no longer waiting for it (``record_content``)."""
+    query = (
+        select(GenerationJob)
+        .where(
+            GenerationJob.state == "dispatching",
+            GenerationJob.engine == OPENAI_COMPATIBLE,
+            GenerationJob.next_attempt_at < _now() - older_than,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        job.error = "the engine call was interrupted and did not finish"
+        if job.attempts < max_attempts:
+            job.state, job.next_attempt_at = "queued", _now()
+        else:
+            await fail(session, job, error=f"after {job.attempts} attempt(s): {job.error}")
+    return len(jobs)

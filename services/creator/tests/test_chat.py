@@ -407,10 +407,12 @@ async def slow_engine() -> AsyncIterator[SlowEngine]:
 async def one_connection_client(
     creator_settings: CreatorSettings, signing_key: Ed25519PrivateKey
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with a pool of one database connection and a 2 s chat deadline."""
+    """The app with a pool of one database connection, a 2 s chat deadline and one reply
+    in flight per workspace."""
     settings = creator_settings.model_copy(
         update={
             "allow_private_destinations": True,
+            "chat_workspace_concurrency": 1,
             "db_pool_size": 1,
             "db_max_overflow": 0,
             "db_pool_timeout_seconds": 1,
@@ -421,15 +423,22 @@ async def one_connection_client(
         yield http
 
 
-async def _on_engine(creator_db: Database, box: Fernet, tenant: UUID, base_url: str) -> None:
+async def _on_engine(
+    creator_db: Database, box: Fernet, tenant: UUID, base_url: str, *, n8n: bool = False
+) -> None:
+    """The workspace's engine: OpenAI-compatible at ``base_url``, or an n8n workflow there."""
+    engine = (
+        {"engine": "n8n", "webhook_url": f"{base_url}/chat/completions"}
+        if n8n
+        else {"engine": "openai_compatible", "base_url": base_url, "model": "gpt-test"}
+    )
     async with creator_db.transaction() as session:
         session.add(
             EngineSettings(
                 tenant_id=tenant,
-                engine="openai_compatible",
-                base_url=base_url,
-                model="gpt-test",
-                api_key=box.encrypt(b"sk-test"),
+                **engine,
+                api_key=None if n8n else box.encrypt(b"sk-test"),
+                secret=box.encrypt(b"whsec-0123456789abcdef") if n8n else None,
                 accept_secret_header=False,
                 deadline_seconds=600,
                 updated_by="test",
@@ -438,7 +447,9 @@ async def _on_engine(creator_db: Database, box: Fernet, tenant: UUID, base_url: 
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("n8n", [False, True], ids=["openai_compatible", "n8n"])
 async def test_a_reply_past_the_deadline_answers_504_releases_its_credit_and_keeps_nothing(
+    n8n: bool,
     one_connection_client: httpx.AsyncClient,
     tenant: UUID,
     identity_for: IdentityFor,
@@ -448,7 +459,7 @@ async def test_a_reply_past_the_deadline_answers_504_releases_its_credit_and_kee
     engine_box: Fernet,
     slow_engine: SlowEngine,
 ) -> None:
-    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url)
+    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url, n8n=n8n)
     client = one_connection_client
     widget = await new_widget(client, identity_for(tenant, "editor"))
     me = visitor(tenant, widget["id"])
@@ -492,3 +503,40 @@ async def test_while_an_engine_writes_a_reply_the_app_holds_no_database_connecti
 
     assert team.status_code == 200, team.text
     assert (await waiting).status_code == 504
+
+
+@pytest.mark.timeout(120)
+async def test_a_workspace_at_its_chat_cap_answers_503_busy_and_spends_nothing(
+    one_connection_client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    billing: BillingStandIn,
+    creator_db: Database,
+    engine_box: Fernet,
+    slow_engine: SlowEngine,
+) -> None:
+    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url)
+    client = one_connection_client  # one reply in flight per workspace
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    first, second = visitor(tenant, widget["id"]), visitor(tenant, widget["id"], "vis_two")
+    started = [
+        (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+        for me in (first, second)
+    ]
+    waiting = asyncio.create_task(
+        client.post(f"/v1/creator/chat/{started[0]}/messages", json={"text": "Hi"}, headers=first)
+    )
+    await asyncio.wait_for(slow_engine.asked.wait(), 30)
+
+    busy = await client.post(
+        f"/v1/creator/chat/{started[1]}/messages", json={"text": "Hi"}, headers=second
+    )
+
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["code"] == "assistant_busy"
+    assert "retry-after" in busy.headers
+    assert (await waiting).status_code == 504
+    mine = [op for op, body in billing.asked if body["tenant_id"] == str(tenant)]
+    assert mine == ["reserve", "release"]  # the first message's only
+    assert await _messages(creator_db, started[1]) == 0

@@ -9,7 +9,7 @@ from bai_contracts import CHAT_PATH_PREFIX
 from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.secrets import fernet_for
-from creator import chat
+from creator import chat, chat_reply
 from creator.chat_engines import writer_for
 from creator.engines.config import ENGINE_SECRETS
 from creator.models import ChatWidget, EngineSettings
@@ -93,12 +93,13 @@ async def send_message(
             box=box,
             client=request.app.state.chat_http,
             dispatcher=request.app.state.chat_dispatcher,
-            deadline_seconds=settings.chat_deadline_seconds,
+            # A backstop a second past the chat's own deadline, which answers the visitor.
+            deadline_seconds=settings.chat_deadline_seconds + 1,
             allow_private=settings.allow_private_destinations,
         )
 
     db: Database = request.app.state.db
-    answer = await chat.reply(
+    answer = await chat_reply.reply(
         db,
         identity=identity,
         conversation_id=conversation_id,
@@ -106,6 +107,7 @@ async def send_message(
         nc=request.app.state.nats.client,
         write=write,
         deadline_seconds=settings.chat_deadline_seconds,
+        slots=request.app.state.chat_slots,
     )
     return ReplyRead(reply=answer)
 

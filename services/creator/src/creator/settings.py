@@ -25,6 +25,9 @@ class CreatorSettings(DispatchSettings):
     # How long the workspace's engine (OpenAI-compatible, or an n8n workflow) may take to
     # write a chat reply, the whole call; the visitor waits for it.
     chat_deadline_seconds: float = Field(default=20.0, gt=0)
+    # Chat replies being written at once per workspace, in each API process; past it a
+    # visitor is told 503 assistant_busy (Retry-After) and nothing is spent.
+    chat_workspace_concurrency: int = Field(default=4, ge=1)
     # Engine calls in flight at once in one worker, and per workspace (across workers):
     # a workspace with many or slow jobs waits for its own turns, not everyone else.
     engine_concurrency: int = Field(default=16, ge=1)

@@ -35,7 +35,7 @@ from bai_platform.rpc import ask
 from bai_platform.secrets import fernet_for
 from bai_platform.testing_servers import served
 from bai_platform.worker import WorkerContext
-from creator.engines import n8n, openai
+from creator.engines import n8n, openai_jobs
 from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
 from creator.engines.openai import (
     Endpoint,
@@ -422,9 +422,9 @@ async def test_jobs_are_claimed_in_turns_across_workspaces_within_each_ones_cap(
     one = await deliver(creator_db, other, request())
 
     async with creator_db.transaction() as session:
-        claimed = await openai.claim(session, box=engine_box, limit=50, per_workspace=2)
+        claimed = await openai_jobs.claim(session, box=engine_box, limit=50, per_workspace=2)
     async with creator_db.transaction() as session:
-        again = await openai.claim(session, box=engine_box, limit=50, per_workspace=2)
+        again = await openai_jobs.claim(session, box=engine_box, limit=50, per_workspace=2)
 
     ids = {c.job_id for c in claimed}
     assert len(ids & {j.id for j in many}) == 2
@@ -445,7 +445,7 @@ async def test_a_job_left_mid_call_past_its_deadline_is_tried_again_then_failed_
             row.state, row.attempts, row.next_attempt_at = "dispatching", attempts, left
         for _ in range(2):  # a second sweep finds nothing more to do
             async with creator_db.transaction() as session:
-                await openai.recover_stuck(
+                await openai_jobs.recover_stuck(
                     session, older_than=timedelta(seconds=90), max_attempts=2
                 )
 
@@ -467,7 +467,7 @@ async def test_a_job_within_its_deadline_is_left_to_its_call(
         row.state, row.attempts, row.next_attempt_at = "dispatching", 1, datetime.now(UTC)
 
     async with creator_db.transaction() as session:
-        await openai.recover_stuck(session, older_than=timedelta(seconds=90), max_attempts=2)
+        await openai_jobs.recover_stuck(session, older_than=timedelta(seconds=90), max_attempts=2)
         await n8n.recover_stuck(session, older_than=timedelta(seconds=0))  # not n8n's to take
 
     assert (await reread(creator_db, job.id)).state == "dispatching"

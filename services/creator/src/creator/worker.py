@@ -32,7 +32,7 @@ from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
 from creator import chat, credits
-from creator.engines import n8n, openai
+from creator.engines import n8n, openai, openai_jobs
 from creator.engines.config import ENGINE_SECRETS
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
 from creator.generation import run_builtin_jobs
@@ -152,7 +152,7 @@ class OpenAIRunner:
         if free <= 0:
             return
         async with self._ctx.db.transaction() as session:
-            claimed = await openai.claim(
+            claimed = await openai_jobs.claim(
                 session, box=self._box, limit=free, per_workspace=s.engine_workspace_concurrency
             )
         for job in claimed:
@@ -171,13 +171,13 @@ class OpenAIRunner:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _ask(self, job: openai.Claimed) -> None:
+    async def _ask(self, job: openai_jobs.Claimed) -> None:
         try:
             await self._call(job)
         except Exception:  # the database went away: the sweeper takes the job back
             log.exception("openai_job_not_recorded", job_id=job.job_id)
 
-    async def _call(self, job: openai.Claimed) -> None:
+    async def _call(self, job: openai_jobs.Claimed) -> None:
         s = self._settings
         try:
             content = await openai.generate(
@@ -193,10 +193,10 @@ class OpenAIRunner:
             failure = openai.EngineFailed(f"the engine call failed: {exc!r}", retryable=True)
         else:
             async with self._ctx.db.transaction() as session:
-                await openai.record_content(session, job_id=job.job_id, content=content)
+                await openai_jobs.record_content(session, job_id=job.job_id, content=content)
             return
         async with self._ctx.db.transaction() as session:
-            await openai.record_failure(
+            await openai_jobs.record_failure(
                 session,
                 job_id=job.job_id,
                 failure=failure,
@@ -214,7 +214,7 @@ def _sweeper(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
 
     async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
         sent_again = await n8n.recover_stuck(session, older_than=older_than)
-        return sent_again + await openai.recover_stuck(
+        return sent_again + await openai_jobs.recover_stuck(
             session, older_than=engine_stuck_after, max_attempts=settings.dispatch_max_attempts
         )
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
 from bai_platform.webhooks import backoff_delay
 from creator.engines.config import OPENAI_COMPATIBLE
 from creator.engines.openai import Endpoint, EngineFailed
-from creator.generation import complete, fail, request_of
+from creator.generation import complete, fail, in_turns, request_of
 from creator.models import EngineSettings, GenerationJob
 
 
@@ -42,7 +42,12 @@ async def claim(
     """
     query = (
         select(GenerationJob)
-        .where(GenerationJob.id.in_(_turns(limit, per_workspace)), *_DUE)
+        .where(
+            GenerationJob.id.in_(
+                in_turns(_DUE, limit=limit, per_workspace=per_workspace, engine=OPENAI_COMPATIBLE)
+            ),
+            *_DUE,
+        )
         .with_for_update(skip_locked=True)
     )
     claimed = []
@@ -62,35 +67,6 @@ _DUE = (
     GenerationJob.credits == "reserved",
     GenerationJob.next_attempt_at <= func.now(),
 )
-
-
-def _turns(limit: int, per_workspace: int) -> Select[tuple[str]]:
-    """The ids of the next ``limit`` due jobs, round-robin across workspaces."""
-    running = (
-        select(GenerationJob.tenant_id, func.count().label("calls"))
-        .where(GenerationJob.state == "dispatching", GenerationJob.engine == OPENAI_COMPATIBLE)
-        .group_by(GenerationJob.tenant_id)
-        .subquery()
-    )
-    place = func.row_number().over(
-        partition_by=GenerationJob.tenant_id, order_by=GenerationJob.next_attempt_at
-    )
-    due = (
-        select(
-            GenerationJob.id,
-            GenerationJob.next_attempt_at,
-            (func.coalesce(running.c.calls, 0) + place).label("turn"),
-        )
-        .outerjoin(running, running.c.tenant_id == GenerationJob.tenant_id)
-        .where(*_DUE)
-        .subquery()
-    )
-    return (
-        select(due.c.id)
-        .where(due.c.turn <= per_workspace)
-        .order_by(due.c.turn, due.c.next_attempt_at)
-        .limit(limit)
-    )
 
 
 async def _endpoint(session: AsyncSession, job: GenerationJob, box: Fernet) -> Endpoint | None:

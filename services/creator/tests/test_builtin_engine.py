@@ -105,3 +105,14 @@ def test_a_campaign_without_a_brief_writes_from_its_name() -> None:
     content = write(brief("facebook", brief=None, goal=None))
 
     assert "December push." in content.text
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "hostile",
+    ["a" + " " * 100_000 + "b", "a" + " \t" * 50_000 + "b", "a" + " " * 100_000 + "b ."],
+)
+def test_a_brief_built_to_stall_a_pattern_is_written_at_once(hostile: str) -> None:
+    content = write(brief("blog", brief=hostile, goal=hostile, voice=VOICE))
+
+    assert len(content.text) <= rules_for("blog").max_chars

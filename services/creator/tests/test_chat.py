@@ -1,14 +1,21 @@
 """The website chat: widgets for the team; conversations and replies for visitors, within
 limits and chat credits."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import func, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from bai_contracts import ChatReplied, WidgetLookup, visitor_subject
 from bai_platform.db import Database
@@ -17,9 +24,11 @@ from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
-from bai_platform.testing import TEST_KID
+from bai_platform.testing import TEST_KID, trusting_client
 from bai_platform.testing_billing import BillingStandIn, billing_stand_in
+from bai_platform.testing_servers import served
 from creator import chat
+from creator.app import create_app
 from creator.engines.config import ENGINE_SECRETS
 from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
 from creator.settings import CreatorSettings
@@ -362,3 +371,172 @@ async def test_a_widget_on_the_builtin_engine_answers_even_when_the_workspace_en
     assert "8:00 to 20:00" in answers[0].json()["reply"]
     assert answers[1].status_code == 503
     assert answers[1].json()["code"] == "reply_failed"
+
+
+# ---- a hostile engine: the deadline, and no database connection held while it writes ----
+@dataclass
+class SlowEngine:
+    """An OpenAI-compatible stand-in that takes the visitor's question and never finishes
+    its answer (it drips one byte at a time, each well within a read timeout)."""
+
+    base_url: str = ""
+    asked: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def slow_engine() -> AsyncIterator[SlowEngine]:
+    state = SlowEngine()
+
+    async def drip() -> AsyncIterator[bytes]:
+        for _ in range(3000):
+            yield b" "
+            await asyncio.sleep(0.2)
+
+    async def completions(request: Request) -> Response:
+        await request.body()
+        state.asked.set()
+        return StreamingResponse(drip(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    async with served(app) as base:
+        state.base_url = f"{base}/v1"
+        yield state
+
+
+@pytest.fixture
+async def one_connection_client(
+    creator_settings: CreatorSettings, signing_key: Ed25519PrivateKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a pool of one database connection, a 2 s chat deadline and one reply
+    in flight per workspace."""
+    settings = creator_settings.model_copy(
+        update={
+            "allow_private_destinations": True,
+            "chat_workspace_concurrency": 1,
+            "db_pool_size": 1,
+            "db_max_overflow": 0,
+            "db_pool_timeout_seconds": 1,
+            "chat_deadline_seconds": 2,
+        }
+    )
+    async with trusting_client(create_app(settings), signing_key) as http:
+        yield http
+
+
+async def _on_engine(
+    creator_db: Database, box: Fernet, tenant: UUID, base_url: str, *, n8n: bool = False
+) -> None:
+    """The workspace's engine: OpenAI-compatible at ``base_url``, or an n8n workflow there."""
+    engine = (
+        {"engine": "n8n", "webhook_url": f"{base_url}/chat/completions"}
+        if n8n
+        else {"engine": "openai_compatible", "base_url": base_url, "model": "gpt-test"}
+    )
+    async with creator_db.transaction() as session:
+        session.add(
+            EngineSettings(
+                tenant_id=tenant,
+                **engine,
+                api_key=None if n8n else box.encrypt(b"sk-test"),
+                secret=box.encrypt(b"whsec-0123456789abcdef") if n8n else None,
+                accept_secret_header=False,
+                deadline_seconds=600,
+                updated_by="test",
+            )
+        )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n8n", [False, True], ids=["openai_compatible", "n8n"])
+async def test_a_reply_past_the_deadline_answers_504_releases_its_credit_and_keeps_nothing(
+    n8n: bool,
+    one_connection_client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    billing: BillingStandIn,
+    creator_db: Database,
+    engine_box: Fernet,
+    slow_engine: SlowEngine,
+) -> None:
+    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url, n8n=n8n)
+    client = one_connection_client
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+
+    answer = await client.post(
+        f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me
+    )
+
+    assert answer.status_code == 504, answer.text
+    assert answer.json()["code"] == "reply_timed_out"
+    assert "did not answer within 2 s" in answer.json()["detail"]
+    mine = [op for op, body in billing.asked if body["tenant_id"] == str(tenant)]
+    assert mine == ["reserve", "release"]
+    assert await _messages(creator_db, conversation) == 0
+
+
+@pytest.mark.timeout(120)
+async def test_while_an_engine_writes_a_reply_the_app_holds_no_database_connection(
+    one_connection_client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    billing: BillingStandIn,
+    creator_db: Database,
+    engine_box: Fernet,
+    slow_engine: SlowEngine,
+) -> None:
+    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url)
+    client = one_connection_client
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    me = visitor(tenant, widget["id"])
+    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+    waiting = asyncio.create_task(
+        client.post(f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me)
+    )
+    await asyncio.wait_for(slow_engine.asked.wait(), 30)
+
+    # The pool has one connection: this is served only if the chat is not sitting on it.
+    team = await client.get("/v1/creator/widgets", headers=identity_for(tenant, "owner"))
+
+    assert team.status_code == 200, team.text
+    assert (await waiting).status_code == 504
+
+
+@pytest.mark.timeout(120)
+async def test_a_workspace_at_its_chat_cap_answers_503_busy_and_spends_nothing(
+    one_connection_client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    billing: BillingStandIn,
+    creator_db: Database,
+    engine_box: Fernet,
+    slow_engine: SlowEngine,
+) -> None:
+    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url)
+    client = one_connection_client  # one reply in flight per workspace
+    widget = await new_widget(client, identity_for(tenant, "editor"))
+    first, second = visitor(tenant, widget["id"]), visitor(tenant, widget["id"], "vis_two")
+    started = [
+        (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+        for me in (first, second)
+    ]
+    waiting = asyncio.create_task(
+        client.post(f"/v1/creator/chat/{started[0]}/messages", json={"text": "Hi"}, headers=first)
+    )
+    await asyncio.wait_for(slow_engine.asked.wait(), 30)
+
+    busy = await client.post(
+        f"/v1/creator/chat/{started[1]}/messages", json={"text": "Hi"}, headers=second
+    )
+
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["code"] == "assistant_busy"
+    assert "retry-after" in busy.headers
+    assert (await waiting).status_code == 504
+    mine = [op for op, body in billing.asked if body["tenant_id"] == str(tenant)]
+    assert mine == ["reserve", "release"]  # the first message's only
+    assert await _messages(creator_db, started[1]) == 0

@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bai_contracts import (
     BrandVoice,
@@ -160,3 +160,23 @@ async def test_settling_waits_for_billing_and_then_happens_once(
     await credits.settle(creator_db, nc)
     assert (await reread(creator_db, job.id)).credits == "committed"
     assert operations(billing, job.id).count("commit") == 1
+
+
+async def test_a_workspace_with_many_queued_posts_does_not_hold_up_anothers_first(
+    creator_db: Database, nc: NatsClient, billing: BillingStandIn
+) -> None:
+    busy, neighbour = uuid4(), uuid4()
+    for _ in range(credits.BATCH + 10):  # more than one pass takes, all queued first
+        await queued(creator_db, busy)
+    first = await queued(creator_db, neighbour)
+
+    await credits.reserve_queued(creator_db, nc)
+
+    assert operations(billing, first.id) == ["reserve"]
+    assert (await reread(creator_db, first.id)).credits == "reserved"
+    async with creator_db.transaction() as session:  # nothing left for the tests after this
+        await session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.tenant_id.in_([busy, neighbour]))
+            .values(state="failed", credits="released")
+        )

@@ -173,3 +173,26 @@ async def test_an_earlier_version_can_be_chosen_again_and_the_planner_is_told(
         e.payload(ContentVersionChosen) for e in events if e.type == ContentVersionChosen.subject
     ]
     assert (told.post_id, told.version) == (post_id, 1)
+
+
+async def test_a_workspace_with_many_queued_posts_does_not_hold_up_anothers_first(
+    creator_db: Database,
+) -> None:
+    busy, neighbour = uuid4(), uuid4()
+    for _ in range(30):  # more than one batch, all queued first
+        await deliver(creator_db, busy, request())
+    first = request()
+    await deliver(creator_db, neighbour, first)
+    async with creator_db.transaction() as session:
+        await session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.tenant_id.in_([busy, neighbour]))
+            .values(credits="reserved")
+        )
+
+    async with creator_db.transaction() as session:
+        await run_builtin_jobs(session, limit=20)
+
+    [job] = await jobs_of(creator_db, first.post_id)
+    assert job.state == "completed"
+    await run_until_idle(creator_db)  # nothing left for the tests after this one

@@ -1,26 +1,41 @@
 """The OpenAI-compatible engine against a small local server speaking chat completions."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from sqlalchemy import select
+from cryptography.fernet import Fernet
+from nats.aio.client import Client as NatsClient
+from sqlalchemy import select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bai_contracts import BrandVoice, ContentGenerated, PostGenerationRequested
+from bai_contracts import (
+    WIDGET_LOOKUP_SUBJECT,
+    BrandVoice,
+    ContentFailed,
+    ContentGenerated,
+    PostGenerationRequested,
+    WidgetFound,
+    WidgetLookup,
+)
 from bai_platform.db import Database
+from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope, new_event
+from bai_platform.messaging import connect
+from bai_platform.rpc import ask
 from bai_platform.secrets import fernet_for
 from bai_platform.testing_servers import served
 from bai_platform.worker import WorkerContext
+from creator.engines import n8n, openai_jobs
 from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
 from creator.engines.openai import (
     Endpoint,
@@ -30,9 +45,9 @@ from creator.engines.openai import (
     parse_reply,
 )
 from creator.events import on_generation_requested
-from creator.models import EngineSettings, GenerationJob, outbox
+from creator.models import ChatWidget, EngineSettings, GenerationJob, outbox
 from creator.settings import CreatorSettings
-from creator.worker import OpenAIRunner
+from creator.worker import OpenAIRunner, openai_runner_task, widget_lookup_task
 
 KEY = "sk-test-0123456789"
 VOICE = BrandVoice(tone="warm", keywords=["coffee"], avoid=["cheap"], language="es")
@@ -65,6 +80,14 @@ class Provider:
     headers: list[dict[str, str]] = field(default_factory=list)
     status: int = 200
     content: str = json.dumps({"text": "Café de invierno, ya aquí.", "hashtags": ["#coffee"]})
+    drip: bool = False  # answer one byte at a time, each well within a read timeout
+
+
+async def dripping() -> AsyncIterator[bytes]:
+    """A reply that never ends: one byte every 0.2 s, for ten minutes."""
+    for _ in range(3000):
+        yield b" "
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -74,6 +97,8 @@ async def provider() -> AsyncIterator[Provider]:
     async def completions(request: Request) -> Response:
         state.received.append(await request.json())
         state.headers.append(dict(request.headers))
+        if state.drip:
+            return StreamingResponse(dripping(), media_type="application/json")
         if state.status != 200:
             error = {"error": {"message": "Incorrect API key provided", "type": "invalid_request"}}
             return JSONResponse(error, status_code=state.status)
@@ -126,12 +151,20 @@ async def runner(
     creator_db: Database, creator_settings: CreatorSettings
 ) -> AsyncIterator[OpenAIRunner]:
     settings = creator_settings.model_copy(
-        update={"allow_private_destinations": True, "dispatch_max_attempts": 2}
+        update={
+            "allow_private_destinations": True,
+            "dispatch_max_attempts": 2,
+            "engine_deadline_seconds": 1,
+        }
     )
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
     ctx = WorkerContext(settings=settings, db=creator_db, nc=None, js=None)  # type: ignore[arg-type]  # the runner uses neither
     async with httpx.AsyncClient() as client:
-        yield OpenAIRunner(ctx, settings, box, client)
+        runner = OpenAIRunner(ctx, settings, box, client)
+        try:
+            yield runner
+        finally:
+            await runner.stop()
 
 
 async def deliver(
@@ -184,6 +217,32 @@ def test_a_reply_is_read_as_json_fenced_json_or_plain_text(content: str, text: s
     assert len(parsed.hashtags) <= 1
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "content",
+    [
+        "```" + " " * 20_000 + "x",  # cubic for the old fenced-block pattern
+        "```json" + "\n" * 20_000 + "x```" + " " * 20_000,
+        "```" + "```" * 20_000,
+    ],
+)
+def test_a_reply_built_to_stall_a_pattern_is_read_at_once(content: str) -> None:
+    with pytest.raises(EngineFailed, match="characters"):
+        parse_reply(json.dumps(completion(content)).encode(), "instagram")
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"[" * 100_000, "not a chat completion"),  # deeper than the JSON reader goes
+        (json.dumps(completion("[" * 100_000)).encode(), "characters"),  # read as plain text
+    ],
+)
+def test_a_deeply_nested_reply_fails_saying_why(raw: bytes, why: str) -> None:
+    with pytest.raises(EngineFailed, match=why):
+        parse_reply(raw, "instagram")
+
+
 @pytest.mark.parametrize(
     ("raw", "why", "retryable"),
     [
@@ -208,6 +267,7 @@ async def test_a_job_is_written_by_the_provider_and_announced(
     assert job.engine == OPENAI_COMPATIBLE
 
     await runner.pass_once()
+    await runner.idle()
 
     assert provider.headers[0]["authorization"] == f"Bearer {KEY}"
     assert provider.received[0]["model"] == "gpt-test"
@@ -231,6 +291,7 @@ async def test_a_refused_key_fails_the_job_at_once_with_the_providers_message(
     job = await deliver(creator_db, tenant, request())
 
     await runner.pass_once()
+    await runner.idle()
 
     failed = await reread(creator_db, job.id)
     assert failed.state == "failed"
@@ -247,6 +308,7 @@ async def test_a_provider_error_is_retried_then_fails_after_the_last_attempt(
     job = await deliver(creator_db, tenant, request())
 
     await runner.pass_once()
+    await runner.idle()
     waiting = await reread(creator_db, job.id)
     assert (waiting.state, waiting.attempts) == ("queued", 1)
     assert waiting.error is not None
@@ -256,6 +318,7 @@ async def test_a_provider_error_is_retried_then_fails_after_the_last_attempt(
         row = await session.get_one(GenerationJob, job.id)
         row.next_attempt_at = datetime.now(UTC)  # its turn comes now
     await runner.pass_once()
+    await runner.idle()
 
     failed = await reread(creator_db, job.id)
     assert (failed.state, failed.attempts) == ("failed", 2)
@@ -270,7 +333,7 @@ async def test_an_engine_on_an_internal_address_is_refused_without_a_call(
     endpoint = Endpoint(base_url=provider.base_url, api_key=KEY, model="gpt-test")
     async with httpx.AsyncClient() as client:
         with pytest.raises(EngineFailed) as refused:
-            await chat_completion(client, endpoint, [], timeout_seconds=5, allow_private=False)
+            await chat_completion(client, endpoint, [], deadline_seconds=5, allow_private=False)
 
     assert not refused.value.retryable
     assert "internal" in str(refused.value)
@@ -289,8 +352,236 @@ async def test_the_engine_is_called_at_the_address_that_was_checked(provider: Pr
 
     async with httpx.AsyncClient() as client:
         raw = await chat_completion(
-            client, endpoint, [], timeout_seconds=5, allow_private=True, resolver=resolver
+            client, endpoint, [], deadline_seconds=5, allow_private=True, resolver=resolver
         )
 
     assert json.loads(raw)["object"] == "chat.completion"
     assert provider.headers[-1]["host"] == f"llm.example:{port}"
+
+
+@pytest.mark.timeout(60)
+async def test_an_engine_that_drips_its_answer_is_cut_off_at_the_deadline(
+    provider: Provider,
+) -> None:
+    provider.drip = True
+    endpoint = Endpoint(base_url=provider.base_url, api_key=KEY, model="gpt-test")
+
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(EngineFailed, match="did not answer within 1 s") as cut:
+            await chat_completion(client, endpoint, [], deadline_seconds=1, allow_private=True)
+
+    assert cut.value.retryable
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("on_openai")
+async def test_a_job_whose_engine_drips_fails_saying_the_engine_did_not_answer_in_time(
+    creator_db: Database, tenant: UUID, provider: Provider, runner: OpenAIRunner
+) -> None:
+    provider.drip = True
+    job = await deliver(creator_db, tenant, request())
+
+    await runner.pass_once()
+    await runner.idle()
+    async with creator_db.transaction() as session:
+        row = await session.get_one(GenerationJob, job.id)
+        row.next_attempt_at = datetime.now(UTC)  # its second turn comes now
+    await runner.pass_once()
+    await runner.idle()
+
+    failed = await reread(creator_db, job.id)
+    assert (failed.state, failed.attempts, failed.credits) == ("failed", 2, "pending_release")
+    assert failed.error == "after 2 attempt(s): the engine did not answer within 1 s"
+
+
+# ---- fairness between workspaces, and jobs left mid-call ---------------------------------
+async def engine_of(creator_db: Database, box: Fernet, tenant: UUID, base_url: str) -> None:
+    """Point ``tenant`` at an OpenAI-compatible engine at ``base_url``."""
+    async with creator_db.transaction() as session:
+        session.add(
+            EngineSettings(
+                tenant_id=tenant,
+                engine=OPENAI_COMPATIBLE,
+                base_url=base_url,
+                model="gpt-test",
+                api_key=box.encrypt(KEY.encode()),
+                accept_secret_header=False,
+                deadline_seconds=600,
+                updated_by="test",
+            )
+        )
+
+
+async def test_jobs_are_claimed_in_turns_across_workspaces_within_each_ones_cap(
+    creator_db: Database, engine_box: Fernet, provider: Provider
+) -> None:
+    busy, other = uuid4(), uuid4()
+    for tenant in (busy, other):
+        await engine_of(creator_db, engine_box, tenant, provider.base_url)
+    many = [await deliver(creator_db, busy, request()) for _ in range(5)]  # due first
+    one = await deliver(creator_db, other, request())
+
+    async with creator_db.transaction() as session:
+        claimed = await openai_jobs.claim(session, box=engine_box, limit=50, per_workspace=2)
+    async with creator_db.transaction() as session:
+        again = await openai_jobs.claim(session, box=engine_box, limit=50, per_workspace=2)
+
+    ids = {c.job_id for c in claimed}
+    assert len(ids & {j.id for j in many}) == 2
+    assert one.id in ids
+    assert not {c.job_id for c in again} & {j.id for j in [*many, one]}  # caps are full
+    await _end(creator_db, [j.id for j in [*many, one]])
+
+
+async def test_a_job_left_mid_call_past_its_deadline_is_tried_again_then_failed_once(
+    creator_db: Database, engine_box: Fernet, tenant: UUID, provider: Provider
+) -> None:
+    await engine_of(creator_db, engine_box, tenant, provider.base_url)
+    job = await deliver(creator_db, tenant, request())
+    left = datetime.now(UTC) - timedelta(minutes=5)  # a worker died mid-call 5 minutes ago
+    for attempts, expected in ((1, "queued"), (2, "failed")):
+        async with creator_db.transaction() as session:
+            row = await session.get_one(GenerationJob, job.id)
+            row.state, row.attempts, row.next_attempt_at = "dispatching", attempts, left
+        for _ in range(2):  # a second sweep finds nothing more to do
+            async with creator_db.transaction() as session:
+                await openai_jobs.recover_stuck(
+                    session, older_than=timedelta(seconds=90), max_attempts=2
+                )
+
+        swept = await reread(creator_db, job.id)
+        assert swept.state == expected
+    assert swept.credits == "pending_release"
+    assert swept.error == "after 2 attempt(s): the engine call was interrupted and did not finish"
+    failed = [e for e in await announced(creator_db, job.id) if e.type == ContentFailed.subject]
+    assert len(failed) == 1
+
+
+async def test_a_job_within_its_deadline_is_left_to_its_call(
+    creator_db: Database, engine_box: Fernet, tenant: UUID, provider: Provider
+) -> None:
+    await engine_of(creator_db, engine_box, tenant, provider.base_url)
+    job = await deliver(creator_db, tenant, request())
+    async with creator_db.transaction() as session:
+        row = await session.get_one(GenerationJob, job.id)
+        row.state, row.attempts, row.next_attempt_at = "dispatching", 1, datetime.now(UTC)
+
+    async with creator_db.transaction() as session:
+        await openai_jobs.recover_stuck(session, older_than=timedelta(seconds=90), max_attempts=2)
+        await n8n.recover_stuck(session, older_than=timedelta(seconds=0))  # not n8n's to take
+
+    assert (await reread(creator_db, job.id)).state == "dispatching"
+    await _end(creator_db, [job.id])
+
+
+async def _end(creator_db: Database, job_ids: list[str]) -> None:
+    """Leave nothing queued or mid-call for the tests after this one."""
+    async with creator_db.transaction() as session:
+        await session.execute(
+            update(GenerationJob).where(GenerationJob.id.in_(job_ids)).values(state="failed")
+        )
+
+
+@dataclass
+class HostileEngine:
+    """An engine its workspace's owner runs to stall the platform: its first answer is a
+    reply built to stall a backtracking pattern, every later one drips for ever."""
+
+    base_url: str = ""
+    calls: int = 0
+
+
+@pytest.fixture
+async def hostile_engine() -> AsyncIterator[HostileEngine]:
+    state = HostileEngine()
+
+    async def completions(request: Request) -> Response:
+        await request.body()
+        state.calls += 1
+        if state.calls == 1:
+            return JSONResponse(completion("```" + " " * 20_000 + "x"))
+        return StreamingResponse(dripping(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    async with served(app) as base:
+        state.base_url = f"{base}/v1"
+        yield state
+
+
+@pytest.fixture
+async def nc(migrated: Stack) -> AsyncIterator[NatsClient]:
+    client = await connect(migrated.nats_url, name="openai-fairness-test")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_hostile_engine_holds_up_no_other_workspace(
+    creator_db: Database,
+    creator_settings: CreatorSettings,
+    engine_box: Fernet,
+    nc: NatsClient,
+    provider: Provider,
+    hostile_engine: HostileEngine,
+) -> None:
+    hostile, neighbour = uuid4(), uuid4()
+    await engine_of(creator_db, engine_box, hostile, hostile_engine.base_url)
+    await engine_of(creator_db, engine_box, neighbour, provider.base_url)
+    async with creator_db.transaction() as session:
+        widget = ChatWidget(
+            tenant_id=neighbour,
+            public_key="wk_" + uuid4().hex,
+            name="Neighbour",
+            allowed_origins=["https://neighbour.example"],
+            greeting="Hi",
+            knowledge=[],
+            voice={},
+            visitor_hourly_limit=10,
+            widget_daily_limit=100,
+            created_by="test",
+        )
+        session.add(widget)
+    settings = creator_settings.model_copy(
+        update={
+            "allow_private_destinations": True,
+            # Long beside the neighbour's work (a local call), short for a test.
+            "engine_deadline_seconds": 8,
+            "dispatch_max_attempts": 2,
+            "dispatch_backoff_base_seconds": 0.1,
+            "dispatch_backoff_cap_seconds": 0.2,
+            "dispatch_poll_seconds": 0.1,
+        }
+    )
+    ctx = WorkerContext(settings=settings, db=creator_db, nc=nc, js=nc.jetstream())
+    box = fernet_for(settings.secret_key, ENGINE_SECRETS)
+    tasks = [openai_runner_task(settings, box)(ctx), widget_lookup_task()(ctx)]
+    bad = await deliver(creator_db, hostile, request())
+    async with asyncio.TaskGroup() as group:
+        for task in tasks:
+            group.create_task(task(ctx.stop))
+        try:
+            while hostile_engine.calls < 2:  # the bomb has been read; now it drips
+                await asyncio.sleep(0.05)
+            good = await deliver(creator_db, neighbour, request())
+            found = await ask(
+                nc, WIDGET_LOOKUP_SUBJECT, WidgetLookup(public_key=widget.public_key), WidgetFound
+            )
+            written = await _ended(creator_db, good.id)
+            meanwhile = await reread(creator_db, bad.id)  # its engine still drips
+            failed = await _ended(creator_db, bad.id)
+        finally:
+            ctx.stop.set()
+
+    assert (found.found, found.tenant_id) == (True, neighbour)
+    assert written.state == "completed"
+    assert meanwhile.state == "dispatching"
+    assert failed.state == "failed"
+    assert failed.error == "after 2 attempt(s): the engine did not answer within 8 s"
+
+
+async def _ended(creator_db: Database, job_id: str) -> GenerationJob:
+    while (job := await reread(creator_db, job_id)).state not in ("completed", "failed"):
+        await asyncio.sleep(0.1)
+    return job

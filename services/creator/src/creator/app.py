@@ -12,6 +12,7 @@ from bai_platform.webhooks import WebhookDispatcher
 from creator.api import router
 from creator.chat_api import ChatCors
 from creator.chat_api import router as chat_router
+from creator.chat_reply import ChatSlots
 from creator.settings import CreatorSettings
 
 
@@ -28,9 +29,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             app.state.nats, app.state.chat_http = link, client
             app.state.chat_dispatcher = WebhookDispatcher(
                 client=client,
-                timeout_seconds=resolved.chat_timeout_seconds,
+                # A backstop: the chat's own deadline (chat.reply) answers the visitor first.
+                timeout_seconds=resolved.chat_deadline_seconds + 1,
                 allow_private=resolved.allow_private_destinations,
             )
+            app.state.chat_slots = ChatSlots(resolved.chat_workspace_concurrency)
             try:
                 yield
             finally:

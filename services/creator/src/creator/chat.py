@@ -1,54 +1,26 @@
-"""The website chat widget: widgets, visitors' conversations, and replies.
+"""The website chat widget: widgets for the team, and visitors' conversations.
 
 A visitor reaches creator through the gateway with a visitor token: ``X-BAI-Identity``
 subject ``visitor:<widget>:<visitor>``, role ``visitor``. A conversation belongs to one
-widget and one visitor; nobody else can read or write it. Each reply:
-
-1. counts against the visitor's hourly and the widget's daily message limits (429);
-2. holds one ``chat_messages`` credit with billing (refused: 402; billing away: 503);
-3. is written by the workspace's engine (built in, OpenAI-compatible, or an n8n workflow
-   answering synchronously with ``{"reply": ...}``) from the widget's knowledge and voice;
-4. is stored with the visitor's message, announced (``bai.creator.chat.replied.v1``, which
-   live events show to the team), and its credit is committed; a failed reply releases it.
+widget and one visitor; nobody else can read or write it. Replies: ``chat_reply``.
 """
 
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from uuid import UUID, uuid4
+from datetime import UTC, datetime
+from uuid import UUID
 
-from nats.aio.client import Client as NatsClient
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_contracts import (
-    VISITOR_ROLE,
-    ChatReplied,
-    CommitCredits,
-    QuotaAnswer,
-    ReleaseCredits,
-    ReserveCredits,
-    WidgetFound,
-    WidgetLookup,
-    quota_subject,
-)
-from bai_platform.envelope import new_event
-from bai_platform.errors import (
-    Forbidden,
-    NotFound,
-    ServiceError,
-    ServiceUnavailable,
-    TooManyRequests,
-)
+from bai_contracts import VISITOR_ROLE, WidgetFound, WidgetLookup
+from bai_platform.errors import Forbidden, NotFound
 from bai_platform.identity import Identity
-from bai_platform.outbox import emit
-from bai_platform.rpc import Unreachable, ask
-from creator.models import ChatMessage, ChatWidget, Conversation, outbox
+from creator.models import ChatMessage, ChatWidget, Conversation
 from creator.schemas import WidgetCreate, WidgetUpdate
 
 EDITORS = ("owner", "admin", "editor")
-HISTORY = 10
 WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 Writer = Callable[[ChatWidget, list[ChatMessage], str], Awaitable[str]]
 
@@ -63,14 +35,6 @@ class ConversationNotFound(NotFound):
 
 class NotAVisitor(Forbidden):
     code = "visitors_only"
-
-
-class OutOfChatCredits(ServiceError):
-    status_code, code = 402, "insufficient_credits"
-
-
-class ReplyFailed(ServiceUnavailable):
-    code = "reply_failed"
 
 
 # ---- widgets (the team) ----------------------------------------------------------------
@@ -158,35 +122,9 @@ async def start(session: AsyncSession, *, identity: Identity) -> tuple[Conversat
 async def messages(
     session: AsyncSession, *, identity: Identity, conversation_id: UUID
 ) -> list[ChatMessage]:
-    conversation = await _own_conversation(session, identity, conversation_id)
+    conversation = await own_conversation(session, identity, conversation_id)
     query = select(ChatMessage).where(ChatMessage.conversation_id == conversation.id)
     return list((await session.scalars(query.order_by(ChatMessage.id))).all())
-
-
-async def reply(
-    session: AsyncSession,
-    *,
-    identity: Identity,
-    conversation_id: UUID,
-    text: str,
-    nc: NatsClient | None,
-    write: Callable[[ChatWidget], Writer],
-) -> str:
-    """Answer the visitor's message, within the limits and the workspace's credits."""
-    conversation = await _own_conversation(session, identity, conversation_id)
-    widget = await session.get_one(ChatWidget, conversation.widget_id)
-    await _within_limits(session, widget, conversation.visitor)
-    reference = f"chat_{uuid4().hex}"
-    await _hold_credit(nc, widget.tenant_id, reference)
-    try:
-        history = await _history(session, conversation.id)
-        answer = await write(widget)(widget, history, text)
-    except Exception as exc:
-        await _settle(nc, ReleaseCredits, widget.tenant_id, reference)
-        raise ReplyFailed("the assistant could not answer right now; please try again") from exc
-    await _keep(session, widget, conversation, text, answer)
-    await _settle(nc, CommitCredits, widget.tenant_id, reference)
-    return answer
 
 
 async def _active_widget(session: AsyncSession, tenant_id: UUID, widget_id: UUID) -> ChatWidget:
@@ -196,7 +134,7 @@ async def _active_widget(session: AsyncSession, tenant_id: UUID, widget_id: UUID
     return widget
 
 
-async def _own_conversation(
+async def own_conversation(
     session: AsyncSession, identity: Identity, conversation_id: UUID
 ) -> Conversation:
     widget_id, visitor = visitor_of(identity)
@@ -210,97 +148,6 @@ async def _own_conversation(
         raise ConversationNotFound("no such conversation")
     await _active_widget(session, identity.tenant_id, widget_id)
     return conversation
-
-
-async def _within_limits(session: AsyncSession, widget: ChatWidget, visitor: str) -> None:
-    now = datetime.now(UTC)
-    mine = await _count(session, ChatMessage.visitor == visitor, since=now - timedelta(hours=1))
-    if mine >= widget.visitor_hourly_limit:
-        raise TooManyRequests(
-            f"at most {widget.visitor_hourly_limit} messages an hour",
-            headers={"Retry-After": "600"},
-        )
-    everyone = await _count(
-        session, ChatMessage.widget_id == widget.id, since=now - timedelta(days=1)
-    )
-    if everyone >= widget.widget_daily_limit:
-        raise TooManyRequests(
-            "this chat has answered all it may today", headers={"Retry-After": "3600"}
-        )
-
-
-async def _count(session: AsyncSession, who: ColumnElement[bool], *, since: datetime) -> int:
-    query = select(func.count()).where(
-        who,
-        ChatMessage.role == "visitor",
-        ChatMessage.created_at >= since,
-    )
-    return int(await session.scalar(query) or 0)
-
-
-async def _hold_credit(nc: NatsClient | None, tenant_id: UUID, reference: str) -> None:
-    question = ReserveCredits(
-        tenant_id=tenant_id, kind="chat_messages", amount=1, reference=reference
-    )
-    try:
-        answer = await ask(nc, quota_subject("reserve"), question, QuotaAnswer)
-    except Unreachable as exc:
-        raise ServiceUnavailable("the chat is briefly unavailable; please try again") from exc
-    if not answer.ok:
-        raise OutOfChatCredits("this chat has no messages left; the team has been told")
-
-
-async def _settle(
-    nc: NatsClient | None,
-    model: type[CommitCredits] | type[ReleaseCredits],
-    tenant_id: UUID,
-    reference: str,
-) -> None:
-    operation = "commit" if model is CommitCredits else "release"
-    question = model(tenant_id=tenant_id, kind="chat_messages", reference=reference)
-    try:
-        await ask(nc, quota_subject(operation), question, QuotaAnswer)
-    except Unreachable:
-        # Billing answered the reservation a moment ago; a held credit that is never
-        # settled stays visible in the ledger as a reservation (nothing is charged twice).
-        return
-
-
-async def _history(session: AsyncSession, conversation_id: UUID) -> list[ChatMessage]:
-    query = (
-        select(ChatMessage)
-        .where(ChatMessage.conversation_id == conversation_id)
-        .order_by(ChatMessage.id.desc())
-        .limit(HISTORY)
-    )
-    return list(reversed((await session.scalars(query)).all()))
-
-
-async def _keep(
-    session: AsyncSession, widget: ChatWidget, conversation: Conversation, text: str, answer: str
-) -> None:
-    for role, said in (("visitor", text), ("assistant", answer)):
-        session.add(
-            ChatMessage(
-                tenant_id=widget.tenant_id,
-                widget_id=widget.id,
-                conversation_id=conversation.id,
-                visitor=conversation.visitor,
-                role=role,
-                text=said,
-            )
-        )
-    replied = ChatReplied(
-        conversation_id=conversation.id,
-        widget_id=widget.id,
-        message=text,
-        reply=answer,
-        at=datetime.now(UTC),
-    )
-    envelope = new_event(
-        replied, source="creator", tenant_id=widget.tenant_id, subject=str(conversation.id)
-    )
-    await emit(session, outbox, envelope)
 
 
 # ---- the built-in chat engine ----------------------------------------------------------

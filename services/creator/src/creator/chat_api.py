@@ -6,13 +6,13 @@ from fastapi import APIRouter, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bai_contracts import CHAT_PATH_PREFIX
-from bai_platform.db import ReadSession, Session
+from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.secrets import fernet_for
-from creator import chat
+from creator import chat, chat_reply
 from creator.chat_engines import writer_for
-from creator.engines.config import ENGINE_SECRETS, engine_of
-from creator.models import ChatWidget
+from creator.engines.config import ENGINE_SECRETS
+from creator.models import ChatWidget, EngineSettings
 from creator.schemas import (
     ConversationRead,
     MessageCreate,
@@ -78,34 +78,36 @@ async def conversation_messages(
 
 @router.post("/chat/{conversation_id}/messages")
 async def send_message(
-    conversation_id: UUID,
-    body: MessageCreate,
-    request: Request,
-    identity: CurrentIdentity,
-    session: Session,
+    conversation_id: UUID, body: MessageCreate, request: Request, identity: CurrentIdentity
 ) -> ReplyRead:
-    """The visitor's message, answered by the workspace's engine (one chat credit)."""
+    """The visitor's message, answered by the workspace's engine (one chat credit).
+
+    No request session: ``chat.reply`` opens short transactions of its own, so no database
+    connection waits on the engine."""
     settings: CreatorSettings = request.app.state.settings
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
-    engine = await engine_of(session, tenant_id=identity.tenant_id)
 
-    def write(widget: ChatWidget) -> chat.Writer:
+    def write(widget: ChatWidget, engine: EngineSettings | None) -> chat.Writer:
         return writer_for(
             engine if widget.engine == "workspace" else None,
             box=box,
             client=request.app.state.chat_http,
             dispatcher=request.app.state.chat_dispatcher,
-            timeout_seconds=settings.chat_timeout_seconds,
+            # A backstop a second past the chat's own deadline, which answers the visitor.
+            deadline_seconds=settings.chat_deadline_seconds + 1,
             allow_private=settings.allow_private_destinations,
         )
 
-    answer = await chat.reply(
-        session,
+    db: Database = request.app.state.db
+    answer = await chat_reply.reply(
+        db,
         identity=identity,
         conversation_id=conversation_id,
         text=body.text,
         nc=request.app.state.nats.client,
         write=write,
+        deadline_seconds=settings.chat_deadline_seconds,
+        slots=request.app.state.chat_slots,
     )
     return ReplyRead(reply=answer)
 

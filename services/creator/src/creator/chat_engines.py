@@ -25,7 +25,7 @@ def writer_for(
     box: Fernet,
     client: httpx.AsyncClient,
     dispatcher: WebhookDispatcher,
-    timeout_seconds: float,
+    deadline_seconds: float,
     allow_private: bool = False,
 ) -> Writer:
     if settings is not None and settings.engine == OPENAI_COMPATIBLE and settings.base_url:
@@ -34,7 +34,7 @@ def writer_for(
             model=settings.model or "",
             api_key=box.decrypt(settings.api_key or b"").decode(),
         )
-        return _openai(client, endpoint, timeout_seconds, allow_private)
+        return _openai(client, endpoint, deadline_seconds, allow_private)
     if settings is not None and settings.engine == N8N and settings.webhook_url:
         secret = box.decrypt(settings.secret or b"").decode()
         return _n8n(dispatcher, settings.webhook_url, secret, settings.accept_secret_header)
@@ -46,14 +46,14 @@ async def _builtin(widget: ChatWidget, history: list[ChatMessage], text: str) ->
 
 
 def _openai(
-    client: httpx.AsyncClient, endpoint: Endpoint, timeout_seconds: float, allow_private: bool
+    client: httpx.AsyncClient, endpoint: Endpoint, deadline_seconds: float, allow_private: bool
 ) -> Writer:
     async def write(widget: ChatWidget, history: list[ChatMessage], text: str) -> str:
         raw = await chat_completion(
             client,
             endpoint,
             messages_for(widget, history, text),
-            timeout_seconds=timeout_seconds,
+            deadline_seconds=deadline_seconds,
             allow_private=allow_private,
         )
         return completion_text(raw)[:2000]
@@ -99,7 +99,7 @@ def _n8n(dispatcher: WebhookDispatcher, url: str, secret: str, secret_header: bo
         )
         try:
             answer = json.loads(delivered.body)["reply"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise EngineFailed(
                 'the workflow did not answer {"reply": ...}', retryable=False
             ) from exc

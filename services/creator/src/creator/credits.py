@@ -18,7 +18,7 @@ from uuid import UUID
 
 import structlog
 from nats.aio.client import Client as NatsClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import (
@@ -47,13 +47,29 @@ class Pending:
 
 
 async def pending(db: Database, *, states: tuple[str, ...], limit: int = 100) -> list[Pending]:
-    async with db.transaction() as session:
-        query = (
-            select(GenerationJob.id, GenerationJob.tenant_id, GenerationJob.credits)
-            .where(GenerationJob.credits.in_(states))
-            .order_by(GenerationJob.created_at)
-            .limit(limit)
+    """Jobs whose credits are in ``states``, in turns across workspaces (each one's oldest,
+    then each one's second...): a workspace that queued thousands of posts does not hold
+    up another's first one."""
+    place = func.row_number().over(
+        partition_by=GenerationJob.tenant_id, order_by=GenerationJob.created_at
+    )
+    ranked = (
+        select(
+            GenerationJob.id,
+            GenerationJob.tenant_id,
+            GenerationJob.credits,
+            GenerationJob.created_at,
+            place.label("turn"),
         )
+        .where(GenerationJob.credits.in_(states))
+        .subquery()
+    )
+    query = (
+        select(ranked.c.id, ranked.c.tenant_id, ranked.c.credits)
+        .order_by(ranked.c.turn, ranked.c.created_at)
+        .limit(limit)
+    )
+    async with db.transaction() as session:
         return [Pending(*row) for row in await session.execute(query)]
 
 

@@ -6,10 +6,11 @@ version and announced, all in one transaction, so a crash leaves it queued, neve
 """
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,16 +86,15 @@ async def accept_request(
 
 async def run_builtin_jobs(session: AsyncSession, *, limit: int = 20) -> int:
     """Write the content of queued built-in jobs; returns how many were completed."""
+    due = (
+        GenerationJob.state == "queued",
+        GenerationJob.engine == BUILTIN,
+        GenerationJob.credits == "reserved",
+        GenerationJob.next_attempt_at <= func.now(),
+    )
     query = (
         select(GenerationJob)
-        .where(
-            GenerationJob.state == "queued",
-            GenerationJob.engine == BUILTIN,
-            GenerationJob.credits == "reserved",
-            GenerationJob.next_attempt_at <= func.now(),
-        )
-        .order_by(GenerationJob.next_attempt_at)
-        .limit(limit)
+        .where(GenerationJob.id.in_(in_turns(due, limit=limit)), *due)
         .with_for_update(skip_locked=True)
     )
     jobs = list((await session.scalars(query)).all())
@@ -103,6 +103,41 @@ async def run_builtin_jobs(session: AsyncSession, *, limit: int = 20) -> int:
         version = await _next_version(session, job.post_id)
         await complete(session, job, content=write(brief_of(job, version)), version=version)
     return len(jobs)
+
+
+def in_turns(
+    due: Sequence[ColumnElement[bool]],
+    *,
+    limit: int,
+    per_workspace: int | None = None,
+    engine: str | None = None,
+) -> Select[tuple[str]]:
+    """The ids of the next ``limit`` jobs among ``due``, in turns across workspaces: each
+    workspace's first due job, then each one's second... so one workspace with many jobs
+    cannot hold up another's. With ``per_workspace``, a workspace's jobs of ``engine``
+    already being dispatched (by any worker) count against it, and it gets no more turns
+    than that allows. Lock the rows with ``id IN (this) AND due ... FOR UPDATE SKIP
+    LOCKED`` (Postgres locks no rows of a query with a window function)."""
+    running = (
+        select(GenerationJob.tenant_id, func.count().label("calls"))
+        .where(GenerationJob.state == "dispatching", GenerationJob.engine == engine)
+        .group_by(GenerationJob.tenant_id)
+        .subquery()
+    )
+    place = func.row_number().over(
+        partition_by=GenerationJob.tenant_id, order_by=GenerationJob.next_attempt_at
+    )
+    turn = (place if per_workspace is None else func.coalesce(running.c.calls, 0) + place).label(
+        "turn"
+    )
+    ranked = select(GenerationJob.id, GenerationJob.next_attempt_at, turn).where(*due)
+    if per_workspace is not None:
+        ranked = ranked.outerjoin(running, running.c.tenant_id == GenerationJob.tenant_id)
+    candidates = ranked.subquery()
+    query = select(candidates.c.id).order_by(candidates.c.turn, candidates.c.next_attempt_at)
+    if per_workspace is not None:
+        query = query.where(candidates.c.turn <= per_workspace)
+    return query.limit(limit)
 
 
 def request_of(job: GenerationJob) -> PostGenerationRequested:

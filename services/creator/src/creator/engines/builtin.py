@@ -16,6 +16,10 @@ from bai_contracts import BrandVoice, GeneratedContent
 from creator.channels import ChannelRules, rules_for
 
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Spaces before a punctuation mark. The look-behind lets only the first space of a run
+# start a match: without it every space of a long run would rescan the rest of the run
+# (quadratic in a brief of spaces). Every pattern here is linear in the text it reads.
+SPACE_BEFORE_MARK = re.compile(r"(?<! ) +([.,!?;:])")
 OPENERS = {
     "warm": ("Good news from {brand}!", "Something new at {brand}.", "From all of us at {brand}:"),
     "playful": (
@@ -112,7 +116,7 @@ def _avoided(voice: BrandVoice) -> list[re.Pattern[str]]:
 def _clean(text: str, avoid: list[re.Pattern[str]]) -> str:
     for pattern in avoid:
         text = pattern.sub("", text)
-    return re.sub(r"[ \t]{2,}", " ", re.sub(r" +([.,!?;:])", r"\1", text)).strip()
+    return re.sub(r"[ \t]{2,}", " ", SPACE_BEFORE_MARK.sub(r"\1", text)).strip()
 
 
 def _hashtags(voice: BrandVoice, rules: ChannelRules, avoid: list[re.Pattern[str]]) -> list[str]:

@@ -44,7 +44,7 @@ from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
 from creator.channels import rules_for
 from creator.engines.config import N8N
-from creator.generation import ERROR_LIMIT, complete, fail, request_of
+from creator.generation import ERROR_LIMIT, complete, fail, in_turns, request_of
 from creator.models import EngineSettings, GenerationJob
 
 ACTIVE = ("queued", "dispatching", "dispatched")
@@ -63,15 +63,14 @@ async def claim(
     session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
 ) -> list[Dispatch]:
     """Take queued n8n jobs whose turn has come; they go out after this commits."""
-    query = (
+    due = (
+        GenerationJob.state == "queued",
+        GenerationJob.engine == N8N,
+        GenerationJob.next_attempt_at <= _now(),
+    )
+    query = (  # in turns across workspaces: one with many jobs does not fill every batch
         select(GenerationJob)
-        .where(
-            GenerationJob.state == "queued",
-            GenerationJob.engine == N8N,
-            GenerationJob.next_attempt_at <= _now(),
-        )
-        .order_by(GenerationJob.next_attempt_at)
-        .limit(limit)
+        .where(GenerationJob.id.in_(in_turns(due, limit=limit)), *due)
         .with_for_update(skip_locked=True)
     )
     claimed = []
@@ -179,6 +178,7 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
         select(GenerationJob)
         .where(
             GenerationJob.state == "dispatching",
+            GenerationJob.engine == N8N,  # OpenAI-compatible jobs have their own rule
             GenerationJob.next_attempt_at < _now() - older_than,
         )
         .with_for_update(skip_locked=True)

@@ -5,25 +5,23 @@
 "response_format": {"type": "json_object"}}``. The system message carries the brand's
 voice and the channel's limits and asks for one JSON object with the content fields;
 the reply's ``choices[0].message.content`` is read as that object (a fenced ```json block
-is accepted), or, when it is not JSON at all, as the post's text.
+is accepted), or, when it is not JSON at all, as the post's text. Replies are parsed in
+time linear in their size (no backtracking patterns): the engine is the tenant's.
 
 Failures that may pass (timeouts, connection errors, 408, 409, 429, 5xx) are tried again
 with backoff up to ``dispatch_max_attempts``; others (401, 403, 404, 400: a wrong key,
 model or URL) fail the job at once with the provider's message, size-capped. Replies
-are read up to 1 MiB. A reply that is not valid content fails the job saying why.
+are read up to 1 MiB, and each call, name lookup included, ends within its deadline. A
+reply that is not valid content fails the job saying why. The jobs: ``openai_jobs``.
 """
 
+import asyncio
 import json
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from cryptography.fernet import Fernet, InvalidToken
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
 from bai_platform.destinations import (
@@ -34,15 +32,11 @@ from bai_platform.destinations import (
     send_pinned,
     system_resolver,
 )
-from bai_platform.webhooks import backoff_delay
 from creator.channels import ChannelRules, rules_for
-from creator.engines.config import OPENAI_COMPATIBLE
-from creator.generation import complete, fail, request_of
-from creator.models import EngineSettings, GenerationJob
 
 RETRYABLE = frozenset({408, 409, 425, 429})
 MAX_REPLY_BYTES = 1024 * 1024
-FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+FENCE = "```"
 
 
 class EngineFailed(Exception):
@@ -116,7 +110,7 @@ async def generate(
     endpoint: Endpoint,
     request: PostGenerationRequested,
     *,
-    timeout_seconds: float,
+    deadline_seconds: float,
     allow_private: bool = False,
 ) -> GeneratedContent:
     """One chat completion, read as the post's content."""
@@ -124,7 +118,7 @@ async def generate(
         client,
         endpoint,
         messages_for(request),
-        timeout_seconds=timeout_seconds,
+        deadline_seconds=deadline_seconds,
         json_mode=True,
         allow_private=allow_private,
     )
@@ -136,7 +130,7 @@ async def chat_completion(
     endpoint: Endpoint,
     messages: list[dict[str, str]],
     *,
-    timeout_seconds: float,
+    deadline_seconds: float,
     json_mode: bool = False,
     allow_private: bool = False,
     resolver: Resolver = system_resolver,
@@ -145,8 +139,30 @@ async def chat_completion(
 
     The engine's name is resolved and checked (internal addresses refused unless
     ``allow_private``), and the call connects to a checked address, never to a second
-    lookup of the name (``bai_platform.destinations``).
+    lookup of the name (``bai_platform.destinations``). The whole call, lookup included,
+    ends within ``deadline_seconds``: httpx times each read on its own, so without it a
+    server dripping one byte at a time would hold the call for ever.
     """
+    try:
+        async with asyncio.timeout(deadline_seconds):
+            return await _exchange(
+                client, endpoint, messages, deadline_seconds, json_mode, allow_private, resolver
+            )
+    except TimeoutError:
+        raise EngineFailed(
+            f"the engine did not answer within {deadline_seconds:g} s", retryable=True
+        ) from None
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    messages: list[dict[str, str]],
+    deadline_seconds: float,
+    json_mode: bool,
+    allow_private: bool,
+    resolver: Resolver,
+) -> bytes:
     body: dict[str, Any] = {"model": endpoint.model, "messages": messages, "temperature": 0.7}
     if json_mode:
         body["response_format"] = {"type": "json_object"}
@@ -166,7 +182,7 @@ async def chat_completion(
             url,
             addresses,
             headers=headers,
-            read_timeout=timeout_seconds,
+            read_timeout=deadline_seconds,
             content=json.dumps(body).encode(),
         )
         try:
@@ -174,7 +190,9 @@ async def chat_completion(
         finally:
             await response.aclose()
     except httpx.TimeoutException as exc:
-        raise EngineFailed("the engine did not answer in time", retryable=True) from exc
+        raise EngineFailed(
+            f"the engine did not answer within {deadline_seconds:g} s", retryable=True
+        ) from exc
     except httpx.HTTPError as exc:
         reason = type(exc).__name__
         raise EngineFailed(f"could not reach the engine: {reason}", retryable=True) from exc
@@ -187,7 +205,7 @@ def completion_text(raw: bytes) -> str:
     """The assistant's words in a chat-completions answer."""
     try:
         text = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
         raise EngineFailed("the engine's reply is not a chat completion", retryable=False) from exc
     if not isinstance(text, str) or not text.strip():
         raise EngineFailed("the engine's reply has no content", retryable=False)
@@ -207,15 +225,25 @@ async def _read_capped(response: httpx.Response) -> bytes:
 def parse_reply(raw: bytes, channel: str) -> GeneratedContent:
     """The content in a chat-completions reply, or EngineFailed saying what is wrong."""
     text = completion_text(raw)
-    fenced = FENCED.match(text.strip())
-    candidate = fenced.group(1) if fenced else text.strip()
     try:
-        data: Any = json.loads(candidate)
-    except ValueError:
-        data = {"text": text.strip()}
+        data: Any = json.loads(unfenced(text))
+    except (ValueError, RecursionError):  # nested deeper than the reader goes: not JSON
+        data = {"text": text}
     if not isinstance(data, dict):
-        data = {"text": text.strip()}
+        data = {"text": text}
     return _checked(data, channel)
+
+
+def unfenced(text: str) -> str:
+    """What a fenced block (```json ... ```) holds, or the text itself.
+
+    Plain string operations, linear in the reply: a reply is written by whoever runs the
+    engine, and a backtracking pattern here once took hours over a crafted reply.
+    """
+    if len(text) < 2 * len(FENCE) or not (text.startswith(FENCE) and text.endswith(FENCE)):
+        return text
+    inner = text[len(FENCE) : -len(FENCE)]
+    return inner.removeprefix("json").strip()
 
 
 def _checked(data: dict[str, Any], channel: str) -> GeneratedContent:
@@ -243,82 +271,6 @@ def _refusal(status: int, raw: bytes) -> EngineFailed:
     retryable = status in RETRYABLE or status >= 500
     try:
         detail = json.loads(raw)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         detail = " ".join(raw.decode("utf-8", "replace").split())[:300]
     return EngineFailed(f"the engine answered {status}: {str(detail)[:300]}", retryable=retryable)
-
-
-# ---- jobs ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    job_id: str
-    endpoint: Endpoint
-    request: PostGenerationRequested
-
-
-async def claim(session: AsyncSession, *, box: Fernet, limit: int = 10) -> list[Claimed]:
-    """Take queued jobs of this engine whose turn has come; they run after this commits."""
-    query = (
-        select(GenerationJob)
-        .where(
-            GenerationJob.state == "queued",
-            GenerationJob.engine == OPENAI_COMPATIBLE,
-            GenerationJob.credits == "reserved",
-            GenerationJob.next_attempt_at <= func.now(),
-        )
-        .order_by(GenerationJob.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = []
-    for job in (await session.scalars(query)).all():
-        endpoint = await _endpoint(session, job, box)
-        if endpoint is None:
-            continue
-        job.state, job.attempts, job.next_attempt_at = "dispatching", job.attempts + 1, _now()
-        claimed.append(Claimed(job_id=job.id, endpoint=endpoint, request=request_of(job)))
-    await session.flush()
-    return claimed
-
-
-async def _endpoint(session: AsyncSession, job: GenerationJob, box: Fernet) -> Endpoint | None:
-    settings = await session.get(EngineSettings, job.tenant_id)
-    if settings is None or settings.engine != OPENAI_COMPATIBLE or not settings.base_url:
-        await fail(session, job, error="the workspace's engine changed; regenerate the post")
-        return None
-    try:
-        key = box.decrypt(settings.api_key or b"").decode()
-    except InvalidToken:
-        await fail(session, job, error="the engine's API key cannot be read; save the engine again")
-        return None
-    return Endpoint(base_url=settings.base_url, model=settings.model or "", api_key=key)
-
-
-async def record_content(session: AsyncSession, *, job_id: str, content: GeneratedContent) -> None:
-    job = await session.get(GenerationJob, job_id, with_for_update=True, populate_existing=True)
-    if job is not None and job.state == "dispatching":
-        await complete(session, job, content=content)
-
-
-async def record_failure(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    failure: EngineFailed,
-    max_attempts: int,
-    backoff: tuple[float, float],
-) -> None:
-    """Try again later when that may help; otherwise fail the job with the reason."""
-    job = await session.get(GenerationJob, job_id, with_for_update=True, populate_existing=True)
-    if job is None or job.state != "dispatching":
-        return
-    job.error = str(failure)
-    if failure.retryable and job.attempts < max_attempts:
-        delay = backoff_delay(job.attempts, base=backoff[0], cap=backoff[1])
-        job.state, job.next_attempt_at = "queued", _now() + timedelta(seconds=delay)
-        return
-    await fail(session, job, error=f"after {job.attempts} attempt(s): {failure}")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

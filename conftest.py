@@ -35,6 +35,9 @@ def stack_service_env() -> dict[str, str]:
         "BAI_CRAWL_ALLOWED_HOSTS": '["127.0.0.1"]',
         "BAI_CRAWL_DELAY_SECONDS": "0",
         "BAI_CRAWL_RETRY_BASE_SECONDS": "0.1",
+        # A hostile engine that drips is cut off in seconds, not the production minute.
+        "BAI_ENGINE_DEADLINE_SECONDS": "3",
+        "BAI_ENGINE_RECOVER_MARGIN_SECONDS": "5",
         # A hostile site's tarpit holds a crawl for seconds, not the production quarter hour.
         "BAI_CRAWL_JOB_DEADLINE_SECONDS": "6",
         "BAI_CRAWL_TIMEOUT_SECONDS": "3",

@@ -10,7 +10,11 @@ only under ``CHAT_PATH_PREFIX`` with GET, HEAD or POST, and only from the origin
 minted for when the request names one; the service sees ``visitor:<widget>:<visitor>``
 with the role ``visitor`` and the scope ``chat``. The type is pinned both ways: access
 tokens are verified as ``at+jwt`` for ``bai-api``, visitor tokens as ``bai-visitor+jwt``
-for ``bai-visitor``, so neither passes as the other.
+for ``bai-visitor``, so neither passes as the other. The access rule itself (credential
+type, scopes, visitor paths, a workspace role) is ``bai_platform.access``, which every
+service applies again. The identity is minted for the audience of the forwarded path's
+service (``bai-planner``...; ``bai-gateway`` for the gateway's own routes), lazily and
+cached per audience, so an identity taken from one service is refused by another.
 
 Verified credentials are cached (bounded, by token digest): an access token for at most
 ``IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING`` (45 s), an API key for at most

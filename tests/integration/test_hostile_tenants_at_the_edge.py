@@ -32,7 +32,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from bai_platform.testing_servers import served
+from bai_platform.testing_servers import dripping_body, served
 from bai_platform.testing_sites import Site, website
 
 from .conftest import Account, sign_up
@@ -56,17 +56,10 @@ class Hostile:
     base: str = ""
     engine_calls: int = 0
     paths: list[str] = field(default_factory=list)
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def drip(self) -> AsyncIterator[bytes]:
-        """One byte a second until the server stops: every read succeeds, none ends."""
-        while not self.stopping.is_set():
-            yield b" "
-            try:
-                async with asyncio.timeout(1):
-                    await self.stopping.wait()
-            except TimeoutError:
-                continue
+    def drip(self) -> AsyncIterator[bytes]:
+        """One byte a second for two minutes: every read succeeds, none ends."""
+        return dripping_body(every=1.0, lasting=120)
 
 
 def _completion(content: str) -> dict[str, Any]:
@@ -115,13 +108,9 @@ def _hostile_app(state: Hostile) -> Starlette:
 @asynccontextmanager
 async def hostile_server() -> AsyncIterator[Hostile]:
     state = Hostile()
-    try:
-        async with served(_hostile_app(state)) as base:
-            state.base = base
-            yield state
-            state.stopping.set()
-    finally:
-        state.stopping.set()
+    async with served(_hostile_app(state)) as base:
+        state.base = base
+        yield state
 
 
 async def until(

@@ -1,6 +1,5 @@
 """A throwaway schema and stream on the session's real PostgreSQL and NATS; a dripping site."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from uuid import uuid4
@@ -24,7 +23,7 @@ from bai_platform.messaging import connect, ensure_streams
 from bai_platform.outbox import outbox_table
 from bai_platform.settings import ServiceSettings
 from bai_platform.testing import superuser_async_url
-from bai_platform.testing_servers import served
+from bai_platform.testing_servers import dripping_body, served
 
 
 @dataclass
@@ -81,12 +80,8 @@ def _dripping_app() -> Starlette:
     read succeeds, so only an overall deadline ends the exchange."""
 
     async def drip(request: Request) -> Response:
-        async def bytes_slowly() -> AsyncIterator[bytes]:
-            for _ in range(int(60 / DRIP_SECONDS)):
-                yield b"x"
-                await asyncio.sleep(DRIP_SECONDS)
-
-        return StreamingResponse(bytes_slowly(), media_type="text/html")
+        body = dripping_body(every=DRIP_SECONDS, lasting=60, byte=b"x")
+        return StreamingResponse(body, media_type="text/html")
 
     return Starlette(routes=[Route("/drip", drip, methods=["GET", "POST"])])
 

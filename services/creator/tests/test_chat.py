@@ -26,7 +26,7 @@ from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
 from bai_platform.testing import TEST_KID, trusting_client
 from bai_platform.testing_billing import BillingStandIn, billing_stand_in
-from bai_platform.testing_servers import served
+from bai_platform.testing_servers import dripping_body, served
 from creator import chat
 from creator.app import create_app
 from creator.engines.config import ENGINE_SECRETS
@@ -387,15 +387,10 @@ class SlowEngine:
 async def slow_engine() -> AsyncIterator[SlowEngine]:
     state = SlowEngine()
 
-    async def drip() -> AsyncIterator[bytes]:
-        for _ in range(3000):
-            yield b" "
-            await asyncio.sleep(0.2)
-
     async def completions(request: Request) -> Response:
         await request.body()
         state.asked.set()
-        return StreamingResponse(drip(), media_type="application/json")
+        return StreamingResponse(dripping_body(), media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
     async with served(app) as base:

@@ -33,7 +33,7 @@ from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.rpc import ask
 from bai_platform.secrets import fernet_for
-from bai_platform.testing_servers import served
+from bai_platform.testing_servers import dripping_body, served
 from bai_platform.worker import WorkerContext
 from creator.engines import n8n, openai_jobs
 from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
@@ -83,13 +83,6 @@ class Provider:
     drip: bool = False  # answer one byte at a time, each well within a read timeout
 
 
-async def dripping() -> AsyncIterator[bytes]:
-    """A reply that never ends: one byte every 0.2 s, for ten minutes."""
-    for _ in range(3000):
-        yield b" "
-        await asyncio.sleep(0.2)
-
-
 @pytest.fixture
 async def provider() -> AsyncIterator[Provider]:
     state = Provider()
@@ -98,7 +91,7 @@ async def provider() -> AsyncIterator[Provider]:
         state.received.append(await request.json())
         state.headers.append(dict(request.headers))
         if state.drip:
-            return StreamingResponse(dripping(), media_type="application/json")
+            return StreamingResponse(dripping_body(), media_type="application/json")
         if state.status != 200:
             error = {"error": {"message": "Incorrect API key provided", "type": "invalid_request"}}
             return JSONResponse(error, status_code=state.status)
@@ -500,7 +493,7 @@ async def hostile_engine() -> AsyncIterator[HostileEngine]:
         state.calls += 1
         if state.calls == 1:
             return JSONResponse(completion("```" + " " * 20_000 + "x"))
-        return StreamingResponse(dripping(), media_type="application/json")
+        return StreamingResponse(dripping_body(), media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
     async with served(app) as base:

@@ -12,6 +12,8 @@ import httpx
 import nats
 import pytest
 from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.micro import add_service
@@ -20,6 +22,7 @@ from nats.micro.request import Request
 from bai_contracts import (
     STREAMS,
     CallbackVerification,
+    CallbackVerificationRequest,
     callback_subject,
     callback_verification_subject,
 )
@@ -77,6 +80,7 @@ async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> Asy
         name="verification", handler=owner.answer, subject=callback_verification_subject(OWNER)
     )
     await nc.flush()  # the server knows the responder before any request is sent
+    await _answered(nc)
     async with asyncio.timeout(10):
         while not app.state.callbacks.connected:
             await asyncio.sleep(0.05)
@@ -85,6 +89,20 @@ async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> Asy
     finally:
         await service.stop()
         await nc.close()
+
+
+async def _answered(nc: NatsClient) -> None:
+    """Wait until the stand-in owner has answered one question. A flushed subscription
+    alone was not enough: the gateway's first question then met "no responders" now and
+    again (2 runs in 5), so a test began before its owner could answer."""
+    probe = CallbackVerificationRequest(job_id="tst_readiness_probe").model_dump_json()
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await nc.request(callback_verification_subject(OWNER), probe.encode(), timeout=1)
+                return
+            except (NoRespondersError, NatsTimeout):
+                await asyncio.sleep(0.05)
 
 
 def _signed(body: bytes, *, secret: str = SECRET, at: float | None = None) -> dict[str, str]:

@@ -110,36 +110,24 @@ async def reply(
     open, and one more stores the reply (or takes the message back when there is none).
     """
     with slots.slot(identity.tenant_id):
-        return await _reply(db, identity, conversation_id, text, nc, write, deadline_seconds)
-
-
-async def _reply(
-    db: Database,
-    identity: Identity,
-    conversation_id: UUID,
-    text: str,
-    nc: NatsClient | None,
-    write: Callable[[ChatWidget, EngineSettings | None], Writer],
-    deadline_seconds: float,
-) -> str:
-    turn = await _take_message(db, identity, conversation_id, text)
-    tenant_id = turn.widget.tenant_id
-    reference = f"chat_{uuid4().hex}"
-    try:
-        await _hold_credit(nc, tenant_id, reference)
-    except BaseException:
-        await _take_back(db, turn.message_id)
-        raise
-    try:
-        answer = await _written(write, turn, text, deadline_seconds)
-        async with db.transaction() as session:
-            await _keep(session, turn, text, answer)
-    except BaseException:  # a failure, the deadline, or the visitor leaving
-        await _settle(nc, ReleaseCredits, tenant_id, reference)
-        await _take_back(db, turn.message_id)
-        raise
-    await _settle(nc, CommitCredits, tenant_id, reference)
-    return answer
+        turn = await _take_message(db, identity, conversation_id, text)
+        tenant_id = turn.widget.tenant_id
+        reference = f"chat_{uuid4().hex}"
+        try:
+            await _hold_credit(nc, tenant_id, reference)
+        except BaseException:
+            await _take_back(db, turn.message_id)
+            raise
+        try:
+            answer = await _written(write, turn, text, deadline_seconds)
+            async with db.transaction() as session:
+                await _keep(session, turn, text, answer)
+        except BaseException:  # a failure, the deadline, or the visitor leaving
+            await _settle(nc, ReleaseCredits, tenant_id, reference)
+            await _take_back(db, turn.message_id)
+            raise
+        await _settle(nc, CommitCredits, tenant_id, reference)
+        return answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,5 @@
-"""Tenant-given URLs never reach internal addresses, however they are written; pinned
-calls to them end by their deadline."""
+"""Tenant-given URLs never reach internal addresses, however they are written."""
 
-import asyncio
-import ipaddress
-
-import httpx
 import pytest
 
 from bai_platform.destinations import (
@@ -12,7 +7,6 @@ from bai_platform.destinations import (
     Resolver,
     check_destination,
     literal_address,
-    send_pinned,
     without_credentials,
 )
 
@@ -154,47 +148,3 @@ async def test_a_name_resolving_to_an_ipv6_address_carrying_an_internal_one_is_r
 async def test_an_ipv6_address_carrying_a_public_ipv4_address_passes(address: str) -> None:
     await check_destination(f"https://[{address}]/hook", resolver=resolving_to())
     await check_destination("https://n8n.example.com/", resolver=resolving_to(address))
-
-
-# --- the overall deadline of a pinned call -----------------------------------------------
-
-
-async def _read_all(response: httpx.Response) -> bytes:
-    try:
-        return b"".join([chunk async for chunk in response.aiter_raw()])
-    finally:
-        await response.aclose()
-
-
-async def test_a_dripping_server_cannot_hold_a_pinned_call_past_its_deadline(
-    dripping: str,
-) -> None:
-    url = httpx.URL(dripping)
-    async with httpx.AsyncClient(trust_env=False) as client:
-        async with asyncio.timeout(20):  # a failure of the test, not a hang
-            response = await send_pinned(
-                client,
-                "GET",
-                url,
-                [ipaddress.ip_address("127.0.0.1")],
-                headers={},
-                read_timeout=10,  # each byte comes far sooner: per read, all is well
-                deadline_seconds=1,
-            )
-            with pytest.raises(httpx.TimeoutException, match="deadline"):
-                await _read_all(response)
-
-
-async def test_a_pinned_call_that_ends_in_time_is_read_whole(dripping: str) -> None:
-    url = httpx.URL(dripping.replace("/drip", "/missing"))
-    async with httpx.AsyncClient(trust_env=False) as client:
-        response = await send_pinned(
-            client,
-            "GET",
-            url,
-            [ipaddress.ip_address("127.0.0.1")],
-            headers={},
-            read_timeout=5,
-            deadline_seconds=5,
-        )
-        assert (response.status_code, await _read_all(response)) == (404, b"Not Found")

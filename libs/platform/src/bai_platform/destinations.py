@@ -22,7 +22,7 @@ a fresh resolution of the name.
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -219,17 +219,12 @@ async def send_pinned(
     headers: dict[str, str],
     read_timeout: float,
     content: bytes | None = None,
-    deadline_seconds: float | None = None,
 ) -> httpx.Response:
     """The response (open, body unread: the caller closes it) from the first checked address
     that takes the connection, redirects not followed. Of the client's default headers, the
     credentials are dropped unless ``headers`` gives them. ``read_timeout`` is httpx's, per
-    phase: a server sending a byte at a time never trips it. ``deadline_seconds`` bounds the
-    whole exchange, every address tried and the body read through the response included:
-    past it, ``httpx.ConnectTimeout`` (no answer yet) or ``httpx.ReadTimeout`` (reading)."""
-    deadline = None
-    if deadline_seconds is not None:
-        deadline = asyncio.get_running_loop().time() + deadline_seconds
+    phase: a server sending a byte at a time never trips it, so callers bound the whole call,
+    name resolution included, with one ``asyncio.timeout`` around it."""
     for index, address in enumerate(addresses):
         request = pinned_request(
             client, method, url, address, headers=headers, timeout=read_timeout, content=content
@@ -238,52 +233,8 @@ async def send_pinned(
             if name not in headers:
                 request.headers.pop(name, None)
         try:
-            return await _send_by(client, request, deadline)
+            return await client.send(request, stream=True, follow_redirects=False, auth=None)
         except CONNECT_ERRORS:
             if index == len(addresses) - 1:
                 raise
     raise ValueError("no address to connect to")
-
-
-async def _send_by(
-    client: httpx.AsyncClient, request: httpx.Request, deadline: float | None
-) -> httpx.Response:
-    try:
-        async with asyncio.timeout_at(deadline):
-            response = await client.send(request, stream=True, follow_redirects=False, auth=None)
-    except TimeoutError:
-        raise httpx.ConnectTimeout("no answer by the call's deadline", request=request) from None
-    if deadline is not None:
-        response.stream = _BodyByDeadline(response.stream, deadline, request)
-    return response
-
-
-class _BodyByDeadline(httpx.AsyncByteStream):
-    """A response body whose reads all end by ``deadline`` (loop time)."""
-
-    def __init__(
-        self,
-        stream: httpx.SyncByteStream | httpx.AsyncByteStream,
-        deadline: float,
-        request: httpx.Request,
-    ) -> None:
-        if not isinstance(stream, httpx.AsyncByteStream):
-            raise TypeError("an async client's response has an async body")
-        self._stream, self._deadline, self._request = stream, deadline, request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        chunks = self._stream.__aiter__()
-        while True:
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise httpx.ReadTimeout(
-                    "the body did not end by the call's deadline", request=self._request
-                ) from None
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from bai_platform.runtime import _trusted_proxies as uvicorn_forwarded_allow_ips
+from bai_platform.runtime import forwarded_allow_ips as uvicorn_forwarded_allow_ips
 from bai_platform.settings import ServiceSettings
 from bai_platform.testing import app_client
 from gateway.app import create_app
@@ -146,5 +146,5 @@ def test_uvicorn_is_told_the_same_trusted_proxies() -> None:
     gateway = GatewaySettings(trusted_proxies=[ip_network("10.0.0.0/8")])
     assert uvicorn_forwarded_allow_ips(gateway) == ["10.0.0.0/8"]
     assert uvicorn_forwarded_allow_ips(GatewaySettings(trusted_proxies=[])) == []
-    # A service without the setting keeps uvicorn's default (FORWARDED_ALLOW_IPS, loopback).
-    assert uvicorn_forwarded_allow_ips(ServiceSettings()) is None
+    # Every service is behind the same proxies: loopback unless the setting says otherwise.
+    assert uvicorn_forwarded_allow_ips(ServiceSettings()) == ["127.0.0.1/32", "::1/128"]

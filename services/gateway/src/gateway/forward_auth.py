@@ -34,7 +34,7 @@ from uuid import UUID
 
 from cachetools import TTLCache
 
-from bai_contracts import VISITOR_ROLE, visitor_subject
+from bai_contracts import VISITOR_CREDENTIAL, VISITOR_ROLE, VISITOR_SCOPE, visitor_subject
 from bai_platform import access
 from bai_platform.db import Database
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
@@ -45,10 +45,8 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.tokens import AccessClaims, token_digest, verify_access_token
 from gateway.visitors import (
-    VISITOR_CREDENTIAL,
-    VISITOR_SCOPES,
     VisitorClaims,
-    check_visitor_request,
+    check_visitor_origin,
     is_visitor_token,
     verify_visitor_token,
     widget_of,
@@ -75,6 +73,8 @@ class _Decision:
     claims: _Claims
     valid_until: float
     key_prefix: str | None = None
+    # An access token's session (refresh family), so that ending it drops the decision.
+    session_id: UUID | None = None
     # A visitor token's origin: set only for visitors, who are held to the chat paths.
     visitor_origin: str | None = None
     # The identity tokens minted for this credential so far, by audience (one per service
@@ -97,10 +97,6 @@ class ForwardAuth:
         self._settings, self._keys, self._db, self._limiter = settings, keys, db, limiter
         ttl = IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
         self._cache: TTLCache[str, _Decision] = TTLCache(
-            maxsize=max(settings.verify_cache_size, 1), ttl=ttl
-        )
-        # token digest -> its session, so that ending a session here drops it at once.
-        self._sessions: TTLCache[str, UUID] = TTLCache(
             maxsize=max(settings.verify_cache_size, 1), ttl=ttl
         )
 
@@ -129,7 +125,7 @@ class ForwardAuth:
             path=path,
         )
         if decision.visitor_origin is not None:  # and only from the page it was minted for
-            check_visitor_request(decision.visitor_origin, path=path, method=method, origin=origin)
+            check_visitor_origin(decision.visitor_origin, origin=origin)
         identity = self._identity(decision, access.audience_for(path))
         return Allowed(identity, await self._count(decision.claims))
 
@@ -158,10 +154,9 @@ class ForwardAuth:
 
     def forget_session(self, session_id: UUID) -> None:
         """Stop accepting an ended session's access tokens in this process at once."""
-        for digest, known in list(self._sessions.items()):
-            if known == session_id:
+        for digest, decision in list(self._cache.items()):
+            if decision.session_id == session_id:
                 self._cache.pop(digest, None)
-                self._sessions.pop(digest, None)
 
     async def _verify(self, token: str) -> _Decision:
         if api_keys.looks_like_api_key(token):
@@ -174,7 +169,8 @@ class ForwardAuth:
         minted = _Claims(
             claims.subject, str(claims.tenant_id), [state.role], claims.scopes, "user", state.plan
         )
-        return self._decision(minted, min(claims.expires_at, identity_expiry))
+        until = min(claims.expires_at, identity_expiry)
+        return _Decision(minted, until, session_id=claims.session_id)
 
     async def _current_state(self, claims: AccessClaims) -> workspaces.SessionState:
         """The role now: removals, role changes and ended sessions apply within the cache TTL."""
@@ -207,14 +203,11 @@ class ForwardAuth:
             )
 
         try:
-            claims = verify()
+            return verify()
         except InvalidToken:
             if not await self._keys.knows_after_reload(token):  # another replica rotated?
                 raise
-            claims = verify()
-        if claims.session_id is not None:
-            self._sessions[token_digest(token)] = claims.session_id
-        return claims
+            return verify()
 
     async def _verify_visitor(self, token: str) -> _Decision:
         def verify() -> VisitorClaims:
@@ -232,13 +225,13 @@ class ForwardAuth:
             visitor_subject(visitor.widget_id, visitor.visitor_id),
             str(visitor.tenant_id),
             [VISITOR_ROLE],
-            list(VISITOR_SCOPES),
+            [VISITOR_SCOPE],
             VISITOR_CREDENTIAL,
             plan,
         )
         identity_expiry = time.time() + IDENTITY_TTL_SECONDS - IDENTITY_MIN_REMAINING
         until = min(visitor.expires_at, identity_expiry)
-        return self._decision(claims, until, visitor_origin=visitor.origin)
+        return _Decision(claims, until, visitor_origin=visitor.origin)
 
     async def _verify_api_key(self, token: str) -> _Decision:
         async with self._db.transaction() as session:
@@ -250,18 +243,7 @@ class ForwardAuth:
         claims = _Claims(
             f"key:{row.id}", str(row.tenant_id), [row.role], row.scopes, "api_key", plan
         )
-        return self._decision(claims, until, key_prefix=row.prefix)
-
-    def _decision(
-        self,
-        claims: _Claims,
-        until: float,
-        key_prefix: str | None = None,
-        visitor_origin: str | None = None,
-    ) -> _Decision:
-        return _Decision(
-            claims=claims, valid_until=until, key_prefix=key_prefix, visitor_origin=visitor_origin
-        )
+        return _Decision(claims, until, key_prefix=row.prefix)
 
     def _identity(self, decision: _Decision, audience: str) -> str:
         """The identity token for the service ``audience`` names: a token for one service

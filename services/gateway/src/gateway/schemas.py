@@ -13,8 +13,8 @@ from pydantic import (
     field_validator,
 )
 
+from bai_platform.access import KEY_SCOPES
 from bai_platform.validation import NoNul
-from gateway.scopes import KEY_SCOPES
 from gateway.visitors import WIDGET_KEY_PATTERN
 
 Password = Annotated[str, Field(min_length=10, max_length=128)]

@@ -1,19 +1,10 @@
-import json
-from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Annotated, Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr
 
 from bai_platform.identity import IDENTITY_TTL_SECONDS
 from bai_platform.settings import ServiceSettings
 from gateway.ratelimit import RateLimitSettings
-
-Network = IPv4Network | IPv6Network
-
-
-def _loopback() -> list[Network]:
-    return [ip_network("127.0.0.1/32"), ip_network("::1/128")]
 
 
 class GatewaySettings(ServiceSettings):
@@ -31,10 +22,6 @@ class GatewaySettings(ServiceSettings):
     # Website chat visitor tokens (POST /v1/chat/visitor-token); the widget fetches anew.
     visitor_token_ttl_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
-    # The proxies whose X-Forwarded-For is believed (Traefik, a load balancer before it):
-    # addresses or networks, comma-separated or JSON. Per-IP limits count the right-most
-    # address of the header that is not one of them. Loopback by default (the local stack).
-    trusted_proxies: Annotated[list[Network], NoDecode] = Field(default_factory=_loopback)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     # Live events (SSE): how far back Last-Event-ID resumes, and a per-workspace cap.
     live_streams: list[str] = Field(
@@ -55,17 +42,6 @@ class GatewaySettings(ServiceSettings):
     key_activation_override_seconds: float | None = Field(default=None, ge=0)
     # A token naming a key this process does not know reloads the keys at most this often.
     unknown_kid_reload_seconds: float = Field(default=5.0, ge=0)
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
-        """``10.0.0.0/8, 192.168.1.7`` or a JSON list; a bare address is its /32 or /128."""
-        if isinstance(value, str):
-            text = value.strip()
-            value = json.loads(text) if text.startswith("[") else text.split(",")
-        if isinstance(value, list):
-            return [ip_network(str(item).strip()) for item in value if str(item).strip()]
-        return value
 
     @property
     def key_activation_seconds(self) -> float:

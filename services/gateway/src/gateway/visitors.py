@@ -22,7 +22,6 @@ import jwt
 from cachetools import TTLCache
 
 from bai_contracts import (
-    CHAT_PATH_PREFIX,
     VISITOR_AUDIENCE,
     VISITOR_TOKEN_TYPE,
     WIDGET_LOOKUP_SUBJECT,
@@ -40,10 +39,6 @@ from gateway.tokens import LEEWAY_SECONDS
 VISITOR_PREFIX = "vis_"
 VISITOR_ID = re.compile(r"^vis_[A-Za-z0-9_-]{16,64}$")
 WIDGET_KEY_PATTERN = r"^wk_[A-Za-z0-9_-]+$"
-VISITOR_CREDENTIAL = "visitor"
-VISITOR_SCOPES = ("chat",)
-# What a visitor may do on a chat path: what the preflight lets a browser do.
-VISITOR_METHODS = frozenset({"GET", "HEAD", "POST"})
 # Short: a widget deactivated or an origin removed stops minting tokens soon after.
 WIDGET_CACHE_SECONDS = 30
 WIDGET_LOOKUP_SECONDS = 2.0
@@ -65,10 +60,6 @@ class OriginNotAllowed(Forbidden):
 
 class UnknownWidget(NotFound):
     code = "unknown_widget"
-
-
-class VisitorNotAllowedHere(Forbidden):
-    code = "visitor_not_allowed_here"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,25 +180,11 @@ def widget_of(subject: str) -> str:
     return widget
 
 
-def check_visitor_request(
-    claims_origin: str, *, path: str, method: str | None, origin: str | None
-) -> None:
-    """A visitor token reaches only the chat, with the methods a browser may send there,
-    and from the page it was minted for whenever the request names an origin."""
-    if not is_chat_path(path):
-        raise VisitorNotAllowedHere("a visitor token is accepted only by the website chat")
-    if (method or "GET").upper() not in VISITOR_METHODS:
-        raise VisitorNotAllowedHere("a visitor may only read and post in the website chat")
+def check_visitor_origin(claims_origin: str, *, origin: str | None) -> None:
+    """A visitor token is used from the page it was minted for whenever the request names
+    an origin (where and how it may be used is ``bai_platform.access``'s rule)."""
     if origin is not None and normalise_origin(origin) != claims_origin:
         raise OriginNotAllowed("this visitor token belongs to another website")
-
-
-def is_chat_path(path: str) -> bool:
-    """Under the chat prefix and nothing that a later hop could resolve elsewhere."""
-    if not path.startswith(CHAT_PATH_PREFIX) or "%" in path or "\\" in path:
-        return False
-    segments = path[len(CHAT_PATH_PREFIX) :].split("/")
-    return not any(segment in {".", ".."} for segment in segments) and "//" not in path
 
 
 class WidgetDirectory:

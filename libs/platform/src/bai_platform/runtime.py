@@ -46,7 +46,7 @@ def service_cli(
             loop="uvloop",
             http="httptools",
             proxy_headers=True,
-            forwarded_allow_ips=_trusted_proxies(settings),
+            forwarded_allow_ips=forwarded_allow_ips(settings),
             server_header=False,
         )
         DrainingServer(config, app).run()
@@ -102,14 +102,10 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _trusted_proxies(settings: ServiceSettings) -> list[str] | None:
-    """The proxies whose X-Forwarded-For uvicorn believes: the service's own
-    ``trusted_proxies`` setting (the gateway's, which counts per-IP limits) when it has
-    one, else uvicorn's default (``FORWARDED_ALLOW_IPS`` or loopback)."""
-    networks = getattr(settings, "trusted_proxies", None)
-    if networks is None:
-        return None
-    return [str(network) for network in networks]
+def forwarded_allow_ips(settings: ServiceSettings) -> list[str]:
+    """The proxies whose X-Forwarded-For uvicorn believes: ``trusted_proxies``, the same
+    list the gateway's per-IP limits resolve clients with."""
+    return [str(network) for network in settings.trusted_proxies]
 
 
 def _boot(settings_factory: Callable[[], ServiceSettings], process: str) -> ServiceSettings:

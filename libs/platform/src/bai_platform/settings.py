@@ -5,11 +5,13 @@ service lists them in ``secret_fields``: outside dev and test a missing, short o
 well-known value refuses to start, as the original system's SECRET_KEY validator did.
 """
 
+import json
 from enum import StrEnum
-from typing import ClassVar, Literal, Self
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bai_platform.access import service_audience
 
@@ -17,6 +19,13 @@ KNOWN_INSECURE_SECRETS = frozenset(
     {"", "secret", "changeme", "change-me", "password", "dev", "development", "test", "insecure"}
 )
 MIN_SECRET_LENGTH = 32
+
+
+Network = IPv4Network | IPv6Network
+
+
+def _loopback() -> list[Network]:
+    return [ip_network("127.0.0.1/32"), ip_network("::1/128")]
 
 
 class InsecureSecretError(ValueError):
@@ -67,11 +76,27 @@ class ServiceSettings(BaseSettings):
     otel_endpoint: str | None = None
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The proxies whose X-Forwarded-For is believed (Traefik, a load balancer before it):
+    # addresses or networks, comma-separated or JSON. The client is the right-most address
+    # of the header that is not one of them (the gateway's per-IP limits count it).
+    # Loopback by default (the local stack).
+    trusted_proxies: Annotated[list[Network], NoDecode] = Field(default_factory=_loopback)
     # Tenant-given URLs (workflows, engines) may point at private networks only when this is
     # set: n8n on the same machine or cluster (see bai_platform.destinations).
     allow_private_destinations: bool = False
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
     docs_enabled: bool | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        """``10.0.0.0/8, 192.168.1.7`` or a JSON list; a bare address is its /32 or /128."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            return [ip_network(str(item).strip()) for item in value if str(item).strip()]
+        return value
 
     @property
     def is_production(self) -> bool:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import ExtractionProgressed
@@ -90,9 +90,16 @@ async def create_job(
 async def lock_workspace_queue(session: AsyncSession, tenant_id: UUID) -> None:
     """Serialise the workspace's job creations and claims until the transaction ends, so
     two at once cannot both pass a cap."""
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtext(f"mining.jobs:{tenant_id}")))
-    )
+    await session.execute(select(func.pg_advisory_xact_lock(_queue_key(tenant_id))))
+
+
+async def try_lock_workspace_queue(session: AsyncSession, tenant_id: UUID) -> bool:
+    """The same lock if it is free right now (a claim moves on to the next workspace)."""
+    return bool(await session.scalar(select(func.pg_try_advisory_xact_lock(_queue_key(tenant_id)))))
+
+
+def _queue_key(tenant_id: UUID) -> ColumnElement[int]:
+    return func.hashtext(f"mining.jobs:{tenant_id}")
 
 
 async def queued_count(session: AsyncSession, *, tenant_id: UUID) -> int:

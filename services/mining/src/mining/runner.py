@@ -40,7 +40,7 @@ from bai_platform.db import Database
 from bai_platform.rpc import Unreachable, ask
 from mining.crawler import Crawler, Plan, Problem
 from mining.extract import PageData
-from mining.jobs import ENDED, announce, end_job, note_problem
+from mining.jobs import ENDED, announce, end_job, note_problem, try_lock_workspace_queue
 from mining.leads import LeadBook
 from mining.models import ExtractionJob, Lead
 
@@ -152,7 +152,7 @@ class JobRunner:
         """The next job, round-robin by workspace, credits held; None when none can start."""
         async with self._db.transaction() as session:
             for tenant in await self._in_turn(session):
-                if not await _try_lock_workspace(session, tenant):
+                if not await try_lock_workspace_queue(session, tenant):
                     continue  # another worker is claiming for it: the next workspace
                 if await self._running_count(session, tenant) >= self._per_workspace:
                     continue
@@ -284,12 +284,6 @@ def _add(book: LeadBook, page: PageData) -> None:
         title=page.title,
         description=page.description,
     )
-
-
-async def _try_lock_workspace(session: AsyncSession, tenant: UUID) -> bool:
-    """The workspace's queue lock (``jobs.lock_workspace_queue``'s), if free right now."""
-    key = func.hashtext(f"mining.jobs:{tenant}")
-    return bool(await session.scalar(select(func.pg_try_advisory_xact_lock(key))))
 
 
 async def _oldest_queued(session: AsyncSession, tenant: UUID) -> ExtractionJob | None:

@@ -1,6 +1,11 @@
 """Alembic wiring shared by every service: the version table lives in the service's schema.
 
 A service's ``migrations/env.py`` is two lines: import its metadata, call ``run_env``.
+
+Invariant: one service's migrations never run twice at once. Every run takes a
+transaction-scoped advisory lock named after the schema before it reads the version table,
+so replicas that start together (Kubernetes init containers) queue: the first upgrades,
+the others then find the schema at head and do nothing.
 """
 
 import asyncio
@@ -30,7 +35,16 @@ def upgrade(settings: ServiceSettings, script_location: Path, revision: str = "h
     command.upgrade(alembic_config(settings, script_location), revision)
 
 
+def migration_lock_key(schema: str) -> str:
+    return f"bai-migrations:{schema}"
+
+
 def _configure_and_run(connection: Connection, metadata: MetaData, schema: str) -> None:
+    # Held until the surrounding transaction commits (``_run_online``), after the upgrade.
+    connection.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+        {"key": migration_lock_key(schema)},
+    )
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -63,10 +63,12 @@ async def connect(url: str, *, name: str, auth: NatsAuth | None = None) -> NatsC
         log.info("nats_reconnected", client=name)
 
     async def on_error(error: Exception) -> None:
+        # A logger of the moment, not the module's cached one, so capture_logs sees it.
+        errors = structlog.get_logger("bai.messaging")
         if PERMISSIONS_VIOLATION in str(error).lower():
-            log.error("nats_permissions_violation", client=name, error=str(error))
+            errors.error("nats_permissions_violation", client=name, error=str(error))
         else:
-            log.warning("nats_error", client=name, error=repr(error))
+            errors.warning("nats_error", client=name, error=repr(error))
 
     return await nats.connect(
         url,

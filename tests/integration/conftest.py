@@ -1,6 +1,12 @@
-"""Fixtures for whole-system tests through the edge."""
+"""Fixtures for whole-system tests through the edge.
 
-from collections.abc import AsyncIterator
+Every test here also fails if a service's process was refused anything by NATS meanwhile
+(nats-server logs each refusal): the services run with their own users and permissions
+(bai_platform.nats_permissions), so a refusal is a gap in the permission table.
+"""
+
+import re
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from uuid import uuid4
 
@@ -10,6 +16,22 @@ import pytest
 from bai_platform.devstack import Stack
 
 pytestmark = pytest.mark.integration
+
+# nats-server: ... - "v2.16.0:python3:planner-worker" - "$G/user:planner" - Publish Violation ...
+VIOLATION = re.compile(r'"[^"]*:(?P<client>[^":]+-(?:api|worker|cli))" - .* Violation')
+
+
+@pytest.fixture(autouse=True)
+def no_nats_permission_violations(stack: Stack) -> Iterator[None]:
+    log = stack.logs / "nats.log"
+    start = log.stat().st_size if log.exists() else 0
+    yield
+    if not log.exists():
+        return
+    with log.open("rb") as text:
+        text.seek(start)
+        refused = [line for line in text.read().decode().splitlines() if VIOLATION.search(line)]
+    assert not refused, "NATS refused a service:\n" + "\n".join(refused[:20])
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,9 @@ def _boot(settings_factory: Callable[[], ServiceSettings], process: str) -> Serv
 
 
 async def _list(settings: ServiceSettings, limit: int) -> list[deadletter.DeadLetter]:
-    nc = await connect(settings.nats_url, name=f"{settings.service_name}-cli")
+    nc = await connect(
+        settings.nats_url, name=f"{settings.service_name}-cli", auth=settings.nats_auth
+    )
     try:
         return await deadletter.list_dead_letters(
             nc.jetstream(), service=settings.service_name, limit=limit
@@ -126,7 +128,9 @@ async def _list(settings: ServiceSettings, limit: int) -> list[deadletter.DeadLe
 
 
 async def _replay(settings: ServiceSettings, sequence: int) -> deadletter.DeadLetter:
-    nc = await connect(settings.nats_url, name=f"{settings.service_name}-cli")
+    nc = await connect(
+        settings.nats_url, name=f"{settings.service_name}-cli", auth=settings.nats_auth
+    )
     try:
         return await deadletter.replay(nc.jetstream(), sequence=sequence)
     finally:

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bai_platform.access import service_audience
+from bai_platform.messaging import NatsAuth
 
 KNOWN_INSECURE_SECRETS = frozenset(
     {"", "secret", "changeme", "change-me", "password", "dev", "development", "test", "insecure"}
@@ -63,6 +64,12 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # This service's NATS user (empty: the service name) and its password; without a
+    # password the process connects as the URL says (bai_platform.messaging.NatsAuth).
+    nats_user: str = ""
+    nats_password: SecretStr | None = None
+    # Replicas of the streams this service's worker provisions: 3 on a 3-node cluster.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
     identity_jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
     identity_issuer: str = "bai-gateway"
@@ -111,6 +118,10 @@ class ServiceSettings(BaseSettings):
     def schema_name(self) -> str:
         return self.db_schema or self.service_name
 
+    @property
+    def nats_auth(self) -> NatsAuth:
+        return NatsAuth(user=self.nats_user or self.service_name, password=self.nats_password)
+
     @model_validator(mode="after")
     def _own_audience(self) -> Self:
         if not self.identity_audience:
@@ -121,7 +132,9 @@ class ServiceSettings(BaseSettings):
     def _refuse_insecure_secrets(self) -> Self:
         if self.environment is not Environment.PRODUCTION:
             return self
-        for name in self.secret_fields:
+        # The NATS password is every service's secret, checked whenever it is given.
+        given = ("nats_password",) if self.nats_password is not None else ()
+        for name in (*self.secret_fields, *given):
             value = getattr(self, name)
             raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
             if raw.lower() in KNOWN_INSECURE_SECRETS or "insecure" in raw.lower():

@@ -24,7 +24,7 @@ from bai_contracts import DEAD_LETTER_STREAM, STREAMS, StreamSpec
 from bai_platform.consumer import ConsumerRunner, Subscription
 from bai_platform.db import Database
 from bai_platform.health import health_router
-from bai_platform.messaging import connect, ensure_streams
+from bai_platform.messaging import connect, ensure_consumed_streams, ensure_streams
 from bai_platform.outbox import OutboxRelay
 from bai_platform.settings import ServiceSettings
 
@@ -93,7 +93,9 @@ def _probe_app(checks: dict[str, Callable[[], Awaitable[None]]]) -> FastAPI:
 async def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
     """Run until SIGTERM or SIGINT, then shut down in order."""
     db = Database(settings)
-    nc = await connect(settings.nats_url, name=f"{settings.service_name}-worker")
+    nc = await connect(
+        settings.nats_url, name=f"{settings.service_name}-worker", auth=settings.nats_auth
+    )
     js = nc.jetstream()
     ctx = WorkerContext(settings=settings, db=db, nc=nc, js=js)
     _install_signal_handlers(ctx.stop)
@@ -107,7 +109,10 @@ async def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
 
 async def _serve(ctx: WorkerContext, spec: WorkerSpec) -> None:
     own = [s for s in STREAMS if s.service == ctx.settings.service_name]
-    await ensure_streams(ctx.js, [*own, DEAD_LETTER_STREAM, *_streams_of(spec)])
+    replicas = ctx.settings.stream_replicas
+    await ensure_streams(ctx.js, [*own, DEAD_LETTER_STREAM], replicas=replicas)
+    foreign = [s for s in _streams_of(spec) if s not in own]
+    await ensure_consumed_streams(ctx.js, foreign, replicas=replicas)
     runners = [
         ConsumerRunner(
             db=ctx.db,

@@ -22,7 +22,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Chat answers synchronously: it asks billing (NATS) and the engine (HTTP) in place.
-        link = NatsLink(resolved.nats_url, name="creator-api")
+        link = NatsLink(resolved.nats_url, name="creator-api", auth=resolved.nats_auth)
         stop = asyncio.Event()
         task = asyncio.create_task(link.run(stop))
         async with httpx.AsyncClient(follow_redirects=False) as client:

@@ -51,7 +51,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.forward_auth = ForwardAuth(
             settings=resolved, keys=keys, db=app.state.db, limiter=limiter
         )
-        link = NatsLink(resolved.nats_url, name="gateway-api")
+        link = NatsLink(resolved.nats_url, name="gateway-api", auth=resolved.nats_auth)
         app.state.callbacks = CallbackRouter(link=link, routes=resolved.callback_routes)
         app.state.widgets = WidgetDirectory(link=link)
         hub = Hub(

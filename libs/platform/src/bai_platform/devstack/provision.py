@@ -13,13 +13,22 @@ from bai_platform.devstack.config import SERVICES
 
 
 def service_passwords(state_dir: Path) -> dict[str, str]:
-    """Random per-service passwords, made once and kept in the state folder (mode 600)."""
-    path = state_dir / "secrets.json"
+    """Random per-service database passwords, kept in the state folder."""
+    return stored_passwords(state_dir / "secrets.json", SERVICES)
+
+
+def nats_passwords(state_dir: Path, users: tuple[str, ...]) -> dict[str, str]:
+    """Random NATS passwords by user (each service and the admin), kept beside them."""
+    return stored_passwords(state_dir / "nats-secrets.json", users)
+
+
+def stored_passwords(path: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Random passwords for ``names``, made once and kept in ``path`` (mode 600)."""
     if path.exists():
         stored: dict[str, str] = json.loads(path.read_text())
-        if set(SERVICES) <= stored.keys():
+        if set(names) <= stored.keys():
             return stored
-    passwords = {service: secrets.token_hex(16) for service in SERVICES}
+    passwords = {name: secrets.token_hex(16) for name in names}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(json.dumps(passwords, indent=2))

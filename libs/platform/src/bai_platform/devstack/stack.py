@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -28,6 +29,7 @@ from bai_platform.devstack import provision, traefik
 from bai_platform.devstack.config import SERVICES, StackSettings, free_port
 from bai_platform.devstack.postgres import EmbeddedPostgres
 from bai_platform.devstack.process import ManagedProcess, recover_stale, tail
+from bai_platform.nats_permissions import ADMIN_USER, render_authorization
 
 
 class StackError(RuntimeError):
@@ -101,8 +103,25 @@ class Stack:
         return self.settings.edge_url
 
     @property
-    def nats_url(self) -> str:
+    def nats_address(self) -> str:
+        """The URL services dial (they bring their own user and password)."""
         return self.settings.nats_url or f"nats://{self.settings.host}:{self.settings.nats_port}"
+
+    @property
+    def nats_url(self) -> str:
+        """The URL tests and operators connect with: as the admin user, who may do anything.
+
+        An external ``NATS_URL`` is used as given (no permissions unless it brings its own).
+        """
+        if self.settings.nats_url is not None:
+            return self.settings.nats_url
+        password = quote(self.nats_passwords[ADMIN_USER], safe="")
+        return f"nats://{ADMIN_USER}:{password}@{self.settings.host}:{self.settings.nats_port}"
+
+    @functools.cached_property
+    def nats_passwords(self) -> dict[str, str]:
+        """The local NATS server's passwords by user (every service and the admin)."""
+        return provision.nats_passwords(self.state_dir, (ADMIN_USER, *SERVICES))
 
     def admin_dsn(self, database: str | None = None) -> str:
         """A superuser DSN (plain libpq form) for provisioning and for tests."""
@@ -136,7 +155,7 @@ class Stack:
             Endpoint("sign up", f"{edge}/v1/auth/signup"),
             Endpoint("JWKS", f"{edge}/.well-known/jwks.json"),
             *(Endpoint(f"{name} api (direct)", self.service_url(name)) for name in SERVICES),
-            Endpoint("nats", self.nats_url),
+            Endpoint("nats", self.nats_address),
             Endpoint("logs", str(self.logs)),
         ]
 
@@ -241,10 +260,26 @@ class Stack:
             str(store),
             "-n",
             "bai-local",
+            "-c",
+            str(self._write_nats_config()),
         ]
         process = self._spawn(self._managed("nats", argv), marker=str(store))
         self._wait_tcp("nats", process, self.settings.nats_port)
         self.report("nats", "ok", self._log_hint("nats"))
+
+    def _write_nats_config(self) -> Path:
+        """The server's config: the per-service users and permissions, nothing else (the
+        command line sets address, port and store)."""
+        path = self.state_dir / "nats.conf"
+        path.touch(mode=0o600)
+        path.write_text(render_authorization(self.nats_passwords))
+        return path
+
+    def _nats_env(self, service: str) -> dict[str, str]:
+        """A service's own NATS user; none for an external NATS_URL (no users there)."""
+        if self.settings.nats_url is not None:
+            return {}
+        return {"BAI_NATS_USER": service, "BAI_NATS_PASSWORD": self.nats_passwords[service]}
 
     def restart_nats(self) -> None:
         """Start NATS again after ``stop_component('nats')`` (same store, same port)."""
@@ -342,7 +377,8 @@ class Stack:
             "BAI_HOST": self.settings.host,
             "BAI_PORT": str(port),
             "BAI_DATABASE_URL": self.database_url(service),
-            "BAI_NATS_URL": self.nats_url,
+            "BAI_NATS_URL": self.nats_address,
+            **self._nats_env(service),
             "BAI_PUBLIC_BASE_URL": self.edge_url,
             "BAI_IDENTITY_JWKS_URL": f"{self.service_url('gateway')}/.well-known/jwks.json",
             "PYTHONUNBUFFERED": "1",

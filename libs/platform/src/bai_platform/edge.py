@@ -350,9 +350,9 @@ _CLIENT_NOTE = (
     "In the cluster the peer is the real client only if Traefik's Service keeps it",
     "(externalTrafficPolicy: Local) or the load balancer speaks PROXY protocol",
     "(ports.websecure.proxyProtocol.trustedIPs); see deploy/traefik/helm-values.yaml.",
-    "Behind an HTTP"
-    "proxy that appends X-Forwarded-For, re-render with `--trusted-proxy CIDR` (each one):",
-    "the client is then the right-most X-Forwarded-For address outside those CIDRs",
+    "Behind an HTTP proxy that appends X-Forwarded-For, re-render with",
+    "`--trusted-proxy CIDR` (once per CIDR): the client is then the right-most",
+    "X-Forwarded-For address outside those CIDRs",
     "(sourceCriterion.ipStrategy.excludedIPs), and Traefik must keep their headers",
     "(ports.websecure.forwardedHeaders.trustedIPs, rendered into the Helm values).",
 )

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bai_platform.devstack.config import StackSettings
+from bai_platform import edge
+from bai_platform.devstack.config import StackSettings, repo_root
 from bai_platform.devstack.postgres import data_dir
 from bai_platform.devstack.process import recover_stale
 from bai_platform.devstack.stack import ComponentFailed, Stack, StackError
@@ -92,6 +93,33 @@ def clean(state_dir: Path | None = None) -> None:
     for folder in {root, outside}:
         shutil.rmtree(folder, ignore_errors=True)
     console.print(f"removed {root}" + (f" and {outside}" if outside != root / "postgres" else ""))
+
+
+@app.command("render-edge")
+def render_edge(
+    out_dir: Path | None = None,
+    values_file: Path | None = None,
+    trusted_proxy: list[str] | None = None,
+    cert_resolver: str | None = None,
+) -> None:
+    """Write the Kubernetes IngressRoutes and Middlewares and Traefik's Helm values.
+
+    Defaults: deploy/k8s/base/edge and deploy/traefik/helm-values.yaml. --trusted-proxy
+    (repeatable): CIDRs of the proxies in front of Traefik; --cert-resolver: TLS from
+    Traefik's ACME instead of cert-manager.
+    """
+    out = out_dir or repo_root() / "deploy" / "k8s" / "base" / "edge"
+    proxies, tls = trusted_proxy or (), edge.Tls(cert_resolver=cert_resolver)
+    files = {
+        out / name: text
+        for name, text in edge.k8s_manifests(trusted_proxies=proxies, tls=tls).items()
+    }
+    values = values_file or repo_root() / "deploy" / "traefik" / "helm-values.yaml"
+    files[values] = edge.traefik_values(trusted_proxies=proxies, tls=tls)
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        console.print(f"wrote {path}")
 
 
 def main() -> None:

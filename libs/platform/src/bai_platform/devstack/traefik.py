@@ -1,10 +1,16 @@
-"""Traefik's configuration, rendered from ``deploy/traefik/*.tmpl`` with the stack's ports."""
+"""Traefik's configuration for the local stack.
+
+The static configuration comes from ``deploy/traefik/traefik.yml.tmpl`` with the stack's
+ports; the dynamic one (routers, middlewares, services) from the route table in
+``bai_platform.edge``, the same table that renders the Kubernetes IngressRoutes.
+"""
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
+from bai_platform import edge
 from bai_platform.devstack.config import SERVICES, repo_root
 
 
@@ -31,10 +37,10 @@ def render(
         "access_log": str(log_dir / "traefik-access.log"),
         # A JSON list is a YAML flow sequence.
         "trusted_ips": json.dumps(list(trusted_ips)),
-        **{f"{name}_url": service_urls[name] for name in SERVICES},
     }
+    urls = {name: service_urls[name] for name in SERVICES}
+    dynamic.write_text(edge.file_config(service_urls=urls, trusted_proxies=trusted_ips))
     static = out_dir / "traefik.yml"
-    for name, target in (("traefik.yml.tmpl", static), ("dynamic.yml.tmpl", dynamic)):
-        text = (template_dir() / name).read_text()
-        target.write_text(Template(text).substitute(values))
+    text = (template_dir() / "traefik.yml.tmpl").read_text()
+    static.write_text(Template(text).substitute(values))
     return static

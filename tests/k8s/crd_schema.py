@@ -23,6 +23,7 @@ Every error is reported, each with the path of the offending value.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,12 @@ class CrdCatalog:
         if key not in self.schemas:
             return [f"$: no vendored CRD defines {resource.get('apiVersion')} {key[2]}"]
         return validation_errors(resource, self.schemas[key])
+
+
+@cache
+def vendored_catalog() -> CrdCatalog:
+    """The catalog of ``deploy/k8s/crds``, built once per process (the Cluster CRD is large)."""
+    return CrdCatalog.load()
 
 
 def is_custom_resource(resource: dict[str, Any]) -> bool:

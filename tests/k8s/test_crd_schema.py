@@ -9,13 +9,26 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.crd_schema import CrdCatalog, to_json_schema, validation_errors
+from tests.k8s.crd_schema import (
+    CrdCatalog,
+    to_json_schema,
+    validation_errors,
+    vendored_catalog,
+)
 
 VALID_FIXTURES = Path(__file__).parent / "fixtures" / "valid"
 
 # Per kind: a field set to a value of the wrong type, and a required field taken away
 # (paths into the valid fixture of that kind), with the error each must produce.
 MISTAKES: dict[str, dict[str, tuple[list[Any], Any, str]]] = {
+    "Cluster": {
+        "wrong_type": (["spec", "instances"], "three", "$.spec.instances"),
+        "missing": (["spec", "instances"], None, "$.spec"),
+    },
+    "ScheduledBackup": {
+        "wrong_type": (["spec", "schedule"], 2, "$.spec.schedule"),
+        "missing": (["spec", "schedule"], None, "$.spec"),
+    },
     "Certificate": {
         "wrong_type": (["spec", "isCA"], "yes", "$.spec.isCA"),
         "missing": (["spec", "secretName"], None, "$.spec"),
@@ -62,7 +75,7 @@ def _parent(obj: Any, path: list[Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def catalog() -> CrdCatalog:
-    return CrdCatalog.load()
+    return vendored_catalog()
 
 
 @pytest.mark.parametrize("kind", sorted(MISTAKES))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.crd_schema import REPO_ROOT, CrdCatalog, is_custom_resource
+from tests.k8s.crd_schema import REPO_ROOT, CrdCatalog, is_custom_resource, vendored_catalog
 
 OVERLAYS_DIR = REPO_ROOT / "deploy" / "k8s" / "overlays"
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
@@ -49,7 +49,7 @@ def custom_resource_errors(catalog: CrdCatalog, objects: list[dict[str, Any]]) -
 
 @pytest.fixture(scope="module")
 def catalog() -> CrdCatalog:
-    return CrdCatalog.load()
+    return vendored_catalog()
 
 
 def _overlays() -> list[Any]:

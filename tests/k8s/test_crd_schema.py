@@ -29,6 +29,14 @@ MISTAKES: dict[str, dict[str, tuple[list[Any], Any, str]]] = {
         "wrong_type": (["spec", "schedule"], 2, "$.spec.schedule"),
         "missing": (["spec", "schedule"], None, "$.spec"),
     },
+    "Issuer": {
+        "wrong_type": (
+            ["spec", "selfSigned", "crlDistributionPoints"],
+            "http://crl",
+            "$.spec.selfSigned.crlDistributionPoints",
+        ),
+        "missing": (["spec"], None, "$"),
+    },
     "Certificate": {
         "wrong_type": (["spec", "isCA"], "yes", "$.spec.isCA"),
         "missing": (["spec", "secretName"], None, "$.spec"),

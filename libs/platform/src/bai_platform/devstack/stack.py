@@ -258,7 +258,9 @@ class Stack:
             log = self.logs / f"{service}-migrate.log"
             with log.open("ab") as out:
                 own = self._env(service, 0)
-                argv = self._command_argv(service, "migrate", own, name=f"{service}-migrate")
+                argv = self._command_argv(
+                    service, "migrate", own, name=f"{service}-migrate", port=self.port(service)
+                )
                 env = podman.podman_env(own)
                 running.append(
                     (

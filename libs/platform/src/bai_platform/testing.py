@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from bai_platform.devstack import Stack, StackSettings
 from bai_platform.devstack.config import reachable_state_dir
-from bai_platform.devstack.containers import container_servers, docker_unavailable_reason
+from bai_platform.devstack.containers import container_servers, engine_unavailable_reason
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.settings import Environment, ServiceSettings
 
@@ -45,7 +45,7 @@ def stack_service_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack(stack_service_env: dict[str, str]) -> Iterator[Stack]:
     """Local processes by default; ``BAI_TEST_PROVIDER=containers`` puts PostgreSQL and NATS
-    in Docker (testcontainers) instead."""
+    in containers (testcontainers, on Docker or podman; see ``devstack.containers``)."""
     with reachable_state_dir() as state_dir:
         yield from _stack(state_dir, stack_service_env)
 
@@ -56,7 +56,7 @@ def _stack(state_dir: Path, service_env: dict[str, str]) -> Iterator[Stack]:
             StackSettings(state_dir=state_dir, free_ports=True, service_env=service_env)
         )
         return
-    reason = docker_unavailable_reason()
+    reason = engine_unavailable_reason()
     if reason:
         pytest.exit(f"BAI_TEST_PROVIDER=containers, but {reason}", returncode=2)
     with container_servers() as (database_url, nats_url):

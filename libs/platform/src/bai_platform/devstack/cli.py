@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bai_platform import edge
-from bai_platform.devstack.config import StackSettings, repo_root
+from bai_platform.devstack import images as image_builds
+from bai_platform.devstack.config import SERVICES, StackSettings, repo_root
+from bai_platform.devstack.podman import PodmanError
 from bai_platform.devstack.postgres import data_dir
 from bai_platform.devstack.process import recover_stale
 from bai_platform.devstack.stack import ComponentFailed, Stack, StackError
@@ -120,6 +122,35 @@ def render_edge(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         console.print(f"wrote {path}")
+
+
+def _print_built(built: image_builds.Built) -> None:
+    took = "cached" if built.skipped else f"{built.seconds:6.1f} s"
+    console.print(f"  [green]{took:>9}[/]  {built.image:<32} [dim]{built.size / 1e6:6.0f} MB[/]")
+
+
+@app.command()
+def images(
+    service: list[str] = typer.Option(list(SERVICES), help="Services to build (repeatable)."),
+    tag: str = typer.Option("dev", help="Tag of the service images."),
+    rebuild_base: bool = typer.Option(False, help="Run debootstrap even if the base exists."),
+    test_servers: bool = typer.Option(False, help="Also build the PostgreSQL and NATS images."),
+) -> None:
+    """Build the service images with podman (base made from Debian packages first)."""
+    console.print("Building images (podman; time and size of each step)")
+    started = time.monotonic()
+    try:
+        image_builds.build_all(
+            services=service,
+            tag=tag,
+            rebuild_base=rebuild_base,
+            test_servers=test_servers,
+            report=_print_built,
+        )
+    except PodmanError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        sys.exit(1)
+    console.print(f"done in {time.monotonic() - started:.1f} s")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,11 @@ class StackSettings(BaseSettings):
     # Proxies in front of the edge whose X-Forwarded-For Traefik keeps (a load balancer);
     # none by default, so a client cannot choose the address that per-IP limits count.
     edge_trusted_ips: list[str] = Field(default_factory=list)
+
+    # How each service's api, worker and migrate run: as processes of this checkout, or as
+    # podman containers of the images `bai-stack images` built (localhost/bai-<s>:<tag>).
+    service_runtime: Literal["process", "podman"] = "process"
+    image_tag: str = "dev"
 
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "BAI_DATABASE_URL")

@@ -10,7 +10,6 @@ import atexit
 import contextlib
 import functools
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from urllib.parse import quote
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from bai_platform.devstack import provision, traefik
+from bai_platform.devstack import podman, provision, traefik
 from bai_platform.devstack.config import SERVICES, StackSettings, free_port
 from bai_platform.devstack.postgres import EmbeddedPostgres
 from bai_platform.devstack.process import ManagedProcess, recover_stale, tail
@@ -293,8 +292,11 @@ class Stack:
         for service in SERVICES:
             log = self.logs / f"{service}-migrate.log"
             with log.open("ab") as out:
-                argv = [sys.executable, "-m", service, "migrate"]
-                env = {**os.environ, **self._env(service, 0)}
+                own = self._env(service, 0)
+                argv = self._command_argv(
+                    service, "migrate", own, name=f"{service}-migrate", port=self.port(service)
+                )
+                env = podman.podman_env(own)
                 running.append(
                     (
                         service,
@@ -325,10 +327,8 @@ class Stack:
                 self._check_port(
                     port, "BAI_SERVICE_BASE_PORT" if role == "api" else "BAI_WORKER_BASE_PORT"
                 )
-                argv = [sys.executable, "-m", service, role]
                 process = self._spawn(
-                    self._managed(name, argv, self._env(service, port)),
-                    marker=f"-m {service} {role}",
+                    self._service_process(service, role, port), marker=self._marker(name, port)
                 )
                 launched.append((name, process, f"http://{self.settings.host}:{port}/readyz"))
         for name, process, ready_url in launched:
@@ -353,6 +353,43 @@ class Stack:
         self.report("traefik", "ok", self._log_hint("traefik"))
 
     # ---- helpers ---------------------------------------------------------------------
+    def _container_name(self, name: str, port: int) -> str:
+        """Unique per stack (its ports are), stable for fixed ports (``--replace`` then)."""
+        return f"bai-{name}-{port}"
+
+    def _marker(self, name: str, port: int) -> str:
+        service, _, role = name.rpartition("-")
+        if self.settings.service_runtime == "podman":
+            return self._container_name(name, port)
+        return f"-m {service} {role}"
+
+    def _command_argv(
+        self, service: str, command: str, env: dict[str, str], *, name: str, port: int = 0
+    ) -> list[str]:
+        """``python -m <service> <command>``, here or in the service's image."""
+        if self.settings.service_runtime == "process":
+            return [sys.executable, "-m", service, command]
+        return podman.run_argv(
+            name=self._container_name(name, port),
+            image=podman.service_image(service, self.settings.image_tag),
+            command=[command],
+            env_keys=list(env),
+        )
+
+    def _service_process(self, service: str, role: str, port: int) -> ManagedProcess:
+        name, env = f"{service}-{role}", self._env(service, port)
+        argv = self._command_argv(service, role, env, name=name, port=port)
+        if self.settings.service_runtime == "process":
+            return self._managed(name, argv, env)
+        return podman.ContainerProcess(
+            name=name,
+            argv=argv,
+            log_path=self.logs / f"{name}.log",
+            pid_path=self.run_dir / f"{name}.pid",
+            env={**podman.podman_env(), **env},
+            container=self._container_name(name, port),
+        )
+
     def _managed(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
     ) -> ManagedProcess:

@@ -5,11 +5,13 @@ kind pass, and an unknown field, a wrong type and a missing required field are e
 import copy
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import yaml
 
 from tests.k8s.crd_schema import (
+    NEWER_FIELDS,
     CrdCatalog,
     to_json_schema,
     validation_errors,
@@ -198,3 +200,37 @@ def test_top_level_metadata_is_checked_as_object_meta() -> None:
     assert validation_errors({"metadata": {"labels": {"k": 1}}}, schema) == [
         "$.metadata.labels.k: 1 is not of type 'string'"
     ]
+
+
+def test_a_newer_field_is_accepted_only_where_it_is_declared(catalog: CrdCatalog) -> None:
+    limited: dict[str, Any] = {
+        "apiVersion": "traefik.io/v1alpha1",
+        "kind": "Middleware",
+        "metadata": {"name": "auth"},
+        "spec": {"forwardAuth": {"address": "http://gateway", "maxResponseBodySize": 65536}},
+    }
+    assert catalog.errors(limited) == []
+    limited["spec"]["forwardAuth"]["maxResponseBodySize"] = "big"
+    assert len(catalog.errors(limited)) == 1
+    misplaced: dict[str, Any] = {**limited, "spec": {"forwardAuth": {"address": "http://g"}}}
+    misplaced["spec"]["maxResponseBodySize"] = 1
+    assert len(catalog.errors(misplaced)) == 1
+
+
+def _crd_with_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    openapi = {"type": "object", "properties": {"spec": spec}}
+    return {
+        "kind": "CustomResourceDefinition",
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget"},
+            "versions": [{"name": "v1", "served": True, "schema": {"openAPIV3Schema": openapi}}],
+        },
+    }
+
+
+def test_a_newer_field_already_in_the_vendored_crd_is_an_error() -> None:
+    crd = _crd_with_spec({"type": "object", "properties": {"max": {"type": "integer"}}})
+    newer = {("example.com", "v1", "Widget"): {"spec.max": {"type": "integer"}}}
+    with patch.dict(NEWER_FIELDS, newer), pytest.raises(ValueError, match="already in the vendor"):
+        CrdCatalog.from_documents([crd])

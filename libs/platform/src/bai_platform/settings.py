@@ -68,6 +68,9 @@ class ServiceSettings(BaseSettings):
     # password the process connects as the URL says (bai_platform.messaging.NatsAuth).
     nats_user: str = ""
     nats_password: SecretStr | None = None
+    # The CA that signed the NATS servers' certificate: when set, NATS is reached only over
+    # TLS, handshake first (Kubernetes: the nats-routes-tls secret's ca.crt).
+    nats_tls_ca_file: str = ""
     # Replicas of the streams this service's worker provisions: 3 on a 3-node cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)
 
@@ -120,7 +123,11 @@ class ServiceSettings(BaseSettings):
 
     @property
     def nats_auth(self) -> NatsAuth:
-        return NatsAuth(user=self.nats_user or self.service_name, password=self.nats_password)
+        return NatsAuth(
+            user=self.nats_user or self.service_name,
+            password=self.nats_password,
+            ca_file=self.nats_tls_ca_file or None,
+        )
 
     @model_validator(mode="after")
     def _own_audience(self) -> Self:

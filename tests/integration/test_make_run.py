@@ -1,4 +1,5 @@
-"""`make run`'s command: ready line, then Ctrl-C leaves no process behind."""
+"""`make run`'s command: ready line; a worker killed with SIGKILL is brought back; then
+Ctrl-C, even pressed twice, leaves no process behind."""
 
 import contextlib
 import os
@@ -86,6 +87,27 @@ def _recorded_pids(state: Path) -> list[int]:
     return [int(p.read_text().split()[0]) for p in (state / "run").glob("*.pid")]
 
 
+def _pid_of(state: Path, name: str) -> int:
+    return int((state / "run" / f"{name}.pid").read_text().split()[0])
+
+
+def _kill_and_see_it_back(up: subprocess.Popen[str], state: Path, name: str) -> int:
+    """SIGKILL ``name``; the supervisor says it restarted it, and the new one is running."""
+    crashed = _pid_of(state, name)
+    log = state / "logs" / f"{name}.log"
+    started_before = log.read_text().count("worker_started")
+    os.kill(crashed, signal.SIGKILL)
+    said = _wait_for_line(up, f"restarted  {name}", timeout=30)
+    assert "killed by signal 9" in said[-1]
+    deadline = time.monotonic() + 60
+    while log.read_text().count("worker_started") == started_before:
+        assert time.monotonic() < deadline, "the restarted worker never started"
+        time.sleep(0.2)
+    restarted = _pid_of(state, name)
+    assert restarted != crashed
+    return restarted
+
+
 def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
     state = state_dir
     env = {
@@ -105,9 +127,12 @@ def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
             lines = _wait_for_line(up, "gateway api (direct)", timeout=180)
             pids = _recorded_pids(state)
             assert len(pids) == 13  # postgres, nats, traefik, 5 apis, 5 workers
+            pids.append(_kill_and_see_it_back(up, state, "planner-worker"))
             listener = _live_listener("".join(lines))
             interrupted_at = time.monotonic()
             up.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            up.send_signal(signal.SIGINT)  # impatient: must not cut the stop short
             assert up.wait(60) == 0
             listener.join(30)
         finally:

@@ -60,7 +60,7 @@ def up() -> None:
         stack.start()
         console.print(f"\n[bold green]BAI ready: {stack.edge_url}[/]")
         console.print(_ready_table(stack))
-        console.print("\nCtrl-C stops everything.")
+        console.print("\nCtrl-C stops everything. A process that exits is restarted.")
         while True:
             time.sleep(3600)
     except ComponentFailed as exc:
@@ -70,8 +70,14 @@ def up() -> None:
         console.print(f"\n[bold red]{exc}[/]")
         sys.exit(1)
     except KeyboardInterrupt:
-        console.print("\nStopping…")
+        console.print(
+            f"\nStopping… (a process still running after {stack.settings.stop_timeout_seconds:g} s"
+            " is killed)"
+        )
     finally:
+        # A second Ctrl-C must not cut the stop short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         console.print("Stopped.")
 

@@ -71,6 +71,8 @@ class StackSettings(BaseSettings):
     free_ports: bool = False
     startup_timeout_seconds: float = 90.0
     stop_timeout_seconds: float = 15.0
+    # Restart a process that exits on its own, with backoff (devstack.watchdog).
+    heal: bool = True
     database: str = "bai"
     # Extra environment for every service process (e.g. test-sized rate limits).
     service_env: dict[str, str] = Field(default_factory=dict)

@@ -105,6 +105,8 @@ class ManagedProcess:
             self.signalled = True
 
     def stop(self, timeout: float) -> None:
+        """Signal, wait up to ``timeout``, then SIGKILL; then SIGKILL whatever is left of its
+        process group (children it started), so nothing outlives a stop."""
         if self.popen is not None and self.popen.poll() is None:
             self.signal_stop()
             try:
@@ -112,6 +114,10 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        if self.popen is not None:
+            # Its own session made it the leader of a group whose id is its pid.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
 
 

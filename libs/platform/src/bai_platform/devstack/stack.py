@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +29,7 @@ from bai_platform.devstack import podman, provision, traefik
 from bai_platform.devstack.config import SERVICES, StackSettings, free_port
 from bai_platform.devstack.postgres import EmbeddedPostgres
 from bai_platform.devstack.process import ManagedProcess, recover_stale, tail
+from bai_platform.devstack.watchdog import Watchdog
 from bai_platform.nats_permissions import ADMIN_USER, render_authorization
 
 
@@ -74,6 +76,9 @@ class Stack:
         self.logs = self.state_dir / "logs"
         self.run_dir = self.state_dir / "run"
         self.processes: dict[str, ManagedProcess] = {}
+        self._lock = threading.RLock()
+        # Brings back what exits on its own (settings.heal); a stop closes it first.
+        self.watchdog = Watchdog(self.processes, self._lock, reporter)
         self.started: list[str] = []
         self._ports = self._plan_ports()
         self.postgres: EmbeddedPostgres | None = None
@@ -171,6 +176,8 @@ class Stack:
                 self.report(name, "failed", "")
                 raise
             self.started.append(name)
+        if self.settings.heal:
+            self.watchdog.start()
 
     def _steps(self) -> list[tuple[str, Callable[[], None]]]:
         return [
@@ -183,18 +190,23 @@ class Stack:
 
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order; services all at once."""
-        services = [name for name in self.processes if name.endswith(("-api", "-worker"))]
-        for tier in (["traefik"], services, ["nats"], ["postgres"]):
-            running = [self.processes.pop(name) for name in tier if name in self.processes]
-            for process in running:
-                self.report(process.name, "stopping", "")
-                process.signal_stop()
-            for process in running:
-                process.stop(self.settings.stop_timeout_seconds)
-        self.started.clear()
+        self.watchdog.close()
+        with self._lock:
+            services = [name for name in self.processes if name.endswith(("-api", "-worker"))]
+            for tier in (["traefik"], services, ["nats"], ["postgres"]):
+                running = [self.processes.pop(name) for name in tier if name in self.processes]
+                for process in running:
+                    self.report(process.name, "stopping", "")
+                    process.signal_stop()
+                for process in running:
+                    process.stop(self.settings.stop_timeout_seconds)
+            self.started.clear()
 
     def stop_component(self, name: str) -> None:
-        self.processes.pop(name).stop(self.settings.stop_timeout_seconds)
+        """Stop one process for good (the watchdog no longer sees it)."""
+        with self._lock:
+            process = self.processes.pop(name)
+        process.stop(self.settings.stop_timeout_seconds)
 
     # ---- components ------------------------------------------------------------------
     def _prepare_state(self) -> None:
@@ -208,8 +220,9 @@ class Stack:
             process.pid_path, marker=marker, timeout=self.settings.stop_timeout_seconds
         ):
             self.report(process.name, "recovered", "stopped a process left by an earlier run")
-        process.start()
-        self.processes[process.name] = process
+        with self._lock:
+            process.start()
+            self.processes[process.name] = process
         return process
 
     def _start_postgres(self) -> None:

@@ -75,6 +75,8 @@ async def test_a_signed_paid_invoice_grants_its_plan_once_and_the_tier_follows(
     # Delivered again after it was processed: still granted once.
     assert (await _send(edge, paid, secret)).json()["duplicate"] is True
     ledger = await _until(edge, "/v1/billing/ledger", account, lambda _: True)
+    beyond_bigint = await edge.get(f"/v1/billing/ledger?before={2**63}", headers=account.headers)
+    assert beyond_bigint.status_code == 422  # not a 500 from the database driver
     grants = [
         e for e in ledger["items"] if e["reference"] == f"invoice:{paid['data']['object']['id']}"
     ]

@@ -164,10 +164,15 @@ async def test_an_earlier_version_can_be_chosen_again_and_the_planner_is_told(
         f"/v1/creator/posts/{post_id}/versions/9/choose", headers=identity_for(tenant, "editor")
     )
     stranger = await client.post(url, headers=identity_for(UUID(int=tenant.int ^ 1), "owner"))
+    beyond_integer = await client.post(  # found by schemathesis: was a 500 from asyncpg
+        f"/v1/creator/posts/{post_id}/versions/70370943398/choose",
+        headers=identity_for(tenant, "editor"),
+    )
 
     assert chosen.status_code == 202, chosen.text
     assert chosen.json()["version"] == 1
     assert (viewer.status_code, missing.status_code, stranger.status_code) == (403, 404, 404)
+    assert beyond_integer.status_code == 422
     events = await announced(creator_db, str(post_id))
     [told] = [
         e.payload(ContentVersionChosen) for e in events if e.type == ContentVersionChosen.subject

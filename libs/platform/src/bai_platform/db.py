@@ -22,6 +22,12 @@ from sqlalchemy.ext.asyncio import (
 from bai_platform.errors import ServiceError
 from bai_platform.settings import ServiceSettings
 
+# The largest PostgreSQL integer and bigint: bound every integer a client gives that is
+# compared with such a column (Path(le=...), Query(le=...)), or asyncpg refuses the value
+# and the client gets a 500 instead of a 422.
+PG_INTEGER_MAX = 2**31 - 1
+PG_BIGINT_MAX = 2**63 - 1
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

@@ -6,10 +6,14 @@ document, so ``declare_problems`` rewrites it once per app:
 
 - a ``Problem`` schema (RFC 9457 plus our ``code``, and ``errors`` for validation);
 - on every operation: 401 and 403 (identity and access are checked on every route; even a
-  public one such as login answers 401), 429 (the limits) and 503 (a busy database pool,
-  a dependency away), each with ``Retry-After`` where it is sent;
-- with path parameters, 404; with parameters or a body, 422; with a body, 400 (not
-  parseable), 409 (a conflict, an ``Idempotency-Key`` in flight) and 413 (too large);
+  public one such as login answers 401), 404 (an id in the path or the body, or a resource
+  not set up yet), 429 (the limits) and 503 (a busy database pool, a dependency away),
+  with ``Retry-After`` where it is sent. The edge's own flood shields answer 429 in plain
+  text (Traefik's rate limiter), so 429 declares ``text/plain`` too;
+- with parameters or a body, or any method but GET: 400 (not parseable: a body, a cursor)
+  and 422 (not valid);
+- any method that changes something: 409 (a conflict, an ``Idempotency-Key`` in flight)
+  and 413 (a body too large);
 - an answer the route declared itself keeps its description, and its content becomes
   problem+json.
 
@@ -59,28 +63,28 @@ RETRY_AFTER = {
         "schema": {"type": "integer"},
     }
 }
-ALWAYS = (401, 403, 429, 503)
+ALWAYS = (401, 403, 404, 429, 503)
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+READS = ("get", "head", "options")
 
 
-def error_statuses(operation: dict[str, Any]) -> list[int]:
+def error_statuses(operation: dict[str, Any], method: str) -> list[int]:
     """The error answers an operation can give (see the module docstring)."""
-    parameters = operation.get("parameters", [])
-    has_body = "requestBody" in operation
     statuses = set(ALWAYS)
-    if any(p.get("in") == "path" for p in parameters):
-        statuses.add(404)
-    if parameters or has_body:
-        statuses.add(422)
-    if has_body:
-        statuses |= {400, 409, 413}
+    if operation.get("parameters") or "requestBody" in operation or method != "get":
+        statuses |= {400, 422}
+    if method not in READS:
+        statuses |= {409, 413}
     return sorted(statuses)
 
 
 def problem_answer(status: int, description: str | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
+    if status == 429:
+        content["text/plain"] = {"schema": {"type": "string"}}
     answer: dict[str, Any] = {
         "description": description or HTTPStatus(status).phrase,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+        "content": content,
     }
     if status in (429, 503):
         answer["headers"] = RETRY_AFTER
@@ -96,14 +100,14 @@ def with_problems(document: dict[str, Any]) -> dict[str, Any]:
     for path_item in document.get("paths", {}).values():
         for method in METHODS:
             if method in path_item:
-                _declare(path_item[method])
+                _declare(path_item[method], method)
     return document
 
 
-def _declare(operation: dict[str, Any]) -> None:
+def _declare(operation: dict[str, Any], method: str) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     declared = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
-    for status in sorted(declared | set(error_statuses(operation))):
+    for status in sorted(declared | set(error_statuses(operation, method))):
         own = responses.get(str(status), {}).get("description")
         phrase = HTTPStatus(status).phrase
         description = own if own and own != "Validation Error" and own != phrase else None

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
 from bai_contracts import CREDIT_KINDS
-from bai_platform.db import ReadSession
+from bai_platform.db import PG_BIGINT_MAX, ReadSession
 from bai_platform.identity import CurrentIdentity
 from billing import credits
 from billing.models import CreditAccount, CreditGrant, LedgerEntry
@@ -84,7 +84,7 @@ async def ledger(
     identity: CurrentIdentity,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=PG_BIGINT_MAX)] = None,
 ) -> LedgerPage:
     """The workspace's credit ledger, newest first (``before`` pages back)."""
     query = select(LedgerEntry).where(LedgerEntry.tenant_id == identity.tenant_id)

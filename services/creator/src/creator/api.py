@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
 
-from bai_platform.db import ReadSession, Session
+from bai_platform.db import PG_INTEGER_MAX, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
 from bai_platform.secrets import fernet_for
 from creator import generation, service
@@ -77,7 +77,7 @@ async def get_engine(identity: CurrentIdentity, session: ReadSession) -> EngineR
 @router.post("/posts/{post_id}/versions/{version}/choose", status_code=202)
 async def choose_version(
     post_id: UUID,
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=PG_INTEGER_MAX)],
     identity: CurrentIdentity,
     session: Session,
 ) -> ContentVersionRead:

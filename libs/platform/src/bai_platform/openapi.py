@@ -8,8 +8,7 @@ document, so ``declare_problems`` rewrites it once per app:
 - on every operation: 401 and 403 (identity and access are checked on every route; even a
   public one such as login answers 401), 404 (an id in the path or the body, or a resource
   not set up yet), 429 (the limits) and 503 (a busy database pool, a dependency away),
-  with ``Retry-After`` where it is sent. The edge's own flood shields answer 429 in plain
-  text (Traefik's rate limiter), so 429 declares ``text/plain`` too;
+  with ``Retry-After`` where it is sent;
 - with parameters or a body, or any method but GET: 400 (not parseable: a body, a cursor)
   and 422 (not valid);
 - any method that changes something: 409 (a conflict, an ``Idempotency-Key`` in flight)
@@ -79,12 +78,9 @@ def error_statuses(operation: dict[str, Any], method: str) -> list[int]:
 
 
 def problem_answer(status: int, description: str | None = None) -> dict[str, Any]:
-    content: dict[str, Any] = {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
-    if status == 429:
-        content["text/plain"] = {"schema": {"type": "string"}}
     answer: dict[str, Any] = {
         "description": description or HTTPStatus(status).phrase,
-        "content": content,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
     }
     if status in (429, 503):
         answer["headers"] = RETRY_AFTER

@@ -1,12 +1,14 @@
 """Generation jobs with the built-in engine: one job per request, versioned content,
 announced to the planner, readable through the API."""
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from bai_contracts import (
     BrandVoice,
@@ -17,6 +19,7 @@ from bai_contracts import (
 )
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
+from creator.engines.config import BUILTIN
 from creator.events import on_generation_requested
 from creator.generation import run_builtin_jobs
 from creator.models import ContentVersion, GenerationJob, outbox
@@ -40,10 +43,13 @@ def request(post_id: UUID | None = None, note: str | None = None) -> PostGenerat
     )
 
 
+def envelope_of(tenant: UUID, asked: PostGenerationRequested) -> Envelope:
+    return new_event(asked, source="planner", tenant_id=tenant, subject=str(asked.post_id))
+
+
 async def deliver(creator_db: Database, tenant: UUID, asked: PostGenerationRequested) -> None:
-    envelope = new_event(asked, source="planner", tenant_id=tenant, subject=str(asked.post_id))
     async with creator_db.transaction() as session:
-        await on_generation_requested(session, envelope)
+        await on_generation_requested(session, envelope_of(tenant, asked))
 
 
 async def jobs_of(creator_db: Database, post_id: UUID) -> list[GenerationJob]:
@@ -61,15 +67,25 @@ async def announced(creator_db: Database, job_id: str) -> list[Envelope]:
 
 async def run_until_idle(creator_db: Database) -> None:
     """Run the built-in engine until nothing is queued, as if billing reserved every job
-    (the saga itself is tested in test_credits_saga.py)."""
+    (the saga itself is tested in test_credits_saga.py). The test stack's creator worker
+    may share the database and hold some jobs for a moment: wait for those to finish."""
     async with creator_db.transaction() as session:
         await session.execute(
             update(GenerationJob).where(GenerationJob.credits == "none").values(credits="reserved")
         )
-    while True:
+    queued = select(func.count()).where(
+        GenerationJob.state == "queued",
+        GenerationJob.engine == BUILTIN,
+        GenerationJob.credits == "reserved",
+        GenerationJob.next_attempt_at <= func.now(),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         async with creator_db.transaction() as session:
-            if await run_builtin_jobs(session) == 0:
+            if await run_builtin_jobs(session) == 0 and await session.scalar(queued) == 0:
                 return
+        await asyncio.sleep(0.05)
+    raise AssertionError("built-in jobs still queued after 30 s")
 
 
 async def test_a_request_delivered_twice_makes_one_queued_job_and_one_started_event(
@@ -184,20 +200,21 @@ async def test_a_workspace_with_many_queued_posts_does_not_hold_up_anothers_firs
     creator_db: Database,
 ) -> None:
     busy, neighbour = uuid4(), uuid4()
-    for _ in range(30):  # more than one batch, all queued first
-        await deliver(creator_db, busy, request())
-    first = request()
-    await deliver(creator_db, neighbour, first)
+    # One transaction from the first request to the check: the test stack's own creator
+    # worker may share this database, and must not see (or lock) these jobs before the
+    # turn being tested.
     async with creator_db.transaction() as session:
+        for _ in range(30):  # more than one batch, all queued first
+            await on_generation_requested(session, envelope_of(busy, request()))
+        first = request()
+        await on_generation_requested(session, envelope_of(neighbour, first))
         await session.execute(
             update(GenerationJob)
             .where(GenerationJob.tenant_id.in_([busy, neighbour]))
             .values(credits="reserved")
         )
 
-    async with creator_db.transaction() as session:
-        await run_builtin_jobs(session, limit=20)
-
-    [job] = await jobs_of(creator_db, first.post_id)
-    assert job.state == "completed"
+        assert await run_builtin_jobs(session, limit=20) == 20
+        query = select(GenerationJob.state).where(GenerationJob.post_id == first.post_id)
+        assert (await session.scalars(query)).all() == ["completed"]
     await run_until_idle(creator_db)  # nothing left for the tests after this one

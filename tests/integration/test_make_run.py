@@ -108,6 +108,17 @@ def _kill_and_see_it_back(up: subprocess.Popen[str], state: Path, name: str) -> 
     return restarted
 
 
+def _rest_of_output(up: "subprocess.Popen[str]", *, timeout: float) -> str:
+    """What ``up`` says until it exits; fails with it if that takes longer than ``timeout``."""
+    try:
+        rest, _ = up.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        up.kill()
+        rest, _ = up.communicate()
+        pytest.fail(f"the stack's stop took more than {timeout} s; it said:\n{rest}")
+    return rest
+
+
 def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
     state = state_dir
     env = {
@@ -133,7 +144,8 @@ def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
             up.send_signal(signal.SIGINT)
             time.sleep(0.3)
             up.send_signal(signal.SIGINT)  # impatient: must not cut the stop short
-            assert up.wait(60) == 0
+            said_at_stop = _rest_of_output(up, timeout=90)
+            assert up.returncode == 0, said_at_stop
             listener.join(30)
         finally:
             if up.poll() is None:

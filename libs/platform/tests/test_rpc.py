@@ -1,6 +1,7 @@
 """Request/reply over NATS micro: questions are answered concurrently (one slow transaction
 does not hold up the rest), a malformed question is a 400, a failing handler a 500 that
-rolls back, and ``ask`` says ``Unreachable`` when nobody answers."""
+rolls back, and ``ask`` says ``Unreachable`` when nobody answers in time (asking again
+while no process serves the subject, as during a restart)."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -121,3 +122,16 @@ async def test_nobody_answering_is_unreachable(sandbox: Sandbox) -> None:
         await ask(
             sandbox.nc, f"bai.rpc.{sandbox.service}.nobody", Question(n=1), Answer, within=0.5
         )
+
+
+async def test_a_question_asked_while_its_service_restarts_is_answered_once_it_is_back(
+    sandbox: Sandbox,
+) -> None:
+    async def echo(session: AsyncSession, question: Question) -> Answer:
+        return Answer(n=question.n)
+
+    asked = asyncio.create_task(ask(sandbox.nc, subject(sandbox), Question(n=7), Answer, within=5))
+    await asyncio.sleep(0.3)  # nobody serves the subject yet: "no responders", asked again
+    assert not asked.done()
+    async with serving(sandbox, Endpoint("echo", subject(sandbox), Question, echo)):
+        assert (await asked).n == 7

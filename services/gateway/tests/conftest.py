@@ -222,6 +222,8 @@ def settings(migrated: Stack) -> GatewaySettings:
         ),
         # A prefix of a test-only owner, so that callback tests never meet a real service.
         callback_routes={"gen": "creator", "ext": "mining", "pub": "planner", "tst": "n8ntest"},
+        # An owner nobody answers for is given up on sooner than in production.
+        callback_owner_deadline_seconds=1.5,
     )
 
 

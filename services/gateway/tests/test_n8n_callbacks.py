@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.micro import add_service
 from nats.micro.request import Request
+from nats.micro.service import Service
 
 from bai_contracts import (
     STREAMS,
@@ -44,8 +45,24 @@ CREATOR_SUBJECT = callback_subject(OWNER)
 class Owner:
     """Creator's side of the contract: which jobs exist and how their callbacks verify."""
 
+    nc: NatsClient
     js: JetStreamContext
     jobs: dict[str, CallbackVerification] = field(default_factory=dict)
+    service: Service | None = None
+
+    async def listen(self) -> None:
+        """Answer on the owner's subject (again), as a started owner process does."""
+        self.service = await add_service(self.nc, name="n8ntest-callbacks", version="0.1.0")
+        await self.service.add_endpoint(
+            name="verification", handler=self.answer, subject=callback_verification_subject(OWNER)
+        )
+        await self.nc.flush()  # the server knows the responder before any request is sent
+        await _answered(self.nc)
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
 
     def job(
         self,
@@ -74,20 +91,15 @@ async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> Asy
     nc = await nats.connect(migrated.nats_url)
     js = nc.jetstream()
     await ensure_streams(js, [s for s in STREAMS if s.service == "gateway"])
-    owner = Owner(js=js)
-    service = await add_service(nc, name="n8ntest-callbacks", version="0.1.0")
-    await service.add_endpoint(
-        name="verification", handler=owner.answer, subject=callback_verification_subject(OWNER)
-    )
-    await nc.flush()  # the server knows the responder before any request is sent
-    await _answered(nc)
+    owner = Owner(nc=nc, js=js)
+    await owner.listen()
     async with asyncio.timeout(10):
         while not app.state.callbacks.connected:
             await asyncio.sleep(0.05)
     try:
         yield owner
     finally:
-        await service.stop()
+        await owner.stop()
         await nc.close()
 
 
@@ -241,6 +253,25 @@ async def test_a_job_its_owner_does_not_know_is_404(
     job_id = f"tst_{uuid4().hex}"
     body = _body(job_id)
     assert_problem(await _post(client, job_id, body, _signed(body)), status=404, code="unknown_job")
+
+
+async def test_a_callback_waits_for_an_owner_that_is_restarting(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    """Nobody answers the owner's subject for a moment (its process restarts): the
+    callback is asked about again until the owner is back, then accepted."""
+    job_id = owner.job()
+    body = _body(job_id)
+    await owner.stop()
+    try:
+        sent = asyncio.create_task(_post(client, job_id, body, _signed(body)))
+        await asyncio.sleep(0.5)  # the restart's gap: the gateway finds no responders
+        assert not sent.done(), (await sent).text
+    finally:
+        await owner.listen()
+    response = await sent
+    assert response.status_code == 202, response.text
+    assert len(await _queued(owner.js, job_id)) == 1
 
 
 async def test_an_owner_that_does_not_answer_makes_n8n_retry(

@@ -7,10 +7,12 @@ back. Requests are answered concurrently, at most ``concurrency`` at a time per 
 (nats-py hands a subscription's messages over one at a time, so without this one slow
 transaction would hold up every question behind it); past that, the subscription waits.
 Callers use ``ask``: an answer, or ``Unreachable`` when nobody answers in time
-(no responders, a timeout, NATS down), which callers treat as "try again later".
+(no responders for the whole wait, a timeout, NATS down), which callers treat as "try
+again later".
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +32,9 @@ from bai_platform.worker import Task, WorkerContext
 RequestT = TypeVar("RequestT", bound=BaseModel)
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 log = structlog.get_logger("bai.rpc")
+# While nobody serves a subject (a restart), ``ask`` asks again after these pauses.
+NO_RESPONDERS_FIRST_PAUSE = 0.05
+NO_RESPONDERS_LAST_PAUSE = 0.5
 
 
 class Unreachable(Exception):
@@ -118,13 +123,28 @@ async def ask(
     *,
     within: float = 2.0,
 ) -> AnswerT:
-    """Ask and wait for the answer; ``Unreachable`` when there is none in time."""
+    """Ask and wait for the answer; ``Unreachable`` when there is none in time.
+
+    While nobody serves ``subject`` (its service is restarting, or rolling to a new
+    version), the question is asked again after a short pause, until ``within`` is over.
+    """
     if nc is None or not nc.is_connected:
         raise Unreachable("the message bus is not connected")
-    try:
-        reply = await nc.request(subject, question.model_dump_json().encode(), timeout=within)
-    except (NatsTimeout, NoRespondersError, NatsError) as exc:
-        raise Unreachable(f"no answer on {subject}: {type(exc).__name__}") from exc
+    data = question.model_dump_json().encode()
+    deadline = time.monotonic() + within
+    pause = NO_RESPONDERS_FIRST_PAUSE
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            reply = await nc.request(subject, data, timeout=remaining)
+            break
+        except NoRespondersError as exc:
+            if remaining <= pause:
+                raise Unreachable(f"no answer on {subject}: {type(exc).__name__}") from exc
+        except (NatsTimeout, NatsError) as exc:
+            raise Unreachable(f"no answer on {subject}: {type(exc).__name__}") from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, NO_RESPONDERS_LAST_PAUSE)
     if reply.headers and reply.headers.get("Nats-Service-Error-Code"):
         code = reply.headers.get("Nats-Service-Error-Code")
         raise Unreachable(f"{subject} failed ({code}): {reply.headers.get('Nats-Service-Error')}")

@@ -4,6 +4,10 @@ The test session starts the same processes ``make run`` does, from the same bina
 free ports and in a temporary state folder, and stops them at the end. Fixtures start
 only what a test needs: ``infra`` (PostgreSQL and NATS), ``migrated`` (plus every
 schema), ``system`` (everything, behind Traefik).
+
+Tests that use ``system`` run after every other test of the session, whatever order they
+were collected or shuffled in: once the services' workers run, they work on the shared
+database, and a unit test that drives a service's jobs by hand must not race them.
 """
 
 import base64
@@ -28,6 +32,15 @@ from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.settings import Environment, ServiceSettings
 
 INFRA = ("postgres", "nats")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the whole ``system`` last (stable: the order within each part stays)."""
+    alone = [item for item in items if "system" not in getattr(item, "fixturenames", ())]
+    if len(alone) < len(items):
+        with_system = [item for item in items if "system" in getattr(item, "fixturenames", ())]
+        items[:] = alone + with_system
 
 
 @pytest.fixture

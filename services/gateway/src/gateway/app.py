@@ -52,7 +52,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             settings=resolved, keys=keys, db=app.state.db, limiter=limiter
         )
         link = NatsLink(resolved.nats_url, name="gateway-api", auth=resolved.nats_auth)
-        app.state.callbacks = CallbackRouter(link=link, routes=resolved.callback_routes)
+        app.state.callbacks = CallbackRouter(
+            link=link,
+            routes=resolved.callback_routes,
+            owner_deadline_seconds=resolved.callback_owner_deadline_seconds,
+        )
         app.state.widgets = WidgetDirectory(link=link)
         hub = Hub(
             retention_seconds=resolved.live_retention_seconds,

@@ -24,7 +24,6 @@ from typing import Any, Literal
 from cachetools import TTLCache
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from bai_contracts import (
@@ -37,6 +36,7 @@ from bai_contracts import (
 from bai_platform.envelope import new_event
 from bai_platform.errors import NotFound, ServiceUnavailable, Unauthorized, Unprocessable
 from bai_platform.messaging import NatsLink
+from bai_platform.rpc import Unreachable, ask
 from bai_platform.webhooks import SignatureError, verify_secret_header, verify_signature
 
 JOB_ID = re.compile(r"^(?P<prefix>[a-z]{2,10})_[A-Za-z0-9_-]{6,100}$")
@@ -68,10 +68,21 @@ class CallbackHeaders:
 
 
 class CallbackRouter:
+    """``owner_deadline_seconds`` bounds the whole question to the owner. While nobody
+    answers its subject (a restart, a rolling update) the question is asked again with a
+    short backoff until then; an owner that takes the whole deadline is unavailable, and
+    n8n retries the callback later."""
+
     def __init__(
-        self, *, link: NatsLink, routes: dict[str, str], timeout_seconds: float = 2.0
+        self,
+        *,
+        link: NatsLink,
+        routes: dict[str, str],
+        publish_timeout_seconds: float = 2.0,
+        owner_deadline_seconds: float = 5.0,
     ) -> None:
-        self._link, self._routes, self._timeout = link, routes, timeout_seconds
+        self._link, self._routes, self._timeout = link, routes, publish_timeout_seconds
+        self._deadline = owner_deadline_seconds
         self._verifications: TTLCache[str, CallbackVerification] = TTLCache(
             maxsize=10_000, ttl=VERIFICATION_CACHE_SECONDS
         )
@@ -118,13 +129,13 @@ class CallbackRouter:
         return cached
 
     async def _ask_owner(self, owner: str, job_id: str) -> CallbackVerification:
-        request = CallbackVerificationRequest(job_id=job_id).model_dump_json().encode()
+        subject = callback_verification_subject(owner)
+        question = CallbackVerificationRequest(job_id=job_id)
         try:
-            reply = await self._client().request(
-                callback_verification_subject(owner), request, timeout=self._timeout
+            return await ask(
+                self._link.client, subject, question, CallbackVerification, within=self._deadline
             )
-            return CallbackVerification.model_validate_json(reply.data)
-        except (NatsTimeout, NoRespondersError, NatsError, ValueError) as exc:
+        except (Unreachable, ValueError) as exc:
             raise OwnerUnavailable(f"{owner} cannot verify callbacks right now") from exc
 
     async def _publish(self, subject: str, data: bytes, event_id: str) -> None:

@@ -87,8 +87,37 @@ def test_every_route_has_the_same_rule_priority_service_and_middlewares_on_both_
         "PathPrefix(`/v1/planner/`)",
         100,
         "planner",
-        ("strip-identity", "flood-shield", "forward-auth"),
+        ("strip-identity", "flood-shield", "forward-auth", "retry-unreached"),
     )
+
+
+def test_every_route_to_a_backend_ends_with_the_retry_of_unreached_requests() -> None:
+    """Last, so that only a connection to the backend that failed is retried: never the
+    ForwardAuth question, never a request a backend received."""
+    for route in edge.ROUTES:
+        assert route.middlewares[-1] == "retry-unreached", route.name
+    spec = _file_side()["middlewares"]["retry-unreached"]
+    assert spec == {"retry": {"attempts": 3, "initialInterval": "100ms"}}
+
+
+def test_replicas_are_balanced_and_forward_auth_asks_through_the_internal_entry_point() -> None:
+    replicas = {**LOCAL_URLS, "gateway": ["http://127.0.0.1:9000", "http://127.0.0.1:9100"]}
+    config = yaml.safe_load(
+        edge.file_config(service_urls=replicas, internal_auth_url="http://127.0.0.1:9999")
+    )["http"]
+    balancer = config["services"]["gateway"]["loadBalancer"]
+    assert [s["url"] for s in balancer["servers"]] == replicas["gateway"]
+    assert balancer["healthCheck"]["path"] == "/readyz"
+    assert "healthCheck" not in config["services"]["planner"]["loadBalancer"]  # one server
+    auth = config["middlewares"]["forward-auth"]["forwardAuth"]["address"]
+    assert auth == "http://127.0.0.1:9999/auth/verify"
+    verify = config["routers"]["auth-verify"]
+    assert verify["entryPoints"] == ["internal"]
+    assert verify["service"] == "gateway"
+    # Every public route is on the web entry point only: the internal one answers nothing
+    # but ForwardAuth's questions, and the web one never serves /auth/verify.
+    others = [r for name, r in config["routers"].items() if name != "auth-verify"]
+    assert all(r["entryPoints"] == ["web"] for r in others)
 
 
 def test_middlewares_are_the_same_on_both_sides_but_for_the_gateways_address() -> None:

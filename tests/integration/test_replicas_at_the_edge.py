@@ -1,0 +1,108 @@
+"""``BAI_REPLICAS=2``: two api and two worker processes per service behind Traefik.
+
+Limits stay exact across replicas (the gateway's counters live in Valkey, so the 41st
+request of a 40-a-minute workspace is refused whichever gateway counts it), and a replica
+that is gone costs no request: Traefik health-checks the servers and sends a request whose
+connection failed to the other one.
+"""
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from bai_platform.devstack import Stack, StackSettings
+from bai_platform.devstack.process import pid_alive
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PER_MINUTE = 40
+LIMITS = {
+    "ip_auth": {"limit": 1_000_000},
+    "credential": {"limit": 1_000_000},
+    "tenant_plans": {"starter": {"limit": PER_MINUTE}},
+}
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("replicas")
+    state.chmod(0o755)
+    stack = Stack(
+        StackSettings(
+            state_dir=state,
+            free_ports=True,
+            replicas=2,
+            service_env={"BAI_RATE_LIMITS": json.dumps(LIMITS)},
+        )
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _sign_up(edge: httpx.Client) -> dict[str, str]:
+    response = edge.post(
+        "/v1/auth/signup",
+        json={
+            "email": f"owner-{uuid4().hex[:8]}@example.com",
+            "password": "correct horse battery",
+            "workspace": "Replicated",
+        },
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def test_every_service_runs_twice_with_its_own_process(replicated: Stack) -> None:
+    names = set(replicated.processes)
+    for service in ("gateway", "planner", "creator", "mining", "billing"):
+        for role in ("api", "worker"):
+            assert {f"{service}-{role}", f"{service}-{role}-2"} <= names
+    assert "valkey" in names
+    pids = [process.pid for process in replicated.processes.values()]
+    assert len(set(pids)) == len(pids)
+    assert len(set(replicated.service_urls("planner"))) == 2
+
+
+def test_a_workspace_quota_is_exact_across_gateway_replicas(replicated: Stack) -> None:
+    with httpx.Client(base_url=replicated.edge_url, timeout=10) as edge:
+        headers = _sign_up(edge)
+        answers = Counter(
+            edge.get("/v1/planner/campaigns", headers=headers).status_code
+            for _ in range(PER_MINUTE + 10)
+        )
+    # Counted apart by two gateways, about twice the quota would pass.
+    assert answers == Counter({200: PER_MINUTE, 429: 10})
+
+
+def test_a_killed_api_replica_costs_no_request(replicated: Stack) -> None:
+    """kill -9 of one gateway and one planner api: every request still succeeds (the
+    supervisor brings them back meanwhile)."""
+    with httpx.Client(base_url=replicated.edge_url, timeout=10) as edge:
+        headers = _sign_up(edge)
+        for name in ("gateway-api", "planner-api"):
+            _kill(replicated, name)
+        answers = Counter(
+            edge.get("/v1/planner/brands", headers=headers).status_code for _ in range(30)
+        )
+    assert answers == Counter({200: 30})
+
+
+def _kill(stack: Stack, name: str) -> None:
+    """SIGKILL ``name`` and wait until it is gone (its sockets closed with it)."""
+    pid = stack.processes[name].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"{name} outlived SIGKILL"
+        time.sleep(0.02)

@@ -5,15 +5,20 @@ Every test here also fails if a service's process was refused anything by NATS m
 (bai_platform.nats_permissions), so a refusal is a gap in the permission table.
 """
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
 
-from bai_platform.devstack import Stack
+from bai_platform.devstack import Stack, StackSettings
+from bai_platform.devstack.config import reachable_state_dir
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +87,26 @@ async def new_brand(edge: httpx.AsyncClient, account: Account, name: str = "Acme
     assert response.status_code == 201, response.text
     brand_id: str = response.json()["id"]
     return brand_id
+
+
+@contextmanager
+def replicated_stack(rate_limits: dict[str, Any]) -> Iterator[Stack]:
+    """A stack of its own with two api and two worker processes per service."""
+    with reachable_state_dir() as state:
+        yield from _replicated(state, rate_limits)
+
+
+def _replicated(state: Path, rate_limits: dict[str, Any]) -> Iterator[Stack]:
+    stack = Stack(
+        StackSettings(
+            state_dir=state,
+            free_ports=True,
+            replicas=2,
+            service_env={"BAI_RATE_LIMITS": json.dumps(rate_limits)},
+        )
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()

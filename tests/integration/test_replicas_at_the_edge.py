@@ -6,7 +6,6 @@ that is gone costs no request: Traefik health-checks the servers and sends a req
 connection failed to the other one.
 """
 
-import json
 import os
 import signal
 import time
@@ -17,8 +16,10 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from bai_platform.devstack import Stack, StackSettings
+from bai_platform.devstack import Stack
 from bai_platform.devstack.process import pid_alive
+
+from .conftest import replicated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,22 +32,9 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state = tmp_path_factory.mktemp("replicas")
-    state.chmod(0o755)
-    stack = Stack(
-        StackSettings(
-            state_dir=state,
-            free_ports=True,
-            replicas=2,
-            service_env={"BAI_RATE_LIMITS": json.dumps(LIMITS)},
-        )
-    )
-    try:
-        stack.start()
+def replicated() -> Iterator[Stack]:
+    with replicated_stack(LIMITS) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _sign_up(edge: httpx.Client) -> dict[str, str]:

@@ -111,12 +111,13 @@ def test_replicas_are_balanced_and_forward_auth_asks_through_the_internal_entry_
     assert "healthCheck" not in config["services"]["planner"]["loadBalancer"]  # one server
     auth = config["middlewares"]["forward-auth"]["forwardAuth"]["address"]
     assert auth == "http://127.0.0.1:9999/auth/verify"
-    verify = config["routers"]["auth-verify"]
+    verify = config["routers"]["gateway-internal"]
     assert verify["entryPoints"] == ["internal"]
+    assert verify["rule"] == "Path(`/auth/verify`) || Path(`/.well-known/jwks.json`)"
     assert verify["service"] == "gateway"
     # Every public route is on the web entry point only: the internal one answers nothing
     # but ForwardAuth's questions, and the web one never serves /auth/verify.
-    others = [r for name, r in config["routers"].items() if name != "auth-verify"]
+    others = [r for name, r in config["routers"].items() if name != "gateway-internal"]
     assert all(r["entryPoints"] == ["web"] for r in others)
 
 

@@ -1,5 +1,6 @@
 """Services trust X-BAI-Identity only when it is exactly what the gateway mints."""
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
@@ -90,6 +91,26 @@ async def test_unknown_kid_refreshes_the_jwks_at_most_once(
     for _ in range(3):
         with pytest.raises(Unauthorized, match="unknown key"):
             await verifier.verify(_mint(key=stranger, kid="k-unknown"))
+    assert jwks.fetches == 1
+
+
+async def test_requests_arriving_during_the_first_fetch_wait_for_it(jwks: _Jwks) -> None:
+    """A fresh process under load: twenty requests meet the empty key set at once. Each
+    is verified with the one fetch (before, all but the first were refused meanwhile)."""
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        return jwks.handle(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as http:
+        verifier = IdentityVerifier(
+            jwks_url="http://gateway/.well-known/jwks.json",
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            http=http,
+        )
+        identities = await asyncio.gather(*(verifier.verify(_mint()) for _ in range(20)))
+    assert {identity.subject for identity in identities} == {"user-1"}
     assert jwks.fetches == 1
 
 

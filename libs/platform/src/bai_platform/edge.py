@@ -283,6 +283,7 @@ LOCAL_ENTRY_POINT = "web"
 # Service does in the cluster.
 INTERNAL_ENTRY_POINT = "internal"
 AUTH_VERIFY_PATH = "/auth/verify"
+JWKS_PATH = "/.well-known/jwks.json"
 
 
 def _balanced(urls: Sequence[str]) -> dict[str, Any]:
@@ -324,12 +325,15 @@ def file_config(
     if internal_auth_url:
         verify = {
             "entryPoints": [INTERNAL_ENTRY_POINT],
-            "rule": f"Path(`{AUTH_VERIFY_PATH}`)",
+            "rule": _paths(AUTH_VERIFY_PATH, JWKS_PATH),
             "service": "gateway",
             "middlewares": ["retry-unreached"],
         }
-        why = ("ForwardAuth's questions, balanced across the gateway's replicas (loopback only).",)
-        parts.append(_entry("auth-verify", verify, why, 2))
+        why = (
+            "ForwardAuth's questions and the services' JWKS fetches, balanced across the",
+            "gateway's replicas (loopback only).",
+        )
+        parts.append(_entry("gateway-internal", verify, why, 2))
     parts.append("  services:\n")
     for name in dict.fromkeys(route.service for route in routes):
         parts.append(_entry(name, _balanced(urls[name]), (), 2))

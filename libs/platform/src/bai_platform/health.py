@@ -33,6 +33,10 @@ def health_router() -> APIRouter:
 
     @router.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
+        if getattr(request.app.state, "draining", False):
+            return problem_response(
+                status=503, code="draining", detail="this process is shutting down"
+            )
         checks: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness_checks", {})
         results = dict(
             zip(checks, await asyncio.gather(*map(_run_check, checks.values())), strict=True)

@@ -12,6 +12,7 @@ and, on every route that takes ``CurrentIdentity``, applies the shared access ru
 identity: credential type, scopes, visitor paths and a workspace role.
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -97,6 +98,9 @@ class IdentityVerifier:
         self._refresh_interval = refresh_interval
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        # One fetch at a time: the requests that meet an unknown kid while it is under way
+        # (a fresh process under load) wait for its keys instead of being refused.
+        self._fetching = asyncio.Lock()
         # The gateway hands the same identity token to every request of a credential for
         # tens of seconds: verify its signature once, then answer from memory until exp.
         self._verified: TTLCache[str, tuple[Identity, float]] = TTLCache(
@@ -143,7 +147,9 @@ class IdentityVerifier:
             raise Unauthorized("identity token has the wrong algorithm or type")
         kid = str(header.get("kid", ""))
         if kid not in self._keys:
-            await self._refresh()
+            async with self._fetching:
+                if kid not in self._keys:  # not fetched by the request we waited for
+                    await self._refresh()
         if kid not in self._keys:
             raise Unauthorized("identity token is signed by an unknown key")
         return self._keys[kid]

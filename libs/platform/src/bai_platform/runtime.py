@@ -49,7 +49,7 @@ def service_cli(
             forwarded_allow_ips=forwarded_allow_ips(settings),
             server_header=False,
         )
-        DrainingServer(config, app).run()
+        DrainingServer(config, app, drain_delay=settings.drain_delay_seconds).run()
 
     @cli.command()
     def worker() -> None:
@@ -86,17 +86,22 @@ def service_cli(
 
 
 class DrainingServer(uvicorn.Server):
-    """Uvicorn that tells the app it is draining before it waits for open requests.
+    """Uvicorn that drains before it stops listening and waits for open requests.
 
-    Long-lived responses (live events) end at once with a retry hint, instead of holding
-    the shutdown until the graceful timeout cuts them.
+    With a ``drain_delay``, it first answers ``/readyz`` 503 while it goes on serving for
+    that long (a balancer takes it out of rotation meanwhile). Then long-lived responses
+    (live events) end at once with a retry hint, instead of holding the shutdown until
+    the graceful timeout cuts them.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, *, drain_delay: float = 0) -> None:
         super().__init__(config)
-        self._app = app
+        self._app, self._drain_delay = app, drain_delay
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._drain_delay:
+            self._app.state.draining = True
+            await asyncio.sleep(self._drain_delay)
         for hook in getattr(self._app.state, "on_draining", []):
             hook()
         await super().shutdown(sockets)

@@ -95,6 +95,10 @@ class ServiceSettings(BaseSettings):
     # set: n8n on the same machine or cluster (see bai_platform.destinations).
     allow_private_destinations: bool = False
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    # On SIGTERM an api first answers /readyz 503 and keeps serving this long, so that a
+    # balancer checking readiness stops sending it requests before it stops listening
+    # (Kubernetes does it with the pod's preStop sleep; make run with replicas uses this).
+    drain_delay_seconds: float = Field(default=0.0, ge=0, le=60)
     docs_enabled: bool | None = None
 
     @field_validator("trusted_proxies", mode="before")

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from bai_platform import edge
 from bai_platform.devstack import podman, provision, traefik
 from bai_platform.devstack.config import (
     REPLICA_PORT_STRIDE,
@@ -87,6 +88,8 @@ class Stack:
         # Brings back what exits on its own (settings.heal); a stop closes it first.
         self.watchdog = Watchdog(self.processes, self._lock, reporter)
         self.started: list[str] = []
+        # Each service process, its pid-file marker and its readiness URL, by name.
+        self._services: dict[str, tuple[ManagedProcess, str, str]] = {}
         self._ports = self._plan_ports()
         self.postgres: EmbeddedPostgres | None = None
         self._passwords: dict[str, str] = {}
@@ -118,6 +121,14 @@ class Stack:
     def service_urls(self, service: str) -> list[str]:
         """The URLs of every api replica of ``service``."""
         return [self.service_url(service, r) for r in range(self.settings.replicas)]
+
+    @property
+    def _gateway_url(self) -> str:
+        """Where services reach the gateway: with replicas, Traefik's internal entry point,
+        which balances across them (and retries), so one gateway restarting costs nothing."""
+        if self.settings.replicas == 1:
+            return self.service_url("gateway")
+        return f"http://{traefik.LOOPBACK}:{self.settings.edge_internal_port}"
 
     @property
     def valkey_url(self) -> str | None:
@@ -234,6 +245,15 @@ class Stack:
         with self._lock:
             process = self.processes.pop(name)
         process.stop(self.settings.stop_timeout_seconds)
+
+    def restart_component(self, name: str) -> None:
+        """Stop one service process gracefully and start it again, as a rolling update
+        replaces a pod: returns once the new one is ready."""
+        self.stop_component(name)
+        process, marker, ready_url = self._services[name]
+        self._spawn(process, marker=marker)
+        self._wait(functools.partial(_http_ok, ready_url), name, process)
+        self.report(name, "restarted", "rolling restart")
 
     # ---- components ------------------------------------------------------------------
     def _prepare_state(self) -> None:
@@ -389,11 +409,12 @@ class Stack:
                     self._check_port(
                         port, "BAI_SERVICE_BASE_PORT" if role == "api" else "BAI_WORKER_BASE_PORT"
                     )
+                    marker = self._marker(service, role, name, port)
                     process = self._spawn(
-                        self._service_process(service, role, port, name=name),
-                        marker=self._marker(service, role, name, port),
+                        self._service_process(service, role, port, name=name), marker=marker
                     )
                     ready = f"http://{self.settings.host}:{port}/readyz"
+                    self._services[name] = (process, marker, ready)
                     launched.append((name, process, ready))
         for name, process, ready_url in launched:
             self._wait(functools.partial(_http_ok, ready_url), name, process)
@@ -474,6 +495,8 @@ class Stack:
             own["BAI_STRIPE_WEBHOOK_SECRETS"] = json.dumps([self.settings.stripe_webhook_secret])
         if service == "gateway" and self.valkey_url:
             own["BAI_RATE_LIMITS__STORAGE_URL"] = self.valkey_url
+        if self.settings.replicas > 1:  # out of Traefik's rotation (1 s checks) first
+            own["BAI_DRAIN_DELAY_SECONDS"] = "2.5"
         return {
             **own,
             "BAI_SERVICE_NAME": service,
@@ -484,7 +507,7 @@ class Stack:
             "BAI_NATS_URL": self.nats_address,
             **self._nats_env(service),
             "BAI_PUBLIC_BASE_URL": self.edge_url,
-            "BAI_IDENTITY_JWKS_URL": f"{self.service_url('gateway')}/.well-known/jwks.json",
+            "BAI_IDENTITY_JWKS_URL": f"{self._gateway_url}{edge.JWKS_PATH}",
             "PYTHONUNBUFFERED": "1",
             "BAI_SERVICE_URLS": json.dumps(
                 {name: self.service_url(name) for name in SERVICES if name != "gateway"}

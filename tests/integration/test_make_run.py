@@ -159,3 +159,42 @@ def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
     for service in SERVICES:  # each drained and closed, not killed
         assert "worker_stopped" in (logs / f"{service}-worker.log").read_text()
         assert "Application shutdown complete" in (logs / f"{service}-api.log").read_text()
+
+
+def test_down_stops_a_running_stack_for_good(state_dir: Path) -> None:
+    """``make down`` from another terminal: the supervisor stops everything it started (its
+    watchdog must not bring them back) and exits as after Ctrl-C."""
+    env = {
+        **os.environ,
+        "BAI_STATE_DIR": str(state_dir),
+        "BAI_FREE_PORTS": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "bai_platform.devstack", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as up:
+        try:
+            _wait_for_line(up, "gateway api (direct)", timeout=180)
+            pids = [*_recorded_pids(state_dir), up.pid]
+            down = subprocess.run(
+                [sys.executable, "-m", "bai_platform.devstack", "down"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+            said_at_stop = _rest_of_output(up, timeout=30)
+        finally:
+            if up.poll() is None:
+                up.kill()
+    assert "stopped the stack running from" in down.stdout, down.stdout
+    assert up.returncode == 0, said_at_stop
+    assert "restarted" not in said_at_stop
+    assert said_at_stop.rstrip().endswith("Stopped."), said_at_stop
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert not (state_dir / "supervisor.pid").exists()

@@ -288,8 +288,11 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 def _balanced(urls: Sequence[str]) -> dict[str, Any]:
     balancer: dict[str, Any] = {"servers": [{"url": url} for url in urls]}
-    if len(urls) > 1:  # a stopped replica leaves the rotation within a second
-        balancer["healthCheck"] = {"path": "/readyz", "interval": "1s", "timeout": "1s"}
+    if len(urls) > 1:
+        # A draining replica (503 at once) leaves the rotation within a second; a slow
+        # answer from a busy one is given 3 s before it counts as a failure, so that two
+        # busy replicas are not both taken out at the same moment.
+        balancer["healthCheck"] = {"path": "/readyz", "interval": "1s", "timeout": "3s"}
     return {"loadBalancer": balancer}
 
 

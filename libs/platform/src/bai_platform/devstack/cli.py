@@ -1,5 +1,6 @@
 """``bai-stack``: the command behind ``make run``."""
 
+import os
 import shutil
 import signal
 import sys
@@ -16,7 +17,7 @@ from bai_platform.devstack import images as image_builds
 from bai_platform.devstack.config import SERVICES, StackSettings, repo_root
 from bai_platform.devstack.podman import PodmanError
 from bai_platform.devstack.postgres import data_dir
-from bai_platform.devstack.process import recover_stale
+from bai_platform.devstack.process import cmdline, recover_stale
 from bai_platform.devstack.stack import ComponentFailed, Stack, StackError
 
 app = typer.Typer(
@@ -32,6 +33,15 @@ _STYLE = {"ok": "green", "failed": "bold red", "recovered": "yellow", "stopping"
 def _report(component: str, status: str, detail: str) -> None:
     style = _STYLE.get(status, "white")
     console.print(f"  [{style}]{status:>9}[/]  {component:<16} [dim]{detail}[/]")
+
+
+# Long enough for the supervisor's own stop: four tiers, each up to the stop timeout.
+SUPERVISOR_STOP_SECONDS = 90.0
+
+
+def _supervisor_pid_file(state_dir: Path) -> Path:
+    """Where a running ``up`` records itself (beside, not among, its processes' pid files)."""
+    return state_dir / "supervisor.pid"
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -56,7 +66,10 @@ def up() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stack = Stack(StackSettings(), reporter=_report)
     console.print(f"Starting B.A.I. (state in {stack.state_dir})")
+    supervisor = _supervisor_pid_file(stack.state_dir)
     try:
+        supervisor.parent.mkdir(parents=True, exist_ok=True)
+        supervisor.write_text(f"{os.getpid()}\n{cmdline(os.getpid())}\n")
         stack.start()
         console.print(f"\n[bold green]BAI ready: {stack.edge_url}[/]")
         console.print(_ready_table(stack))
@@ -79,13 +92,18 @@ def up() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        supervisor.unlink(missing_ok=True)
         console.print("Stopped.")
 
 
 @app.command()
 def down(state_dir: Path | None = None) -> None:
-    """Stop processes left running by a stack that did not shut down (a crash, kill -9)."""
+    """Stop a running ``up`` (as Ctrl-C would: it stops everything it started, and its
+    watchdog does not bring them back), then any process left by a stack that did not shut
+    down (a crash, kill -9)."""
     root = (state_dir or StackSettings().state_dir).resolve()
+    if recover_stale(_supervisor_pid_file(root), timeout=SUPERVISOR_STOP_SECONDS):
+        console.print(f"stopped the stack running from {root}")
     stopped = 0
     for pid_file in sorted((root / "run").glob("*.pid")):
         stopped += recover_stale(pid_file, timeout=10.0)

@@ -253,6 +253,8 @@ class Stack:
         process, marker, ready_url = self._services[name]
         self._spawn(process, marker=marker)
         self._wait(functools.partial(_http_ok, ready_url), name, process)
+        if self.settings.replicas > 1:  # Traefik's next health check puts it back in rotation
+            time.sleep(BALANCER_SETTLE_SECONDS)
         self.report(name, "restarted", "rolling restart")
 
     # ---- components ------------------------------------------------------------------
@@ -543,6 +545,9 @@ class Stack:
 
 
 _INFRA_PROCESSES = ("traefik", "valkey", "nats", "postgres")
+# After a replaced replica is ready, this long before the next one is taken down: what
+# Kubernetes' minReadySeconds is for (Traefik checks every second).
+BALANCER_SETTLE_SECONDS = 2.0
 
 
 def _port_key(service: str, role: str, replica: int) -> str:

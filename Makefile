@@ -34,7 +34,7 @@ run: install ## Start PostgreSQL, NATS, Traefik and every service; Ctrl-C stops 
 	@$(UV) run --no-sync bai-stack up
 
 .PHONY: down
-down: install ## Stop processes left behind by a crashed `make run`
+down: install ## Stop a running `make run`, and processes left behind by a crashed one
 	@$(UV) run --no-sync bai-stack down
 
 .PHONY: lint

@@ -4,13 +4,13 @@
 seeded workspaces from the JSON file named by ``BAI_BENCH_SEED`` and writes what it
 measured to ``BAI_BENCH_OUT``. Who does what (weights are shares of the users):
 
-| user            | weight | what it does, then waits                                       |
-|-----------------|--------|-----------------------------------------------------------------|
-| CalendarBrowser | 45     | campaigns, a campaign's month, the posts of a month, one post: 3-10 s |
-| Editor          | 10     | edits one of its own drafts, approves it, takes it back: 3-10 s |
-| ChatVisitor     | 20     | a visitor token and a conversation once, then a message: 5-15 s |
-| MiningUser      | 5      | a job on the bench's local site, polled every second: 10-30 s  |
-| LiveWatcher     | 20     | holds ``GET /v1/events`` for 20-40 s, reconnects after 1-3 s   |
+| user            | weight | what it does, then waits                                  |
+|-----------------|--------|-----------------------------------------------------------|
+| CalendarBrowser | 45     | campaigns, a month, a month's posts, one post: 3-10 s      |
+| Editor          | 10     | opens its post (a draft again), edits, approves: 3-10 s    |
+| ChatVisitor     | 20     | a visitor token and conversation once, a message: 5-15 s   |
+| MiningUser      | 5      | a job on the bench's local site, polled each second: 10-30 s |
+| LiveWatcher     | 20     | holds ``GET /v1/events`` 20-40 s, again after 1-3 s        |
 
 Every user is a person of one workspace (the users are dealt round-robin over the
 workspaces) with an access token of its own, and comes from an address of its own
@@ -222,18 +222,23 @@ class Editor(Person):
         if not self.mine:
             return
         post = random.choice(self.mine)
+        url, name = f"/v1/planner/posts/{post}", "/v1/planner/posts/{id}"
+        opened = self.call("GET", url, f"GET {name}")
+        if opened is None or not self.back_to_draft(post, opened["state"]):
+            return
         text = f"Edited by the bench at {time.time():.0f}: fresh coffee, warm welcome."
-        name = "/v1/planner/posts/{id}"
-        self.call("PATCH", f"/v1/planner/posts/{post}", f"PATCH {name}", json={"text": text})
-        for state in ("approved", "in_review", "draft_ready"):  # approve, then take it back
-            moved = self.call(
-                "POST",
-                f"/v1/planner/posts/{post}/transitions",
-                f"POST {name}/transitions ({state})",
-                json={"to": state},
-            )
-            if moved is None:
-                return
+        if self.call("PATCH", url, f"PATCH {name}", json={"text": text}) is not None:
+            self.move(post, "approved")
+
+    def back_to_draft(self, post: str, state: str) -> bool:
+        """Take an approved or reviewed post back to a draft (as the last round left it)."""
+        path = {"approved": ("in_review", "draft_ready"), "in_review": ("draft_ready",)}
+        return all(self.move(post, to) for to in path.get(state, ()))
+
+    def move(self, post: str, to: str) -> bool:
+        name = f"POST /v1/planner/posts/{{id}}/transitions ({to})"
+        url = f"/v1/planner/posts/{post}/transitions"
+        return self.call("POST", url, name, json={"to": to}) is not None
 
 
 class ChatVisitor(Person):

@@ -106,7 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--spawn-rate", type=float, default=50.0, help="users started per s")
     parser.add_argument("--workspaces", type=int, default=20)
     parser.add_argument("--month", default=next_month())
-    parser.add_argument("--keep", action="store_true", help="keep locust's own output")
+    parser.add_argument("--keep", action="store_true", help="print locust's own output")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy record the gateway and planner apis in each measured window (raw stacks)",
+    )
     return parser.parse_args(argv)
 
 
@@ -328,8 +333,11 @@ async def run_level(
         cpu = CpuWindow({**pids, "locust": locust.pid})
         await asyncio.sleep(spawn + args.warmup)
         cpu.open()
+        spies = await profile(args.profile, pids, users, args.seconds)
         await asyncio.sleep(args.seconds)
         shares = cpu.close()
+        for spy in spies:
+            await spy.wait()
         async with asyncio.timeout(run_time + 60):
             await locust.wait()
     if args.keep:
@@ -346,6 +354,30 @@ async def run_level(
         cpu=shares,
         load=os.getloadavg(),
     )
+
+
+PROFILED = ("gateway-api", "planner-api")
+
+
+async def profile(
+    folder: str | None, pids: dict[str, int], users: int, seconds: float
+) -> list[asyncio.subprocess.Process]:
+    """py-spy on the profiled apis for the window: ``DIR/<part>-<users>.txt``, one line per
+    stack and its sample count (``sort -k2 -n`` or flamegraph.pl read it)."""
+    if folder is None:
+        return []
+    spies = []
+    for part in PROFILED:
+        out = Path(folder) / f"{part}-{users}.txt"
+        argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                str(pids[part]), "--duration", f"{int(seconds)}", "--format", "raw",
+                "--nonblocking", "--rate", "50", "--output", str(out)]  # fmt: skip
+        spies.append(
+            await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+        )
+    return spies
 
 
 # ---- results ---------------------------------------------------------------------------
@@ -462,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     levels = [int(part) for part in args.users.split(",") if part.strip()]
     signal.signal(signal.SIGTERM, raise_interrupt)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     with own_stack(ENV, edge_trusted_ips=["127.0.0.1"]) as stack:
         results = asyncio.run(measure(stack, args, levels))

@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -112,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="py-spy record the gateway and planner apis in each measured window (raw stacks)",
     )
+    parser.add_argument("--logs", metavar="DIR", help="copy the stack's logs here before it stops")
     return parser.parse_args(argv)
 
 
@@ -498,7 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     with own_stack(ENV, edge_trusted_ips=["127.0.0.1"]) as stack:
-        results = asyncio.run(measure(stack, args, levels))
+        try:
+            results = asyncio.run(measure(stack, args, levels))
+        finally:
+            if args.logs:
+                shutil.copytree(stack.logs, args.logs, dirs_exist_ok=True)
     context = machine_rows(load_before) | {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "levels": args.users,

@@ -125,6 +125,10 @@ bench-live: install ## SSE connections, memory per connection and fan-out time o
 bench-quota: install ## Credit reservations/s and reserve/commit p50/p99 of billing over NATS
 	@$(UV) run --no-sync python -m bench.quota
 
+.PHONY: bench-load
+bench-load: install ## Headless locust at 10, 100 and 1,000 users through the edge (prints tables)
+	@$(UV) run --no-sync python -m bench.load_users
+
 .PHONY: clean
 clean: install ## Remove the local state (database, streams, logs)
 	@$(UV) run --no-sync bai-stack clean

@@ -220,10 +220,16 @@ def _start(stack: Stack, only: Iterable[str] | None) -> None:
 
 
 @contextlib.contextmanager
-def own_stack(env: Mapping[str, str], only: Iterable[str] | None = None) -> Iterator[Stack]:
-    """A stack in a temporary folder on free ports, stopped (and removed) on the way out."""
+def own_stack(
+    env: Mapping[str, str], only: Iterable[str] | None = None, **stack_settings: Any
+) -> Iterator[Stack]:
+    """A stack in a temporary folder on free ports, stopped (and removed) on the way out.
+
+    ``stack_settings`` are further ``StackSettings`` fields (e.g. ``edge_trusted_ips``)."""
     with reachable_state_dir() as state:
-        settings = StackSettings(state_dir=state, free_ports=True, service_env=dict(env))
+        settings = StackSettings(
+            state_dir=state, free_ports=True, service_env=dict(env), **stack_settings
+        )
         stack = Stack(settings, reporter=report_component)
         try:
             console.print(f"Starting a stack in {state} …")

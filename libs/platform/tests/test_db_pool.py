@@ -1,12 +1,22 @@
-"""An exhausted database pool answers 503 with Retry-After, never a late 500."""
+"""A busy database answers 503 with Retry-After, never a late 500.
+
+Busy means: the pool's connections are all in use for longer than the pool timeout, or
+PostgreSQL refuses a new connection for want of slots. Both happen on the session's real
+PostgreSQL: a pool of one held by another session, and a role whose connection limit is 0.
+"""
 
 from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
 
 import httpx
+import jsonschema
 import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bai_platform.db import Database, Session
 from bai_platform.devstack import Stack
@@ -22,22 +32,48 @@ async def answer(session: Session) -> dict[str, int]:
     return {"answer": (await session.execute(text("SELECT 42"))).scalar_one()}
 
 
-@pytest.fixture
-async def app(infra: Stack) -> FastAPI:
+def _app(database_url: str, *, pool_timeout: float = 0.5) -> FastAPI:
     settings = ServiceSettings(
         service_name="pooltest",
-        database_url=SecretStr(superuser_async_url(infra)),
+        database_url=SecretStr(database_url),
         db_pool_size=1,
         db_max_overflow=0,
-        db_pool_timeout_seconds=0.5,
+        db_pool_timeout_seconds=pool_timeout,
     )
     return create_service_app(settings, title="pool", routers=[router], verify_identity=False)
+
+
+@pytest.fixture
+async def app(infra: Stack) -> FastAPI:
+    return _app(superuser_async_url(infra))
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(app) as http:
         yield http
+
+
+@pytest.fixture
+async def refused_url(infra: Stack) -> AsyncIterator[str]:
+    """The URL of a role PostgreSQL lets in on no connection (CONNECTION LIMIT 0)."""
+    role = f"full_{uuid4().hex[:10]}"
+    admin = create_async_engine(superuser_async_url(infra), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
+    try:
+        yield superuser_async_url(infra).replace("postgres@", f"{role}@", 1)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP ROLE "{role}"'))
+        await admin.dispose()
+
+
+def _assert_busy(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "database_busy"
+    assert int(response.headers["Retry-After"]) >= 1
 
 
 async def test_a_request_is_served_while_the_pool_has_a_connection(
@@ -54,8 +90,68 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(
     async with database.engine.connect() as held:  # the pool's only connection, kept busy
         await held.execute(text("SELECT 1"))
         response = await client.get("/answer")
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "database_busy"
-    assert int(response.headers["Retry-After"]) >= 1
+    _assert_busy(response)
     assert (await client.get("/answer")).status_code == 200  # and it recovers
+
+
+async def test_retry_after_is_the_pool_timeout_rounded_up(infra: Stack) -> None:
+    app = _app(superuser_async_url(infra), pool_timeout=2.5)
+    async with app_client(app) as client, app.state.db.engine.connect() as held:
+        await held.execute(text("SELECT 1"))
+        response = await client.get("/answer")
+    _assert_busy(response)
+    assert response.headers["Retry-After"] == "3"
+
+
+async def test_a_connection_postgresql_refuses_answers_503(refused_url: str) -> None:
+    async with app_client(_app(refused_url)) as client:
+        response = await client.get("/answer")
+    _assert_busy(response)
+
+
+class _ClaimsAConnectionFirst:
+    """A middleware that uses the database before the route, as the idempotency claim does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            async with scope["app"].state.db.transaction() as session:
+                await session.execute(text("SELECT 1"))
+        await self.app(scope, receive, send)
+
+
+async def test_a_pool_wait_in_a_middleware_is_503_too(infra: Stack) -> None:
+    app = _app(superuser_async_url(infra))
+    app.add_middleware(_ClaimsAConnectionFirst)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+        app.state.db.engine.connect() as held,
+    ):
+        await held.execute(text("SELECT 1"))
+        response = await client.get("/answer")
+    _assert_busy(response)
+
+
+def _declared(document: dict[str, Any], status: int) -> dict[str, Any]:
+    return dict(document["paths"]["/answer"]["get"]["responses"][str(status)])
+
+
+async def test_the_503_fits_what_the_api_document_declares(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    async with app.state.db.engine.connect() as held:
+        await held.execute(text("SELECT 1"))
+        response = await client.get("/answer")
+    document = app.openapi()
+    declared = _declared(document, 503)
+    schema = declared["content"][response.headers["content-type"]]["schema"]
+    resolver_root = {**schema, "components": document["components"]}
+    jsonschema.validate(response.json(), resolver_root)
+    assert set(declared["headers"]) == {"Retry-After"}
+    jsonschema.validate(
+        int(response.headers["Retry-After"]), declared["headers"]["Retry-After"]["schema"]
+    )

@@ -66,7 +66,12 @@ class Database:
         replica = settings.database_read_url
         self.read_engine = _engine(replica.get_secret_value(), settings) if replica else self.engine
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # Reads run without BEGIN and ROLLBACK around them: under READ COMMITTED each
+        # statement sees its own snapshot either way, and the two round trips fewer keep a
+        # pooled connection busy for less time (an event loop under load makes every round
+        # trip long, and the pool ran dry first; bench/load_users.py).
+        reads = self.read_engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_sessionmaker = async_sessionmaker(reads, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

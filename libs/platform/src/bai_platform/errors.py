@@ -14,12 +14,17 @@
 
 Domain code raises these (or subclasses with a sharper ``code``); ``install_error_handlers``
 renders them, request validation errors, HTTP exceptions and anything unexpected (a 500
-without a stack trace) as ``application/problem+json``. A request that waited
-``db_pool_timeout_seconds`` for a pooled connection in vain is ``DatabaseBusy``: the service
-is overloaded for a moment, not broken, and the client is told when to come back.
+without a stack trace) as ``application/problem+json``.
+
+A request that waited ``db_pool_timeout_seconds`` for a pooled connection in vain, or whose
+new connection PostgreSQL refused for want of slots (``too_many_connections``, or
+``cannot_connect_now`` while it starts or stops), is ``DatabaseBusy``: the service is
+overloaded for a moment, not broken, and the client is told when to come back. That holds
+wherever the wait happens: in a route, in a dependency or in a middleware (the idempotency
+claim), because the last-resort handler recognises it too.
 """
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -27,11 +32,15 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://bai.dev/problems/"
+# SQLSTATEs of a PostgreSQL that refuses a new connection for now: too_many_connections
+# (max_connections or a role's CONNECTION LIMIT reached) and cannot_connect_now.
+BUSY_SQLSTATES = frozenset({"53300", "57P03"})
 
 
 class ServiceError(Exception):
@@ -197,7 +206,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def is_database_busy(exc: BaseException) -> bool:
+    """True for a wait for a pooled connection in vain, or a connection PostgreSQL refused."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in BUSY_SQLSTATES
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_busy(exc):  # raised outside the routes (a middleware): still a 503
+        return await database_busy_response(request, exc)
     structlog.get_logger("bai.errors").exception("unhandled_error", path=request.url.path)
     return problem_response(
         status=500,
@@ -207,24 +225,32 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _pool_exhausted(
-    retry_after_seconds: int,
-) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def busy(request: Request, exc: Exception) -> JSONResponse:
-        structlog.get_logger("bai.errors").warning("database_pool_exhausted", path=request.url.path)
-        refusal = DatabaseBusy(
-            "every database connection is in use; try again shortly",
-            headers={"Retry-After": str(retry_after_seconds)},
-        )
-        return await _service_error(request, refusal)
+async def database_busy_response(request: Request, exc: Exception) -> JSONResponse:
+    """503 database_busy, with the Retry-After that ``install_error_handlers`` was given."""
+    reason = "pool_timeout" if isinstance(exc, PoolTimeout) else "connection_refused"
+    structlog.get_logger("bai.errors").warning(
+        "database_busy", path=request.url.path, reason=reason
+    )
+    retry_after = getattr(request.app.state, "busy_retry_after_seconds", 1)
+    refusal = DatabaseBusy(
+        "every database connection is in use; try again shortly",
+        headers={"Retry-After": str(retry_after)},
+    )
+    return await _service_error(request, refusal)
 
-    return busy
+
+async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_busy(exc):
+        raise exc  # any other driver error goes on to the last-resort 500, as before
+    return await database_busy_response(request, exc)
 
 
 def install_error_handlers(app: FastAPI, *, busy_retry_after_seconds: int = 2) -> None:
     """Render every failure as problem+json."""
+    app.state.busy_retry_after_seconds = max(1, busy_retry_after_seconds)
     app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(PoolTimeout, _pool_exhausted(max(1, busy_retry_after_seconds)))
+    app.add_exception_handler(PoolTimeout, database_busy_response)
+    app.add_exception_handler(DBAPIError, _driver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

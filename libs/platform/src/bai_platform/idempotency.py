@@ -29,9 +29,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bai_platform.errors import Conflict, ServiceError, Unprocessable, problem_response
+from bai_platform.errors import (
+    Conflict,
+    ServiceError,
+    Unprocessable,
+    database_busy_response,
+    is_database_busy,
+    problem_response,
+)
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier
 
 HEADER = b"idempotency-key"
@@ -79,6 +87,11 @@ class IdempotencyMiddleware:
             await problem_response(
                 status=exc.status_code, code=exc.code, detail=exc.detail, headers=exc.headers
             )(scope, receive, send)
+            return
+        except Exception as exc:  # no connection for the claim: 503 here, not a logged 500
+            if not is_database_busy(exc):
+                raise
+            await (await database_busy_response(Request(scope), exc))(scope, receive, send)
             return
         if stored is not None:
             await _replay(stored, send)

@@ -98,9 +98,7 @@ class IdentityVerifier:
         self._refresh_interval = refresh_interval
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
-        # One fetch at a time: the requests that meet an unknown kid while it is under way
-        # (a fresh process under load) wait for its keys instead of being refused.
-        self._fetching = asyncio.Lock()
+        self._refresh_lock = asyncio.Lock()
         # The gateway hands the same identity token to every request of a credential for
         # tens of seconds: verify its signature once, then answer from memory until exp.
         self._verified: TTLCache[str, tuple[Identity, float]] = TTLCache(
@@ -147,16 +145,23 @@ class IdentityVerifier:
             raise Unauthorized("identity token has the wrong algorithm or type")
         kid = str(header.get("kid", ""))
         if kid not in self._keys:
-            async with self._fetching:
-                if kid not in self._keys:  # not fetched by the request we waited for
-                    await self._refresh()
+            await self._refresh(kid)
         if kid not in self._keys:
             raise Unauthorized("identity token is signed by an unknown key")
         return self._keys[kid]
 
-    async def _refresh(self) -> None:
-        if time.monotonic() - self._fetched_at < self._refresh_interval:
-            return
+    async def _refresh(self, kid: str) -> None:
+        # One fetch at a time, and the requests that arrive meanwhile wait for it: without the
+        # lock they found the interval running and the key not there yet, and a new process's
+        # first burst of requests was a burst of 401s.
+        async with self._refresh_lock:
+            if kid in self._keys:  # fetched while this request waited
+                return
+            if time.monotonic() - self._fetched_at < self._refresh_interval:
+                return
+            await self._fetch()
+
+    async def _fetch(self) -> None:
         self._fetched_at = time.monotonic()
         try:
             response = await self._http.get(self._jwks_url, timeout=5.0)

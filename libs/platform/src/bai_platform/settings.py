@@ -60,7 +60,7 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     # How long a request waits for a pooled connection before it is 503 database_busy:
     # short, so a busy pool answers soon with Retry-After instead of late.
-    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=2.5, gt=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
 
     nats_url: str = "nats://127.0.0.1:4222"

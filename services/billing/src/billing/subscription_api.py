@@ -31,7 +31,7 @@ async def _stripe_lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(prefix="/v1/billing", tags=["billing"], lifespan=_stripe_lifespan)
 
 
-def _billing(request: Request) -> StripeBilling:
+async def _billing(request: Request) -> StripeBilling:  # async: no thread pool hand-off
     billing: StripeBilling = request.app.state.stripe_billing
     return billing
 

@@ -314,7 +314,7 @@ async def live_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # The stream closes its connection itself; this covers a client gone before it began.
-        background=BackgroundTask(hub.close, connection),
+        background=BackgroundTask(hub.release, connection),
     )
 
 

@@ -11,12 +11,15 @@ from gateway.service import AuthContext
 from gateway.settings import GatewaySettings
 
 
-def _auth_context(request: Request) -> AuthContext:
+# async on purpose, though they await nothing: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and that hand-off on every request (ForwardAuth included) cost the gateway a
+# good share of its CPU under load (bench/load_users.py, py-spy).
+async def _auth_context(request: Request) -> AuthContext:
     context: AuthContext = request.app.state.auth
     return context
 
 
-def _forward_auth(request: Request) -> ForwardAuth:
+async def _forward_auth(request: Request) -> ForwardAuth:
     decider: ForwardAuth = request.app.state.forward_auth
     return decider
 

@@ -116,6 +116,11 @@ class Hub:
         if not current:
             self._connections.pop(connection.tenant_id, None)
 
+    async def release(self, connection: Connection) -> None:
+        """``close`` on the event loop: a ``BackgroundTask`` runs a plain function in a worker
+        thread, where it would change the sets that ``open`` and ``publish`` use."""
+        self.close(connection)
+
     def publish(self, event: LiveEvent) -> None:
         self.remember(event)
         for connection in list(self._connections.get(event.tenant_id, ())):

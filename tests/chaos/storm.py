@@ -2,10 +2,12 @@
 flight, every answer kept with the shot that caused it, and a summary table to print.
 
 Shots are prepared (and signed) before the storm starts, so the storm measures the edge and
-not the test's own signing. The edge's flood shield answers a bare 429 past its rate per
-client; such a shot is fired again after a pause, as Stripe and n8n retry, and the number
-of those retries is reported (the storms stay below the shield's rate, so it is 0 unless
-something else from 127.0.0.1 shares the bucket).
+not the test's own signing. Two answers mean "not now" rather than a verdict, and a shot
+that gets one is fired again after the pause it names, as Stripe and n8n retry: the edge's
+flood shield's 429 past its rate per client (the storms stay below it, so that happens
+only when something else from 127.0.0.1 shares the bucket) and a 503 with Retry-After (a
+service that cannot answer in time, say on a machine busy with other test runs). Both are
+counted in the table; only the answer after them is checked.
 """
 
 import asyncio
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 import httpx
 
 PROBLEM_JSON = "application/problem+json"
-THROTTLE_RETRIES = 20
+RETRIES = 20
+NOT_NOW = (429, 503)
 # Generous: on a 2-core machine shared with other test runs an answer can take seconds.
 SHOT_TIMEOUT = 30.0
 
@@ -54,7 +57,7 @@ class Report:
     name: str
     hits: list[Hit] = field(default_factory=list)
     seconds: float = 0.0
-    throttled: int = 0
+    retried: Counter[int] = field(default_factory=Counter)  # status -> shots fired again
 
     @property
     def rate(self) -> float:
@@ -71,8 +74,8 @@ class Report:
             f"== {self.name} ==",
             f"{'shot':<28} {'answer':<34} {'count':>6}",
             *(f"{kind:<28} {reason:<34} {n:>6}" for (kind, reason), n in sorted(by_kind.items())),
-            f"sent {len(self.hits)}, accepted {accepted}, refused {len(self.hits) - accepted}, "
-            f"throttled and retried {self.throttled}",
+            f"sent {len(self.hits)}, accepted {accepted}, refused {len(self.hits) - accepted}; "
+            f"fired again after 429: {self.retried[429]}, after 503: {self.retried[503]}",
             f"duration {self.seconds:.1f} s, rate {self.rate:.0f} requests/s",
         ]
         return "\n".join(lines)
@@ -103,15 +106,16 @@ async def storm(
 
 
 async def send(client: httpx.AsyncClient, shot: Shot, report: Report) -> Hit:
-    """Fire one shot (again after a pause while the edge's flood shield says 429)."""
-    for _ in range(THROTTLE_RETRIES):
+    """Fire one shot, and again after the pause named while the answer is "not now"."""
+    for _ in range(RETRIES):
         response = await client.post(
             shot.path, content=shot.body, headers=shot.headers, timeout=SHOT_TIMEOUT
         )
-        if response.status_code != 429:
+        pause = response.headers.get("retry-after")
+        if response.status_code not in NOT_NOW or (response.status_code == 503 and not pause):
             break
-        report.throttled += 1
-        await asyncio.sleep(float(response.headers.get("retry-after") or 0.5))
+        report.retried[response.status_code] += 1
+        await asyncio.sleep(float(pause or 0.5))
     content_type = response.headers.get("content-type", "")
     body: object = response.json() if "json" in content_type else response.text
     return Hit(shot, response.status_code, content_type, body)

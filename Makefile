@@ -54,6 +54,10 @@ unit: install ## Unit tests of libs and services (real PostgreSQL and NATS, star
 integration: install k8s-tools ## Whole-system tests through the edge (every process started)
 	@$(UV) run --no-sync pytest tests
 
+.PHONY: storms
+storms: install ## Stripe and n8n callback storms through the edge (prints their tables)
+	@$(UV) run --no-sync pytest tests/chaos -s
+
 .PHONY: system-deps
 system-deps: ## Install podman and the image tools from Debian when missing (root only)
 	@missing=$$(for p in $(CONTAINER_PACKAGES); do \

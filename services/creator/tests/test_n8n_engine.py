@@ -114,11 +114,26 @@ def sent_for(workflow: Workflow, job_id: str) -> list[Dispatched]:
     return [d for d in workflow.received if d.headers.get("x-bai-event-id") == job_id]
 
 
-async def ask(creator_db: Database, tenant_id: UUID, asked: PostGenerationRequested) -> None:
-    """The planner's request, handled as the worker's consumer would."""
+async def ask(
+    creator_db: Database, tenant_id: UUID, asked: PostGenerationRequested, *, held: bool = True
+) -> None:
+    """The planner's request, handled as the worker's consumer would; with ``held``,
+    billing has then held the job's credit (as the credits saga records it)."""
     envelope = new_event(asked, source="planner", tenant_id=tenant_id, subject=str(asked.post_id))
     async with creator_db.transaction() as session:
         await on_generation_requested(session, envelope)
+    if held:
+        await hold_credit(creator_db, asked.post_id)
+
+
+async def hold_credit(creator_db: Database, post_id: UUID) -> None:
+    """Billing answered the reservation of the post's queued jobs."""
+    async with creator_db.transaction() as session:
+        await session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.post_id == post_id, GenerationJob.credits == "none")
+            .values(credits="reserved")
+        )
 
 
 async def jobs_of(creator_db: Database, post_id: UUID) -> list[GenerationJob]:
@@ -378,6 +393,32 @@ async def test_a_queued_job_is_dispatched_once_signed_with_the_workspaces_secret
     assert job.dispatched_at is not None
     assert job.deadline_at == job.dispatched_at + timedelta(seconds=DEADLINE_SECONDS)
 
+    await sender.pass_once()
+
+    assert len(sent_for(workflow, job.id)) == 1
+    assert (await job_of(creator_db, asked.post_id)).state == "dispatched"
+
+
+async def test_a_job_is_dispatched_only_once_billing_holds_its_credit(
+    creator_db: Database,
+    tenant: UUID,
+    workflow: Workflow,
+    use_engine: UseEngine,
+    sender: N8nSender,
+) -> None:
+    # Found by the callback storm (tests/chaos): a workflow that answered at once, before
+    # billing's hold was recorded, completed the job with no credit to commit; the hold
+    # recorded after it was never settled, so the workspace lost that credit for good.
+    await use_engine(tenant, workflow.url)
+    asked = request()
+    await ask(creator_db, tenant, asked, held=False)
+
+    await sender.pass_once()
+
+    job = await job_of(creator_db, asked.post_id)
+    assert (job.state, job.credits, sent_for(workflow, job.id)) == ("queued", "none", [])
+
+    await hold_credit(creator_db, asked.post_id)
     await sender.pass_once()
 
     assert len(sent_for(workflow, job.id)) == 1

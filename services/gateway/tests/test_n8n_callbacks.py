@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ class Owner:
     js: JetStreamContext
     jobs: dict[str, CallbackVerification] = field(default_factory=dict)
     service: Service | None = None
+    asked: Counter[str] = field(default_factory=Counter)
+    delay: float = 0.0  # how long each answer takes
 
     async def listen(self) -> None:
         """Answer on the owner's subject (again), as a started owner process does."""
@@ -82,6 +85,8 @@ class Owner:
 
     async def answer(self, request: Request) -> None:
         job_id = json.loads(request.data)["job_id"]
+        self.asked[job_id] += 1
+        await asyncio.sleep(self.delay)
         verification = self.jobs.get(job_id, CallbackVerification(found=False))
         await request.respond(verification.model_dump_json().encode())
 
@@ -168,6 +173,21 @@ async def test_signed_callback_is_accepted_and_queued_for_the_owner(
     assert envelope.tenantid == str(tenant)
     assert envelope.data["payload"]["content"] == {"text": "Hello"}
     assert envelope.data["verified_by"] == "signature"
+
+
+async def test_callbacks_of_a_job_arriving_together_ask_its_owner_once(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    # Found by the callback storm (tests/chaos): each of a job's callbacks asked the owner
+    # on its own, and a storm of retries made creator answer too late (503s).
+    job_id = owner.job()
+    owner.delay = 0.3
+    bodies = [_body(job_id, attempt=n) for n in range(20)]
+
+    answers = await asyncio.gather(*(_post(client, job_id, b, _signed(b)) for b in bodies))
+
+    assert [a.status_code for a in answers] == [202] * 20
+    assert owner.asked[job_id] == 1
 
 
 async def test_a_repeated_callback_is_queued_once(client: httpx.AsyncClient, owner: Owner) -> None:
@@ -279,9 +299,9 @@ async def test_an_owner_that_does_not_answer_makes_n8n_retry(
 ) -> None:
     job_id = f"ext_{uuid4().hex}"  # mining answers nobody in this test
     body = _body(job_id)
-    assert_problem(
-        await _post(client, job_id, body, _signed(body)), status=503, code="owner_unavailable"
-    )
+    response = await _post(client, job_id, body, _signed(body))
+    assert_problem(response, status=503, code="owner_unavailable")
+    assert response.headers["retry-after"] == "5"  # n8n's own retries are 5 s apart
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", None])

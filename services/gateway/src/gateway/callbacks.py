@@ -14,6 +14,7 @@ consumer inbox keeps every event id it applied (never pruned), so the copy is ac
 without effect. Whoever prunes inboxes must keep callback ids for the life of their jobs.
 """
 
+import asyncio
 import hashlib
 import json
 import re
@@ -42,6 +43,8 @@ from bai_platform.webhooks import SignatureError, verify_secret_header, verify_s
 JOB_ID = re.compile(r"^(?P<prefix>[a-z]{2,10})_[A-Za-z0-9_-]{6,100}$")
 # Short: a tenant replacing its workflow secret is verified with the new one soon after.
 VERIFICATION_CACHE_SECONDS = 30
+# When an owner that could not answer may be asked again (n8n retries 5 s apart).
+OWNER_RETRY_AFTER_SECONDS = 5
 
 
 class UnknownJob(NotFound):
@@ -58,6 +61,10 @@ class CallbackRejected(Unprocessable):
 
 class OwnerUnavailable(ServiceUnavailable):
     code = "owner_unavailable"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": str(OWNER_RETRY_AFTER_SECONDS)})
+        super().__init__(detail, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,7 @@ class CallbackRouter:
         self._verifications: TTLCache[str, CallbackVerification] = TTLCache(
             maxsize=10_000, ttl=VERIFICATION_CACHE_SECONDS
         )
+        self._asking: dict[str, asyncio.Task[CallbackVerification]] = {}
 
     @property
     def connected(self) -> bool:
@@ -121,12 +129,29 @@ class CallbackRouter:
     async def _verification(self, owner: str, job_id: str) -> CallbackVerification:
         cached = self._verifications.get(job_id)
         if cached is None:
-            cached = await self._ask_owner(owner, job_id)
+            cached = await self._ask_once(owner, job_id)
             if cached.found:  # an unknown job may exist a moment later; ask again then
                 self._verifications[job_id] = cached
         if not cached.found or cached.tenant_id is None:
             raise UnknownJob("the owning service knows no such job")
         return cached
+
+    async def _ask_once(self, owner: str, job_id: str) -> CallbackVerification:
+        """One question per job at a time: the callbacks of a job that arrive together (n8n
+        retrying, a storm) wait for the same answer. Asked once each, a storm of them
+        multiplied the owner's work until its answers came too late (503s)."""
+        asking = self._asking.get(job_id)
+        if asking is None:
+            asking = asyncio.create_task(self._ask_owner(owner, job_id))
+            self._asking[job_id] = asking
+            asking.add_done_callback(lambda done: self._answered(job_id, done))
+        # Shielded: a caller that hangs up does not cancel the question for the others.
+        return await asyncio.shield(asking)
+
+    def _answered(self, job_id: str, done: asyncio.Task[CallbackVerification]) -> None:
+        self._asking.pop(job_id, None)
+        if not done.cancelled():
+            done.exception()  # every waiter has it (or has left): never "not retrieved"
 
     async def _ask_owner(self, owner: str, job_id: str) -> CallbackVerification:
         subject = callback_verification_subject(owner)

@@ -15,6 +15,7 @@ The workflow answers at once and later POSTs to ``callback_url``, signed the sam
      "call_to_action", "image_prompt", "alt_text"}}   or   {"job_id", "status": "failed", "error"}
 
 Rules:
+- a job goes out only once billing holds its credit (``creator.credits``);
 - a dispatch that fails in a way that may pass (timeouts, 5xx, 429, an open circuit
   breaker) is tried again with exponential backoff and jitter, at most
   ``dispatch_max_attempts`` times; a refusal (other 4xx, a redirect, an internal address)
@@ -66,6 +67,10 @@ async def claim(
     due = (
         GenerationJob.state == "queued",
         GenerationJob.engine == N8N,
+        # Only once billing holds its credit (creator.credits): a workflow that answered
+        # before the hold would end the job with nothing to commit, and the hold that came
+        # after would never be settled; a refused hold would have been written for free.
+        GenerationJob.credits == "reserved",
         GenerationJob.next_attempt_at <= _now(),
     )
     query = (  # in turns across workspaces: one with many jobs does not fill every batch

@@ -76,6 +76,22 @@ async def account(edge: httpx.AsyncClient) -> Account:
     return await sign_up(edge)
 
 
+DECEMBER_POSTS = 22  # December 2026 at instagram 3 a week and linkedin 2 a week
+
+
+def december_campaign(brand_id: str) -> dict[str, Any]:
+    """The body of a campaign for December with 22 posts (the tests' usual month)."""
+    return {
+        "brand_id": brand_id,
+        "name": "December push",
+        "brief": "Launch the winter blend",
+        "channels": ["instagram", "linkedin"],
+        "starts_on": "2026-12-01",
+        "ends_on": "2026-12-31",
+        "cadence": {"instagram": {"per_week": 3}, "linkedin": {"per_week": 2}},
+    }
+
+
 async def new_brand(edge: httpx.AsyncClient, account: Account, name: str = "Acme Coffee") -> str:
     """A brand of the account's workspace (Europe/Madrid, a warm voice); its id."""
     body = {

@@ -21,7 +21,7 @@ from icalendar import Calendar
 from bai_platform.testing_workflows import workflow_server
 from bai_platform.webhooks import sign
 
-from .conftest import Account
+from .conftest import Account, december_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -61,15 +61,7 @@ async def _month(edge: httpx.AsyncClient, account: Account) -> tuple[str, str]:
     assert brand.status_code == 201, brand.text
     campaign = await edge.post(
         "/v1/planner/campaigns",
-        json={
-            "brand_id": brand.json()["id"],
-            "name": "December push",
-            "brief": "Launch the winter blend",
-            "channels": ["instagram", "linkedin"],
-            "starts_on": "2026-12-01",
-            "ends_on": "2026-12-31",
-            "cadence": {"instagram": {"per_week": 3}, "linkedin": {"per_week": 2}},
-        },
+        json=december_campaign(brand.json()["id"]),
         headers=account.headers,
     )
     assert campaign.status_code == 201, campaign.text

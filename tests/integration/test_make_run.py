@@ -119,21 +119,29 @@ def _rest_of_output(up: "subprocess.Popen[str]", *, timeout: float) -> str:
     return rest
 
 
-def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
-    state = state_dir
-    env = {
+def _env(state: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "BAI_STATE_DIR": str(state),
         "BAI_FREE_PORTS": "true",
         "PYTHONUNBUFFERED": "1",
     }
-    with subprocess.Popen(
+
+
+def _stack_up(state: Path) -> "subprocess.Popen[str]":
+    """``bai-stack up`` (what ``make run`` runs) on free ports, its output readable."""
+    return subprocess.Popen(
         [sys.executable, "-m", "bai_platform.devstack", "up"],
-        env=env,
+        env=_env(state),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    ) as up:
+    )
+
+
+def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
+    state = state_dir
+    with _stack_up(state) as up:
         try:
             lines = _wait_for_line(up, "gateway api (direct)", timeout=180)
             pids = _recorded_pids(state)
@@ -164,25 +172,13 @@ def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:
 def test_down_stops_a_running_stack_for_good(state_dir: Path) -> None:
     """``make down`` from another terminal: the supervisor stops everything it started (its
     watchdog must not bring them back) and exits as after Ctrl-C."""
-    env = {
-        **os.environ,
-        "BAI_STATE_DIR": str(state_dir),
-        "BAI_FREE_PORTS": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with subprocess.Popen(
-        [sys.executable, "-m", "bai_platform.devstack", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as up:
+    with _stack_up(state_dir) as up:
         try:
             _wait_for_line(up, "gateway api (direct)", timeout=180)
             pids = [*_recorded_pids(state_dir), up.pid]
             down = subprocess.run(
                 [sys.executable, "-m", "bai_platform.devstack", "down"],
-                env=env,
+                env=_env(state_dir),
                 capture_output=True,
                 text=True,
                 timeout=120,

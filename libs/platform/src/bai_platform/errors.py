@@ -10,7 +10,8 @@
     ├── Unprocessable                 422 unprocessable
     ├── TooManyRequests               429 rate_limited
     └── ServiceUnavailable            503 unavailable
-        └── DatabaseBusy              503 database_busy (with Retry-After)
+        ├── DatabaseBusy              503 database_busy (with Retry-After)
+        └── DatabaseUnavailable       503 database_unavailable (with Retry-After)
 
 Domain code raises these (or subclasses with a sharper ``code``); ``install_error_handlers``
 renders them, request validation errors, HTTP exceptions and anything unexpected (a 500
@@ -19,8 +20,11 @@ without a stack trace) as ``application/problem+json``.
 A request that waited ``db_pool_timeout_seconds`` for a pooled connection in vain, or whose
 new connection PostgreSQL refused for want of slots (``too_many_connections``, or
 ``cannot_connect_now`` while it starts or stops), is ``DatabaseBusy``: the service is
-overloaded for a moment, not broken, and the client is told when to come back. That holds
-wherever the wait happens: in a route, in a dependency or in a middleware (the idempotency
+overloaded for a moment, not broken, and the client is told when to come back. A database
+that is not there for a moment (restarting: nothing listens, it is shutting down or starting
+up, or it dropped the connection mid-query) is ``DatabaseUnavailable``, also 503 with
+Retry-After: the transaction was rolled back, so the request may simply be sent again. That
+holds wherever it happens: in a route, in a dependency or in a middleware (the idempotency
 claim), because the last-resort handler recognises it too.
 """
 
@@ -40,7 +44,11 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://bai.dev/problems/"
 # SQLSTATEs of a PostgreSQL that refuses a new connection for now: too_many_connections
 # (max_connections or a role's CONNECTION LIMIT reached) and cannot_connect_now.
+# No slot for a new connection now: too many connections, or cannot connect now (starting
+# up or shutting down).
 BUSY_SQLSTATES = frozenset({"53300", "57P03"})
+# The server ended the session: an administrator or a shutdown (57P01), a crash (57P02).
+GONE_SQLSTATES = frozenset({"57P01", "57P02"})
 
 
 class ServiceError(Exception):
@@ -118,6 +126,10 @@ class ServiceUnavailable(ServiceError):
 
 class DatabaseBusy(ServiceUnavailable):
     code = "database_busy"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
 
 
 _CODES_BY_STATUS = {
@@ -206,15 +218,34 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def is_database_busy(exc: BaseException) -> bool:
-    """True for a wait for a pooled connection in vain, or a connection PostgreSQL refused."""
+def database_trouble(exc: BaseException) -> str | None:
+    """Why the database cannot serve this request for a moment, or None for any other
+    failure: ``pool_timeout``, ``no_slots`` (PostgreSQL refused a new connection) or
+    ``unreachable`` (nothing listens, or the server ended the connection)."""
     if isinstance(exc, PoolTimeout):
-        return True
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in BUSY_SQLSTATES
+        return "pool_timeout"
+    if isinstance(exc, ConnectionError):  # asyncpg's connect, unwrapped by SQLAlchemy
+        return "unreachable"
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in BUSY_SQLSTATES:
+        return "no_slots"
+    if exc.connection_invalidated or sqlstate in GONE_SQLSTATES or _lost(exc.orig):
+        return "unreachable"
+    return None
+
+
+def _lost(orig: BaseException | None) -> bool:
+    """The driver's own word for a connection that went away (class 08, or closed)."""
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    return sqlstate.startswith("08") or isinstance(
+        getattr(orig, "__cause__", None), ConnectionError
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    if is_database_busy(exc):  # raised outside the routes (a middleware): still a 503
+    if database_trouble(exc):  # raised outside the routes (a middleware): still a 503
         return await database_busy_response(request, exc)
     structlog.get_logger("bai.errors").exception("unhandled_error", path=request.url.path)
     return problem_response(
@@ -226,21 +257,28 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def database_busy_response(request: Request, exc: Exception) -> JSONResponse:
-    """503 database_busy, with the Retry-After that ``install_error_handlers`` was given."""
-    reason = "pool_timeout" if isinstance(exc, PoolTimeout) else "connection_refused"
+    """503 database_busy or database_unavailable, with the Retry-After that
+    ``install_error_handlers`` was given."""
+    reason = database_trouble(exc) or "pool_timeout"
     structlog.get_logger("bai.errors").warning(
         "database_busy", path=request.url.path, reason=reason
     )
-    retry_after = getattr(request.app.state, "busy_retry_after_seconds", 1)
-    refusal = DatabaseBusy(
-        "every database connection is in use; try again shortly",
-        headers={"Retry-After": str(retry_after)},
-    )
+    headers = {"Retry-After": str(getattr(request.app.state, "busy_retry_after_seconds", 1))}
+    refusal: ServiceError
+    if reason == "unreachable":
+        refusal = DatabaseUnavailable(
+            "the database is not reachable for a moment; nothing was changed, try again shortly",
+            headers=headers,
+        )
+    else:
+        refusal = DatabaseBusy(
+            "every database connection is in use; try again shortly", headers=headers
+        )
     return await _service_error(request, refusal)
 
 
 async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
-    if not is_database_busy(exc):
+    if not database_trouble(exc):
         raise exc  # any other driver error goes on to the last-resort 500, as before
     return await database_busy_response(request, exc)
 
@@ -251,6 +289,7 @@ def install_error_handlers(app: FastAPI, *, busy_retry_after_seconds: int = 2) -
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(PoolTimeout, database_busy_response)
     app.add_exception_handler(DBAPIError, _driver_error)
+    app.add_exception_handler(ConnectionError, _driver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -37,7 +37,7 @@ from bai_platform.errors import (
     ServiceError,
     Unprocessable,
     database_busy_response,
-    is_database_busy,
+    database_trouble,
     problem_response,
 )
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier
@@ -89,7 +89,7 @@ class IdempotencyMiddleware:
             )(scope, receive, send)
             return
         except Exception as exc:  # no connection for the claim: 503 here, not a logged 500
-            if not is_database_busy(exc):
+            if not database_trouble(exc):
                 raise
             await (await database_busy_response(Request(scope), exc))(scope, receive, send)
             return

@@ -10,6 +10,8 @@ import atexit
 import contextlib
 import functools
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -347,6 +349,27 @@ class Stack:
         self.started = [name for name in self.started if name != "nats"]
         self._start_nats()
         self.started.append("nats")
+
+    def restart_postgres(self) -> None:
+        """Start the embedded PostgreSQL again after ``stop_component('postgres')`` (same
+        data, same port); the services reconnect on their own."""
+        if self.postgres is None:
+            raise StackError("PostgreSQL is external here: the stack cannot restart it")
+        self._start_embedded_postgres()
+        self.report("postgres", "restarted", self._log_hint("postgres"))
+
+    def unready(self) -> list[str]:
+        """The service processes whose /readyz does not answer 200 now (none: all ready)."""
+        return [name for name, (_, _, url) in self._services.items() if not _http_ok(url)]
+
+    def crash(self, name: str) -> int:
+        """kill -9 one process, as a crash would (the watchdog brings it back); its pid."""
+        with self._lock:
+            pid = self.processes[name].pid
+        if pid is None:
+            raise StackError(f"{name} is not running")
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def _run_migrations(self) -> None:
         """Every service's migrations, side by side: each touches only its own schema."""

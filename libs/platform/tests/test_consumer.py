@@ -1,17 +1,23 @@
 """Consumers apply each event once, retry failures, and dead-letter what never succeeds."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from uuid import uuid4
 
 from nats.js.errors import NotFoundError
+from pydantic import SecretStr
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from bai_platform import deadletter
 from bai_platform.consumer import ConsumerRunner, Subscription
+from bai_platform.db import Database
+from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
+from bai_platform.settings import ServiceSettings
 
 from .conftest import Sandbox
 
@@ -41,6 +47,7 @@ def _runner(
     handler: Callable[[AsyncSession, Envelope], Awaitable[None]],
     *,
     max_deliver: int = 8,
+    db: Database | None = None,
 ) -> ConsumerRunner:
     subscription = Subscription(
         durable=f"{box.service}-test",
@@ -52,7 +59,7 @@ def _runner(
         fetch_timeout_seconds=0.2,
     )
     return ConsumerRunner(
-        db=box.db, js=box.js, inbox=box.inbox, subscription=subscription, service=box.service
+        db=db or box.db, js=box.js, inbox=box.inbox, subscription=subscription, service=box.service
     )
 
 
@@ -136,6 +143,48 @@ async def test_poison_event_goes_to_dead_letters_and_replays_once(sandbox: Sandb
 
     await _run_until(_runner(sandbox, _recording(sandbox)), applied)
     assert await deadletter.list_dead_letters(sandbox.js, service=sandbox.service) == []
+
+
+@contextlib.asynccontextmanager
+async def _through_a_door(infra: Stack, folder: Path) -> AsyncIterator[tuple[Database, Path]]:
+    """A Database that reaches the session's PostgreSQL through a socket link in ``folder``
+    (the door): removing the link makes the database unreachable, as a restart does."""
+    assert infra.postgres is not None
+    port = infra.settings.postgres_port
+    door = folder / f".s.PGSQL.{port}"
+    door.symlink_to(infra.postgres.socket_dir / f".s.PGSQL.{port}")
+    url = f"postgresql+asyncpg://postgres@/{infra.settings.database}?host={folder}&port={port}"
+    db = Database(ServiceSettings(service_name="door", database_url=SecretStr(url)))
+    try:
+        yield db, door
+    finally:
+        await db.dispose()
+
+
+async def test_while_the_database_is_away_a_message_waits_instead_of_being_dead_lettered(
+    sandbox: Sandbox, infra: Stack, tmp_path: Path
+) -> None:
+    """Three deliveries at a 0.05 s backoff would all fail during a 1.5 s outage; the
+    consumer waits for the database instead, and the message is applied once it is back."""
+    async with _through_a_door(infra, tmp_path) as (db, door):
+        target = door.readlink()
+        door.unlink()  # the database goes away
+        await sandbox.js.publish(sandbox.subject("happened"), _envelope(sandbox).to_bytes())
+        stop = asyncio.Event()
+        runner = _runner(sandbox, _recording(sandbox), max_deliver=3, db=db)
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            await asyncio.sleep(1.5)
+            assert await _effects(sandbox) == 0
+            door.symlink_to(target)  # and comes back
+            async with asyncio.timeout(10):
+                while await _effects(sandbox) == 0:
+                    await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+    assert await deadletter.list_dead_letters(sandbox.js, service=sandbox.service) == []
+    assert await _effects(sandbox) == 1
 
 
 async def test_message_that_is_not_an_envelope_is_dead_lettered_at_once(sandbox: Sandbox) -> None:

@@ -7,6 +7,11 @@ acknowledged without effect. A failure is retried with backoff; after the last a
 delivery the message goes to the dead-letter stream (see ``deadletter``) and is
 acknowledged, so one poison message never blocks the ones behind it.
 
+A failure because the database is away (a restart, a failover) is not the message's fault:
+the consumer stops fetching until the database answers again, then tries the message again
+at once rather than after a growing backoff. So an outage spends about one delivery of
+each message in flight, whatever its length, and work resumes as soon as it ends.
+
 A fetched batch shares one transaction, each message in its own savepoint: a failing
 message rolls back alone, the others commit together (one commit, not one per message),
 and messages are acknowledged only after that commit. If the commit itself fails, no
@@ -14,6 +19,7 @@ message of the batch took effect; each is then tried again in a transaction of i
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -25,7 +31,16 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
-from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,6 +79,9 @@ class Subscription:
     ack_wait_seconds: float = 30.0
     batch_size: int = 32
     fetch_timeout_seconds: float = 1.0
+    # After the database was away: how soon a message is tried again once it is back, and
+    # how often the consumer asks whether it is back.
+    outage_retry_seconds: float = 0.5
     description: str = field(default="")
 
     def retry_delay(self, delivered: int) -> float:
@@ -97,6 +115,7 @@ class ConsumerRunner:
         self._sub = subscription
         self._service = service
         self.ready = asyncio.Event()
+        self._database_away = False
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = self._sub
@@ -105,6 +124,9 @@ class ConsumerRunner:
         self.ready.set()
         try:
             while not stop.is_set():
+                if self._database_away:
+                    await self._wait_for_database(stop)
+                    continue
                 await self._fetch_and_handle(pull)
         finally:
             await pull.unsubscribe()
@@ -204,8 +226,30 @@ class ConsumerRunner:
         )
         if delivered >= self._sub.max_deliver:
             await self._give_up(message, repr(exc))
+        elif self._database_away or not await self._reachable():
+            self._database_away = True  # the loop waits for it before fetching again
+            await message.nak(delay=self._sub.outage_retry_seconds)
         else:
             await message.nak(delay=self._sub.retry_delay(delivered))
+
+    async def _reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(self._sub.fetch_timeout_seconds + 1.0):
+                async with self._db.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def _wait_for_database(self, stop: asyncio.Event) -> None:
+        """Fetch nothing until the database answers (each message fetched now would fail
+        and spend a delivery)."""
+        while not stop.is_set() and not await self._reachable():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._sub.outage_retry_seconds)
+        if self._database_away:
+            log.info("consumer_database_back", consumer=self._sub.durable)
+        self._database_away = False
 
     async def _give_up(self, message: Msg, reason: str) -> None:
         await dead_letter(

@@ -120,9 +120,13 @@ async def quiet(stack: Stack, db: asyncpg.Connection, note: Callable[[str], None
         started = time.monotonic()
         left = await _in_flight(db, js)
         note(f"in flight when the work was done: {left or 'nothing'}")
+        noted = time.monotonic()
         while left and time.monotonic() < started + DRAIN_SECONDS:
             await asyncio.sleep(0.5)
             left = await _in_flight(db, js)
+            if left and time.monotonic() - noted >= 5.0:
+                note(f"still in flight: {left}")
+                noted = time.monotonic()
         note(f"quiet after {time.monotonic() - started:.1f} s; left: {left or 'nothing'}")
     finally:
         await nc.close()

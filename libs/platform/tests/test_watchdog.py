@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bai_platform.devstack import Stack, StackSettings
 from bai_platform.devstack.process import ManagedProcess, pid_alive
 from bai_platform.devstack.watchdog import Backoff, Watchdog
 
@@ -165,3 +166,25 @@ def test_stop_kills_a_process_that_ignores_sigterm_and_every_child_it_started(
     assert not pid_alive(leader)
     assert not pid_alive(child)
     assert took < 5
+
+
+IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+
+
+def test_a_stacks_stop_gives_each_tier_one_timeout_however_many_processes_hang(
+    tmp_path: Path,
+) -> None:
+    """Six service processes that ignore SIGTERM are killed at the tier's one deadline, not
+    one timeout after another (six in a row were what outlasted a loaded CI's patience)."""
+    timeout = 1.0
+    stack = Stack(StackSettings(state_dir=tmp_path, free_ports=True, stop_timeout_seconds=timeout))
+    hung = [_process(tmp_path, f"svc{n}-worker", IGNORES_TERM) for n in range(6)]
+    for process in hung:
+        process.start()
+        stack.processes[process.name] = process
+    time.sleep(0.5)  # each has set its handler
+    started = time.monotonic()
+    stack.stop()
+    took = time.monotonic() - started
+    assert all(not p.alive() for p in hung)
+    assert took < 3 * timeout, f"the stop took {took:.1f} s"

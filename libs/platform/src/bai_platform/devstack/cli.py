@@ -35,7 +35,7 @@ def _report(component: str, status: str, detail: str) -> None:
     console.print(f"  [{style}]{status:>9}[/]  {component:<16} [dim]{detail}[/]")
 
 
-# Long enough for the supervisor's own stop: four tiers, each up to the stop timeout.
+# Long enough for the supervisor's own stop: five tiers, each one stop timeout (15 s) at most.
 SUPERVISOR_STOP_SECONDS = 90.0
 
 

@@ -229,7 +229,11 @@ class Stack:
         ]
 
     def stop(self) -> None:
-        """Stop everything this stack started, in reverse order; services all at once."""
+        """Stop everything this stack started, in reverse order; services all at once.
+
+        Each tier gets the stop timeout as a whole (not each of its processes in turn): what
+        is still running at the tier's deadline is killed, so the stop takes at most five
+        timeouts however many processes are slow to go."""
         self.watchdog.close()
         with self._lock:
             services = [name for name in self.processes if name not in _INFRA_PROCESSES]
@@ -238,8 +242,9 @@ class Stack:
                 for process in running:
                     self.report(process.name, "stopping", "")
                     process.signal_stop()
+                deadline = time.monotonic() + self.settings.stop_timeout_seconds
                 for process in running:
-                    process.stop(self.settings.stop_timeout_seconds)
+                    process.stop(max(0.0, deadline - time.monotonic()))
             self.started.clear()
 
     def stop_component(self, name: str) -> None:

@@ -205,13 +205,61 @@ async def test_an_invoice_of_an_unknown_customer_waits_for_its_workspace(
     async with billing_db.transaction() as session:
         waiting = await session.get(StripeEvent, paid["id"])
         assert waiting is not None
-        assert (waiting.outcome, waiting.processed_at) == ("retrying", None)
+        assert (waiting.outcome, waiting.processed_at) == ("waiting", None)
         assert "no workspace is known" in (waiting.last_error or "")
     assert (await balances(billing_db, customer.tenant))["posts"] == 0
 
     await deliver(billing_db, rules, customer.checkout_completed(created=T0 - 1))
     await settle(billing_db, rules)
 
+    assert (await balances(billing_db, customer.tenant))["posts"] == 500
+
+
+async def _worker_pass(db: Database, rules: Rules) -> list[str]:
+    """One pass of the worker (only events whose turn has come); the ids it processed."""
+    done = await process_pending(db, rules, max_attempts=2)
+    return [event_id for event_id, _, outcome in done if outcome == "processed"]
+
+
+async def test_an_event_that_waited_applies_as_soon_as_what_it_waited_for_is_applied(
+    billing_db: Database, rules: Rules
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    paid["data"]["object"]["parent"] = None  # its workspace is known only by the customer
+    async with billing_db.transaction() as session:
+        await store(session, paid)
+    assert await _worker_pass(billing_db, rules) == []  # waiting, its next try a second away
+
+    checkout = customer.checkout_completed(created=T0 + 1)
+    async with billing_db.transaction() as session:
+        await store(session, checkout)
+    # The same pass: the checkout, and at once the invoice that waited for it.
+    assert await _worker_pass(billing_db, rules) == [checkout["id"], paid["id"]]
+    assert (await balances(billing_db, customer.tenant))["posts"] == 500
+
+
+async def test_an_event_waits_as_long_as_stripe_would_retry_not_just_max_attempts(
+    billing_db: Database, rules: Rules
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    paid["data"]["object"]["parent"] = None
+    async with billing_db.transaction() as session:
+        await store(session, paid)
+    for _ in range(4):  # twice max_attempts, each time its turn had come
+        async with billing_db.transaction() as session:
+            row = await session.get(StripeEvent, paid["id"])
+            assert row is not None
+            row.next_attempt_at = datetime.now(UTC)
+        await _worker_pass(billing_db, rules)
+    async with billing_db.transaction() as session:
+        row = await session.get(StripeEvent, paid["id"])
+        assert row is not None
+        assert (row.outcome, row.attempts) == ("waiting", 4)
+
+    await deliver(billing_db, rules, customer.checkout_completed(created=T0 + 1))
+    assert await _worker_pass(billing_db, rules) == [paid["id"]]
     assert (await balances(billing_db, customer.tenant))["posts"] == 500
 
 
@@ -311,8 +359,8 @@ async def test_the_replay_command_applies_events_that_gave_up_once_the_cause_is_
     paid["data"]["object"]["parent"] = None  # its workspace is known only by the customer
     async with billing_db.transaction() as session:
         await store(session, paid)
-    for _ in range(2):  # every attempt the worker may make, spent
-        await process_pending(billing_db, rules, max_attempts=2, retry_all=True)
+    for _ in range(2):  # every attempt the worker may make, spent, and no more wait allowed
+        await process_pending(billing_db, rules, max_attempts=2, wait_seconds=0, retry_all=True)
     async with billing_db.transaction() as session:
         row = await session.get(StripeEvent, paid["id"])
         assert row is not None

@@ -29,6 +29,7 @@ async def _replay(settings: BillingSettings, limit: int) -> list[tuple[str, str,
             database,
             rules_of(settings),
             max_attempts=settings.event_max_attempts,
+            wait_seconds=settings.event_wait_seconds,
             limit=limit,
             retry_all=True,
         )

@@ -66,5 +66,8 @@ class BillingSettings(ServiceSettings):
     portal_return_url: str = "{base}/billing"
     # How often the worker looks for stored Stripe events to process and grants to expire.
     job_poll_seconds: float = Field(default=1.0, gt=0)
-    # Attempts at one stored event before it waits for the replay command.
+    # Attempts at one stored event whose handler fails before it waits for the replay
+    # command; and how long an event that cannot be applied yet (its workspace or invoice
+    # not known yet) keeps waiting for what it needs: as long as Stripe retries, 3 days.
     event_max_attempts: int = Field(default=8, ge=1)
+    event_wait_seconds: float = Field(default=3 * 24 * 3600, ge=0)

@@ -25,8 +25,12 @@ order; each effect is safe either way:
 - any other type is stored and marked ``ignored``.
 
 An event that cannot be applied yet (say an invoice whose customer billing does not know
-until the checkout event is processed) is tried again with backoff; after
-``event_max_attempts`` it waits for ``python -m billing replay-stripe-events``.
+until the checkout event is processed) is ``waiting``: it is tried again with a backoff of
+at most a minute, and at once whenever another event was applied (it may have been the one
+it waited for). Stripe retries a delivery for three days, so it keeps waiting that long
+(``event_wait_seconds``) before it gives up. An event whose handler fails for any other
+reason is ``retrying`` with a growing backoff, up to ``event_max_attempts``. An event that
+gave up waits for ``python -m billing replay-stripe-events``.
 """
 
 from collections.abc import Awaitable, Callable
@@ -36,7 +40,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,8 +80,18 @@ class Rules:
 Handler = Callable[[AsyncSession, dict[str, Any], dict[str, Any], Rules], Awaitable[None]]
 
 
+WAITING_BACKOFF_CEILING = 60  # seconds between two tries of a waiting event, at most
+STRIPE_RETRY_SECONDS = 3 * 24 * 3600  # how long Stripe retries a delivery
+
+
 async def process_pending(
-    db: Database, rules: Rules, *, max_attempts: int, limit: int = 100, retry_all: bool = False
+    db: Database,
+    rules: Rules,
+    *,
+    max_attempts: int,
+    wait_seconds: float = STRIPE_RETRY_SECONDS,
+    limit: int = 100,
+    retry_all: bool = False,
 ) -> list[tuple[str, str, str]]:
     """Process stored events whose turn has come; (id, type, outcome) of each."""
     done: list[tuple[str, str, str]] = []
@@ -89,7 +103,8 @@ async def process_pending(
                     query = query.where(StripeEvent.id.not_in([seen for seen, _, _ in done]))
             else:
                 query = query.where(
-                    StripeEvent.next_attempt_at <= _now(), StripeEvent.attempts < max_attempts
+                    StripeEvent.next_attempt_at <= _now(),
+                    or_(StripeEvent.outcome == "waiting", StripeEvent.attempts < max_attempts),
                 )
             stored = await session.scalar(
                 query.order_by(StripeEvent.created, StripeEvent.received_at)
@@ -98,13 +113,20 @@ async def process_pending(
             )
             if stored is None:
                 break
-            outcome = await _process(session, stored, rules, max_attempts=max_attempts)
+            outcome = await _process(
+                session, stored, rules, max_attempts=max_attempts, wait_seconds=wait_seconds
+            )
             done.append((stored.id, stored.type, outcome))
     return done
 
 
 async def _process(
-    session: AsyncSession, stored: StripeEvent, rules: Rules, *, max_attempts: int
+    session: AsyncSession,
+    stored: StripeEvent,
+    rules: Rules,
+    *,
+    max_attempts: int,
+    wait_seconds: float,
 ) -> str:
     handler = HANDLERS.get(stored.type)
     stored.attempts += 1
@@ -119,14 +141,33 @@ async def _process(
     except Exception as exc:
         reason = str(exc) if isinstance(exc, NotYet) else f"{type(exc).__name__}: {exc}"
         stored.last_error = reason[:ERROR_LIMIT]
-        delay = min(2 ** (stored.attempts - 1), 3600)
-        stored.next_attempt_at = _now() + timedelta(seconds=delay)
-        stored.outcome = "failed" if stored.attempts >= max_attempts else "retrying"
-        if not isinstance(exc, NotYet):
+        waits = isinstance(exc, NotYet)
+        outcome = _try_again(
+            stored, waits=waits, wait_seconds=wait_seconds, max_attempts=max_attempts
+        )
+        if not waits:
             log.exception("stripe_event_failed", event_id=stored.id, type=stored.type)
-        return stored.outcome
+        return outcome
     stored.outcome, stored.processed_at, stored.last_error = "processed", _now(), None
+    # What waited may have waited for this one: its turn comes at once.
+    await session.execute(
+        update(StripeEvent)
+        .where(StripeEvent.outcome == "waiting", StripeEvent.processed_at.is_(None))
+        .values(next_attempt_at=_now())
+    )
     return "processed"
+
+
+def _try_again(stored: StripeEvent, *, waits: bool, wait_seconds: float, max_attempts: int) -> str:
+    """When the event is tried next, or that it gave up (``failed``); its outcome."""
+    waited = (_now() - stored.received_at).total_seconds()
+    outcome = "failed" if stored.attempts >= max_attempts else "retrying"
+    delay = min(2 ** (stored.attempts - 1), 3600)
+    if waits and waited < wait_seconds:
+        outcome, delay = "waiting", min(delay, WAITING_BACKOFF_CEILING)
+    stored.outcome = outcome
+    stored.next_attempt_at = _now() + timedelta(seconds=delay)
+    return outcome
 
 
 # ---- whose is it --------------------------------------------------------------------------

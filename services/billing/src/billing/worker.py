@@ -78,7 +78,12 @@ def _stripe_events(settings: BillingSettings) -> Callable[[WorkerContext], Task]
 
     def build(ctx: WorkerContext) -> Task:
         async def run_once() -> None:
-            await process_pending(ctx.db, rules, max_attempts=settings.event_max_attempts)
+            await process_pending(
+                ctx.db,
+                rules,
+                max_attempts=settings.event_max_attempts,
+                wait_seconds=settings.event_wait_seconds,
+            )
             async with ctx.db.transaction() as session:
                 await credits.expire_due(session)
 

@@ -215,6 +215,17 @@ async def test_an_invoice_of_an_unknown_customer_waits_for_its_workspace(
     assert (await balances(billing_db, customer.tenant))["posts"] == 500
 
 
+async def _orphan_invoice(db: Database) -> tuple[Customer, dict[str, Any]]:
+    """A paid invoice stored, whose workspace is known only by its customer (whom billing
+    does not know before the checkout event)."""
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    paid["data"]["object"]["parent"] = None
+    async with db.transaction() as session:
+        await store(session, paid)
+    return customer, paid
+
+
 async def _worker_pass(db: Database, rules: Rules) -> list[str]:
     """One pass of the worker (only events whose turn has come); the ids it processed."""
     done = await process_pending(db, rules, max_attempts=2)
@@ -224,11 +235,7 @@ async def _worker_pass(db: Database, rules: Rules) -> list[str]:
 async def test_an_event_that_waited_applies_as_soon_as_what_it_waited_for_is_applied(
     billing_db: Database, rules: Rules
 ) -> None:
-    customer = Customer(uuid4(), GROWTH)
-    paid = customer.invoice("invoice.paid", created=T0)
-    paid["data"]["object"]["parent"] = None  # its workspace is known only by the customer
-    async with billing_db.transaction() as session:
-        await store(session, paid)
+    customer, paid = await _orphan_invoice(billing_db)
     assert await _worker_pass(billing_db, rules) == []  # waiting, its next try a second away
 
     checkout = customer.checkout_completed(created=T0 + 1)
@@ -242,11 +249,7 @@ async def test_an_event_that_waited_applies_as_soon_as_what_it_waited_for_is_app
 async def test_an_event_waits_as_long_as_stripe_would_retry_not_just_max_attempts(
     billing_db: Database, rules: Rules
 ) -> None:
-    customer = Customer(uuid4(), GROWTH)
-    paid = customer.invoice("invoice.paid", created=T0)
-    paid["data"]["object"]["parent"] = None
-    async with billing_db.transaction() as session:
-        await store(session, paid)
+    customer, paid = await _orphan_invoice(billing_db)
     for _ in range(4):  # twice max_attempts, each time its turn had come
         async with billing_db.transaction() as session:
             row = await session.get(StripeEvent, paid["id"])
@@ -354,11 +357,7 @@ async def test_the_replay_command_applies_events_that_gave_up_once_the_cause_is_
     billing_settings: BillingSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    customer = Customer(uuid4(), GROWTH)
-    paid = customer.invoice("invoice.paid", created=T0)
-    paid["data"]["object"]["parent"] = None  # its workspace is known only by the customer
-    async with billing_db.transaction() as session:
-        await store(session, paid)
+    customer, paid = await _orphan_invoice(billing_db)
     for _ in range(2):  # every attempt the worker may make, spent, and no more wait allowed
         await process_pending(billing_db, rules, max_attempts=2, wait_seconds=0, retry_all=True)
     async with billing_db.transaction() as session:

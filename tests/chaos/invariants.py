@@ -138,9 +138,13 @@ async def _in_flight(db: asyncpg.Connection, js: Any) -> dict[str, object]:
     left["credits to settle"] = await db.fetchval(
         "SELECT count(*) FROM creator.generation_jobs WHERE credits LIKE 'pending%'"
     )
-    left["stripe events to apply"] = await db.fetchval(
-        "SELECT count(*) FROM billing.stripe_events WHERE processed_at IS NULL"
-    )
+    left["stripe events to apply"] = [
+        f"{row['type']} {row['outcome']} after {row['attempts']}: {row['last_error']}"
+        for row in await db.fetch(
+            "SELECT type, outcome, attempts, left(last_error, 160) AS last_error"
+            " FROM billing.stripe_events WHERE processed_at IS NULL"
+        )
+    ]
     return {what: n for what, n in left.items() if n}
 
 

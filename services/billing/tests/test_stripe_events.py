@@ -19,7 +19,7 @@ from billing import credits
 from billing.cli import cli
 from billing.models import LedgerEntry, PendingRefund, StripeEvent, Subscription, outbox
 from billing.settings import BillingSettings
-from billing.stripe_events import Rules, process_pending
+from billing.stripe_events import HANDLERS, Rules, process_pending
 from billing.testing_events import Customer
 from billing.webhooks import store
 from billing.worker import rules_of
@@ -393,6 +393,39 @@ async def test_a_refund_finds_its_invoice_whichever_comes_first_refund_or_link(
 
     assert ("posts", "refund", -250) in await ledger(billing_db, customer.tenant)
     assert (await balances(billing_db, customer.tenant))["posts"] == 250
+    async with billing_db.transaction() as session:
+        left = await session.scalar(
+            select(func.count())
+            .select_from(PendingRefund)
+            .where(PendingRefund.tenant_id == customer.tenant)
+        )
+    assert left == 0
+
+
+async def _handle(db: Database, event: dict[str, Any], rules: Rules) -> None:
+    async with db.transaction() as session:
+        await HANDLERS[event["type"]](session, event, event["data"]["object"], rules)
+
+
+async def test_a_refund_and_its_link_handled_at_once_by_two_workers_meet(
+    billing_db: Database, rules: Rules
+) -> None:
+    """Worker A keeps a refund it could not link yet; worker B links the payment before A
+    commits. Unless B waits for A, B finds no refund waiting and A's stays for good."""
+    customer = Customer(uuid4(), GROWTH)
+    paid = customer.invoice("invoice.paid", created=T0)
+    invoice_id = paid["data"]["object"]["id"]
+    await deliver(billing_db, rules, customer.checkout_completed(created=T0 - 1), paid)
+    refund = customer.refund(invoice_id, created=T0 + 9, refunded=4900 // 2)
+
+    async with billing_db.transaction() as worker_a:
+        await HANDLERS["charge.refunded"](worker_a, refund, refund["data"]["object"], rules)
+        link = customer.invoice_payment(invoice_id, created=T0 + 1)
+        worker_b = asyncio.create_task(_handle(billing_db, link, rules))
+        await asyncio.sleep(0.5)  # B has its turn while A is still open
+    await worker_b
+
+    assert ("posts", "refund", -250) in await ledger(billing_db, customer.tenant)
     async with billing_db.transaction() as session:
         left = await session.scalar(
             select(func.count())

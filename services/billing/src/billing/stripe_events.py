@@ -17,7 +17,9 @@ order; each effect is safe either way:
 - **charge.refunded** takes back the refunded share of what that invoice granted. API
   versions from 2025-03-31 no longer name the invoice on a charge: ``invoice_payment.paid``
   tells which payment intent (or charge) paid which invoice, and a refund that comes
-  before that link waits in ``pending_refunds`` and applies when it comes.
+  before that link waits in ``pending_refunds`` and applies when it comes. A refund and
+  its link handled at once by two workers meet: each first takes a lock on the payment's
+  ids (charge, payment intent), so the second sees what the first committed.
 - **checkout.session.completed** links the Stripe customer to the workspace.
 - ``invoice.payment_failed``, ``invoice.payment_action_required``, ``invoice.upcoming``,
   ``customer.subscription.trial_will_end`` and ``charge.dispute.created`` become
@@ -318,6 +320,7 @@ async def _invoice_paid(
     invoice_id = _id(obj)
     if invoice_id is None:
         raise ValueError("the invoice has no id")
+    await _lock_payment(session, _id(obj.get("charge")), _id(obj.get("payment_intent")))
     details = _get(obj, "parent", "subscription_details") or obj.get("subscription_details")
     tenant = await _tenant(session, obj, _get(details, "metadata") if details else None)
     sub_id = _id(obj.get("subscription")) or (_id(details.get("subscription")) if details else None)
@@ -377,6 +380,7 @@ async def _charge_refunded(
 ) -> None:
     charge_id = _id(obj) or ""
     intent = _id(obj.get("payment_intent"))
+    await _lock_payment(session, charge_id, intent)
     invoice: Invoice | None = None
     if invoice_id := _id(obj.get("invoice")):  # API versions before 2025-03-31 name it
         invoice = await session.get(Invoice, invoice_id, with_for_update=True)
@@ -436,15 +440,23 @@ async def _invoice_payment_paid(
     invoice_id = _id(obj.get("invoice"))
     if invoice_id is None:
         raise ValueError("the invoice payment names no invoice")
-    invoice = await session.get(Invoice, invoice_id, with_for_update=True)
-    if invoice is None:
-        raise NotYet(f"the paid invoice {invoice_id} is not known yet")
     payment: dict[str, Any] = obj.get("payment") or {}
     if not isinstance(payment, dict):
         raise ValueError("the invoice payment's payment is not an object")
+    await _lock_payment(session, _id(payment.get("charge")), _id(payment.get("payment_intent")))
+    invoice = await session.get(Invoice, invoice_id, with_for_update=True)
+    if invoice is None:
+        raise NotYet(f"the paid invoice {invoice_id} is not known yet")
     invoice.payment_intent_id = invoice.payment_intent_id or _id(payment.get("payment_intent"))
     invoice.charge_id = invoice.charge_id or _id(payment.get("charge"))
     await _settle_pending_refunds(session, invoice)
+
+
+async def _lock_payment(session: AsyncSession, *ids: str | None) -> None:
+    """Until the transaction ends, be the only one linking or refunding this payment (its
+    charge and payment intent ids, locked in one order so two workers never deadlock)."""
+    for key in sorted({f"billing:payment:{i}" for i in ids if i}):
+        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 async def _settle_pending_refunds(session: AsyncSession, invoice: Invoice) -> None:

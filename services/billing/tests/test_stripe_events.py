@@ -393,13 +393,13 @@ async def test_a_refund_finds_its_invoice_whichever_comes_first_refund_or_link(
 
     assert ("posts", "refund", -250) in await ledger(billing_db, customer.tenant)
     assert (await balances(billing_db, customer.tenant))["posts"] == 250
-    async with billing_db.transaction() as session:
-        left = await session.scalar(
-            select(func.count())
-            .select_from(PendingRefund)
-            .where(PendingRefund.tenant_id == customer.tenant)
-        )
-    assert left == 0
+    assert await _pending_refunds(billing_db, customer.tenant) == 0
+
+
+async def _pending_refunds(db: Database, tenant: UUID) -> int:
+    async with db.transaction() as session:
+        query = select(func.count()).select_from(PendingRefund)
+        return int(await session.scalar(query.where(PendingRefund.tenant_id == tenant)) or 0)
 
 
 async def _handle(db: Database, event: dict[str, Any], rules: Rules) -> None:
@@ -426,13 +426,7 @@ async def test_a_refund_and_its_link_handled_at_once_by_two_workers_meet(
     await worker_b
 
     assert ("posts", "refund", -250) in await ledger(billing_db, customer.tenant)
-    async with billing_db.transaction() as session:
-        left = await session.scalar(
-            select(func.count())
-            .select_from(PendingRefund)
-            .where(PendingRefund.tenant_id == customer.tenant)
-        )
-    assert left == 0
+    assert await _pending_refunds(billing_db, customer.tenant) == 0
 
 
 async def test_a_charge_that_names_its_invoice_is_refunded_as_older_api_versions_send_it(

@@ -246,6 +246,22 @@ async def test_an_event_that_waited_applies_as_soon_as_what_it_waited_for_is_app
     assert (await balances(billing_db, customer.tenant))["posts"] == 500
 
 
+async def test_waking_the_waiting_events_never_waits_for_one_another_worker_holds(
+    billing_db: Database, rules: Rules
+) -> None:
+    """Another worker is trying a waiting event (it holds its row, and may be about to wait
+    for a lock this worker holds): applying an event must not wait for that row."""
+    customer, paid = await _orphan_invoice(billing_db)
+    assert await _worker_pass(billing_db, rules) == []  # waiting
+    checkout = customer.checkout_completed(created=T0 + 1)
+    async with billing_db.transaction() as other_worker:
+        await other_worker.get(StripeEvent, paid["id"], with_for_update=True)
+        async with billing_db.transaction() as session:
+            await store(session, checkout)
+        async with asyncio.timeout(5):
+            assert await _worker_pass(billing_db, rules) == [checkout["id"]]
+
+
 async def test_an_event_waits_as_long_as_stripe_would_retry_not_just_max_attempts(
     billing_db: Database, rules: Rules
 ) -> None:

@@ -27,7 +27,8 @@ order; each effect is safe either way:
 - any other type is stored and marked ``ignored``.
 
 An event that cannot be applied yet (say an invoice whose customer billing does not know
-until the checkout event is processed) is ``waiting``: it is tried again with a backoff of
+until the checkout event is processed), or that met another worker's lock (a deadlock, a
+serialization failure), is ``waiting``: it is tried again with a backoff of
 at most a minute, and at once whenever another event was applied (it may have been the one
 it waited for). Stripe retries a delivery for three days, so it keeps waiting that long
 (``event_wait_seconds``) before it gives up. An event whose handler fails for any other
@@ -44,12 +45,14 @@ from uuid import UUID
 import structlog
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import BillingNotice, SubscriptionChanged
 from bai_contracts.billing import NoticeKind
 from bai_platform.db import Database
 from bai_platform.envelope import new_event
+from bai_platform.errors import database_trouble
 from bai_platform.outbox import emit
 from billing import credits
 from billing.models import (
@@ -67,6 +70,8 @@ log = structlog.get_logger("billing.stripe_events")
 IN_FORCE = ("active", "trialing", "past_due")
 FINAL = ("canceled", "incomplete_expired")
 ERROR_LIMIT = 500
+# deadlock_detected, serialization_failure, lock_not_available: another worker's turn.
+CONFLICTS = frozenset({"40P01", "40001", "55P03"})
 
 
 class NotYet(Exception):
@@ -143,7 +148,7 @@ async def _process(
     except Exception as exc:
         reason = str(exc) if isinstance(exc, NotYet) else f"{type(exc).__name__}: {exc}"
         stored.last_error = reason[:ERROR_LIMIT]
-        waits = isinstance(exc, NotYet)
+        waits = _waits(exc)
         outcome = _try_again(
             stored, waits=waits, wait_seconds=wait_seconds, max_attempts=max_attempts
         )
@@ -151,13 +156,27 @@ async def _process(
             log.exception("stripe_event_failed", event_id=stored.id, type=stored.type)
         return outcome
     stored.outcome, stored.processed_at, stored.last_error = "processed", _now(), None
-    # What waited may have waited for this one: its turn comes at once.
+    # What waited may have waited for this one: its turn comes at once. Rows another worker
+    # holds are skipped (it is trying them now; waiting for its lock could close a cycle).
+    waiting = (
+        select(StripeEvent.id)
+        .where(StripeEvent.outcome == "waiting", StripeEvent.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    )
     await session.execute(
         update(StripeEvent)
-        .where(StripeEvent.outcome == "waiting", StripeEvent.processed_at.is_(None))
+        .where(StripeEvent.id.in_(waiting.scalar_subquery()))
         .values(next_attempt_at=_now())
     )
     return "processed"
+
+
+def _waits(exc: Exception) -> bool:
+    """Whether the event only has to wait: for what it needs (``NotYet``), or for a
+    conflict with another worker (deadlock, serialization) or a database away to pass."""
+    if isinstance(exc, NotYet) or database_trouble(exc):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in CONFLICTS
 
 
 def _try_again(stored: StripeEvent, *, waits: bool, wait_seconds: float, max_attempts: int) -> str:

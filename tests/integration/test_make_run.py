@@ -129,14 +129,21 @@ def _env(state: Path) -> dict[str, str]:
 
 
 def _stack_up(state: Path) -> "subprocess.Popen[str]":
-    """``bai-stack up`` (what ``make run`` runs) on free ports, its output readable."""
+    """``bai-stack up`` (what ``make run`` runs) on free ports, its output readable; started
+    with SIGINT ignored, as a shell starts a command put in the background, so Ctrl-C must
+    work however it was started."""
     return subprocess.Popen(
         [sys.executable, "-m", "bai_platform.devstack", "up"],
         env=_env(state),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ignore_sigint,  # only a signal disposition in the child
     )
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def test_ctrl_c_stops_every_process_it_started(state_dir: Path) -> None:

@@ -63,6 +63,9 @@ def _ready_table(stack: Stack) -> Table:
 @app.command()
 def up() -> None:
     """Start everything, print where to go, and run until Ctrl-C."""
+    # Ctrl-C stops the stack even if this process was started with SIGINT ignored (as a
+    # shell does for a command put in the background with '&' without job control).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stack = Stack(StackSettings(), reporter=_report)
     console.print(f"Starting B.A.I. (state in {stack.state_dir})")

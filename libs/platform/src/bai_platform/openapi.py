@@ -18,9 +18,17 @@ document, so ``declare_problems`` rewrites it once per app:
 
 The rewrite is pure (a function of the document) and runs once: the result is cached, as
 FastAPI caches its own.
+
+Links (``links``, ``links_for`` and ``link_to``, on a route's success answer): where an
+answer carries the id that other operations take (a created brand's id is a campaign's
+``brand_id``, a campaign's id is in its routes' paths), the document says so, as OpenAPI
+links. Clients can follow them, and schemathesis's stateful phase walks them to reach ids
+it could never guess. A link names its target by ``operationRef`` (the path and the
+method), which stays valid in the edge's merged document, and targets only operations of
+the same service.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -108,6 +116,46 @@ def _declare(operation: dict[str, Any], method: str) -> None:
         phrase = HTTPStatus(status).phrase
         description = own if own and own != "Validation Error" and own != phrase else None
         responses[str(status)] = problem_answer(status, description)
+
+
+# Runtime expressions (OpenAPI 3.1, "Link Object") for the answer's and the request's ids.
+ANSWER_ID = "$response.body#/id"
+FIRST_ITEM_ID = "$response.body#/items/0/id"
+
+
+def link_to(
+    method: str,
+    path: str,
+    *,
+    parameters: Mapping[str, str] | None = None,
+    body: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A link to the operation ``method path``: its parameters (and body members) from
+    runtime expressions over this answer and its request."""
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    target: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{method.lower()}"}
+    if parameters:
+        target["parameters"] = dict(parameters)
+    if body:
+        target["requestBody"] = dict(body)
+    return target
+
+
+def links(status: int, **named: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route whose ``status`` answer links to ``named`` operations."""
+    return {status: {"links": named}}
+
+
+def links_for(
+    status: int, parameter: str, expression: str, **targets: tuple[str, str]
+) -> dict[int | str, dict[str, Any]]:
+    """``links`` to ``targets`` (name: (method, path)), each taking ``parameter`` from
+    ``expression``: the operations one id leads to."""
+    named = {
+        name: link_to(method, path, parameters={parameter: expression})
+        for name, (method, path) in targets.items()
+    }
+    return links(status, **named)
 
 
 def declare_problems(app: FastAPI) -> None:

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.openapi import ANSWER_ID, links_for
 from bai_platform.pagination import InvalidCursor
 from bai_platform.secrets import fernet_for
 from mining import exports, jobs, schedules, workflows
@@ -29,8 +30,29 @@ from mining.settings import MiningSettings
 router = APIRouter(prefix="/v1/mining", tags=["mining"])
 JobId = Annotated[str, Path(max_length=64)]
 
+# Where an answer's id leads (OpenAPI links, bai_platform.openapi).
+JOB = "/v1/mining/jobs/{job_id}"
+SCHEDULE = "/v1/mining/schedules/{schedule_id}"
+JOB_LINKS = links_for(
+    202,
+    "job_id",
+    ANSWER_ID,
+    get_job=("get", JOB),
+    cancel_job=("post", f"{JOB}/cancel"),
+    results=("get", f"{JOB}/results"),
+    results_csv=("get", f"{JOB}/results.csv"),
+    results_jsonl=("get", f"{JOB}/results.jsonl"),
+)
+SCHEDULE_LINKS = links_for(
+    201,
+    "schedule_id",
+    ANSWER_ID,
+    stop_schedule=("delete", SCHEDULE),
+    run_schedule=("post", f"{SCHEDULE}/run"),
+)
 
-@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, responses=JOB_LINKS)
 async def create_job(
     body: JobCreate, identity: CurrentIdentity, session: Session, request: Request
 ) -> JobRead:
@@ -109,7 +131,7 @@ async def results_jsonl(
     )
 
 
-@router.post("/schedules", status_code=status.HTTP_201_CREATED)
+@router.post("/schedules", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_LINKS)
 async def create_schedule(
     body: ScheduleCreate, identity: CurrentIdentity, session: Session
 ) -> ScheduleRead:

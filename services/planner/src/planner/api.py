@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.openapi import ANSWER_ID, FIRST_ITEM_ID, link_to, links, links_for
 from bai_platform.pagination import MAX_PAGE_SIZE
 from planner.schemas import (
     BrandCreate,
@@ -38,9 +39,42 @@ router = APIRouter(prefix="/v1/planner", tags=["planner"])
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
+# Where an answer's id leads (OpenAPI links, bai_platform.openapi).
+CAMPAIGN = "/v1/planner/campaigns/{campaign_id}"
+POST = "/v1/planner/posts/{post_id}"
+BRAND_LINKS = links(
+    201, create_campaign=link_to("post", "/v1/planner/campaigns", body={"brand_id": ANSWER_ID})
+)
+CAMPAIGN_LINKS = links_for(
+    201,
+    "campaign_id",
+    ANSWER_ID,
+    get_campaign=("get", CAMPAIGN),
+    update_campaign=("patch", CAMPAIGN),
+    schedule_month=("post", f"{CAMPAIGN}/schedule"),
+    campaign_posts=("get", f"{CAMPAIGN}/posts"),
+    export_csv=("get", f"{CAMPAIGN}/calendar.csv"),
+    export_ics=("get", f"{CAMPAIGN}/calendar.ics"),
+    import_posts=("post", f"{CAMPAIGN}/posts/import"),
+    create_review_link=("post", f"{CAMPAIGN}/review-links"),
+)
+SCHEDULED_LINKS = links_for(
+    202, "campaign_id", "$request.path.campaign_id", campaign_posts=("get", f"{CAMPAIGN}/posts")
+)
+POST_LINKS = links_for(
+    200,
+    "post_id",
+    FIRST_ITEM_ID,
+    get_post=("get", POST),
+    update_post=("patch", POST),
+    transition_post=("post", f"{POST}/transitions"),
+    regenerate_post=("post", f"{POST}/regenerate"),
+    post_history=("get", f"{POST}/history"),
+)
+
 
 # ---- brands ----------------------------------------------------------------------------
-@router.post("/brands", status_code=status.HTTP_201_CREATED)
+@router.post("/brands", status_code=status.HTTP_201_CREATED, responses=BRAND_LINKS)
 async def create_brand(body: BrandCreate, identity: CurrentIdentity, session: Session) -> BrandRead:
     brand = await brands.create_brand(session, identity=identity, data=body)
     return BrandRead.model_validate(brand)
@@ -71,7 +105,7 @@ async def update_brand(
 
 
 # ---- campaigns -------------------------------------------------------------------------
-@router.post("/campaigns", status_code=status.HTTP_201_CREATED)
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, responses=CAMPAIGN_LINKS)
 async def create_campaign(
     body: CampaignCreate, identity: CurrentIdentity, session: Session
 ) -> CampaignRead:
@@ -114,7 +148,11 @@ async def update_campaign(
     return CampaignRead.model_validate(campaign)
 
 
-@router.post("/campaigns/{campaign_id}/schedule", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/campaigns/{campaign_id}/schedule",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SCHEDULED_LINKS,
+)
 async def schedule_month(
     campaign_id: UUID, body: ScheduleRequest, identity: CurrentIdentity, session: Session
 ) -> ScheduleResult:
@@ -124,7 +162,7 @@ async def schedule_month(
     )
 
 
-@router.get("/campaigns/{campaign_id}/posts")
+@router.get("/campaigns/{campaign_id}/posts", responses=POST_LINKS)
 async def campaign_posts(
     campaign_id: UUID,
     identity: CurrentIdentity,
@@ -147,7 +185,7 @@ async def campaign_posts(
 
 
 # ---- posts -----------------------------------------------------------------------------
-@router.get("/posts")
+@router.get("/posts", responses=POST_LINKS)
 async def list_posts(
     identity: CurrentIdentity,
     session: ReadSession,

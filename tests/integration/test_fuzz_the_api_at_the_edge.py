@@ -144,5 +144,5 @@ async def test_every_answer_at_the_edge_is_declared_and_no_input_makes_a_server_
     async with stripe_server() as stripe, _fuzz_stack(stripe.url) as stack:
         token = await _token(stack.edge_url)
         exit_code, report = await _schemathesis(stack.edge_url, token, tmp_path)
-    print(report)  # `make fuzz` shows schemathesis's summary (pytest -s)
     assert exit_code == 0, report
+    print(report)  # `make fuzz` shows schemathesis's summary (pytest -s)

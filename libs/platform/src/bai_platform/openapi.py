@@ -2,7 +2,7 @@
 
 FastAPI documents only its own 422, in a shape we never send; every error we answer is
 ``application/problem+json`` (``bai_platform.errors``). Frontends generate clients from the
-document, so ``declare_problems`` rewrites it once per app:
+document, so ``declare_answers`` rewrites it once per app:
 
 - a ``Problem`` schema (RFC 9457 plus our ``code``, and ``errors`` for validation);
 - on every operation: 401 and 403 (identity and access are checked on every route; even a
@@ -16,25 +16,19 @@ document, so ``declare_problems`` rewrites it once per app:
 - an answer the route declared itself keeps its description, and its content becomes
   problem+json.
 
-The rewrite is pure (a function of the document) and runs once: the result is cached, as
-FastAPI caches its own.
-
-Links (``links``, ``links_for`` and ``link_to``, on a route's success answer): where an
-answer carries the id that other operations take (a created brand's id is a campaign's
-``brand_id``, a campaign's id is in its routes' paths), the document says so, as OpenAPI
-links. Clients can follow them, and schemathesis's stateful phase walks them to reach ids
-it could never guess. A link names its target by ``operationRef`` (the path and the
-method), which stays valid in the edge's merged document, and targets only operations of
-the same service.
+The same rewrite turns the ids a route's answer carries into OpenAPI links
+(``bai_platform.openapi_links``). It is pure (a function of the document) and runs once:
+the result is cached, as FastAPI caches its own.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 
 from bai_platform.errors import PROBLEM_JSON
+from bai_platform.openapi_links import with_links
 
 PROBLEM_REF = "#/components/schemas/Problem"
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -118,53 +112,14 @@ def _declare(operation: dict[str, Any], method: str) -> None:
         responses[str(status)] = problem_answer(status, description)
 
 
-# Runtime expressions (OpenAPI 3.1, "Link Object") for the answer's and the request's ids.
-ANSWER_ID = "$response.body#/id"
-FIRST_ITEM_ID = "$response.body#/items/0/id"
-
-
-def link_to(
-    method: str,
-    path: str,
-    *,
-    parameters: Mapping[str, str] | None = None,
-    body: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """A link to the operation ``method path``: its parameters (and body members) from
-    runtime expressions over this answer and its request."""
-    pointer = path.replace("~", "~0").replace("/", "~1")
-    target: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{method.lower()}"}
-    if parameters:
-        target["parameters"] = dict(parameters)
-    if body:
-        target["requestBody"] = dict(body)
-    return target
-
-
-def links(status: int, **named: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route whose ``status`` answer links to ``named`` operations."""
-    return {status: {"links": named}}
-
-
-def links_for(
-    status: int, parameter: str, expression: str, **targets: tuple[str, str]
-) -> dict[int | str, dict[str, Any]]:
-    """``links`` to ``targets`` (name: (method, path)), each taking ``parameter`` from
-    ``expression``: the operations one id leads to."""
-    named = {
-        name: link_to(method, path, parameters={parameter: expression})
-        for name, (method, path) in targets.items()
-    }
-    return links(status, **named)
-
-
-def declare_problems(app: FastAPI) -> None:
-    """Make ``app.openapi()`` return the document with every error answer declared."""
+def declare_answers(app: FastAPI) -> None:
+    """Make ``app.openapi()`` return the document with every error answer declared and
+    every id an answer carries linked to the operations that take it."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_problems(generate())
+            app.openapi_schema = with_links(with_problems(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

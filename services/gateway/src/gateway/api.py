@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 from bai_platform.db import Session
 from bai_platform.errors import NotFound, ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
-from bai_platform.openapi import ANSWER_ID, link_to, links, links_for
+from bai_platform.openapi_links import ANSWER_ID, leads_to, link_to
 from gateway import api_keys, openapi, service, workspaces
 from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
@@ -49,17 +49,11 @@ from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["auth"])
 
-# Where a created key's or invitation's id leads (OpenAPI links, bai_platform.openapi).
-API_KEY_LINKS = links_for(
-    201, "key_id", ANSWER_ID, revoke_api_key=("delete", "/v1/auth/api-keys/{key_id}")
-)
-INVITATION_LINKS = links(
+# The ids answers carry, linked to the operations that take them (bai_platform.openapi_links).
+API_KEY_LINKS = leads_to(201, {"key_id": ANSWER_ID})
+INVITATION_LINKS = leads_to(
     201,
-    revoke_invitation=link_to(
-        "delete",
-        "/v1/auth/invitations/{invitation_id}",
-        parameters={"invitation_id": ANSWER_ID},
-    ),
+    {"invitation_id": ANSWER_ID},
     accept_invitation=link_to(
         "post", "/v1/auth/invitations/accept", body={"token": "$response.body#/token"}
     ),

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
-from bai_platform.openapi import ANSWER_ID, FIRST_ITEM_ID, link_to, links, links_for
+from bai_platform.openapi_links import ANSWER_ID, FIRST_ITEM_ID, leads_to, link_to
 from bai_platform.pagination import MAX_PAGE_SIZE
 from planner.schemas import (
     BrandCreate,
@@ -39,38 +39,15 @@ router = APIRouter(prefix="/v1/planner", tags=["planner"])
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
-# Where an answer's id leads (OpenAPI links, bai_platform.openapi).
-CAMPAIGN = "/v1/planner/campaigns/{campaign_id}"
-POST = "/v1/planner/posts/{post_id}"
-BRAND_LINKS = links(
-    201, create_campaign=link_to("post", "/v1/planner/campaigns", body={"brand_id": ANSWER_ID})
-)
-CAMPAIGN_LINKS = links_for(
+# The ids answers carry, linked to the operations that take them (bai_platform.openapi_links).
+BRAND_LINKS = leads_to(
     201,
-    "campaign_id",
-    ANSWER_ID,
-    get_campaign=("get", CAMPAIGN),
-    update_campaign=("patch", CAMPAIGN),
-    schedule_month=("post", f"{CAMPAIGN}/schedule"),
-    campaign_posts=("get", f"{CAMPAIGN}/posts"),
-    export_csv=("get", f"{CAMPAIGN}/calendar.csv"),
-    export_ics=("get", f"{CAMPAIGN}/calendar.ics"),
-    import_posts=("post", f"{CAMPAIGN}/posts/import"),
-    create_review_link=("post", f"{CAMPAIGN}/review-links"),
+    {"brand_id": ANSWER_ID},
+    create_campaign=link_to("post", "/v1/planner/campaigns", body={"brand_id": ANSWER_ID}),
 )
-SCHEDULED_LINKS = links_for(
-    202, "campaign_id", "$request.path.campaign_id", campaign_posts=("get", f"{CAMPAIGN}/posts")
-)
-POST_LINKS = links_for(
-    200,
-    "post_id",
-    FIRST_ITEM_ID,
-    get_post=("get", POST),
-    update_post=("patch", POST),
-    transition_post=("post", f"{POST}/transitions"),
-    regenerate_post=("post", f"{POST}/regenerate"),
-    post_history=("get", f"{POST}/history"),
-)
+CAMPAIGN_LINKS = leads_to(201, {"campaign_id": ANSWER_ID})
+SCHEDULED_LINKS = leads_to(202, {"campaign_id": "$request.path.campaign_id"})
+POST_LINKS = leads_to(200, {"post_id": FIRST_ITEM_ID})
 
 
 # ---- brands ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
-from bai_platform.openapi import ANSWER_ID, link_to, links
+from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
 from planner.models import ReviewLink
 from planner.schemas import (
@@ -102,19 +102,9 @@ async def import_posts(
 
 
 # ---- review links ----------------------------------------------------------------------
-REVIEW = "/v1/planner/review/{token}"
-TOKEN = "$response.body#/token"
-REVIEW_LINK_LINKS = links(
+REVIEW_LINK_LINKS = leads_to(
     201,
-    review_view=link_to("get", REVIEW, parameters={"token": TOKEN}),
-    review_decide=link_to(
-        "post",
-        f"{REVIEW}/posts/{{post_id}}",
-        parameters={"token": TOKEN, "post_id": "$response.body#/post_id"},
-    ),
-    revoke_review_link=link_to(
-        "delete", "/v1/planner/review-links/{link_id}", parameters={"link_id": ANSWER_ID}
-    ),
+    {"link_id": ANSWER_ID, "token": "$response.body#/token", "post_id": "$response.body#/post_id"},
 )
 
 

@@ -3,7 +3,8 @@
 Every operation of ``/v1/openapi.json`` but the live event stream (it never ends; see
 test_live_events) goes through schemathesis's four phases: the document's examples,
 coverage (boundaries, missing and wrong-typed members), fuzzing, and stateful sequences
-along the links it infers (a created brand's id into the brand's routes, ...). Expected:
+along the document's links and those schemathesis infers (a created brand's id into a new
+campaign and into the brand's routes, ...). Expected:
 
 - ``not_a_server_error``: no 5xx;
 - ``status_code_conformance``, ``content_type_conformance``,
@@ -19,7 +20,7 @@ without Stripe answers checkout with 503 ``billing_not_configured``, by design).
 URL the run sends names a closed loopback port (fuzz_hooks): nothing leaves the machine.
 
 Bounded and repeatable: ``BAI_FUZZ_EXAMPLES`` cases per operation in the fuzzing phase
-and ten times as many stateful scenarios (a few in ``make test``, more in ``make fuzz``),
+and up to ten times as many stateful scenarios (a few in ``make test``, more in ``make fuzz``),
 the coverage phase's fixed set, one fixed seed and no example database, so a commit sends
 the same cases every run. On failure the message is schemathesis's report, with a curl
 line for each failing case.

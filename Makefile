@@ -62,6 +62,13 @@ storms: install ## Stripe and n8n callback storms through the edge (prints their
 chaos: install ## Faults during real work on a replicated stack (prints the fault log and invariants)
 	@$(UV) run --no-sync pytest tests/chaos/test_faults_during_real_work.py -s
 
+BAI_FUZZ_EXAMPLES ?= 50
+
+.PHONY: fuzz
+fuzz: install ## schemathesis through the edge, BAI_FUZZ_EXAMPLES cases per operation (prints its summary)
+	@BAI_FUZZ_EXAMPLES=$(BAI_FUZZ_EXAMPLES) $(UV) run --no-sync pytest \
+		tests/integration/test_fuzz_the_api_at_the_edge.py -s --timeout 3600
+
 .PHONY: system-deps
 system-deps: ## Install podman and the image tools from Debian when missing (root only)
 	@missing=$$(for p in $(CONTAINER_PACKAGES); do \
@@ -84,10 +91,11 @@ test: lint typecheck system-deps k8s-tools ## Everything CI runs: lint, types, u
 
 # The NATS-outage test stops and restarts the NATS process the stack owns; with the
 # containers provider NATS is a container the stack does not own, so that one test runs only
-# in the default (process) run. The replica tests start stacks of their own from local
-# processes whatever the provider, so a second run would only repeat them.
+# in the default (process) run. The replica tests and the fuzz start stacks of their own
+# from local processes whatever the provider, so a second run would only repeat them.
 CONTAINERS_DESELECT = tests/integration/test_outbox_survives_nats_outage.py \
-	tests/integration/test_replicas_at_the_edge.py tests/integration/test_rolling_restart.py
+	tests/integration/test_replicas_at_the_edge.py tests/integration/test_rolling_restart.py \
+	tests/integration/test_fuzz_the_api_at_the_edge.py
 
 .PHONY: test-containers
 test-containers: install system-deps ## The integration suite once more, PostgreSQL and NATS in containers

@@ -1,6 +1,6 @@
 """The edge's one API document (``/v1/openapi.json``): every operation of every service
-declares its error answers as problem+json, and every reference in it resolves, so a
-client generated from it knows every answer it can get."""
+declares its error answers as problem+json, and every reference and link in it resolves,
+so a client generated from it knows every answer it can get and where an id leads."""
 
 import json
 from typing import Any
@@ -53,3 +53,43 @@ async def test_every_reference_resolves(edge: httpx.AsyncClient) -> None:
     assert references
     assert dangling == []
     assert "HTTPValidationError" not in text
+
+
+def _target(operation_ref: str) -> tuple[str, str]:
+    """The (method, path) an ``operationRef`` of the form ``#/paths/<path>/<method>`` names."""
+    pointer, method = operation_ref.removeprefix("#/paths/").rsplit("/", 1)
+    return method, pointer.replace("~1", "/").replace("~0", "~")
+
+
+def _body_members(document: dict[str, Any], operation: dict[str, Any]) -> set[str]:
+    content = operation.get("requestBody", {}).get("content", {})
+    ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+    schema = document["components"]["schemas"].get(ref.removeprefix("#/components/schemas/"))
+    return set((schema or {}).get("properties", {}))
+
+
+def _link_faults(document: dict[str, Any], link: dict[str, Any]) -> list[str]:
+    method, path = _target(link["operationRef"])
+    target = document["paths"].get(path, {}).get(method)
+    if target is None:
+        return [f"no operation {method.upper()} {path}"]
+    names = {parameter["name"] for parameter in target.get("parameters", [])}
+    unknown = set(link.get("parameters", {})) - names
+    unknown |= set(link.get("requestBody", {})) - _body_members(document, target)
+    return [f"{method.upper()} {path} takes no {sorted(unknown)}"] if unknown else []
+
+
+async def test_every_link_leads_to_an_operation_that_takes_what_it_fills(
+    edge: httpx.AsyncClient,
+) -> None:
+    document = (await edge.get("/v1/openapi.json")).json()
+    faults, count = [], 0
+    for method, path, operation in _operations(document):
+        for answer in operation["responses"].values():
+            for name, link in answer.get("links", {}).items():
+                count += 1
+                faults += [
+                    f"{method.upper()} {path} {name}: {f}" for f in _link_faults(document, link)
+                ]
+    assert count >= 25
+    assert faults == []

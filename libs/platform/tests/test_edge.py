@@ -66,9 +66,10 @@ def _k8s_middlewares(objects: dict[str, list[dict[str, Any]]]) -> dict[str, Any]
     return {mw["metadata"]["name"]: mw["spec"] for mw in objects["Middleware"]}
 
 
-def _without_auth_address(middlewares: dict[str, Any]) -> dict[str, Any]:
+def _without_gateway_address(middlewares: dict[str, Any]) -> dict[str, Any]:
     copy = yaml.safe_load(yaml.safe_dump(middlewares))
     copy["forward-auth"]["forwardAuth"].pop("address")
+    copy["shield-problems"]["errors"].pop("service")
     return dict(copy)
 
 
@@ -124,11 +125,26 @@ def test_replicas_are_balanced_and_forward_auth_asks_through_the_internal_entry_
 def test_middlewares_are_the_same_on_both_sides_but_for_the_gateways_address() -> None:
     local = _file_side()["middlewares"]
     cluster = _k8s_middlewares(_k8s_side())
-    assert _without_auth_address(local) == _without_auth_address(cluster)
+    assert _without_gateway_address(local) == _without_gateway_address(cluster)
     assert local["forward-auth"]["forwardAuth"]["address"] == "http://127.0.0.1:9000/auth/verify"
     assert cluster["forward-auth"]["forwardAuth"]["address"] == (
         "http://gateway-api.bai.svc.cluster.local:8000/auth/verify"
     )
+    assert local["shield-problems"]["errors"]["service"] == "gateway"
+    assert cluster["shield-problems"]["errors"]["service"] == {"name": "gateway-api", "port": 8000}
+
+
+def test_only_the_review_shields_refusals_become_the_gateways_problem_page() -> None:
+    """The page replaces every 429 from further down the chain, headers and all: never in
+    front of a backend that answers 429 itself (the gateway's ForwardAuth, the services)."""
+    pages = _file_side()["middlewares"]["shield-problems"]["errors"]
+    assert pages == {"status": ["429"], "service": "gateway", "query": "/edge/problems/{status}"}
+    chains = {route.name: route.middlewares for route in edge.ROUTES}
+    assert [name for name, chain in chains.items() if "shield-problems" in chain] == [
+        "client-review"
+    ]
+    review = chains["client-review"]
+    assert review.index("shield-problems") == review.index("review-shield") - 1
 
 
 def test_forward_auth_never_trusts_a_clients_forwarded_headers() -> None:

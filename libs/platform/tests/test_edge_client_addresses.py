@@ -2,7 +2,8 @@
 
 The review shield (burst 30, 10/s) is the one exercised: 45 quick requests empty a
 client's bucket, 10 quick ones fit in a fresh one. Every backend is one stub that answers
-200, so what is measured is Traefik's decision alone.
+200 (and, as the gateway would, the problem page the shield's refusals are replaced by),
+so what is measured is Traefik's decision alone.
 """
 
 import socket
@@ -19,15 +20,25 @@ import pytest
 
 from bai_platform.devstack.config import SERVICES
 from bai_platform.devstack.traefik import render
+from bai_platform.edge import PROBLEM_PAGE_PATH
+from bai_platform.errors import PROBLEM_JSON
 
 REVIEW = "/v1/planner/review/some-link"
+PAGE = PROBLEM_PAGE_PATH.format(status=429)
+PROBLEM = b'{"type":"about:blank","title":"Too Many Requests","status":429,"code":"rate_limited"}'
 
 
 class _Ok(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        page = self.path == PAGE
         self.send_response(200)
-        self.send_header("Content-Length", "0")
+        if page:
+            self.send_header("Content-Type", PROBLEM_JSON)
+            self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", str(len(PROBLEM) if page else 0))
         self.end_headers()
+        if page:
+            self.wfile.write(PROBLEM)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -119,3 +130,17 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
     # The client put a neighbour's address first; the proxy appended the real one.
     assert 429 in _statuses(behind_a_proxy, 10, xff="198.51.100.2, 198.51.100.1")
     assert _statuses(behind_a_proxy, 10, xff="198.51.100.2") == [200] * 10
+
+
+def test_a_shields_refusal_is_the_gateways_problem_page_with_its_own_status(
+    facing_clients: str,
+) -> None:
+    transport = httpx.HTTPTransport(local_address="127.0.0.4")
+    with httpx.Client(base_url=facing_clients, transport=transport) as client:
+        answers = [client.get(REVIEW) for _ in range(45)]
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused
+    for answer in refused:
+        assert answer.headers["content-type"] == PROBLEM_JSON
+        assert answer.headers["retry-after"] == "1"
+        assert answer.content == PROBLEM

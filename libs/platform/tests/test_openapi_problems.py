@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from bai_platform.errors import PROBLEM_JSON
-from bai_platform.openapi import PROBLEM_REF, declare_problems, error_statuses
+from bai_platform.openapi import PROBLEM_REF, declare_answers, error_statuses
 
 router = APIRouter()
 
@@ -38,7 +38,7 @@ async def ping() -> dict[str, str]:
 def _document() -> dict[str, Any]:
     app = FastAPI()
     app.include_router(router)
-    declare_problems(app)
+    declare_answers(app)
     return app.openapi()
 
 
@@ -90,7 +90,7 @@ def test_waiting_answers_say_when_to_come_back() -> None:
 def test_the_document_is_made_once() -> None:
     app = FastAPI()
     app.include_router(router)
-    declare_problems(app)
+    declare_answers(app)
     assert app.openapi() is app.openapi()
 
 

@@ -12,9 +12,10 @@ or a middleware chain is written down. Two renderers read them:
 
 Invariants: both renderings carry the same match rules, priorities, target services,
 ordered middleware lists and middleware settings. They differ only where a service lives
-(a URL locally, a Service in the cluster), in the ForwardAuth address that follows from it,
-and in TLS, which only the cluster terminates. Middleware settings are written once, in
-Traefik's own key names, which the file provider and the Middleware CRD's ``spec`` share.
+(a URL locally, a Service in the cluster), in the ForwardAuth address and the error pages'
+service that follow from it, and in TLS, which only the cluster terminates. Middleware
+settings are written once, in Traefik's own key names, which the file provider and the
+Middleware CRD's ``spec`` share.
 
 Client addresses: the flood shields count requests per client. With no trusted proxy the
 client is the TCP peer (Traefik's default, as ``make run`` has always run). With trusted
@@ -38,6 +39,11 @@ CLUSTER_AUTH_ADDRESS = (
     f"http://gateway-api.{NAMESPACE}.svc.cluster.local:{SERVICE_PORT}/auth/verify"
 )
 RENDER_COMMAND = "bai-stack render-edge"
+# The gateway's page for an answer Traefik gave itself ({status} is Traefik's variable,
+# and FastAPI's path parameter on the gateway's side).
+PROBLEM_PAGE_PATH = "/edge/problems/{status}"
+LOCAL_PAGE_SERVICE = "gateway"
+CLUSTER_PAGE_SERVICE: Mapping[str, Any] = {"name": "gateway-api", "port": SERVICE_PORT}
 
 # Headers only the gateway may set: a client's copies are dropped on the way in.
 IDENTITY_HEADERS = ("X-BAI-Identity", "RateLimit", "RateLimit-Policy")
@@ -114,9 +120,29 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class ErrorPages:
+    """Answers of ``status`` from further down the chain, replaced by the gateway's page.
+
+    Traefik sends the page with the original status and the page's own headers
+    (Content-Type, Retry-After); the original answer's headers and body are dropped. So it
+    stands only in front of a middleware whose bare answer it replaces, on a route whose
+    backend never gives that status itself: a service's own 429 carries its code, its
+    Retry-After and the RateLimit fields, which a page would lose.
+    """
+
+    status: Sequence[str]
+    service: str | Mapping[str, Any]
+    query: str = PROBLEM_PAGE_PATH
+
+    def spec(self) -> dict[str, Any]:
+        service = self.service if isinstance(self.service, str) else dict(self.service)
+        return {"errors": {"status": list(self.status), "service": service, "query": self.query}}
+
+
+@dataclass(frozen=True)
 class Middleware:
     name: str
-    kind: StripHeaders | RateLimit | ForwardAuth | Retry
+    kind: StripHeaders | RateLimit | ForwardAuth | Retry | ErrorPages
     why: Sequence[str] = ()
 
 
@@ -130,8 +156,14 @@ class Route:
     why: Sequence[str] = ()
 
 
-def middlewares(*, auth_address: str, trusted_proxies: Sequence[str] = ()) -> list[Middleware]:
-    """The edge's middlewares; only the ForwardAuth address depends on where the gateway is."""
+def middlewares(
+    *,
+    auth_address: str,
+    trusted_proxies: Sequence[str] = (),
+    page_service: str | Mapping[str, Any] = LOCAL_PAGE_SERVICE,
+) -> list[Middleware]:
+    """The edge's middlewares; only the ForwardAuth address and the error pages' service
+    depend on where the gateway is."""
     return [
         Middleware(
             "strip-identity",
@@ -155,6 +187,16 @@ def middlewares(*, auth_address: str, trusted_proxies: Sequence[str] = ()) -> li
             RateLimit(average=10, burst=30, trusted_proxies=trusted_proxies),
             why=(
                 "Client review links: nobody legitimate opens hundreds of review pages a second.",
+            ),
+        ),
+        Middleware(
+            "shield-problems",
+            ErrorPages(status=("429",), service=page_service),
+            why=(
+                "Traefik's rate limiter answers 429 in plain text: in front of the review",
+                "shield, its 429 becomes the gateway's problem+json (Retry-After 1). Not in",
+                "front of the flood shield: behind it the gateway and the services answer 429",
+                "themselves, with a code, a Retry-After and RateLimit fields a page would lose.",
             ),
         ),
         Middleware(
@@ -238,10 +280,11 @@ ROUTES: tuple[Route, ...] = (
         _prefix("/v1/planner/review/"),
         900,
         "planner",
-        ("strip-identity", "review-shield", "retry-unreached"),
+        ("strip-identity", "shield-problems", "review-shield", "retry-unreached"),
         why=(
             "Client review links: the signed link is the credential, so no ForwardAuth; a",
-            "tighter per-client shield.",
+            "tighter per-client shield, whose refusals are problem+json (planner never",
+            "answers 429 itself).",
         ),
     ),
     Route("stripe-webhooks", _paths("/v1/billing/webhooks/stripe"), 900, "billing", _PUBLIC),
@@ -468,7 +511,11 @@ def k8s_manifests(
 ) -> dict[str, str]:
     """The files of ``deploy/k8s/base/edge/``, by name."""
     tls = tls or Tls()
-    mws = middlewares(auth_address=CLUSTER_AUTH_ADDRESS, trusted_proxies=trusted_proxies)
+    mws = middlewares(
+        auth_address=CLUSTER_AUTH_ADDRESS,
+        trusted_proxies=trusted_proxies,
+        page_service=CLUSTER_PAGE_SERVICE,
+    )
     files = {
         "middlewares.yaml": _documents(
             [*_header("Traefik Middlewares"), *_CLIENT_NOTE],

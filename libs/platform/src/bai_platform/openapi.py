@@ -2,7 +2,7 @@
 
 FastAPI documents only its own 422, in a shape we never send; every error we answer is
 ``application/problem+json`` (``bai_platform.errors``). Frontends generate clients from the
-document, so ``declare_problems`` rewrites it once per app:
+document, so ``declare_answers`` rewrites it once per app:
 
 - a ``Problem`` schema (RFC 9457 plus our ``code``, and ``errors`` for validation);
 - on every operation: 401 and 403 (identity and access are checked on every route; even a
@@ -16,8 +16,9 @@ document, so ``declare_problems`` rewrites it once per app:
 - an answer the route declared itself keeps its description, and its content becomes
   problem+json.
 
-The rewrite is pure (a function of the document) and runs once: the result is cached, as
-FastAPI caches its own.
+The same rewrite turns the ids a route's answer carries into OpenAPI links
+(``bai_platform.openapi_links``). It is pure (a function of the document) and runs once:
+the result is cached, as FastAPI caches its own.
 """
 
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from bai_platform.errors import PROBLEM_JSON
+from bai_platform.openapi_links import with_links
 
 PROBLEM_REF = "#/components/schemas/Problem"
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -110,13 +112,14 @@ def _declare(operation: dict[str, Any], method: str) -> None:
         responses[str(status)] = problem_answer(status, description)
 
 
-def declare_problems(app: FastAPI) -> None:
-    """Make ``app.openapi()`` return the document with every error answer declared."""
+def declare_answers(app: FastAPI) -> None:
+    """Make ``app.openapi()`` return the document with every error answer declared and
+    every id an answer carries linked to the operations that take it."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_problems(generate())
+            app.openapi_schema = with_links(with_problems(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

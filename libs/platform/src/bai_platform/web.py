@@ -18,7 +18,7 @@ from bai_platform.errors import install_error_handlers, problem_response
 from bai_platform.health import health_router
 from bai_platform.idempotency import IdempotencyMiddleware
 from bai_platform.identity import IdentityVerifier
-from bai_platform.openapi import declare_problems
+from bai_platform.openapi import declare_answers
 from bai_platform.settings import ServiceSettings
 from bai_platform.telemetry import install_telemetry
 
@@ -170,7 +170,7 @@ def create_service_app(
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
-    declare_problems(app)
+    declare_answers(app)
     if idempotency is not None:  # inside the body cap: it buffers the body it hashes
         app.add_middleware(IdempotencyMiddleware, table=idempotency)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bai_contracts import CHAT_PATH_PREFIX
 from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
 from creator import chat, chat_reply
 from creator.chat_engines import writer_for
@@ -28,8 +29,11 @@ from creator.settings import CreatorSettings
 
 router = APIRouter(prefix="/v1/creator", tags=["chat"])
 
+# A created widget's id, linked to the operations that take it (bai_platform.openapi_links).
+WIDGET_LINKS = leads_to(201, {"widget_id": ANSWER_ID})
 
-@router.post("/widgets", status_code=status.HTTP_201_CREATED)
+
+@router.post("/widgets", status_code=status.HTTP_201_CREATED, responses=WIDGET_LINKS)
 async def create_widget(
     body: WidgetCreate, identity: CurrentIdentity, session: Session
 ) -> WidgetRead:

@@ -12,6 +12,7 @@ from starlette.background import BackgroundTask
 from bai_platform.db import Session
 from bai_platform.errors import NotFound, ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
+from bai_platform.openapi_links import ANSWER_ID, leads_to, link_to
 from gateway import api_keys, openapi, service, workspaces
 from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
@@ -47,6 +48,16 @@ from gateway.schemas import (
 from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["auth"])
+
+# The ids answers carry, linked to the operations that take them (bai_platform.openapi_links).
+API_KEY_LINKS = leads_to(201, {"key_id": ANSWER_ID})
+INVITATION_LINKS = leads_to(
+    201,
+    {"invitation_id": ANSWER_ID},
+    accept_invitation=link_to(
+        "post", "/v1/auth/invitations/accept", body={"token": "$response.body#/token"}
+    ),
+)
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -129,7 +140,12 @@ async def verify(
     return Response(status_code=200, headers={IDENTITY_HEADER: allowed.identity, **allowed.headers})
 
 
-@router.post("/v1/auth/api-keys", status_code=status.HTTP_201_CREATED, tags=["api keys"])
+@router.post(
+    "/v1/auth/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    tags=["api keys"],
+    responses=API_KEY_LINKS,
+)
 async def create_api_key(
     body: ApiKeyCreate, identity: CurrentIdentity, session: Session, response: Response
 ) -> ApiKeyCreated:
@@ -225,7 +241,12 @@ async def remove_member(user_id: UUID, identity: CurrentIdentity, session: Sessi
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/v1/auth/invitations", status_code=status.HTTP_201_CREATED, tags=["workspaces"])
+@router.post(
+    "/v1/auth/invitations",
+    status_code=status.HTTP_201_CREATED,
+    tags=["workspaces"],
+    responses=INVITATION_LINKS,
+)
 async def invite(
     body: InvitationCreate,
     identity: CurrentIdentity,

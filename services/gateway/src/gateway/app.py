@@ -12,6 +12,7 @@ from bai_platform.web import create_service_app
 from gateway.api import router
 from gateway.callbacks import CallbackRouter
 from gateway.chat import router as chat_router
+from gateway.edge_api import router as edge_router
 from gateway.forward_auth import ForwardAuth
 from gateway.keys import KeyRing, KeyStore, fernet_for
 from gateway.live import Hub, feed
@@ -81,7 +82,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app = create_service_app(
         resolved,
         title="B.A.I. gateway",
-        routers=[router, chat_router],
+        routers=[router, chat_router, edge_router],
         lifespan=lifespan,
         idempotency=idempotency,
     )

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.pagination import InvalidCursor
 from bai_platform.secrets import fernet_for
 from mining import exports, jobs, schedules, workflows
@@ -29,8 +30,12 @@ from mining.settings import MiningSettings
 router = APIRouter(prefix="/v1/mining", tags=["mining"])
 JobId = Annotated[str, Path(max_length=64)]
 
+# The ids answers carry, linked to the operations that take them (bai_platform.openapi_links).
+JOB_LINKS = leads_to(202, {"job_id": ANSWER_ID})
+SCHEDULE_LINKS = leads_to(201, {"schedule_id": ANSWER_ID})
 
-@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, responses=JOB_LINKS)
 async def create_job(
     body: JobCreate, identity: CurrentIdentity, session: Session, request: Request
 ) -> JobRead:
@@ -109,7 +114,7 @@ async def results_jsonl(
     )
 
 
-@router.post("/schedules", status_code=status.HTTP_201_CREATED)
+@router.post("/schedules", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_LINKS)
 async def create_schedule(
     body: ScheduleCreate, identity: CurrentIdentity, session: Session
 ) -> ScheduleRead:
@@ -129,7 +134,9 @@ async def stop_schedule(schedule_id: UUID, identity: CurrentIdentity, session: S
     await schedules.stop_schedule(session, identity=identity, schedule_id=schedule_id)
 
 
-@router.post("/schedules/{schedule_id}/run", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/schedules/{schedule_id}/run", status_code=status.HTTP_202_ACCEPTED, responses=JOB_LINKS
+)
 async def run_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Session) -> JobRead:
     """Run the schedule's job now; 409 ``schedule_busy`` while its last job is not done."""
     job = await schedules.run_now(session, identity=identity, schedule_id=schedule_id)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.openapi_links import ANSWER_ID, FIRST_ITEM_ID, leads_to, link_to
 from bai_platform.pagination import MAX_PAGE_SIZE
 from planner.schemas import (
     BrandCreate,
@@ -38,9 +39,19 @@ router = APIRouter(prefix="/v1/planner", tags=["planner"])
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
+# The ids answers carry, linked to the operations that take them (bai_platform.openapi_links).
+BRAND_LINKS = leads_to(
+    201,
+    {"brand_id": ANSWER_ID},
+    create_campaign=link_to("post", "/v1/planner/campaigns", body={"brand_id": ANSWER_ID}),
+)
+CAMPAIGN_LINKS = leads_to(201, {"campaign_id": ANSWER_ID})
+SCHEDULED_LINKS = leads_to(202, {"campaign_id": "$request.path.campaign_id"})
+POST_LINKS = leads_to(200, {"post_id": FIRST_ITEM_ID})
+
 
 # ---- brands ----------------------------------------------------------------------------
-@router.post("/brands", status_code=status.HTTP_201_CREATED)
+@router.post("/brands", status_code=status.HTTP_201_CREATED, responses=BRAND_LINKS)
 async def create_brand(body: BrandCreate, identity: CurrentIdentity, session: Session) -> BrandRead:
     brand = await brands.create_brand(session, identity=identity, data=body)
     return BrandRead.model_validate(brand)
@@ -71,7 +82,7 @@ async def update_brand(
 
 
 # ---- campaigns -------------------------------------------------------------------------
-@router.post("/campaigns", status_code=status.HTTP_201_CREATED)
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, responses=CAMPAIGN_LINKS)
 async def create_campaign(
     body: CampaignCreate, identity: CurrentIdentity, session: Session
 ) -> CampaignRead:
@@ -114,7 +125,11 @@ async def update_campaign(
     return CampaignRead.model_validate(campaign)
 
 
-@router.post("/campaigns/{campaign_id}/schedule", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/campaigns/{campaign_id}/schedule",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SCHEDULED_LINKS,
+)
 async def schedule_month(
     campaign_id: UUID, body: ScheduleRequest, identity: CurrentIdentity, session: Session
 ) -> ScheduleResult:
@@ -124,7 +139,7 @@ async def schedule_month(
     )
 
 
-@router.get("/campaigns/{campaign_id}/posts")
+@router.get("/campaigns/{campaign_id}/posts", responses=POST_LINKS)
 async def campaign_posts(
     campaign_id: UUID,
     identity: CurrentIdentity,
@@ -147,7 +162,7 @@ async def campaign_posts(
 
 
 # ---- posts -----------------------------------------------------------------------------
-@router.get("/posts")
+@router.get("/posts", responses=POST_LINKS)
 async def list_posts(
     identity: CurrentIdentity,
     session: ReadSession,

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity
+from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
 from planner.models import ReviewLink
 from planner.schemas import (
@@ -101,7 +102,17 @@ async def import_posts(
 
 
 # ---- review links ----------------------------------------------------------------------
-@router.post("/campaigns/{campaign_id}/review-links", status_code=status.HTTP_201_CREATED)
+REVIEW_LINK_LINKS = leads_to(
+    201,
+    {"link_id": ANSWER_ID, "token": "$response.body#/token", "post_id": "$response.body#/post_id"},
+)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/review-links",
+    status_code=status.HTTP_201_CREATED,
+    responses=REVIEW_LINK_LINKS,
+)
 async def create_review_link(
     campaign_id: UUID,
     body: ReviewLinkCreate,

@@ -95,7 +95,14 @@ def _month(value: str) -> str:
 
 
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_zone)]
-Month = Annotated[str, StringConstraints(max_length=7), AfterValidator(_month)]
+# The pattern is documented (clients and fuzzers then send months); _month checks it with a
+# message people can read.
+Month = Annotated[
+    str,
+    StringConstraints(max_length=7),
+    AfterValidator(_month),
+    Field(json_schema_extra={"pattern": MONTH.pattern, "examples": ["2026-12"]}),
+]
 
 
 # ---- brands ----------------------------------------------------------------------------

@@ -54,15 +54,16 @@ async def get_brand(session: AsyncSession, *, tenant_id: UUID, brand_id: UUID) -
 async def update_brand(
     session: AsyncSession, *, identity: Identity, brand_id: UUID, data: BrandUpdate
 ) -> Brand:
-    """Change what was given; the voice is replaced as a whole."""
+    """Change what was given (a null leaves a member as it is); the voice is replaced as a
+    whole."""
     identity.require_role(*EDITORS)
     brand = await get_brand(session, tenant_id=identity.tenant_id, brand_id=brand_id)
-    changes: dict[str, Any] = data.model_dump(exclude_unset=True, mode="json")
+    given = data.model_dump(exclude_unset=True, mode="json").items()
+    changes: dict[str, Any] = {field: value for field, value in given if value is not None}
     if "name" in changes and changes["name"].lower() != brand.name.lower():
         await _refuse_taken_name(session, tenant_id=identity.tenant_id, name=changes["name"])
     for field, value in changes.items():
-        if value is not None:
-            setattr(brand, field, value)
+        setattr(brand, field, value)
     brand.updated_at = now()
     await session.flush()
     return brand

@@ -369,6 +369,14 @@ async def _until_credits(
         ) from None
 
 
+async def _storm(edge: httpx.AsyncClient, shots: list[Shot], name: str) -> Report:
+    """Fire the shots at the storm's rate, print the table, check every answer."""
+    report = await storm(edge, shots, name=name, rate=RATE, in_flight=IN_FLIGHT)
+    print(report.table())
+    _check_answers(report)
+    return report
+
+
 def _check_answers(report: Report) -> None:
     assert not report.unexpected(), [
         (h.shot.kind, h.status, h.json) for h in report.unexpected()[:10]
@@ -414,30 +422,14 @@ async def test_a_callback_storm_applies_each_jobs_result_once_and_refuses_forger
         print("\n" + at_once.table())
         _check_answers(at_once)
 
-        first = await storm(
-            edge,
-            _first_storm(jobs, workspaces, rng),
-            name="first storm",
-            rate=RATE,
-            in_flight=IN_FLIGHT,
-        )
-        print(first.table())
-        _check_answers(first)
+        first = await _storm(edge, _first_storm(jobs, workspaces, rng), "first storm")
         in_time = {job.post_id: _outcome(job) for job in _all(jobs, late=False)}
         await _until_posts(edge, in_time, on_time, within=60)
         # The silent workflow's jobs time out (30 s after their dispatch, then the sweep).
         timed_out = {job.post_id: "failed" for job in _all(jobs, late=True)}
         await _until_posts(edge, timed_out, [late], within=75)
 
-        second = await storm(
-            edge,
-            _second_storm(jobs, workspaces, rng),
-            name="second storm",
-            rate=RATE,
-            in_flight=IN_FLIGHT,
-        )
-        print(second.table())
-        _check_answers(second)
+        second = await _storm(edge, _second_storm(jobs, workspaces, rng), "second storm")
         queued = await _drained(system, within=60)
         await _until_posts(edge, {j.post_id: _outcome(j) for j in jobs}, workspaces, within=60)
         assert len({d.json()["job_id"] for d in workflow.received}) == len(workflow.received)

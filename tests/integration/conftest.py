@@ -92,6 +92,16 @@ def december_campaign(brand_id: str) -> dict[str, Any]:
     }
 
 
+async def new_december_campaign(edge: httpx.AsyncClient, account: Account, brand_id: str) -> str:
+    """The brand's campaign for December with 22 posts (``december_campaign``); its id."""
+    campaign = await edge.post(
+        "/v1/planner/campaigns", json=december_campaign(brand_id), headers=account.headers
+    )
+    assert campaign.status_code == 201, campaign.text
+    campaign_id: str = campaign.json()["id"]
+    return campaign_id
+
+
 async def new_brand(edge: httpx.AsyncClient, account: Account, name: str = "Acme Coffee") -> str:
     """A brand of the account's workspace (Europe/Madrid, a warm voice); its id."""
     body = {

@@ -21,7 +21,7 @@ from icalendar import Calendar
 from bai_platform.testing_workflows import workflow_server
 from bai_platform.webhooks import sign
 
-from .conftest import Account, december_campaign
+from .conftest import Account, new_december_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,8 @@ async def _poll(
 async def _month(edge: httpx.AsyncClient, account: Account) -> tuple[str, str]:
     brand = await edge.post("/v1/planner/brands", json=BRAND, headers=account.headers)
     assert brand.status_code == 201, brand.text
-    campaign = await edge.post(
-        "/v1/planner/campaigns",
-        json=december_campaign(brand.json()["id"]),
-        headers=account.headers,
-    )
-    assert campaign.status_code == 201, campaign.text
-    return brand.json()["id"], campaign.json()["id"]
+    brand_id: str = brand.json()["id"]
+    return brand_id, await new_december_campaign(edge, account, brand_id)
 
 
 async def test_a_month_is_planned_written_reviewed_and_exported_through_the_edge(

@@ -21,7 +21,13 @@ import pytest
 
 from bai_platform.devstack import SERVICES, Stack
 
-from .conftest import DECEMBER_POSTS, december_campaign, replicated_stack
+from .conftest import (
+    DECEMBER_POSTS,
+    new_brand,
+    new_december_campaign,
+    replicated_stack,
+    sign_up,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,29 +69,10 @@ class Tally:
 
 
 async def _workspace(edge: httpx.AsyncClient, n: int) -> Workspace:
-    signup = await edge.post(
-        "/v1/auth/signup",
-        json={
-            "email": f"rolling-{n}-{time.monotonic_ns()}@example.com",
-            "password": "correct horse battery",
-            "workspace": f"Rolling {n}",
-        },
-    )
-    assert signup.status_code == 201, signup.text
-    workspace = Workspace({"Authorization": f"Bearer {signup.json()['access_token']}"})
-    brand = await edge.post(
-        "/v1/planner/brands",
-        json={"name": "Acme Coffee", "timezone": "Europe/Madrid", "voice": {"tone": "warm"}},
-        headers=workspace.headers,
-    )
-    assert brand.status_code == 201, brand.text
-    campaign = await edge.post(
-        "/v1/planner/campaigns",
-        json=december_campaign(brand.json()["id"]),
-        headers=workspace.headers,
-    )
-    assert campaign.status_code == 201, campaign.text
-    workspace.campaign_id = campaign.json()["id"]
+    account = await sign_up(edge, f"Rolling {n}")
+    workspace = Workspace(account.headers)
+    brand_id = await new_brand(edge, account)
+    workspace.campaign_id = await new_december_campaign(edge, account, brand_id)
     return workspace
 
 

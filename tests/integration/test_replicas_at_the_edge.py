@@ -6,8 +6,6 @@ that is gone costs at most the request already on its way to it: Traefik health-
 servers and sends a request whose connection failed to the other one.
 """
 
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -92,9 +90,7 @@ def test_a_killed_api_replica_costs_at_most_the_request_on_its_pooled_connection
 
 def _kill(stack: Stack, name: str) -> None:
     """SIGKILL ``name`` and wait until it is gone (its sockets closed with it)."""
-    pid = stack.processes[name].pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    pid = stack.crash(name)
     deadline = time.monotonic() + 10
     while pid_alive(pid):
         assert time.monotonic() < deadline, f"{name} outlived SIGKILL"

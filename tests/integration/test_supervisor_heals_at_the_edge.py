@@ -3,8 +3,6 @@ every post still ends ``draft_ready`` (the seed of this test: before the watchdo
 of such a month stayed ``generating`` for good)."""
 
 import asyncio
-import os
-import signal
 from collections import Counter
 
 import httpx
@@ -51,19 +49,12 @@ async def _states(
     return Counter(post["state"] for post in page.json()["items"])
 
 
-def _kill(system: Stack, name: str) -> int:
-    pid = system.processes[name].pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    return pid
-
-
 async def test_workers_killed_mid_month_come_back_and_finish_every_post(
     system: Stack, edge: httpx.AsyncClient, account: Account
 ) -> None:
     before = {name: system.watchdog.restarts(name) for name in KILLED}
     campaign_id = await _schedule_month(edge, account)
-    killed = {name: _kill(system, name) for name in KILLED}
+    killed = {name: system.crash(name) for name in KILLED}
 
     states: Counter[str] = Counter()
     try:

@@ -44,8 +44,6 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://bai.dev/problems/"
 # SQLSTATEs of a PostgreSQL that refuses a new connection for now: too_many_connections
 # (max_connections or a role's CONNECTION LIMIT reached) and cannot_connect_now.
-# No slot for a new connection now: too many connections, or cannot connect now (starting
-# up or shutting down).
 BUSY_SQLSTATES = frozenset({"53300", "57P03"})
 # The server ended the session: an administrator or a shutdown (57P01), a crash (57P02).
 GONE_SQLSTATES = frozenset({"57P01", "57P02"})
@@ -231,17 +229,10 @@ def database_trouble(exc: BaseException) -> str | None:
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate in BUSY_SQLSTATES:
         return "no_slots"
-    if exc.connection_invalidated or sqlstate in GONE_SQLSTATES or _lost(exc.orig):
+    # connection_invalidated: SQLAlchemy's dialect recognised a lost connection.
+    if exc.connection_invalidated or sqlstate in GONE_SQLSTATES:
         return "unreachable"
     return None
-
-
-def _lost(orig: BaseException | None) -> bool:
-    """The driver's own word for a connection that went away (class 08, or closed)."""
-    sqlstate = str(getattr(orig, "sqlstate", "") or "")
-    return sqlstate.startswith("08") or isinstance(
-        getattr(orig, "__cause__", None), ConnectionError
-    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

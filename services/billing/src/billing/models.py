@@ -219,7 +219,8 @@ class StripeEvent(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    # processed, ignored (a type billing does not handle) or failed (after every attempt).
+    # processed, ignored (a type billing does not handle), waiting (for what it needs),
+    # retrying (its handler failed) or failed (gave up: see stripe_events).
     outcome: Mapped[str | None] = mapped_column(String(16))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

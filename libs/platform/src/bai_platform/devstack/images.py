@@ -124,18 +124,19 @@ def _remove(path: Path) -> None:
 
 
 def _import(rootfs: Path) -> None:
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     changes = ['CMD ["/bin/bash"]', "ENV LANG=C.UTF-8"]
     flags = [flag for change in changes for flag in ("--change", change)]
-    result = subprocess.run(
-        ["podman", "import", *flags, "-", BASE_IMAGE],
-        stdin=tar.stdout,
-        env=podman_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    tar.wait()
+    # The context manager closes tar's pipe (left open, it is a ResourceWarning: an error
+    # under the test suite's warnings filter).
+    with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        result = subprocess.run(
+            ["podman", "import", *flags, "-", BASE_IMAGE],
+            stdin=tar.stdout,
+            env=podman_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0 or tar.returncode != 0:
         raise PodmanError(f"podman import failed: {result.stderr.strip()[-2000:]}")
 

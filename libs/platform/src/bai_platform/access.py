@@ -34,8 +34,13 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What a visitor may do on a chat path: what the chat's CORS preflight lets a browser do.
 VISITOR_METHODS = frozenset({"GET", "HEAD", "POST"})
 USER_CREDENTIAL, API_KEY_CREDENTIAL = "user", "api_key"
-MEMBER_ROLES = frozenset({"owner", "admin", "editor", "viewer"})
-WRITER_ROLES = frozenset({"owner", "admin", "editor"})
+# The workspace roles, and the sets routes ask for (``bai_platform.identity.RequireRole``);
+# in the order a refusal names them.
+OWNER, ADMIN, EDITOR, VIEWER = "owner", "admin", "editor", "viewer"
+ADMINS = (OWNER, ADMIN)
+EDITORS = (OWNER, ADMIN, EDITOR)
+MEMBER_ROLES = frozenset({OWNER, ADMIN, EDITOR, VIEWER})
+WRITER_ROLES = frozenset(EDITORS)
 GATEWAY_AUDIENCE = "bai-gateway"
 
 

@@ -4,20 +4,30 @@ Services flush, never commit: the request's session commits at the edge (``sessi
 dependency) or the worker's unit of work commits (``Database.transaction``). Every
 connection's ``search_path`` is the service's schema, and the service's role may touch
 nothing else.
+
+A request's session sees only the caller's workspace: once the request's identity is
+verified, every ORM SELECT, UPDATE and DELETE of a ``TenantOwned`` table in that session
+gets ``tenant_id = <the caller's>`` added (``with_loader_criteria``, SQLAlchemy's global
+criteria), joins and relationship loads included. So a query that forgets the workspace
+still cannot read or change another's rows. Workers and RPC handlers act for the system
+and see every workspace; their queries say which rows they mean.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Mapped, ORMExecuteState, mapped_column, with_loader_criteria
+from sqlalchemy.orm import Session as OrmSession
 
 from bai_platform.errors import ServiceError
 from bai_platform.settings import ServiceSettings
@@ -40,6 +50,39 @@ NAMING_CONVENTION = {
 def make_metadata(schema: str) -> MetaData:
     """MetaData for a service's tables, in its schema, with stable constraint names."""
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+# session.info key: the request's state, whose ``tenant_id`` (set once the identity is
+# verified, ``bai_platform.identity.require_identity``) scopes the session's statements.
+REQUEST_STATE = "bai.request_state"
+
+
+class TenantOwned:
+    """A table whose every row belongs to one workspace (its ``tenant_id``).
+
+    Mix it into the model; a request's session then never sees another workspace's rows.
+    ``tests/test_tenant_scope.py`` checks that every table with a ``tenant_id`` has it.
+    Each table declares its own column; this one is what the scope's criteria are built
+    from (SQLAlchemy evaluates them on the mixin first).
+    """
+
+    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+
+
+@event.listens_for(OrmSession, "do_orm_execute")
+def _only_the_callers_workspace(state: ORMExecuteState) -> None:
+    tenant = getattr(state.session.info.get(REQUEST_STATE), "tenant_id", None)
+    if tenant is None:
+        return
+    loading = state.is_column_load or state.is_relationship_load  # scoped with their parent
+    if (state.is_select and not loading) or state.is_update or state.is_delete:
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                TenantOwned,
+                lambda cls: cls.tenant_id == tenant,
+                include_aliases=True,
+            )
+        )
 
 
 def _engine(url: str, settings: ServiceSettings) -> AsyncEngine:
@@ -91,7 +134,7 @@ class Database:
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     database: Database = request.app.state.db
-    async with database.sessionmaker() as session:
+    async with database.sessionmaker(info={REQUEST_STATE: request.state}) as session:
         try:
             yield session
         except ServiceError as exc:
@@ -105,7 +148,7 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 async def _request_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     database: Database = request.app.state.db
-    async with database.read_sessionmaker() as session:
+    async with database.read_sessionmaker(info={REQUEST_STATE: request.state}) as session:
         yield session
 
 

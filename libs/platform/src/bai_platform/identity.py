@@ -202,7 +202,38 @@ async def require_identity(request: Request) -> Identity:
         method=request.method,
         path=request.scope["path"],
     )
+    # From here on the request's sessions see only this workspace (bai_platform.db).
+    request.state.tenant_id = identity.tenant_id
     return identity
 
 
 CurrentIdentity = Annotated[Identity, Depends(require_identity)]
+
+
+class RequireRole:
+    """A route's role requirement, declared on the route as its identity's type.
+
+    ``identity: Editor`` lets owners, admins and editors through and refuses everyone
+    else with 403, after the access rule (``require_identity``) and before the route runs.
+    ``people_only`` also refuses API keys (which carry a role of their own) with that
+    message: some things only people manage. Every route's requirement is read back from
+    its dependencies by ``tests/test_every_route_checks_access.py``.
+    """
+
+    def __init__(self, *roles: str, people_only: str | None = None) -> None:
+        self.roles = roles
+        self.people_only = people_only
+
+    async def __call__(self, identity: CurrentIdentity) -> Identity:
+        if self.people_only and identity.credential != access.USER_CREDENTIAL:
+            raise Forbidden(self.people_only)
+        identity.require_role(*self.roles)
+        return identity
+
+    def __repr__(self) -> str:
+        people = ", people only" if self.people_only else ""
+        return f"RequireRole({', '.join(self.roles)}{people})"
+
+
+Editor = Annotated[Identity, Depends(RequireRole(*access.EDITORS))]
+Admin = Annotated[Identity, Depends(RequireRole(*access.ADMINS))]

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import make_metadata
+from bai_platform.db import TenantOwned, make_metadata
 from bai_platform.outbox import outbox_table
 
 
@@ -36,7 +36,7 @@ class Base(DeclarativeBase):
     metadata = make_metadata("billing")
 
 
-class CreditAccount(Base):
+class CreditAccount(TenantOwned, Base):
     __tablename__ = "credit_accounts"
     __table_args__ = (
         CheckConstraint("available >= 0", name="available_not_negative"),
@@ -52,7 +52,7 @@ class CreditAccount(Base):
     )
 
 
-class LedgerEntry(Base):
+class LedgerEntry(TenantOwned, Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         UniqueConstraint("tenant_id", "kind", "entry", "reference"),
@@ -72,7 +72,7 @@ class LedgerEntry(Base):
     )
 
 
-class Reservation(Base):
+class Reservation(TenantOwned, Base):
     """Credits held for a job until it commits (charged) or releases them."""
 
     __tablename__ = "reservations"
@@ -89,7 +89,7 @@ class Reservation(Base):
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class CreditGrant(Base):
+class CreditGrant(TenantOwned, Base):
     """Credits granted once per source (an invoice, the starter grant), spent soonest-expiring
     first; what is left when ``expires_at`` passes expires (a ledger ``expiry`` entry)."""
 
@@ -117,7 +117,7 @@ class CreditGrant(Base):
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class UsageAlert(Base):
+class UsageAlert(TenantOwned, Base):
     """80 % and 100 % of a kind's credits used: announced once per grant period."""
 
     __tablename__ = "usage_alerts"
@@ -131,7 +131,7 @@ class UsageAlert(Base):
     )
 
 
-class Customer(Base):
+class Customer(TenantOwned, Base):
     """The Stripe customer of a workspace."""
 
     __tablename__ = "customers"
@@ -143,7 +143,7 @@ class Customer(Base):
     )
 
 
-class Subscription(Base):
+class Subscription(TenantOwned, Base):
     """A workspace's subscription as Stripe last described it (order-safe: an event older
     than ``event_created`` never overwrites a newer one)."""
 
@@ -165,7 +165,7 @@ class Subscription(Base):
     )
 
 
-class Invoice(Base):
+class Invoice(TenantOwned, Base):
     """A paid invoice: what it granted, and what refunds took back."""
 
     __tablename__ = "invoices"
@@ -186,7 +186,7 @@ class Invoice(Base):
     )
 
 
-class PendingRefund(Base):
+class PendingRefund(TenantOwned, Base):
     """A refunded charge not yet linked to its invoice (since API version 2025-03-31 a charge
     does not name its invoice: ``invoice_payment.paid`` links them, in either order). Applied
     and removed once the link is known."""

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, status
 
 from bai_platform.db import ReadSession, Session
-from bai_platform.identity import CurrentIdentity
+from bai_platform.identity import Admin, CurrentIdentity
 from billing.models import Subscription
 from billing.schemas import CheckoutCreate, CheckoutRead, PlanRead, PortalRead, SubscriptionRead
 from billing.stripe_api import StripeBilling, current_subscription
@@ -72,7 +72,7 @@ async def subscription(identity: CurrentIdentity, session: ReadSession) -> Subsc
 @router.post("/checkout", status_code=status.HTTP_201_CREATED)
 async def checkout(
     body: CheckoutCreate,
-    identity: CurrentIdentity,
+    identity: Admin,
     session: Session,
     billing: Billing,
     idempotency_key: ClientKey = None,
@@ -86,7 +86,7 @@ async def checkout(
 
 @router.post("/portal", status_code=status.HTTP_201_CREATED)
 async def portal(
-    identity: CurrentIdentity, session: Session, billing: Billing, idempotency_key: ClientKey = None
+    identity: Admin, session: Session, billing: Billing, idempotency_key: ClientKey = None
 ) -> PortalRead:
     """A Stripe customer portal page for the workspace's billing (owners and admins)."""
     url = await billing.portal(session, identity=identity, client_key=idempotency_key)
@@ -95,7 +95,7 @@ async def portal(
 
 @router.post("/subscription/cancel")
 async def cancel(
-    identity: CurrentIdentity, session: Session, billing: Billing, idempotency_key: ClientKey = None
+    identity: Admin, session: Session, billing: Billing, idempotency_key: ClientKey = None
 ) -> SubscriptionRead:
     """Cancel the subscription at the end of the period paid for (owners and admins)."""
     row = await billing.cancel(session, identity=identity, client_key=idempotency_key)

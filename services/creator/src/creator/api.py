@@ -6,7 +6,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Request
 
 from bai_platform.db import PG_INTEGER_MAX, ReadSession, Session
-from bai_platform.identity import CurrentIdentity
+from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.secrets import fernet_for
 from creator import generation, service
 from creator.engines import config
@@ -53,7 +53,7 @@ async def post_versions(
 
 @router.put("/engine")
 async def set_engine(
-    body: EngineUpdate, request: Request, identity: CurrentIdentity, session: Session
+    body: EngineUpdate, request: Request, identity: Admin, session: Session
 ) -> EngineRead:
     """Choose how the workspace's posts are written: builtin, n8n or openai_compatible."""
     settings: CreatorSettings = request.app.state.settings
@@ -78,7 +78,7 @@ async def get_engine(identity: CurrentIdentity, session: ReadSession) -> EngineR
 async def choose_version(
     post_id: UUID,
     version: Annotated[int, Path(ge=1, le=PG_INTEGER_MAX)],
-    identity: CurrentIdentity,
+    identity: Editor,
     session: Session,
 ) -> ContentVersionRead:
     """Make an earlier version the post's draft again; the planner takes it over."""

@@ -7,7 +7,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bai_contracts import CHAT_PATH_PREFIX
 from bai_platform.db import Database, ReadSession, Session
-from bai_platform.identity import CurrentIdentity
+from bai_platform.identity import CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
 from creator import chat, chat_reply
@@ -34,9 +34,7 @@ WIDGET_LINKS = leads_to(201, {"widget_id": ANSWER_ID})
 
 
 @router.post("/widgets", status_code=status.HTTP_201_CREATED, responses=WIDGET_LINKS)
-async def create_widget(
-    body: WidgetCreate, identity: CurrentIdentity, session: Session
-) -> WidgetRead:
+async def create_widget(body: WidgetCreate, identity: Editor, session: Session) -> WidgetRead:
     """A chat widget for a website; embed it with its public key."""
     return WidgetRead.model_validate(
         await chat.create_widget(session, identity=identity, data=body)
@@ -59,7 +57,7 @@ async def get_widget(
 
 @router.patch("/widgets/{widget_id}")
 async def update_widget(
-    widget_id: UUID, body: WidgetUpdate, identity: CurrentIdentity, session: Session
+    widget_id: UUID, body: WidgetUpdate, identity: Editor, session: Session
 ) -> WidgetRead:
     widget = await chat.update_widget(session, identity=identity, widget_id=widget_id, data=body)
     return WidgetRead.model_validate(widget)

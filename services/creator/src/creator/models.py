@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import make_metadata
+from bai_platform.db import TenantOwned, make_metadata
 from bai_platform.outbox import outbox_table
 
 
@@ -32,7 +32,7 @@ class Base(DeclarativeBase):
     metadata = make_metadata("creator")
 
 
-class CampaignBrief(Base):
+class CampaignBrief(TenantOwned, Base):
     """What creator knows of a planner campaign: the brief its generations follow."""
 
     __tablename__ = "campaign_briefs"
@@ -50,7 +50,7 @@ class CampaignBrief(Base):
     )
 
 
-class GenerationJob(Base):
+class GenerationJob(TenantOwned, Base):
     """One request for a post's content (``gen_`` ids), from queued to an end state."""
 
     __tablename__ = "generation_jobs"
@@ -92,7 +92,7 @@ class GenerationJob(Base):
     credits: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
 
 
-class EngineSettings(Base):
+class EngineSettings(TenantOwned, Base):
     """How a tenant's posts are written; secrets are stored encrypted."""
 
     __tablename__ = "engine_settings"
@@ -112,7 +112,7 @@ class EngineSettings(Base):
     )
 
 
-class ContentVersion(Base):
+class ContentVersion(TenantOwned, Base):
     """One version of a post's content; regenerating adds one, nothing is overwritten."""
 
     __tablename__ = "content_versions"
@@ -130,7 +130,7 @@ class ContentVersion(Base):
     )
 
 
-class ChatWidget(Base):
+class ChatWidget(TenantOwned, Base):
     """A chat widget for one of the tenant's websites."""
 
     __tablename__ = "chat_widgets"
@@ -159,7 +159,7 @@ class ChatWidget(Base):
     )
 
 
-class Conversation(Base):
+class Conversation(TenantOwned, Base):
     __tablename__ = "conversations"
     __table_args__ = (Index("ix_conversations_widget", "widget_id", "created_at"),)
 
@@ -172,7 +172,7 @@ class Conversation(Base):
     )
 
 
-class ChatMessage(Base):
+class ChatMessage(TenantOwned, Base):
     __tablename__ = "chat_messages"
     __table_args__ = (
         Index("ix_chat_messages_conversation", "conversation_id", "id"),

@@ -14,6 +14,7 @@ from bai_platform.errors import NotFound, ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from bai_platform.openapi_links import ANSWER_ID, leads_to, link_to
 from gateway import api_keys, openapi, service, workspaces
+from gateway.api_keys import KeyManager
 from gateway.callbacks import CallbackHeaders, CallbackRouter
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
 from gateway.errors import RefreshTokenReused
@@ -46,6 +47,7 @@ from gateway.schemas import (
     WorkspaceRead,
 )
 from gateway.settings import GatewaySettings
+from gateway.workspaces import Manager
 
 router = APIRouter(tags=["auth"])
 
@@ -147,7 +149,7 @@ async def verify(
     responses=API_KEY_LINKS,
 )
 async def create_api_key(
-    body: ApiKeyCreate, identity: CurrentIdentity, session: Session, response: Response
+    body: ApiKeyCreate, identity: KeyManager, session: Session, response: Response
 ) -> ApiKeyCreated:
     response.headers.update(NO_STORE)
     row, key = await api_keys.create_api_key(session, identity=identity, data=body)
@@ -155,7 +157,7 @@ async def create_api_key(
 
 
 @router.get("/v1/auth/api-keys", tags=["api keys"])
-async def list_api_keys(identity: CurrentIdentity, session: Session) -> ApiKeyList:
+async def list_api_keys(identity: KeyManager, session: Session) -> ApiKeyList:
     rows = await api_keys.list_api_keys(session, identity=identity)
     return ApiKeyList(items=[ApiKeyRead.model_validate(row) for row in rows])
 
@@ -164,7 +166,7 @@ async def list_api_keys(identity: CurrentIdentity, session: Session) -> ApiKeyLi
     "/v1/auth/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["api keys"]
 )
 async def revoke_api_key(
-    key_id: UUID, identity: CurrentIdentity, session: Session, decider: Decider
+    key_id: UUID, identity: KeyManager, session: Session, decider: Decider
 ) -> Response:
     row = await api_keys.revoke_api_key(session, identity=identity, key_id=key_id)
     decider.forget_api_key(row.prefix)
@@ -223,7 +225,7 @@ async def list_members(identity: CurrentIdentity, session: Session) -> MemberLis
 
 @router.patch("/v1/auth/members/{user_id}", tags=["workspaces"])
 async def change_member_role(
-    user_id: UUID, body: RoleChange, identity: CurrentIdentity, session: Session
+    user_id: UUID, body: RoleChange, identity: Manager, session: Session
 ) -> MemberRead:
     member = await workspaces.change_role(
         session, identity=identity, user_id=user_id, role=body.role
@@ -236,7 +238,7 @@ async def change_member_role(
 @router.delete(
     "/v1/auth/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["workspaces"]
 )
-async def remove_member(user_id: UUID, identity: CurrentIdentity, session: Session) -> Response:
+async def remove_member(user_id: UUID, identity: Manager, session: Session) -> Response:
     await workspaces.remove_member(session, identity=identity, user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -249,7 +251,7 @@ async def remove_member(user_id: UUID, identity: CurrentIdentity, session: Sessi
 )
 async def invite(
     body: InvitationCreate,
-    identity: CurrentIdentity,
+    identity: Manager,
     session: Session,
     auth: Auth,
     response: Response,
@@ -263,7 +265,7 @@ async def invite(
 
 
 @router.get("/v1/auth/invitations", tags=["workspaces"])
-async def list_invitations(identity: CurrentIdentity, session: Session) -> InvitationList:
+async def list_invitations(identity: Manager, session: Session) -> InvitationList:
     rows = await workspaces.invitations(session, identity=identity)
     return InvitationList(items=[InvitationRead.model_validate(row) for row in rows])
 
@@ -273,9 +275,7 @@ async def list_invitations(identity: CurrentIdentity, session: Session) -> Invit
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["workspaces"],
 )
-async def revoke_invitation(
-    invitation_id: UUID, identity: CurrentIdentity, session: Session
-) -> Response:
+async def revoke_invitation(invitation_id: UUID, identity: Manager, session: Session) -> Response:
     await workspaces.revoke_invitation(session, identity=identity, invitation_id=invitation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -8,20 +8,22 @@ viewer) and service scopes, may expire, and are revoked by setting ``revoked_at`
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 from uuid import UUID
 
+from fastapi import Depends
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.errors import Forbidden, NotFound
-from bai_platform.identity import Identity
+from bai_platform.access import ADMINS
+from bai_platform.errors import NotFound
+from bai_platform.identity import Identity, RequireRole
 from gateway.errors import InvalidToken
 from gateway.models import ApiKey
 from gateway.schemas import ApiKeyCreate
 from gateway.tokens import token_digest
 
 KEY_MARK = "bai"
-MANAGERS = ("owner", "admin")
 # last_used_at is a hint for people, not an audit log: one write a minute per key is enough.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -48,17 +50,17 @@ def _prefix_of(token: str) -> str:
     return prefix
 
 
-def _require_manager(identity: Identity) -> None:
-    if identity.credential != "user":
-        raise Forbidden("API keys are managed by people, not by other keys")
-    identity.require_role(*MANAGERS)
+# The routes that manage keys ask for this (``identity: KeyManager``).
+KeyManager = Annotated[
+    Identity,
+    Depends(RequireRole(*ADMINS, people_only="API keys are managed by people, not by other keys")),
+]
 
 
 async def create_api_key(
     session: AsyncSession, *, identity: Identity, data: ApiKeyCreate
 ) -> tuple[ApiKey, str]:
     """Create a key for the caller's workspace; the full key is returned only here."""
-    _require_manager(identity)
     prefix, key = _new_key()
     expires_at = (
         datetime.now(UTC) + timedelta(days=data.expires_in_days) if data.expires_in_days else None
@@ -79,7 +81,6 @@ async def create_api_key(
 
 
 async def list_api_keys(session: AsyncSession, *, identity: Identity) -> list[ApiKey]:
-    _require_manager(identity)
     query = (
         select(ApiKey)
         .where(ApiKey.tenant_id == identity.tenant_id)
@@ -90,7 +91,6 @@ async def list_api_keys(session: AsyncSession, *, identity: Identity) -> list[Ap
 
 async def revoke_api_key(session: AsyncSession, *, identity: Identity, key_id: UUID) -> ApiKey:
     """Revoke one of the workspace's keys; another workspace's key is not found."""
-    _require_manager(identity)
     row = await session.scalar(
         select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == identity.tenant_id)
     )

@@ -11,21 +11,23 @@ subscription there is no limit.
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 from uuid import UUID
 
+from fastapi import Depends
 from pwdlib import PasswordHash
 from sqlalchemy import exists, false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
+from bai_platform.access import ADMINS
 from bai_platform.errors import Conflict, Forbidden, NotFound
-from bai_platform.identity import Identity
+from bai_platform.identity import Identity, RequireRole
 from gateway.errors import InvalidCredentials
 from gateway.models import Invitation, Membership, RefreshToken, Tenant, User
 from gateway.schemas import InvitationAccept, InvitationCreate
 from gateway.tokens import token_digest
 
-MANAGERS = ("owner", "admin")
 INVITATION_TTL = timedelta(days=7)
 
 
@@ -62,10 +64,11 @@ class Joined:
     role: str
 
 
-def require_manager(identity: Identity) -> None:
-    if identity.credential != "user":
-        raise Forbidden("people are managed by people, not by API keys")
-    identity.require_role(*MANAGERS)
+# The routes that manage members and invitations ask for this (``identity: Manager``).
+Manager = Annotated[
+    Identity,
+    Depends(RequireRole(*ADMINS, people_only="people are managed by people, not by API keys")),
+]
 
 
 def _may_grant(identity: Identity, role: str) -> None:
@@ -158,7 +161,6 @@ async def _keep_an_owner(session: AsyncSession, target: Membership) -> None:
 async def change_role(
     session: AsyncSession, *, identity: Identity, user_id: UUID, role: str
 ) -> Membership:
-    require_manager(identity)
     target = await _member(session, identity, user_id)
     _may_grant(identity, target.role)
     _may_grant(identity, role)
@@ -169,7 +171,6 @@ async def change_role(
 
 
 async def remove_member(session: AsyncSession, *, identity: Identity, user_id: UUID) -> None:
-    require_manager(identity)
     target = await _member(session, identity, user_id)
     _may_grant(identity, target.role)
     await _keep_an_owner(session, target)
@@ -180,7 +181,6 @@ async def invite(
     session: AsyncSession, *, identity: Identity, data: InvitationCreate
 ) -> tuple[Invitation, str]:
     """A single-use invitation; the token is returned only here."""
-    require_manager(identity)
     _may_grant(identity, data.role)
     await _seat_free(session, identity.tenant_id, counting_invitations=True)
     token = "inv_" + secrets.token_urlsafe(32)
@@ -198,7 +198,6 @@ async def invite(
 
 
 async def invitations(session: AsyncSession, *, identity: Identity) -> list[Invitation]:
-    require_manager(identity)
     query = (
         select(Invitation)
         .where(Invitation.tenant_id == identity.tenant_id)
@@ -210,7 +209,6 @@ async def invitations(session: AsyncSession, *, identity: Identity) -> list[Invi
 async def revoke_invitation(
     session: AsyncSession, *, identity: Identity, invitation_id: UUID
 ) -> None:
-    require_manager(identity)
     row = await session.scalar(
         select(Invitation).where(
             Invitation.id == invitation_id, Invitation.tenant_id == identity.tenant_id

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from bai_platform.db import Database, ReadSession, Session
-from bai_platform.identity import CurrentIdentity
+from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.pagination import InvalidCursor
 from bai_platform.secrets import fernet_for
@@ -37,7 +37,7 @@ SCHEDULE_LINKS = leads_to(201, {"schedule_id": ANSWER_ID})
 
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, responses=JOB_LINKS)
 async def create_job(
-    body: JobCreate, identity: CurrentIdentity, session: Session, request: Request
+    body: JobCreate, identity: Editor, session: Session, request: Request
 ) -> JobRead:
     """Queue an extraction; watch it at GET /v1/mining/jobs/{id} or on /v1/events.
 
@@ -58,7 +58,7 @@ async def get_job(job_id: JobId, identity: CurrentIdentity, session: ReadSession
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
-async def cancel_job(job_id: JobId, identity: CurrentIdentity, session: Session) -> JobRead:
+async def cancel_job(job_id: JobId, identity: Editor, session: Session) -> JobRead:
     """Stop the job: a queued one at once, a running one after its current page."""
     return jobs.job_read(await jobs.cancel_job(session, identity=identity, job_id=job_id))
 
@@ -115,9 +115,7 @@ async def results_jsonl(
 
 
 @router.post("/schedules", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_LINKS)
-async def create_schedule(
-    body: ScheduleCreate, identity: CurrentIdentity, session: Session
-) -> ScheduleRead:
+async def create_schedule(body: ScheduleCreate, identity: Editor, session: Session) -> ScheduleRead:
     """Run a job again at every cron time (in ``timezone``), never over its last run."""
     schedule = await schedules.create_schedule(session, identity=identity, data=body)
     return ScheduleRead.model_validate(schedule)
@@ -130,14 +128,14 @@ async def list_schedules(identity: CurrentIdentity, session: ReadSession) -> Sch
 
 
 @router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def stop_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Session) -> None:
+async def stop_schedule(schedule_id: UUID, identity: Editor, session: Session) -> None:
     await schedules.stop_schedule(session, identity=identity, schedule_id=schedule_id)
 
 
 @router.post(
     "/schedules/{schedule_id}/run", status_code=status.HTTP_202_ACCEPTED, responses=JOB_LINKS
 )
-async def run_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Session) -> JobRead:
+async def run_schedule(schedule_id: UUID, identity: Editor, session: Session) -> JobRead:
     """Run the schedule's job now; 409 ``schedule_busy`` while its last job is not done."""
     job = await schedules.run_now(session, identity=identity, schedule_id=schedule_id)
     return jobs.job_read(job)
@@ -145,7 +143,7 @@ async def run_schedule(schedule_id: UUID, identity: CurrentIdentity, session: Se
 
 @router.put("/workflow")
 async def set_workflow(
-    body: WorkflowUpdate, request: Request, identity: CurrentIdentity, session: Session
+    body: WorkflowUpdate, request: Request, identity: Admin, session: Session
 ) -> WorkflowRead:
     """The workspace's n8n workflow that runs ``n8n`` jobs (see deploy/n8n/README.md)."""
     settings: MiningSettings = request.app.state.settings
@@ -166,5 +164,5 @@ async def get_workflow(identity: CurrentIdentity, session: ReadSession) -> Workf
 
 
 @router.delete("/workflow", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_workflow(identity: CurrentIdentity, session: Session) -> None:
+async def delete_workflow(identity: Admin, session: Session) -> None:
     await workflows.delete_workflow(session, identity=identity)

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import make_metadata
+from bai_platform.db import TenantOwned, make_metadata
 from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
@@ -30,7 +30,7 @@ class Base(DeclarativeBase):
     metadata = make_metadata("mining")
 
 
-class ExtractionJob(Base):
+class ExtractionJob(TenantOwned, Base):
     """One extraction (``ext_`` ids): a source, limits, progress and where it ended."""
 
     __tablename__ = "extraction_jobs"
@@ -76,7 +76,7 @@ class ExtractionJob(Base):
     final_page: Mapped[int | None] = mapped_column(Integer)
 
 
-class MiningWorkflow(Base):
+class MiningWorkflow(TenantOwned, Base):
     """The tenant's n8n mining workflow (``n8n`` sources); the secret is stored encrypted."""
 
     __tablename__ = "workflows"
@@ -92,7 +92,7 @@ class MiningWorkflow(Base):
     )
 
 
-class Lead(Base):
+class Lead(TenantOwned, Base):
     """A lead found by a job, deduplicated by email, phone and domain."""
 
     __tablename__ = "leads"
@@ -118,7 +118,7 @@ class Lead(Base):
     )
 
 
-class MiningSchedule(Base):
+class MiningSchedule(TenantOwned, Base):
     """A job run again by a cron expression in a time zone, never over its last run."""
 
     __tablename__ = "schedules"

@@ -7,7 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, status
 
 from bai_platform.db import ReadSession, Session
-from bai_platform.identity import CurrentIdentity
+from bai_platform.identity import CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, FIRST_ITEM_ID, leads_to, link_to
 from bai_platform.pagination import MAX_PAGE_SIZE
 from planner.schemas import (
@@ -52,7 +52,7 @@ POST_LINKS = leads_to(200, {"post_id": FIRST_ITEM_ID})
 
 # ---- brands ----------------------------------------------------------------------------
 @router.post("/brands", status_code=status.HTTP_201_CREATED, responses=BRAND_LINKS)
-async def create_brand(body: BrandCreate, identity: CurrentIdentity, session: Session) -> BrandRead:
+async def create_brand(body: BrandCreate, identity: Editor, session: Session) -> BrandRead:
     brand = await brands.create_brand(session, identity=identity, data=body)
     return BrandRead.model_validate(brand)
 
@@ -75,7 +75,7 @@ async def get_brand(brand_id: UUID, identity: CurrentIdentity, session: ReadSess
 
 @router.patch("/brands/{brand_id}")
 async def update_brand(
-    brand_id: UUID, body: BrandUpdate, identity: CurrentIdentity, session: Session
+    brand_id: UUID, body: BrandUpdate, identity: Editor, session: Session
 ) -> BrandRead:
     brand = await brands.update_brand(session, identity=identity, brand_id=brand_id, data=body)
     return BrandRead.model_validate(brand)
@@ -83,9 +83,7 @@ async def update_brand(
 
 # ---- campaigns -------------------------------------------------------------------------
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, responses=CAMPAIGN_LINKS)
-async def create_campaign(
-    body: CampaignCreate, identity: CurrentIdentity, session: Session
-) -> CampaignRead:
+async def create_campaign(body: CampaignCreate, identity: Editor, session: Session) -> CampaignRead:
     campaign = await campaigns.create_campaign(session, identity=identity, data=body)
     return CampaignRead.model_validate(campaign)
 
@@ -117,7 +115,7 @@ async def get_campaign(
 
 @router.patch("/campaigns/{campaign_id}")
 async def update_campaign(
-    campaign_id: UUID, body: CampaignUpdate, identity: CurrentIdentity, session: Session
+    campaign_id: UUID, body: CampaignUpdate, identity: Editor, session: Session
 ) -> CampaignRead:
     campaign = await campaigns.update_campaign(
         session, identity=identity, campaign_id=campaign_id, data=body
@@ -131,7 +129,7 @@ async def update_campaign(
     responses=SCHEDULED_LINKS,
 )
 async def schedule_month(
-    campaign_id: UUID, body: ScheduleRequest, identity: CurrentIdentity, session: Session
+    campaign_id: UUID, body: ScheduleRequest, identity: Editor, session: Session
 ) -> ScheduleResult:
     """Lay the month out and ask for content; running it again creates nothing new."""
     return await campaigns.schedule_month(
@@ -202,7 +200,7 @@ async def get_post(post_id: UUID, identity: CurrentIdentity, session: ReadSessio
 
 @router.patch("/posts/{post_id}")
 async def update_post(
-    post_id: UUID, body: PostUpdate, identity: CurrentIdentity, session: Session
+    post_id: UUID, body: PostUpdate, identity: Editor, session: Session
 ) -> PostRead:
     """Edit the content (a planned, rejected or failed post becomes a draft) or move it."""
     post = await posts.update_post(session, identity=identity, post_id=post_id, data=body)
@@ -211,7 +209,7 @@ async def update_post(
 
 @router.post("/posts/{post_id}/transitions")
 async def transition_post(
-    post_id: UUID, body: TransitionRequest, identity: CurrentIdentity, session: Session
+    post_id: UUID, body: TransitionRequest, identity: Editor, session: Session
 ) -> PostRead:
     """Move the post (review, approval, scheduling); 409 names the allowed moves."""
     post = await posts.transition_post(
@@ -222,7 +220,7 @@ async def transition_post(
 
 @router.post("/posts/{post_id}/regenerate", status_code=status.HTTP_202_ACCEPTED)
 async def regenerate_post(
-    post_id: UUID, body: RegenerateRequest, identity: CurrentIdentity, session: Session
+    post_id: UUID, body: RegenerateRequest, identity: Editor, session: Session
 ) -> PostRead:
     """Ask for new content; the note reaches the writer."""
     post = await posts.regenerate_post(session, identity=identity, post_id=post_id, note=body.note)

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import make_metadata
+from bai_platform.db import TenantOwned, make_metadata
 from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
@@ -38,7 +38,7 @@ class Base(DeclarativeBase):
     metadata = make_metadata("planner")
 
 
-class Brand(Base):
+class Brand(TenantOwned, Base):
     __tablename__ = "brands"
     __table_args__ = (Index("ix_brands_tenant_created", "tenant_id", "created_at", "id"),)
 
@@ -57,7 +57,7 @@ class Brand(Base):
 Index("uq_brands_tenant_lower_name", Brand.tenant_id, func.lower(Brand.name), unique=True)
 
 
-class Campaign(Base):
+class Campaign(TenantOwned, Base):
     __tablename__ = "campaigns"
     __table_args__ = (Index("ix_campaigns_tenant_created", "tenant_id", "created_at", "id"),)
 
@@ -77,7 +77,7 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = _now()
 
 
-class Post(Base):
+class Post(TenantOwned, Base):
     __tablename__ = "posts"
     __table_args__ = (
         # One post per slot: laying a month out twice creates nothing new.
@@ -111,7 +111,7 @@ class Post(Base):
     updated_at: Mapped[datetime] = _now()
 
 
-class PostTransition(Base):
+class PostTransition(TenantOwned, Base):
     """Who moved a post, when, from what to what (append-only)."""
 
     __tablename__ = "post_transitions"
@@ -127,7 +127,7 @@ class PostTransition(Base):
     at: Mapped[datetime] = _now()
 
 
-class ScheduleRun(Base):
+class ScheduleRun(TenantOwned, Base):
     """A month laid out for a campaign (the answer to repeat calls)."""
 
     __tablename__ = "schedule_runs"
@@ -140,7 +140,7 @@ class ScheduleRun(Base):
     last_run_at: Mapped[datetime] = _now()
 
 
-class ReviewLink(Base):
+class ReviewLink(TenantOwned, Base):
     """A signed, expiring link a client uses to approve or reject without an account."""
 
     __tablename__ = "review_links"
@@ -160,7 +160,7 @@ class ReviewLink(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class PublishingTarget(Base):
+class PublishingTarget(TenantOwned, Base):
     """The tenant's n8n publishing workflow; the secret is stored encrypted."""
 
     __tablename__ = "publishing_targets"
@@ -173,7 +173,7 @@ class PublishingTarget(Base):
     updated_at: Mapped[datetime] = _now()
 
 
-class PublishJob(Base):
+class PublishJob(TenantOwned, Base):
     """One attempt to have a due post published by the tenant's workflow (``pub_`` ids)."""
 
     __tablename__ = "publish_jobs"

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from bai_platform.db import ReadSession, Session
-from bai_platform.identity import CurrentIdentity
+from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
 from planner.models import ReviewLink
@@ -91,7 +91,7 @@ async def export_ics(
     },
 )
 async def import_posts(
-    campaign_id: UUID, request: Request, identity: CurrentIdentity, session: Session
+    campaign_id: UUID, request: Request, identity: Editor, session: Session
 ) -> ImportResult:
     """Posts from a CSV (channel, scheduled_at, text, ...): all rows, or none and a report."""
     data = await request.body()
@@ -117,7 +117,7 @@ async def create_review_link(
     campaign_id: UUID,
     body: ReviewLinkCreate,
     request: Request,
-    identity: CurrentIdentity,
+    identity: Editor,
     session: Session,
 ) -> ReviewLinkRead:
     """A link for the client to approve or reject a post or a month; drafts go to review."""
@@ -127,7 +127,7 @@ async def create_review_link(
 
 
 @router.delete("/review-links/{link_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_review_link(link_id: UUID, identity: CurrentIdentity, session: Session) -> None:
+async def revoke_review_link(link_id: UUID, identity: Editor, session: Session) -> None:
     await reviews.revoke_link(session, identity=identity, link_id=link_id)
 
 
@@ -172,7 +172,7 @@ async def review_decide(
 # ---- publishing workflow ---------------------------------------------------------------
 @router.put("/publishing-target")
 async def set_publishing_target(
-    body: PublishingTargetUpdate, request: Request, identity: CurrentIdentity, session: Session
+    body: PublishingTargetUpdate, request: Request, identity: Admin, session: Session
 ) -> PublishingTargetRead:
     """Where due posts are sent to be published (the tenant's n8n workflow)."""
     settings = _settings(request)
@@ -196,5 +196,5 @@ async def get_publishing_target(
 
 
 @router.delete("/publishing-target", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_publishing_target(identity: CurrentIdentity, session: Session) -> None:
+async def delete_publishing_target(identity: Admin, session: Session) -> None:
     await publishing.delete_target(session, identity=identity)

@@ -12,8 +12,6 @@ from bai_platform.outbox import emit
 from planner.models import Post, PostTransition, outbox
 from planner.schemas import PostState
 
-EDITORS = ("owner", "admin", "editor")
-
 
 class PostNotFound(NotFound):
     code = "post_not_found"

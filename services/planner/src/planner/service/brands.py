@@ -12,7 +12,7 @@ from bai_platform.identity import Identity
 from bai_platform.pagination import decode_cursor, encode_cursor
 from planner.models import Brand
 from planner.schemas import BrandCreate, BrandUpdate
-from planner.service._common import EDITORS, BrandNotFound, now
+from planner.service._common import BrandNotFound, now
 
 
 class BrandNameTaken(Conflict):
@@ -21,7 +21,6 @@ class BrandNameTaken(Conflict):
 
 async def create_brand(session: AsyncSession, *, identity: Identity, data: BrandCreate) -> Brand:
     """Store a brand; names are unique per workspace (case-insensitive)."""
-    identity.require_role(*EDITORS)
     await _refuse_taken_name(session, tenant_id=identity.tenant_id, name=data.name)
     brand = Brand(
         tenant_id=identity.tenant_id,
@@ -56,7 +55,6 @@ async def update_brand(
 ) -> Brand:
     """Change what was given (a null leaves a member as it is); the voice is replaced as a
     whole."""
-    identity.require_role(*EDITORS)
     brand = await get_brand(session, tenant_id=identity.tenant_id, brand_id=brand_id)
     given = data.model_dump(exclude_unset=True, mode="json").items()
     changes: dict[str, Any] = {field: value for field, value in given if value is not None}

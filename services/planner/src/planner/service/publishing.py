@@ -44,7 +44,6 @@ from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
 from planner.service._common import move, now
 
-ADMINS = ("owner", "admin")
 PUBLISHER = "system:publisher"
 ACTIVE = ("queued", "dispatching", "dispatched")
 ERROR_LIMIT = 2000
@@ -74,7 +73,6 @@ async def set_target(
     allow_private: bool,
 ) -> PublishingTarget:
     """Store (or replace) the tenant's publishing workflow; the secret is encrypted."""
-    identity.require_role(*ADMINS)
     try:
         await check_destination(str(data.webhook_url), allow_private=allow_private)
     except DestinationRefused as refused:
@@ -101,7 +99,6 @@ async def get_target(session: AsyncSession, *, tenant_id: UUID) -> PublishingTar
 
 
 async def delete_target(session: AsyncSession, *, identity: Identity) -> None:
-    identity.require_role(*ADMINS)
     await session.delete(await get_target(session, tenant_id=identity.tenant_id))
 
 

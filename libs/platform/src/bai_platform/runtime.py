@@ -2,12 +2,14 @@
 
 import asyncio
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 import uvicorn
 from fastapi import FastAPI
+from nats.errors import TimeoutError as NatsTimeoutError
 from rich.console import Console
 from rich.table import Table
 
@@ -65,9 +67,9 @@ def service_cli(
 
     @cli.command("dead-letters")
     def dead_letters(limit: int = 50) -> None:
-        """List messages this service's consumers gave up on."""
+        """List messages this service's consumers gave up on (as the NATS admin user)."""
         settings = _boot(settings_factory, "cli")
-        letters = asyncio.run(_list(settings, limit))
+        letters = _as_operator(settings, _list(settings, limit))
         table = Table("seq", "consumer", "subject", "reason")
         for letter in letters:
             table.add_row(
@@ -77,9 +79,9 @@ def service_cli(
 
     @cli.command()
     def replay(sequence: int) -> None:
-        """Publish a dead letter again on its original subject."""
+        """Publish a dead letter again on its original subject (as the NATS admin user)."""
         settings = _boot(settings_factory, "cli")
-        letter = asyncio.run(_replay(settings, sequence))
+        letter = _as_operator(settings, _replay(settings, sequence))
         Console().print(f"replayed {letter.sequence} to {letter.original_subject}")
 
     return cli
@@ -118,6 +120,27 @@ def _boot(settings_factory: Callable[[], ServiceSettings], process: str) -> Serv
     configure_logging(settings)
     configure_tracing(settings, process=process)
     return settings
+
+
+_T = TypeVar("_T")
+
+# Dead letters of every service share one stream, and a replay publishes another service's
+# fact again: both are beyond a service's own NATS user (bai_platform.nats_permissions), so
+# they are an operator's commands. The server ignores what a user may not ask, and the
+# request times out.
+OPERATOR_ONLY = (
+    "NATS did not answer the user {user!r}: dead letters are read and replayed as the NATS "
+    "admin user (BAI_NATS_USER=admin and its BAI_NATS_PASSWORD; with make run, "
+    "`bai-stack dead-letters` and `bai-stack replay` do it)"
+)
+
+
+def _as_operator(settings: ServiceSettings, work: Coroutine[Any, Any, _T]) -> _T:
+    try:
+        return asyncio.run(work)
+    except NatsTimeoutError:
+        Console(stderr=True).print(OPERATOR_ONLY.format(user=settings.nats_auth.user))
+        raise typer.Exit(2) from None
 
 
 async def _list(settings: ServiceSettings, limit: int) -> list[deadletter.DeadLetter]:

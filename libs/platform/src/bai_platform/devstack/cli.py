@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from bai_platform.devstack.podman import PodmanError
 from bai_platform.devstack.postgres import data_dir
 from bai_platform.devstack.process import cmdline, recover_stale
 from bai_platform.devstack.stack import ComponentFailed, Stack, StackError
+from bai_platform.nats_permissions import ADMIN_USER
 
 app = typer.Typer(
     add_completion=False,
@@ -111,6 +113,32 @@ def down(state_dir: Path | None = None) -> None:
     for pid_file in sorted((root / "run").glob("*.pid")):
         stopped += recover_stale(pid_file, timeout=10.0)
     console.print(f"stopped {stopped} process(es) left from {root}")
+
+
+def _as_admin(service: str, *command: str) -> None:
+    """Run a service's operator command against the local stack as the NATS admin user."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"{service!r} is not one of {', '.join(SERVICES)}")
+    stack = Stack(StackSettings())
+    env = os.environ | {
+        "BAI_NATS_URL": stack.nats_address,
+        "BAI_NATS_USER": ADMIN_USER,
+        "BAI_NATS_PASSWORD": stack.nats_passwords[ADMIN_USER],
+    }
+    done = subprocess.run([sys.executable, "-m", service, *command], env=env, check=False)
+    raise typer.Exit(done.returncode)
+
+
+@app.command("dead-letters")
+def dead_letters(service: str, limit: int = 50) -> None:
+    """List the messages a service's consumers gave up on, in the running stack."""
+    _as_admin(service, "dead-letters", "--limit", str(limit))
+
+
+@app.command()
+def replay(service: str, sequence: int) -> None:
+    """Publish one of a service's dead letters again on its original subject."""
+    _as_admin(service, "replay", str(sequence))
 
 
 @app.command()

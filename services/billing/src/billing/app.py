@@ -2,7 +2,7 @@ from fastapi import FastAPI
 
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
-from billing import subscription_api, webhooks
+from billing import subscription_api, webhooks_api
 from billing.api import router
 from billing.settings import BillingSettings
 
@@ -11,5 +11,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     return create_service_app(
         settings or BillingSettings(),
         title="B.A.I. billing",
-        routers=[router, webhooks.router, subscription_api.router],
+        routers=[router, webhooks_api.router, subscription_api.router],
     )

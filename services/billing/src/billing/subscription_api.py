@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request, status
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity
+from billing.clients.stripe import StripeBilling, current_subscription
 from billing.models import Subscription
 from billing.schemas import CheckoutCreate, CheckoutRead, PlanRead, PortalRead, SubscriptionRead
-from billing.stripe_api import StripeBilling, current_subscription
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ and what it asks for), else it is fresh. Each call has one deadline for all its 
 ``stripe_timeout_seconds``; whatever goes wrong at Stripe's end is a 502
 ``stripe_unavailable`` whose message names nothing of the request or the key.
 
-Subscriptions are written by Stripe's events (``billing.stripe_events``); a cancel only
+Subscriptions are written by Stripe's events (``billing.service.stripe_events``); a cancel only
 marks the local row ahead of the event that confirms it.
 
 No database connection is held while Stripe answers: before each call the request's
@@ -38,11 +38,11 @@ from stripe.params.checkout import SessionCreateParams
 from bai_platform.errors import Conflict, FieldInvalid, ServiceError, ServiceUnavailable
 from bai_platform.identity import Identity
 from billing.models import Customer, Subscription
-from billing.plans import Catalogue, Plan
+from billing.service.plans import Catalogue, Plan
+from billing.service.stripe_events import IN_FORCE
 from billing.settings import BillingSettings
-from billing.stripe_events import IN_FORCE
 
-log = structlog.get_logger("billing.stripe_api")
+log = structlog.get_logger(__name__)
 
 # Statuses in which a workspace has a subscription: it changes plans in the portal.
 LIVE = IN_FORCE

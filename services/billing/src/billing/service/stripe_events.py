@@ -13,7 +13,7 @@ order; each effect is safe either way:
   gateway (rate-limit tiers); the plan in force is that of the workspace's active
   (or trialing, or past due) subscription, else ``none``.
 - **invoice.paid** grants the plan's monthly credits once, keyed by the invoice id, usable
-  until the end of the period paid for plus the grace (see ``billing.credits``).
+  until the end of the period paid for plus the grace (see ``billing.service.credits``).
 - **charge.refunded** takes back the refunded share of what that invoice granted. API
   versions from 2025-03-31 no longer name the invoice on a charge: ``invoice_payment.paid``
   tells which payment intent (or charge) paid which invoice, and a refund that comes
@@ -54,7 +54,6 @@ from bai_platform.db import Database
 from bai_platform.envelope import new_event
 from bai_platform.errors import database_trouble
 from bai_platform.outbox import emit
-from billing import credits
 from billing.models import (
     Customer,
     Invoice,
@@ -63,9 +62,10 @@ from billing.models import (
     Subscription,
     outbox,
 )
-from billing.plans import Catalogue
+from billing.service import credits
+from billing.service.plans import Catalogue
 
-log = structlog.get_logger("billing.stripe_events")
+log = structlog.get_logger(__name__)
 
 IN_FORCE = ("active", "trialing", "past_due")
 FINAL = ("canceled", "incomplete_expired")

@@ -10,7 +10,7 @@ past ForwardAuth); the ``Stripe-Signature`` header is the credential:
   refused, so a captured delivery cannot be replayed later;
 - a verified event is stored under its id (unique) and answered ``200`` before any work:
   a redelivery only counts ``deliveries``. The worker processes stored events afterwards
-  (``billing.stripe_events``), types billing does not handle included (stored, marked
+  (``billing.service.stripe_events``), types billing does not handle included (stored, marked
   ``ignored``).
 
 Refusals are problem+json ``400`` (``signature_invalid``, ``event_invalid``) and store

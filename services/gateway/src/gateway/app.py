@@ -10,17 +10,17 @@ from bai_platform.messaging import NatsLink
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from gateway.api import router
-from gateway.callbacks import CallbackRouter
-from gateway.chat import router as chat_router
+from gateway.chat_api import router as chat_router
 from gateway.edge_api import router as edge_router
-from gateway.forward_auth import ForwardAuth
-from gateway.keys import KeyRing, KeyStore, fernet_for
-from gateway.live import Hub, feed
 from gateway.models import idempotency
-from gateway.ratelimit import RateLimiter
-from gateway.service import AuthContext
+from gateway.service.accounts import AuthContext
+from gateway.service.callbacks import CallbackRouter
+from gateway.service.forward_auth import ForwardAuth
+from gateway.service.live import Hub, feed
+from gateway.service.ratelimit import RateLimiter
+from gateway.service.signing_keys import KeyRing, KeyStore, fernet_for
+from gateway.service.visitors import WidgetDirectory
 from gateway.settings import GatewaySettings
-from gateway.visitors import WidgetDirectory
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:

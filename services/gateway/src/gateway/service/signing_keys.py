@@ -31,7 +31,7 @@ from gateway.models import SigningKey
 
 _KEY_CREATION_LOCK = 0x6BA1_0001
 UNKNOWN_KID_RELOAD_SECONDS = 5.0
-log = structlog.get_logger("gateway.keys")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from bai_platform.identity import Identity, RequireRole
 from gateway.errors import InvalidCredentials
 from gateway.models import Invitation, Membership, RefreshToken, Tenant, User
 from gateway.schemas import InvitationAccept, InvitationCreate
-from gateway.tokens import token_digest
+from gateway.service.tokens import token_digest
 
 INVITATION_TTL = timedelta(days=7)
 

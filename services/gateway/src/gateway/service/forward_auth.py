@@ -5,7 +5,7 @@ chat visitor token; never a token from the query string), the forwarded method a
 and the browser's ``Origin``. Output: 200 with ``X-BAI-Identity`` or a problem+json 401 /
 403.
 
-A visitor token (JOSE ``typ`` ``bai-visitor+jwt``, see ``gateway.visitors``) is accepted
+A visitor token (JOSE ``typ`` ``bai-visitor+jwt``, see ``gateway.service.visitors``) is accepted
 only under ``CHAT_PATH_PREFIX`` with GET, HEAD or POST, and only from the origin it was
 minted for when the request names one; the service sees ``visitor:<widget>:<visitor>``
 with the role ``visitor`` and the scope ``chat``. The type is pinned both ways: access
@@ -38,19 +38,19 @@ from bai_contracts import VISITOR_CREDENTIAL, VISITOR_ROLE, VISITOR_SCOPE, visit
 from bai_platform import access
 from bai_platform.db import Database
 from bai_platform.identity import IDENTITY_TTL_SECONDS, mint_identity
-from gateway import api_keys, workspaces
 from gateway.errors import InvalidToken, enforce
-from gateway.keys import KeyStore
-from gateway.ratelimit import RateLimiter
-from gateway.settings import GatewaySettings
-from gateway.tokens import AccessClaims, token_digest, verify_access_token
-from gateway.visitors import (
+from gateway.service import api_keys, workspaces
+from gateway.service.ratelimit import RateLimiter
+from gateway.service.signing_keys import KeyStore
+from gateway.service.tokens import AccessClaims, token_digest, verify_access_token
+from gateway.service.visitors import (
     VisitorClaims,
     check_visitor_origin,
     is_visitor_token,
     verify_visitor_token,
     widget_of,
 )
+from gateway.settings import GatewaySettings
 
 QUERY_TOKEN_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "jwt"})
 # An identity is handed out only while it still has this long to live at the service.

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Header, Request, Response, status
 from bai_platform.errors import ServiceError
 from gateway.deps import LIMIT_PUBLIC_BY_IP, Auth, client_key
 from gateway.errors import enforce
-from gateway.ratelimit import RateLimiter
 from gateway.schemas import VisitorTokenRequest, VisitorTokenResponse
-from gateway.visitors import (
+from gateway.service.ratelimit import RateLimiter
+from gateway.service.visitors import (
     OriginNotAllowed,
     OriginRequired,
     Widget,

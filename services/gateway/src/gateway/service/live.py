@@ -32,7 +32,7 @@ from bai_platform.envelope import Envelope
 from bai_platform.errors import TooManyRequests
 from bai_platform.messaging import NatsLink
 
-log = structlog.get_logger("gateway.live")
+log = structlog.get_logger(__name__)
 
 QUEUE_SIZE = 256
 _BACKGROUND: set[asyncio.Task[None]] = set()

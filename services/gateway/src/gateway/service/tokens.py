@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 import jwt
 
 from gateway.errors import InvalidToken
-from gateway.keys import KeyRing, verification_key
+from gateway.service.signing_keys import KeyRing, verification_key
 
 ACCESS_TYP = "at+jwt"
 LEEWAY_SECONDS = 5

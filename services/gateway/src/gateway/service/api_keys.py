@@ -21,7 +21,7 @@ from bai_platform.identity import Identity, RequireRole
 from gateway.errors import InvalidToken
 from gateway.models import ApiKey
 from gateway.schemas import ApiKeyCreate
-from gateway.tokens import token_digest
+from gateway.service.tokens import token_digest
 
 KEY_MARK = "bai"
 # last_used_at is a hint for people, not an audit log: one write a minute per key is enough.

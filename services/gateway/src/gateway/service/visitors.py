@@ -31,10 +31,10 @@ from bai_contracts import (
 from bai_platform.errors import BadRequest, Forbidden, NotFound
 from bai_platform.messaging import NatsLink
 from bai_platform.rpc import Unreachable, ask
-from gateway.callbacks import OwnerUnavailable
 from gateway.errors import InvalidToken
-from gateway.keys import KeyRing, verification_key
-from gateway.tokens import LEEWAY_SECONDS
+from gateway.service.callbacks import OwnerUnavailable
+from gateway.service.signing_keys import KeyRing, verification_key
+from gateway.service.tokens import LEEWAY_SECONDS
 
 VISITOR_PREFIX = "vis_"
 VISITOR_ID = re.compile(r"^vis_[A-Za-z0-9_-]{16,64}$")

@@ -15,7 +15,6 @@ from bai_platform.envelope import new_event
 from bai_platform.errors import Forbidden
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
-from gateway import workspaces
 from gateway.errors import (
     EmailTaken,
     InvalidCredentials,
@@ -23,7 +22,6 @@ from gateway.errors import (
     RefreshTokenReused,
     WrongPassword,
 )
-from gateway.keys import KeyRing, KeyStore
 from gateway.models import Membership, RefreshToken, Tenant, User, outbox
 from gateway.schemas import (
     InvitationAccept,
@@ -32,8 +30,10 @@ from gateway.schemas import (
     SignupRequest,
     TokenResponse,
 )
+from gateway.service import workspaces
+from gateway.service.signing_keys import KeyRing, KeyStore
+from gateway.service.tokens import issue_access_token, new_refresh_token, token_digest
 from gateway.settings import GatewaySettings
-from gateway.tokens import issue_access_token, new_refresh_token, token_digest
 
 
 @dataclass(frozen=True)

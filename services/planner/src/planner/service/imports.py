@@ -4,8 +4,9 @@ All or nothing: ``parse_posts_csv`` checks every row and collects every error, a
 creates posts only when the report is ``ok``. Row numbers are the ones a spreadsheet shows:
 the header is row 1, the first data row is row 2; row 0 means the file as a whole.
 
-The columns of ``planner.exports.calendar_csv`` that describe another campaign's post (its id,
-campaign, state, zone) are accepted and ignored, so an exported calendar can be re-imported.
+The columns of ``planner.service.exports.calendar_csv`` that describe another campaign's
+post (its id, campaign, state, zone) are accepted and ignored, so an exported calendar can
+be re-imported.
 A problem with the file as a whole (encoding, header, row limit, broken quoting) is reported on
 its own, without row errors that would only repeat it. The caller bounds the upload size; this
 module bounds the number of rows.

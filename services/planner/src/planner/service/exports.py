@@ -1,8 +1,8 @@
 """Calendar exports: a spreadsheet-safe CSV stream and an RFC 5545 iCalendar file.
 
 Pure functions over ``CalendarEntry`` values; the API layer loads the entries and sends the
-result. ``planner.imports`` reads the CSV back, so the two modules agree on the columns and on
-how formula cells are neutralised.
+result. ``planner.service.imports`` reads the CSV back, so the two modules agree on the
+columns and on how formula cells are neutralised.
 """
 
 import csv

@@ -12,7 +12,7 @@ from bai_platform.webhooks import WebhookDispatcher
 from creator.api import router
 from creator.chat_api import ChatCors
 from creator.chat_api import router as chat_router
-from creator.chat_reply import ChatSlots
+from creator.service.chat_reply import ChatSlots
 from creator.settings import CreatorSettings
 
 

@@ -27,9 +27,10 @@ from bai_platform.envelope import new_event
 from bai_platform.errors import NotFound
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
-from creator.engines.builtin import Brief, write
-from creator.engines.config import BUILTIN, engine_of
-from creator.models import ContentVersion, GenerationJob, outbox
+from creator.errors import CampaignBriefNotFound
+from creator.models import CampaignBrief, ContentVersion, GenerationJob, outbox
+from creator.service.engines.builtin import Brief, write
+from creator.service.engines.config import BUILTIN, engine_of
 
 ERROR_LIMIT = 2000
 
@@ -210,6 +211,20 @@ async def _next_version(session: AsyncSession, post_id: UUID) -> int:
         ContentVersion.post_id == post_id
     )
     return int(await session.scalar(query) or 0) + 1
+
+
+async def get_campaign_brief(
+    session: AsyncSession, *, tenant_id: UUID, campaign_id: UUID
+) -> CampaignBrief:
+    """The brief of one of the tenant's campaigns; another tenant's is not found."""
+    brief = await session.scalar(
+        select(CampaignBrief).where(
+            CampaignBrief.tenant_id == tenant_id, CampaignBrief.campaign_id == campaign_id
+        )
+    )
+    if brief is None:
+        raise CampaignBriefNotFound("creator has no brief for this campaign")
+    return brief
 
 
 async def get_job(session: AsyncSession, *, tenant_id: UUID, job_id: str) -> GenerationJob:

@@ -12,7 +12,8 @@ Failures that may pass (timeouts, connection errors, 408, 409, 429, 5xx) are tri
 with backoff up to ``dispatch_max_attempts``; others (401, 403, 404, 400: a wrong key,
 model or URL) fail the job at once with the provider's message, size-capped. Replies
 are read up to 1 MiB, and each call, name lookup included, ends within its deadline. A
-reply that is not valid content fails the job saying why. The jobs: ``openai_jobs``.
+reply that is not valid content fails the job saying why. The jobs:
+``creator.service.engines.openai_jobs``.
 """
 
 import asyncio
@@ -32,7 +33,7 @@ from bai_platform.destinations import (
     send_pinned,
     system_resolver,
 )
-from creator.channels import ChannelRules, rules_for
+from creator.service.channels import ChannelRules, rules_for
 
 RETRYABLE = frozenset({408, 409, 425, 429})
 MAX_REPLY_BYTES = 1024 * 1024

@@ -30,13 +30,13 @@ from bai_contracts import (
 )
 from bai_platform.db import Database
 from bai_platform.rpc import Unreachable, ask
-from creator.generation import fail
 from creator.models import GenerationJob
+from creator.service.generation import fail
 
 KIND = "posts"
 # Questions in flight at once (billing answers them one after the other, quickly).
 BATCH = 50
-log = structlog.get_logger("creator.credits")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ The workflow answers at once and later POSTs to ``callback_url``, signed the sam
      "call_to_action", "image_prompt", "alt_text"}}   or   {"job_id", "status": "failed", "error"}
 
 Rules:
-- a job goes out only once billing holds its credit (``creator.credits``);
+- a job goes out only once billing holds its credit (``creator.service.credits``);
 - a dispatch that fails in a way that may pass (timeouts, 5xx, 429, an open circuit
   breaker) is tried again with exponential backoff and jitter, at most
   ``dispatch_max_attempts`` times; a refusal (other 4xx, a redirect, an internal address)
@@ -43,10 +43,10 @@ from bai_platform.callbacks import verification
 from bai_platform.dispatching import Dispatch, not_taken, retry_delay
 from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
-from creator.channels import rules_for
-from creator.engines.config import N8N
-from creator.generation import ERROR_LIMIT, complete, fail, in_turns, request_of
 from creator.models import EngineSettings, GenerationJob
+from creator.service.channels import rules_for
+from creator.service.engines.config import N8N
+from creator.service.generation import ERROR_LIMIT, complete, fail, in_turns, request_of
 
 ACTIVE = ("queued", "dispatching", "dispatched")
 UNREADABLE_SECRET = (
@@ -67,7 +67,7 @@ async def claim(
     due = (
         GenerationJob.state == "queued",
         GenerationJob.engine == N8N,
-        # Only once billing holds its credit (creator.credits): a workflow that answered
+        # Only once billing holds its credit (creator.service.credits): a workflow that answered
         # before the hold would end the job with nothing to commit, and the hold that came
         # after would never be settled; a refused hold would have been written for free.
         GenerationJob.credits == "reserved",

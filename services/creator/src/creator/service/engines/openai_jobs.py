@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
 from bai_platform.webhooks import backoff_delay
-from creator.engines.config import OPENAI_COMPATIBLE
-from creator.engines.openai import Endpoint, EngineFailed
-from creator.generation import complete, fail, in_turns, request_of
+from creator.clients.openai import Endpoint, EngineFailed
 from creator.models import EngineSettings, GenerationJob
+from creator.service.engines.config import OPENAI_COMPATIBLE
+from creator.service.generation import complete, fail, in_turns, request_of
 
 
 @dataclass(frozen=True, slots=True)

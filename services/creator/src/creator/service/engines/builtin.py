@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from bai_contracts import BrandVoice, GeneratedContent
-from creator.channels import ChannelRules, rules_for
+from creator.service.channels import ChannelRules, rules_for
 
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Spaces before a punctuation mark. The look-behind lets only the first space of a run

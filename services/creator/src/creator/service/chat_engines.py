@@ -13,10 +13,10 @@ import httpx
 from cryptography.fernet import Fernet
 
 from bai_platform.webhooks import WebhookDispatcher
-from creator.chat import Writer, builtin_reply
-from creator.engines.config import N8N, OPENAI_COMPATIBLE
-from creator.engines.openai import Endpoint, EngineFailed, chat_completion, completion_text
+from creator.clients.openai import Endpoint, EngineFailed, chat_completion, completion_text
 from creator.models import ChatMessage, ChatWidget, EngineSettings
+from creator.service.chat import Writer, builtin_reply
+from creator.service.engines.config import N8N, OPENAI_COMPATIBLE
 
 
 def writer_for(

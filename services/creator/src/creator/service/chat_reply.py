@@ -41,8 +41,8 @@ from bai_platform.errors import ServiceError, ServiceUnavailable, TooManyRequest
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from bai_platform.rpc import Unreachable, ask
-from creator.chat import Writer, own_conversation
 from creator.models import ChatMessage, ChatWidget, Conversation, EngineSettings, outbox
+from creator.service.chat import Writer, own_conversation
 
 HISTORY = 10
 

@@ -15,7 +15,7 @@ from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from mining.models import ExtractionJob, Lead, outbox
 from mining.schemas import JobCreate, JobRead, Progress
-from mining.workflows import require_workflow
+from mining.service.workflows import require_workflow
 
 ENDED = ("succeeded", "partial", "failed", "cancelled")
 PROBLEMS_KEPT = 20

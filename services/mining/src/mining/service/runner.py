@@ -1,6 +1,6 @@
 """Running website jobs: claim fairly, hold credits, crawl, keep the leads, settle.
 
-(n8n jobs hold their credits with the same ``hold_credits`` and are run by ``mining.n8n``.)
+(n8n jobs hold their credits with the same ``hold_credits`` and are run by ``mining.service.n8n``.)
 
 - Fairness: a worker runs up to ``jobs_at_once`` jobs side by side. It picks the next
   job round-robin by workspace (the workspace whose last job started longest ago first,
@@ -20,7 +20,7 @@
 - A job running when its worker stops ends there (``partial`` or ``failed``, saying so).
 - The end state: ``succeeded`` (no errors), ``partial`` (pages and errors), ``failed`` (no
   page could be read, or the crawl failed), ``cancelled``. Billing is then charged for the
-  pages fetched (``pages_fetched``: every request that went out, see ``mining.crawler``;
+  pages fetched (``pages_fetched``: every request that went out, see ``mining.service.crawler``;
   never more than the ``max_pages`` held); the rest of the hold goes back.
 """
 
@@ -38,11 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bai_contracts import CommitCredits, QuotaAnswer, ReserveCredits, quota_subject
 from bai_platform.db import Database
 from bai_platform.rpc import Unreachable, ask
-from mining.crawler import Crawler, Plan, Problem
-from mining.extract import PageData
-from mining.jobs import ENDED, announce, end_job, note_problem, try_lock_workspace_queue
-from mining.leads import LeadBook
 from mining.models import ExtractionJob, Lead
+from mining.service.crawler import Crawler, Plan, Problem
+from mining.service.extract import PageData
+from mining.service.jobs import ENDED, announce, end_job, note_problem, try_lock_workspace_queue
+from mining.service.leads import LeadBook
 
 KIND = "extraction_pages"
 WEBSITE = "website"
@@ -50,7 +50,7 @@ STOPPED = "the worker stopped while the job ran; start it again for the rest"
 ABANDONED = "the worker running this job stopped; nothing it found was kept"
 ABANDONED_AFTER_SECONDS = 60
 TURNS_LOOKED_AT = 50  # workspaces considered per claim, in turn order
-log = structlog.get_logger("mining.runner")
+log = structlog.get_logger(__name__)
 
 
 class JobRunner:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mining.models import ExtractionJob, Lead
-from mining.pages import Item
+from mining.service.pages import Item
 
 KEY_CHARS = 300
 KINDS = ("email", "phone", "domain", "social", "organisation")

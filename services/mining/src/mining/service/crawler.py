@@ -42,12 +42,12 @@ import structlog
 from protego import Protego
 
 from bai_platform.safe_fetch import Fetched, FetchFailed, FetchRefused, SafeFetcher
-from mining.extract import PageData, extract
+from mining.service.extract import PageData, extract
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
 MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt (500 KiB)
-log = structlog.get_logger("mining.crawler")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

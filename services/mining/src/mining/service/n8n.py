@@ -24,7 +24,7 @@ Rules:
   again with exponential backoff and jitter, at most ``dispatch_max_attempts`` times; a
   refusal (other 4xx, a redirect, an internal address), no workflow or an unreadable
   secret fails the job at once with the reason;
-- a page is checked whole (see ``mining.pages``): a malformed one is rejected and changes
+- a page is checked whole (see ``mining.service.pages``): a malformed one is rejected and changes
   nothing but the job's ``problems`` ("page 3 rejected: items[2].emails[0]: not an email
   address"); the workflow may send that page number again, corrected;
 - a page number is applied once (repeats change nothing); pages may come in any order;
@@ -40,7 +40,7 @@ Rules:
   ``failed``, saying what was missing; a ``failed`` status ends the job the same way with
   the workflow's reason; a cancelled or ended job ignores later callbacks;
 - credits: the pages taken are charged when the job ends, the rest of the hold goes back
-  (``mining.runner.settle_ended``).
+  (``mining.service.runner.settle_ended``).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -58,10 +58,10 @@ from bai_platform.db import Database
 from bai_platform.dispatching import Dispatch, not_taken, retry_delay
 from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
-from mining.jobs import N8N, PROBLEMS_KEPT, announce, end_job
-from mining.lead_store import count_leads, merge_items
 from mining.models import ExtractionJob, MiningWorkflow
-from mining.pages import (
+from mining.service.jobs import N8N, PROBLEMS_KEPT, announce, end_job
+from mining.service.lead_store import count_leads, merge_items
+from mining.service.pages import (
     MAX_ITEMS_PER_PAGE,
     Page,
     PageRejected,
@@ -69,8 +69,8 @@ from mining.pages import (
     read_page,
     region_of,
 )
-from mining.runner import hold_credits
-from mining.workflows import CONFIGURE, NOT_CONFIGURED
+from mining.service.runner import hold_credits
+from mining.service.workflows import CONFIGURE, NOT_CONFIGURED
 
 DEFAULT_DEADLINE_SECONDS = 3600
 NO_WORKFLOW = f"{NOT_CONFIGURED}; {CONFIGURE}"

@@ -32,9 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from mining.extract import normalise_email, normalise_phone, normalise_social
-from mining.leads import domain_of
 from mining.schemas import has_nul
+from mining.service.extract import normalise_email, normalise_phone, normalise_social
+from mining.service.leads import domain_of
 
 MAX_ITEMS_PER_PAGE = 500
 MAX_DATA_BYTES = 8 * 1024

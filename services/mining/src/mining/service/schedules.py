@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_platform.errors import Conflict, NotFound
 from bai_platform.identity import Identity
-from mining.jobs import N8N, new_job
 from mining.models import ExtractionJob, MiningSchedule
 from mining.schemas import ScheduleCreate
-from mining.workflows import require_workflow
+from mining.service.jobs import N8N, new_job
+from mining.service.workflows import require_workflow
 
 BUSY = ("queued", "running")
 

@@ -51,7 +51,8 @@ _SCHEDULED_AT = re.compile(
 )
 _HASHTAG = re.compile(r"\w{1,100}")
 _HASHTAG_SEPARATORS = re.compile(r"[\s,]+")
-# What planner.exports.neutralise adds a quote to; the import takes exactly one quote off again.
+# What planner.service.exports.neutralise adds a quote to; the import takes exactly one
+# quote off again.
 _NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
 
 _T = TypeVar("_T")

@@ -14,7 +14,7 @@ contrary result of each on-time job (a "failed" after its "completed" and the ot
 round), its first result once more, the late results of the timed-out jobs (repeated),
 more forgeries and oversized bodies.
 
-Expected, as ``creator.engines.n8n`` says: forged 401 and oversized 413 (problem+json),
+Expected, as ``creator.service.engines.n8n`` says: forged 401 and oversized 413 (problem+json),
 the rest 202; each distinct callback queued for creator once; each job's first result
 applied once (one content version for a completed job, none for a failed one), contrary
 results ignored; a late "completed" applied free of charge, a late "failed" ignored; the

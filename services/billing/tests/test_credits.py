@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from bai_contracts import CommitCredits, QuotaAnswer, ReleaseCredits, ReserveCredits
 from bai_platform.db import Database
-from billing import credits
 from billing.models import LedgerEntry
+from billing.service import credits
 
 
 async def granted(db: Database, tenant: UUID, amount: int, reference: str = "invoice:in_1") -> bool:

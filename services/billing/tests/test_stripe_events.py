@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from bai_contracts import CommitCredits, ReserveCredits
 from bai_platform.db import Database
-from billing import credits
 from billing.cli import cli
 from billing.models import LedgerEntry, PendingRefund, StripeEvent, Subscription, outbox
+from billing.service import credits
+from billing.service.stripe_events import HANDLERS, Rules, process_pending
 from billing.settings import BillingSettings
-from billing.stripe_events import HANDLERS, Rules, process_pending
 from billing.testing_events import Customer
-from billing.webhooks import store
+from billing.webhooks_api import store
 from billing.worker import rules_of
 
 GROWTH = "price_bai_growth_monthly"

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from bai_platform.db import Database
 from billing.models import StripeEvent
 from billing.testing_events import Customer, signed
-from billing.webhooks import verified_event
+from billing.webhooks_api import verified_event
 
 from .conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 
@@ -155,7 +155,7 @@ async def test_an_unknown_event_type_is_stored_and_acknowledged(
 def test_an_empty_secret_verifies_nothing() -> None:
     event = paid()
     raw, signature = signed(event, "")  # what an empty configured secret would "sign"
-    from billing.webhooks import SignatureInvalid
+    from billing.webhooks_api import SignatureInvalid
 
     with pytest.raises(SignatureInvalid):
         verified_event(raw, signature, [""], tolerance=300)

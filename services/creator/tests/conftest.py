@@ -22,9 +22,9 @@ from bai_platform.envelope import Envelope, new_event
 from bai_platform.secrets import fernet_for
 from bai_platform.testing import settings_for, trusting_client
 from creator.app import create_app
-from creator.engines.config import ENGINE_SECRETS
 from creator.events import on_campaign_created
 from creator.models import CampaignBrief, EngineSettings
+from creator.service.engines.config import ENGINE_SECRETS
 from creator.settings import CreatorSettings
 
 

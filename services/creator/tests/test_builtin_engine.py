@@ -3,8 +3,8 @@
 import pytest
 
 from bai_contracts import BrandVoice
-from creator.channels import RULES, rules_for
-from creator.engines.builtin import Brief, write
+from creator.service.channels import RULES, rules_for
+from creator.service.engines.builtin import Brief, write
 
 VOICE = BrandVoice(
     tone="warm",

@@ -27,10 +27,10 @@ from bai_platform.secrets import fernet_for
 from bai_platform.testing import TEST_KID, trusting_client
 from bai_platform.testing_billing import BillingStandIn, billing_stand_in
 from bai_platform.testing_servers import dripping_body, served
-from creator import chat
 from creator.app import create_app
-from creator.engines.config import ENGINE_SECRETS
 from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
+from creator.service import chat
+from creator.service.engines.config import ENGINE_SECRETS
 from creator.settings import CreatorSettings
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]

@@ -19,10 +19,10 @@ from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.testing_billing import BillingStandIn, billing_stand_in
-from creator import credits
 from creator.events import on_generation_requested
-from creator.generation import fail, run_builtin_jobs
 from creator.models import GenerationJob, outbox
+from creator.service import credits
+from creator.service.generation import fail, run_builtin_jobs
 
 
 @pytest.fixture

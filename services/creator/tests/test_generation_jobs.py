@@ -19,10 +19,10 @@ from bai_contracts import (
 )
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
-from creator.engines.config import BUILTIN
 from creator.events import on_generation_requested
-from creator.generation import run_builtin_jobs
 from creator.models import ContentVersion, GenerationJob, outbox
+from creator.service.engines.config import BUILTIN
+from creator.service.generation import run_builtin_jobs
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 

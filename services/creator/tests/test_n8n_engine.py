@@ -1,5 +1,5 @@
 """The n8n engine: a workspace's requests become jobs dispatched, signed, to its workflow;
-the workflow's signed callback completes or fails them (see ``creator.engines.n8n``).
+the workflow's signed callback completes or fails them (see ``creator.service.engines.n8n``).
 
 A real HTTP server on 127.0.0.1 (``bai_platform.testing_workflows``) stands in for each
 test's workflow. The sender is called one pass at a time and the sweeper's steps directly,
@@ -35,9 +35,9 @@ from bai_platform.messaging import connect
 from bai_platform.testing_workflows import Dispatched, Workflow, workflow_server
 from bai_platform.webhooks import Delivered, WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
-from creator.engines import n8n
 from creator.events import on_generation_requested, on_workflow_callback
 from creator.models import ContentVersion, EngineSettings, GenerationJob, outbox
+from creator.service.engines import n8n
 from creator.settings import CreatorSettings
 from creator.worker import N8nSender
 

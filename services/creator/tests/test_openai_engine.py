@@ -35,9 +35,7 @@ from bai_platform.rpc import ask
 from bai_platform.secrets import fernet_for
 from bai_platform.testing_servers import dripping_body, served
 from bai_platform.worker import WorkerContext
-from creator.engines import n8n, openai_jobs
-from creator.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
-from creator.engines.openai import (
+from creator.clients.openai import (
     Endpoint,
     EngineFailed,
     chat_completion,
@@ -46,6 +44,8 @@ from creator.engines.openai import (
 )
 from creator.events import on_generation_requested
 from creator.models import ChatWidget, EngineSettings, GenerationJob, outbox
+from creator.service.engines import n8n, openai_jobs
+from creator.service.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
 from creator.settings import CreatorSettings
 from creator.worker import OpenAIRunner, openai_runner_task, widget_lookup_task
 

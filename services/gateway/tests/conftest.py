@@ -27,8 +27,8 @@ from bai_platform.identity import IDENTITY_HEADER
 from bai_platform.settings import Environment
 from bai_platform.testing import app_client
 from gateway.app import create_app
-from gateway.keys import KeyRing
-from gateway.ratelimit import Quota, RateLimitSettings
+from gateway.service.ratelimit import Quota, RateLimitSettings
+from gateway.service.signing_keys import KeyRing
 from gateway.settings import GatewaySettings
 
 PASSWORD = "correct horse battery staple"

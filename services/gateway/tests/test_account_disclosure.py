@@ -15,7 +15,7 @@ import httpx
 
 from bai_platform.testing import app_client
 from gateway.app import create_app
-from gateway.ratelimit import Quota, RateLimitSettings
+from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings
 
 from .conftest import PASSWORD, assert_problem, sign_up, unique_email, unique_workspace

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bai_platform.access import service_audience
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier, mint_identity
 from gateway.models import ApiKey
+from gateway.service.tokens import token_digest
 from gateway.settings import GatewaySettings
-from gateway.tokens import token_digest
 
 from .conftest import Account, assert_problem, forward_auth, identity_headers, sign_up
 

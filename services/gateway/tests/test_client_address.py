@@ -20,7 +20,7 @@ from bai_platform.runtime import forwarded_allow_ips as uvicorn_forwarded_allow_
 from bai_platform.settings import ServiceSettings
 from bai_platform.testing import app_client
 from gateway.app import create_app
-from gateway.ratelimit import Quota, RateLimitSettings
+from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings
 
 from .conftest import assert_problem, unique_email

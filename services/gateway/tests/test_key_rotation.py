@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bai_platform.db import Database
 from bai_platform.testing import app_client
 from gateway.app import create_app
-from gateway.keys import fernet_for, rotate_signing_key
 from gateway.models import SigningKey
+from gateway.service.signing_keys import fernet_for, rotate_signing_key
 from gateway.settings import GatewaySettings
 
 from .conftest import Account, sign_up

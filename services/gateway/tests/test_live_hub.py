@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from gateway.live import QUEUE_SIZE, Hub, LiveEvent, TooManyConnections, frame, stream
+from gateway.service.live import QUEUE_SIZE, Hub, LiveEvent, TooManyConnections, frame, stream
 
 
 def _event(n: int, tenant: str = "t1", age: float = 0.0) -> LiveEvent:

@@ -14,7 +14,7 @@ from bai_platform.envelope import new_event
 from bai_platform.testing import app_client
 from gateway.app import create_app
 from gateway.events import on_subscription_changed
-from gateway.ratelimit import Quota, RateLimitSettings
+from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings
 
 from .conftest import PASSWORD, Account, assert_problem, forward_auth, sign_up

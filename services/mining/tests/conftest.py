@@ -23,8 +23,8 @@ from bai_platform.testing_billing import BillingStandIn, billing_stand_in
 from bai_platform.testing_servers import served
 from mining.app import create_app
 from mining.models import ExtractionJob
+from mining.service.workflows import SECRETS_PURPOSE
 from mining.settings import MiningSettings
-from mining.workflows import SECRETS_PURPOSE
 
 
 @pytest.fixture(scope="session")

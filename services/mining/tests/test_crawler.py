@@ -8,8 +8,8 @@ import pytest
 
 from bai_platform.safe_fetch import SafeFetcher
 from bai_platform.testing_sites import Site, website
-from mining.crawler import Crawler, Plan, Problem
-from mining.extract import PageData
+from mining.service.crawler import Crawler, Plan, Problem
+from mining.service.extract import PageData
 
 from .conftest import hostile_site
 

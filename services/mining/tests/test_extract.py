@@ -3,7 +3,7 @@
 import json
 import time
 
-from mining.extract import PageData, extract, guess_region
+from mining.service.extract import PageData, extract, guess_region
 
 URL = "https://www.acme.es/contacto/index.html"
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from mining.extract import PageData, extract
+from mining.service.extract import PageData, extract
 
 SIZE = 2 * 1024 * 1024  # what the crawler reads of one page (crawl_max_bytes)
 # Far above what linear work takes on a busy machine, far below what a square takes.

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from bai_platform.db import Database
 from bai_platform.testing import trusting_client
 from mining.app import create_app
-from mining.exports import FIXED
 from mining.models import ExtractionJob, Lead
+from mining.service.exports import FIXED
 from mining.settings import MiningSettings
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]

@@ -1,6 +1,6 @@
 """Leads are merged by email, phone and domain, keeping every page they came from."""
 
-from mining.leads import LeadBook
+from mining.service.leads import LeadBook
 
 
 def add(book: LeadBook, page: str, **found: tuple[str, ...]) -> None:

@@ -1,4 +1,4 @@
-"""``n8n`` sources (``mining.n8n``): a queued job holds its credits and is dispatched,
+"""``n8n`` sources (``mining.service.n8n``): a queued job holds its credits and is dispatched,
 signed, to the workspace's workflow; the workflow's pages become leads, each page once,
 checked whole; the job ends when every page up to the final one arrived, or at the
 deadline with what did.
@@ -31,11 +31,11 @@ from bai_platform.testing_sites import Site, website
 from bai_platform.testing_workflows import Dispatched, Workflow, workflow_server
 from bai_platform.webhooks import WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
-from mining import n8n
-from mining.crawler import Crawler
 from mining.events import on_workflow_callback
 from mining.models import ExtractionJob, Lead, outbox
-from mining.runner import JobRunner
+from mining.service import n8n
+from mining.service.crawler import Crawler
+from mining.service.runner import JobRunner
 from mining.settings import MiningSettings
 from mining.worker import N8nSender
 

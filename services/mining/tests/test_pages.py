@@ -1,11 +1,11 @@
-"""A workflow's page, checked whole and normalised (``mining.pages``): what is kept, and the
+"""A workflow's page, checked whole and normalised (``mining.service.pages``): what is kept, and the
 reason given for what is not."""
 
 from typing import Any
 
 import pytest
 
-from mining.pages import PageRejected, read_page, region_of
+from mining.service.pages import PageRejected, read_page, region_of
 
 
 def page(*items: dict[str, Any], **more: Any) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from bai_platform.db import Database
 from bai_platform.safe_fetch import SafeFetcher
 from bai_platform.testing_billing import BillingStandIn
 from bai_platform.testing_sites import Site, website
-from mining.crawler import Crawler
 from mining.models import ExtractionJob
-from mining.runner import ABANDONED, STOPPED, JobRunner, settle_ended
+from mining.service.crawler import Crawler
+from mining.service.runner import ABANDONED, STOPPED, JobRunner, settle_ended
 
 from .conftest import hostile_site
 

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from bai_platform.db import Database
 from mining.models import ExtractionJob, MiningSchedule
-from mining.schedules import next_run, run_due
+from mining.service.schedules import next_run, run_due
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 pytestmark = pytest.mark.usefixtures("end_the_tests_jobs")

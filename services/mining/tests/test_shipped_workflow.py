@@ -5,7 +5,7 @@ n8n cannot run here, so these tests read the exported JSON: its shape is what
 ``n8n import:workflow`` takes, the nodes form one chain from the Webhook to the callback, no
 secret is pasted in, the signing expressions, rendered as n8n renders them, give the very
 header ``bai_platform.webhooks`` verifies, and the pages it builds are ones
-``mining.pages`` takes.
+``mining.service.pages`` takes.
 """
 
 import hashlib
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bai_platform.webhooks import sign, verify_signature
-from mining.pages import read_page
+from mining.service.pages import read_page
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy" / "n8n"

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from planner.calendar import (
+from planner.service.calendar import (
     ChannelCadence,
     Slot,
     lay_out_month,

@@ -17,8 +17,8 @@ from bai_contracts import ContentGenerated, GeneratedContent, PostGenerationRequ
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER
-from planner.exports import CSV_COLUMNS
 from planner.models import Post, PostTransition
+from planner.service.exports import CSV_COLUMNS
 from planner.service.generation import apply_generated
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]

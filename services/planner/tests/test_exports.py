@@ -12,7 +12,7 @@ import pytest
 from icalendar import Calendar, Component, vCategory
 
 from bai_platform.spreadsheets import neutralise
-from planner.exports import CSV_COLUMNS, CalendarEntry, calendar_csv, calendar_ics
+from planner.service.exports import CSV_COLUMNS, CalendarEntry, calendar_csv, calendar_ics
 
 WINTER_MORNING = datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
 STAMP = datetime(2027, 1, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from planner.exports import CalendarEntry, calendar_csv
-from planner.imports import ImportReport, RowError, parse_posts_csv
+from planner.service.exports import CalendarEntry, calendar_csv
+from planner.service.imports import ImportReport, RowError, parse_posts_csv
 
 MADRID = ZoneInfo("Europe/Madrid")
 CHANNELS = frozenset({"instagram", "linkedin"})

@@ -8,10 +8,10 @@ from sqlalchemy import func, select
 from bai_contracts import CREDIT_KINDS
 from bai_platform.db import PG_BIGINT_MAX, ReadSession
 from bai_platform.identity import CurrentIdentity
-from billing import credits
 from billing.models import CreditAccount, CreditGrant, LedgerEntry
 from billing.schemas import BalanceRead, KindUsage, LedgerEntryRead, LedgerPage, UsageRead
-from billing.stripe_events import in_force
+from billing.service import credits
+from billing.service.stripe_events import in_force
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 

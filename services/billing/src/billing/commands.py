@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bai_platform.db import Database
+from billing.service.stripe_events import process_pending
 from billing.settings import BillingSettings
-from billing.stripe_events import process_pending
 from billing.worker import rules_of
 
 

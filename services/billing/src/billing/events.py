@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import TenantCreated
 from bai_platform.envelope import Envelope
-from billing import credits
+from billing.service import credits
 
 
 def on_tenant_created(

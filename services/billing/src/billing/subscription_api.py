@@ -1,34 +1,20 @@
 """Subscription routes: the plans, the workspace's subscription, and the ways to change it
 through Stripe (Checkout to subscribe, the customer portal to manage, cancel at period end).
 
-The router brings its own lifespan: the Stripe client lives as long as the app
-(``app.state.stripe_billing``) and is closed with it.
+The Stripe client is ``app.state.stripe_billing``, held by the app's lifespan (``app.py``).
 """
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, status
+from fastapi import APIRouter, Depends, Header, Request, status
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity
+from billing.clients.stripe import StripeBilling, current_subscription
 from billing.models import Subscription
 from billing.schemas import CheckoutCreate, CheckoutRead, PlanRead, PortalRead, SubscriptionRead
-from billing.stripe_api import StripeBilling, current_subscription
 
-
-@asynccontextmanager
-async def _stripe_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    billing = StripeBilling(app.state.settings)
-    app.state.stripe_billing = billing
-    try:
-        yield
-    finally:
-        await billing.aclose()
-
-
-router = APIRouter(prefix="/v1/billing", tags=["billing"], lifespan=_stripe_lifespan)
+router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
 
 async def _billing(request: Request) -> StripeBilling:  # async: no thread pool hand-off

@@ -20,12 +20,12 @@ from bai_platform.consumer import Subscription
 from bai_platform.rpc import Endpoint, rpc_task
 from bai_platform.settings import ServiceSettings
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
-from billing import credits
 from billing.events import on_tenant_created
 from billing.models import inbox, outbox
-from billing.plans import Catalogue
+from billing.service import credits
+from billing.service.plans import Catalogue
+from billing.service.stripe_events import Rules, process_pending
 from billing.settings import BillingSettings
-from billing.stripe_events import Rules, process_pending
 
 
 async def _balance(session: AsyncSession, question: BalanceQuery) -> QuotaAnswer:

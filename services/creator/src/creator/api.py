@@ -8,8 +8,6 @@ from fastapi import APIRouter, Path, Request
 from bai_platform.db import PG_INTEGER_MAX, ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.secrets import fernet_for
-from creator import generation, service
-from creator.engines import config
 from creator.schemas import (
     CampaignBriefRead,
     ContentVersionRead,
@@ -18,6 +16,8 @@ from creator.schemas import (
     EngineUpdate,
     GenerationJobRead,
 )
+from creator.service import generation
+from creator.service.engines import config
 from creator.settings import CreatorSettings
 
 router = APIRouter(prefix="/v1/creator", tags=["creator"])
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/creator", tags=["creator"])
 async def get_campaign_brief(
     campaign_id: UUID, identity: CurrentIdentity, session: ReadSession
 ) -> CampaignBriefRead:
-    brief = await service.get_campaign_brief(
+    brief = await generation.get_campaign_brief(
         session, tenant_id=identity.tenant_id, campaign_id=campaign_id
     )
     return CampaignBriefRead.model_validate(brief)

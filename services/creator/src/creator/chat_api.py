@@ -10,9 +10,6 @@ from bai_platform.db import Database, ReadSession, Session
 from bai_platform.identity import CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
-from creator import chat, chat_reply
-from creator.chat_engines import writer_for
-from creator.engines.config import ENGINE_SECRETS
 from creator.models import ChatWidget, EngineSettings
 from creator.schemas import (
     ConversationRead,
@@ -25,6 +22,9 @@ from creator.schemas import (
     WidgetRead,
     WidgetUpdate,
 )
+from creator.service import chat, chat_reply
+from creator.service.chat_engines import writer_for
+from creator.service.engines.config import ENGINE_SECRETS
 from creator.settings import CreatorSettings
 
 router = APIRouter(prefix="/v1/creator", tags=["chat"])

@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackReceived, CampaignCreated, PostGenerationRequested
 from bai_platform.envelope import Envelope
-from creator.engines import n8n
-from creator.generation import accept_request
 from creator.models import CampaignBrief
+from creator.service.engines import n8n
+from creator.service.generation import accept_request
 
 
 async def on_campaign_created(session: AsyncSession, envelope: Envelope) -> None:

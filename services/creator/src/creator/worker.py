@@ -31,12 +31,13 @@ from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
-from creator import chat, credits
-from creator.engines import n8n, openai, openai_jobs
-from creator.engines.config import ENGINE_SECRETS
+from creator.clients import openai
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
-from creator.generation import run_builtin_jobs
 from creator.models import inbox, outbox
+from creator.service import chat, credits
+from creator.service.engines import n8n, openai_jobs
+from creator.service.engines.config import ENGINE_SECRETS
+from creator.service.generation import run_builtin_jobs
 from creator.settings import CreatorSettings
 
 log = structlog.get_logger("creator.worker")

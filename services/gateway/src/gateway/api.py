@@ -13,13 +13,9 @@ from bai_platform.db import Session
 from bai_platform.errors import NotFound, ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
 from bai_platform.openapi_links import ANSWER_ID, leads_to, link_to
-from gateway import api_keys, openapi, service, workspaces
-from gateway.api_keys import KeyManager
-from gateway.callbacks import CallbackHeaders, CallbackRouter
+from gateway import openapi
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
 from gateway.errors import RefreshTokenReused
-from gateway.live import Hub
-from gateway.live import stream as live_stream
 from gateway.models import Membership, User
 from gateway.schemas import (
     ApiKeyCreate,
@@ -46,8 +42,13 @@ from gateway.schemas import (
     WorkspaceList,
     WorkspaceRead,
 )
+from gateway.service import accounts, api_keys, workspaces
+from gateway.service.api_keys import KeyManager
+from gateway.service.callbacks import CallbackHeaders, CallbackRouter
+from gateway.service.live import Hub
+from gateway.service.live import stream as live_stream
+from gateway.service.workspaces import Manager
 from gateway.settings import GatewaySettings
-from gateway.workspaces import Manager
 
 router = APIRouter(tags=["auth"])
 
@@ -69,7 +70,7 @@ async def signup(
     body: SignupRequest, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
-    return await service.signup(session, auth=auth, data=body)
+    return await accounts.signup(session, auth=auth, data=body)
 
 
 @router.post("/v1/auth/login", dependencies=[LIMIT_BY_IP])
@@ -77,7 +78,7 @@ async def login(
     body: LoginRequest, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
-    return await service.login(session, auth=auth, data=body)
+    return await accounts.login(session, auth=auth, data=body)
 
 
 @router.post("/v1/auth/refresh", dependencies=[LIMIT_BY_IP])
@@ -86,7 +87,7 @@ async def refresh(
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
     try:
-        return await service.refresh(session, auth=auth, token=body.refresh_token)
+        return await accounts.refresh(session, auth=auth, token=body.refresh_token)
     except RefreshTokenReused as exc:  # the family is revoked: its access tokens end here now
         decider.forget_session(exc.session_id)
         raise
@@ -175,7 +176,7 @@ async def revoke_api_key(
 
 @router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT, dependencies=[LIMIT_BY_IP])
 async def logout(body: LogoutRequest, session: Session, decider: Decider) -> Response:
-    ended = await service.logout(session, token=body.refresh_token)
+    ended = await accounts.logout(session, token=body.refresh_token)
     if ended is not None:  # other replicas refuse the session's tokens within their cache TTL
         decider.forget_session(ended)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -190,7 +191,7 @@ async def change_password(
     response: Response,
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
-    return await service.change_password(session, auth=auth, identity=identity, data=body)
+    return await accounts.change_password(session, auth=auth, identity=identity, data=body)
 
 
 @router.get("/v1/auth/workspaces", tags=["workspaces"])
@@ -212,7 +213,7 @@ async def switch_workspace(
     response: Response,
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
-    return await service.switch_workspace(
+    return await accounts.switch_workspace(
         session, auth=auth, identity=identity, tenant_id=body.tenant_id
     )
 
@@ -285,7 +286,7 @@ async def accept_invitation(
     body: InvitationAccept, session: Session, auth: Auth, response: Response
 ) -> TokenResponse:
     response.headers.update(NO_STORE)
-    return await service.join(session, auth=auth, data=body)
+    return await accounts.join(session, auth=auth, data=body)
 
 
 def _member(user: User, member: Membership) -> MemberRead:

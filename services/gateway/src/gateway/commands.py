@@ -5,7 +5,7 @@ import asyncio
 from rich.console import Console
 
 from bai_platform.db import Database
-from gateway import keys
+from gateway.service import signing_keys
 from gateway.settings import GatewaySettings
 
 
@@ -24,9 +24,9 @@ async def _rotate(settings: GatewaySettings) -> str:
     database = Database(settings)
     try:
         async with database.transaction() as session:
-            return await keys.rotate_signing_key(
+            return await signing_keys.rotate_signing_key(
                 session,
-                fernet=keys.fernet_for(settings.key_encryption_secret),
+                fernet=signing_keys.fernet_for(settings.key_encryption_secret),
                 grace_seconds=settings.key_retirement_grace_seconds,
             )
     finally:

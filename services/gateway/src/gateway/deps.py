@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 
 from gateway.errors import enforce
-from gateway.forward_auth import ForwardAuth
-from gateway.ratelimit import Policy, RateLimiter, client_ip_key, rate_limit_headers
-from gateway.service import AuthContext
+from gateway.service.accounts import AuthContext
+from gateway.service.forward_auth import ForwardAuth
+from gateway.service.ratelimit import Policy, RateLimiter, client_ip_key, rate_limit_headers
 from gateway.settings import GatewaySettings
 
 

@@ -7,7 +7,7 @@ from bai_platform.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from gateway.ratelimit import Decision, rate_limit_headers
+from gateway.service.ratelimit import Decision, rate_limit_headers
 
 
 class EmailTaken(Conflict):

@@ -15,7 +15,7 @@ from pydantic import (
 
 from bai_platform.access import KEY_SCOPES
 from bai_platform.validation import NoNul
-from gateway.visitors import WIDGET_KEY_PATTERN
+from gateway.service.visitors import WIDGET_KEY_PATTERN
 
 Password = Annotated[str, Field(min_length=10, max_length=128)]
 Workspace = Annotated[

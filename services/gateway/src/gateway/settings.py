@@ -4,7 +4,7 @@ from pydantic import Field, SecretStr
 
 from bai_platform.identity import IDENTITY_TTL_SECONDS
 from bai_platform.settings import ServiceSettings
-from gateway.ratelimit import RateLimitSettings
+from gateway.service.ratelimit import RateLimitSettings
 
 
 class GatewaySettings(ServiceSettings):

@@ -13,7 +13,6 @@ from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.pagination import InvalidCursor
 from bai_platform.secrets import fernet_for
-from mining import exports, jobs, schedules, workflows
 from mining.schemas import (
     JobCreate,
     JobRead,
@@ -25,6 +24,7 @@ from mining.schemas import (
     WorkflowRead,
     WorkflowUpdate,
 )
+from mining.service import exports, jobs, schedules, workflows
 from mining.settings import MiningSettings
 
 router = APIRouter(prefix="/v1/mining", tags=["mining"])

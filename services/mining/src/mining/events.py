@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_contracts import CallbackReceived
 from bai_platform.envelope import Envelope
-from mining import n8n
+from mining.service import n8n
 
 
 async def on_workflow_callback(session: AsyncSession, envelope: Envelope) -> None:

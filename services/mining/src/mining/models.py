@@ -62,7 +62,7 @@ class ExtractionJob(TenantOwned, Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # n8n jobs only (see mining.n8n): "pending" (to send, at ``next_attempt_at``),
+    # n8n jobs only (see mining.service.n8n): "pending" (to send, at ``next_attempt_at``),
     # "sending" (in flight), "sent" (the workflow took it; callbacks until ``deadline_at``).
     dispatch: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

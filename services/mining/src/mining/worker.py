@@ -18,15 +18,15 @@ from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
-from mining import n8n
-from mining.crawler import Crawler
 from mining.events import on_workflow_callback
-from mining.jobs import N8N
 from mining.models import inbox, outbox
-from mining.runner import WEBSITE, JobRunner, settle_ended
-from mining.schedules import run_due
+from mining.service import n8n
+from mining.service.crawler import Crawler
+from mining.service.jobs import N8N
+from mining.service.runner import WEBSITE, JobRunner, settle_ended
+from mining.service.schedules import run_due
+from mining.service.workflows import SECRETS_PURPOSE
 from mining.settings import MiningSettings
-from mining.workflows import SECRETS_PURPOSE
 
 
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:

@@ -14,7 +14,6 @@ from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit_many
 from bai_platform.pagination import decode_cursor, encode_cursor
-from planner.calendar import ChannelCadence, Slot, lay_out_month, month_bounds
 from planner.models import Brand, Campaign, Post, PostTransition, ScheduleRun, outbox
 from planner.schemas import (
     DEFAULT_CADENCE,
@@ -29,6 +28,7 @@ from planner.schemas import (
 )
 from planner.service._common import CampaignNotFound, announce, now
 from planner.service.brands import get_brand
+from planner.service.calendar import ChannelCadence, Slot, lay_out_month, month_bounds
 from planner.service.generation import generation_request
 
 C = CampaignState

@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_platform.errors import Unprocessable
 from bai_platform.identity import Identity
-from planner.exports import CalendarEntry, calendar_csv, calendar_ics
-from planner.imports import ImportedPost, ImportReport, RowError, parse_posts_csv
 from planner.models import Brand, Campaign, Post, PostTransition
 from planner.schemas import PostState
 from planner.service.campaigns import CLOSED, CampaignClosed, get_campaign
+from planner.service.exports import CalendarEntry, calendar_csv, calendar_ics
 from planner.service.generation import request_generation
+from planner.service.imports import ImportedPost, ImportReport, RowError, parse_posts_csv
 from planner.service.posts import PostFilter, list_posts
 
 EXPORT_LIMIT = 20_000

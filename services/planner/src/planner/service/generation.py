@@ -20,10 +20,10 @@ from bai_contracts import (
     ContentVersionChosen,
     PostGenerationRequested,
 )
-from planner.lifecycle import EDITABLE, system_may
 from planner.models import Brand, Campaign, Post
 from planner.schemas import PostState
 from planner.service._common import announce, move
+from planner.service.lifecycle import EDITABLE, system_may
 
 CREATOR = "system:creator"
 ERROR_LIMIT = 2000

@@ -12,13 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
 from bai_platform.pagination import decode_cursor, encode_cursor
-from planner.calendar import month_bounds
-from planner.lifecycle import EDITABLE, MOVABLE, NEEDS_CONTENT, REGENERABLE, check_manual
 from planner.models import Brand, Campaign, Post, PostTransition
 from planner.schemas import Channel, PostState, PostUpdate
 from planner.service._common import PostNotFound, move, now
+from planner.service.calendar import month_bounds
 from planner.service.campaigns import get_campaign
 from planner.service.generation import request_generation
+from planner.service.lifecycle import EDITABLE, MOVABLE, NEEDS_CONTENT, REGENERABLE, check_manual
 from planner.service.publishing import cancel_active_jobs
 
 

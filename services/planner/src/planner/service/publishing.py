@@ -39,10 +39,10 @@ from bai_platform.errors import FieldInvalid, NotFound
 from bai_platform.identity import Identity
 from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
-from planner.lifecycle import system_may
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
 from planner.service._common import move, now
+from planner.service.lifecycle import system_may
 
 PUBLISHER = "system:publisher"
 ACTIVE = ("queued", "dispatching", "dispatched")

@@ -18,10 +18,10 @@ from bai_contracts import ReviewLinkExpiring
 from bai_platform.errors import Conflict, NotFound, Unauthorized
 from bai_platform.identity import Identity
 from bai_platform.secrets import derive_key
-from planner.calendar import month_bounds
 from planner.models import Brand, Campaign, Post, ReviewLink
 from planner.schemas import PostState, ReviewDecision, ReviewLinkCreate
 from planner.service._common import announce, move, now
+from planner.service.calendar import month_bounds
 from planner.service.campaigns import get_campaign
 from planner.service.posts import apply_manual_move, get_post, regenerate
 

@@ -1,0 +1,1 @@
+"""Billing's calls out to other systems (Stripe's API)."""

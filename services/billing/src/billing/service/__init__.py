@@ -1,0 +1,1 @@
+"""Billing's domain logic: the credit ledger, the plan catalogue, Stripe's stored events."""

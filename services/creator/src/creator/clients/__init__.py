@@ -1,0 +1,1 @@
+"""Creator's calls out to other systems: OpenAI-compatible chat completions."""

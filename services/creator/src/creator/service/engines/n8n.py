@@ -1,0 +1,281 @@
+"""The n8n engine: jobs dispatched to the tenant's workflow, results by signed callback.
+
+Dispatch is an HTTP POST to the workflow's webhook, signed (``X-BAI-Timestamp``,
+``X-BAI-Signature: v1=<hex>``; ``X-BAI-Event-Id`` = the job id so the workflow can
+dedupe our retries) with a JSON body::
+
+    {"job_id", "kind": "generate", "tenant_id", "callback_url", "post_id", "channel",
+     "constraints": {"max_chars", "max_hashtags", "title", "image"}, "language",
+     "brand": {"name", "voice"}, "campaign": {"id", "name", "brief", "goal"},
+     "scheduled_at", "note", "previous_text"}
+
+The workflow answers at once and later POSTs to ``callback_url``, signed the same way::
+
+    {"job_id", "status": "completed", "content": {"text", "title", "hashtags",
+     "call_to_action", "image_prompt", "alt_text"}}   or   {"job_id", "status": "failed", "error"}
+
+Rules:
+- a job goes out only once billing holds its credit (``creator.service.credits``);
+- a dispatch that fails in a way that may pass (timeouts, 5xx, 429, an open circuit
+  breaker) is tried again with exponential backoff and jitter, at most
+  ``dispatch_max_attempts`` times; a refusal (other 4xx, a redirect, an internal address)
+  fails the job at once with the workflow's reason, size-capped;
+- a dispatched job with no callback by its engine's deadline times out;
+- a callback is applied once: a job that already ended ignores repeats;
+- a callback arriving after a timeout is recorded on the job and applied only if the job
+  was not retried meanwhile (no newer job for the post); the planner then takes the
+  late content because it answers the post's current request;
+- a reply that is not valid content (no text, too long for the channel, not an object)
+  fails the job with a message saying what was wrong.
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bai_contracts import CallbackVerification, GeneratedContent
+from bai_platform.callbacks import verification
+from bai_platform.dispatching import Dispatch, not_taken, retry_delay
+from bai_platform.secrets import read_secret
+from bai_platform.webhooks import DispatchFailed
+from creator.models import EngineSettings, GenerationJob
+from creator.service.channels import rules_for
+from creator.service.engines.config import N8N
+from creator.service.generation import ERROR_LIMIT, complete, fail, in_turns, request_of
+
+ACTIVE = ("queued", "dispatching", "dispatched")
+UNREADABLE_SECRET = (
+    "the workflow's secret cannot be read (was the service key changed?); save the engine again"
+)
+NOT_N8N = "the workspace's engine is no longer n8n; regenerate the post to use the current one"
+LATE_IGNORED = "(a late result was ignored: the post was retried)"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def claim(
+    session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
+) -> list[Dispatch]:
+    """Take queued n8n jobs whose turn has come; they go out after this commits."""
+    due = (
+        GenerationJob.state == "queued",
+        GenerationJob.engine == N8N,
+        # Only once billing holds its credit (creator.service.credits): a workflow that answered
+        # before the hold would end the job with nothing to commit, and the hold that came
+        # after would never be settled; a refused hold would have been written for free.
+        GenerationJob.credits == "reserved",
+        GenerationJob.next_attempt_at <= _now(),
+    )
+    query = (  # in turns across workspaces: one with many jobs does not fill every batch
+        select(GenerationJob)
+        .where(GenerationJob.id.in_(in_turns(due, limit=limit)), *due)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for job in (await session.scalars(query)).all():
+        settings = await session.get(EngineSettings, job.tenant_id)
+        if settings is None or settings.engine != N8N or not settings.webhook_url:
+            await fail(session, job, error=NOT_N8N)
+            continue
+        secret = read_secret(box, settings.secret)
+        if secret is None:
+            await fail(session, job, error=UNREADABLE_SECRET)
+            continue
+        job.state, job.attempts, job.next_attempt_at = "dispatching", job.attempts + 1, _now()
+        claimed.append(
+            Dispatch(
+                job_id=job.id,
+                url=settings.webhook_url,
+                secret=secret,
+                secret_header=settings.accept_secret_header,
+                payload=payload_of(job, callback_base),
+            )
+        )
+    await session.flush()
+    return claimed
+
+
+def payload_of(job: GenerationJob, callback_base: str) -> dict[str, Any]:
+    request = request_of(job)
+    rules = rules_for(job.channel)
+    return {
+        "job_id": job.id,
+        "kind": "generate",
+        "tenant_id": str(job.tenant_id),
+        "callback_url": f"{callback_base.rstrip('/')}/v1/webhooks/n8n/{job.id}",
+        "post_id": str(job.post_id),
+        "channel": job.channel,
+        "constraints": {
+            "max_chars": rules.max_chars,
+            "max_hashtags": rules.max_hashtags,
+            "title": rules.wants_title,
+            "image": rules.wants_image,
+        },
+        "language": request.voice.language or "en",
+        "brand": {"name": request.brand_name, "voice": request.voice.model_dump(mode="json")},
+        "campaign": {
+            "id": str(request.campaign_id),
+            "name": request.campaign_name,
+            "brief": request.brief,
+            "goal": request.goal,
+        },
+        "scheduled_at": request.scheduled_at.isoformat(),
+        "note": request.note,
+        "previous_text": request.previous_text,
+    }
+
+
+async def record_dispatched(session: AsyncSession, *, job_id: str) -> None:
+    """The workflow took the job: wait for its callback until the engine's deadline."""
+    job = await _locked(session, job_id)
+    if job is None or job.state != "dispatching":
+        return
+    settings = await session.get(EngineSettings, job.tenant_id)
+    deadline = settings.deadline_seconds if settings else 600
+    job.state, job.dispatched_at = "dispatched", _now()
+    job.deadline_at = job.dispatched_at + timedelta(seconds=deadline)
+
+
+async def record_dispatch_failure(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    failure: DispatchFailed,
+    max_attempts: int,
+    backoff: tuple[float, float],
+) -> None:
+    """Try again later when that may help; otherwise fail the job with the reason."""
+    job = await _locked(session, job_id)
+    if job is None or job.state != "dispatching":
+        return
+    job.error = str(failure)[:ERROR_LIMIT]
+    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
+    if delay is not None:
+        job.state, job.next_attempt_at = "queued", _now() + delay
+        return
+    await fail(session, job, error=not_taken(failure, attempts=job.attempts))
+
+
+async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
+    """Time out dispatched jobs whose workflow never called back."""
+    query = (
+        select(GenerationJob)
+        .where(GenerationJob.state == "dispatched", GenerationJob.deadline_at < _now())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        await fail(session, job, error="the workflow did not call back in time", state="timed_out")
+    return len(jobs)
+
+
+async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
+    """Jobs a dead worker left mid-dispatch go back in the queue (workflows dedupe by id)."""
+    query = (
+        select(GenerationJob)
+        .where(
+            GenerationJob.state == "dispatching",
+            GenerationJob.engine == N8N,  # OpenAI-compatible jobs have their own rule
+            GenerationJob.next_attempt_at < _now() - older_than,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.scalars(query)).all())
+    for job in jobs:
+        job.state = "queued"
+    return len(jobs)
+
+
+async def verification_for(
+    session: AsyncSession, job_id: str, *, box: Fernet
+) -> CallbackVerification:
+    """How callbacks of ``job_id`` are verified: its tenant's workflow secret."""
+    job = await session.get(GenerationJob, job_id)
+    if job is None:
+        return CallbackVerification(found=False)
+    settings = await session.get(EngineSettings, job.tenant_id)
+    return verification(job.tenant_id, settings, box=box)
+
+
+async def apply_callback(
+    session: AsyncSession, *, tenant_id: UUID, job_id: str, payload: dict[str, Any]
+) -> None:
+    """The workflow's result: content or a failure, applied once and by the rules above."""
+    job = await _locked(session, job_id)
+    if job is None or job.tenant_id != tenant_id or job.engine != N8N:
+        return  # not a job any workflow of this tenant was given
+    if job.state in ("completed", "failed"):
+        return
+    if job.state not in ACTIVE and not await _latest(session, job):
+        if LATE_IGNORED not in (job.error or ""):  # repeats of the late result change nothing
+            job.error = f"{job.error or ''} {LATE_IGNORED}".strip()[:ERROR_LIMIT]
+        return
+    status = payload.get("status")
+    if job.state not in ACTIVE and status != "completed":
+        return  # a late failure adds nothing: the job already ended without content
+    if status == "failed":
+        error = payload.get("error")
+        reason = error if isinstance(error, str) and error.strip() else "no reason given"
+        await fail(session, job, error=f"the workflow reported a failure: {reason}")
+        return
+    if status != "completed":
+        await fail(
+            session, job, error=f"the workflow's reply has an unknown status: {status!r:.50}"
+        )
+        return
+    content, problem = _content(payload.get("content"), job.channel)
+    if content is None:
+        await fail(session, job, error=f"the workflow's reply is not valid content: {problem}")
+        return
+    await complete(session, job, content=content)
+
+
+def _content(raw: object, channel: str) -> tuple[GeneratedContent | None, str]:
+    try:
+        content = GeneratedContent.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "content"
+        return None, f"{where}: {first['msg']}"
+    rules = rules_for(channel)
+    if not content.text.strip():
+        return None, "text is empty"
+    hashtags = _hashtags(content.hashtags, rules.max_hashtags)
+    length, counted = len(content.text), ""
+    if rules.hashtags_in_text and hashtags:
+        # As the built-in engine counts them: the text, a blank line, then the hashtags.
+        length += len(" ".join("#" + tag for tag in hashtags)) + 2
+        counted = " with its hashtags"
+    if length > rules.max_chars:
+        return None, f"text has {length} characters{counted}; {channel} allows {rules.max_chars}"
+    return content.model_copy(update={"hashtags": hashtags}), ""
+
+
+def _hashtags(raw: list[str], limit: int) -> list[str]:
+    """Without '#' or surrounding spaces, each once (whatever its case), at most ``limit``."""
+    tags: dict[str, str] = {}
+    for tag in (h.strip().lstrip("#").strip() for h in raw):
+        if tag:
+            tags.setdefault(tag.casefold(), tag)
+    return list(tags.values())[: max(limit, 0)]
+
+
+async def _latest(session: AsyncSession, job: GenerationJob) -> bool:
+    newer = await session.scalar(
+        select(GenerationJob.id)
+        .where(GenerationJob.post_id == job.post_id, GenerationJob.created_at > job.created_at)
+        .limit(1)
+    )
+    return newer is None
+
+
+async def _locked(session: AsyncSession, job_id: str) -> GenerationJob | None:
+    return await session.get(GenerationJob, job_id, with_for_update=True, populate_existing=True)

@@ -13,12 +13,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
+from bai_contracts import ContentGenerated, GeneratedContent
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
-from bai_platform.testing import settings_for, trusting_client
+from bai_testing.plugin import settings_for, trusting_client
 from planner.app import create_app
-from planner.models import Brand, Campaign, outbox
+from planner.models import Brand, Campaign, Post, outbox
+from planner.service.generation import apply_generated
 from planner.settings import PlannerSettings
 
 
@@ -105,3 +107,64 @@ def brand_for(planner_db: Database) -> BrandFor:
 async def brand(brand_for: BrandFor, tenant: UUID) -> str:
     """A brand of the test's tenant."""
     return await brand_for(tenant)
+
+
+# ---- a campaign laid out and drafted through the API (exchange and review-link tests) --
+CAMPAIGNS = "/v1/planner/campaigns"
+# Every Monday at 10:00 unless a test asks for more.
+WEEKLY_INSTAGRAM = {"instagram": {"per_week": 1}}
+
+
+async def new_campaign(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    brand: str,
+    name: str = "Winter menu",
+    cadence: dict[str, dict[str, int]] | None = None,
+) -> str:
+    cadence = cadence or WEEKLY_INSTAGRAM
+    body = {"brand_id": brand, "name": name, "channels": list(cadence), "cadence": cadence}
+    response = await client.post(CAMPAIGNS, json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def schedule(
+    client: httpx.AsyncClient, headers: dict[str, str], campaign_id: str, month: str
+) -> None:
+    url = f"{CAMPAIGNS}/{campaign_id}/schedule"
+    response = await client.post(url, json={"month": month}, headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["created"] > 0
+
+
+async def posts_of(db: Database, campaign_id: str, month: str | None = None) -> list[Post]:
+    """The campaign's stored posts (of one local month), in calendar order."""
+    async with db.transaction() as session:
+        query = select(Post).where(Post.campaign_id == UUID(campaign_id))
+        order = (Post.scheduled_at, Post.channel, Post.id)
+        rows = (await session.scalars(query.order_by(*order))).all()
+    return [p for p in rows if month is None or p.local_date.strftime("%Y-%m") == month]
+
+
+async def write_drafts(db: Database, tenant_id: UUID, campaign_id: str) -> None:
+    """Answer every generating post of the campaign as creator does: they become drafts."""
+    async with db.transaction() as session:
+        query = select(Post).where(
+            Post.campaign_id == UUID(campaign_id), Post.state == "generating"
+        )
+        for post in (await session.scalars(query)).all():
+            assert post.generation_request_id is not None
+            event = ContentGenerated(
+                request_id=post.generation_request_id,
+                post_id=post.id,
+                job_id=f"job-{post.id.hex[:8]}",
+                version=1,
+                content=GeneratedContent(
+                    title=f"{post.channel} {post.local_date:%d %b}",
+                    text=f"Hot chocolate on the terrace, {post.local_date:%d %B}.",
+                    hashtags=["winter", "cocoa"],
+                    call_to_action="Book a table",
+                ),
+            )
+            await apply_generated(session, tenant_id=tenant_id, event=event)

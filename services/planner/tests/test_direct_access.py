@@ -10,7 +10,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
-from bai_platform.testing import TEST_KID
+from bai_testing.plugin import TEST_KID
 from planner.models import Campaign
 
 CampaignsOf = Callable[[UUID], Awaitable[list[Campaign]]]

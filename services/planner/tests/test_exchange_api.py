@@ -13,13 +13,14 @@ import pytest
 from icalendar import Calendar
 from sqlalchemy import select
 
-from bai_contracts import ContentGenerated, GeneratedContent, PostGenerationRequested
+from bai_contracts import PostGenerationRequested
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER
 from planner.models import Post, PostTransition
 from planner.service.exports import CSV_COLUMNS
-from planner.service.generation import apply_generated
+
+from .conftest import new_campaign, posts_of, schedule, write_drafts
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
@@ -30,64 +31,11 @@ CAMPAIGNS = "/v1/planner/campaigns"
 BOM = b"\xef\xbb\xbf"
 FORMULA = '=HYPERLINK("http://evil")'
 CSV_HEADERS = {"content-type": "text/csv"}
+# Instagram on Mondays, Facebook on Mondays and Thursdays; 10:00 unless told.
+WINTER = {"instagram": {"per_week": 1}, "facebook": {"per_week": 2}}
 
 
 # ---- helpers ---------------------------------------------------------------------------
-async def new_campaign(
-    client: httpx.AsyncClient, headers: dict[str, str], brand: str, name: str = "Winter menu"
-) -> str:
-    body = {
-        "brand_id": brand,
-        "name": name,
-        "channels": ["instagram", "facebook"],
-        # Instagram on Mondays, Facebook on Mondays and Thursdays; 10:00 unless told.
-        "cadence": {"instagram": {"per_week": 1}, "facebook": {"per_week": 2}},
-    }
-    response = await client.post(CAMPAIGNS, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-async def schedule(
-    client: httpx.AsyncClient, headers: dict[str, str], campaign_id: str, month: str
-) -> None:
-    url = f"{CAMPAIGNS}/{campaign_id}/schedule"
-    response = await client.post(url, json={"month": month}, headers=headers)
-    assert response.status_code == 202, response.text
-    assert response.json()["created"] > 0
-
-
-async def posts_of(db: Database, campaign_id: str, month: str | None = None) -> list[Post]:
-    """The campaign's stored posts (of one local month), in calendar order."""
-    async with db.transaction() as session:
-        query = select(Post).where(Post.campaign_id == UUID(campaign_id))
-        rows = (await session.scalars(query.order_by(Post.scheduled_at, Post.channel))).all()
-    return [p for p in rows if month is None or p.local_date.strftime("%Y-%m") == month]
-
-
-async def write_drafts(db: Database, tenant_id: UUID, campaign_id: str) -> None:
-    """Answer every generating post of the campaign as creator does: they become drafts."""
-    async with db.transaction() as session:
-        query = select(Post).where(
-            Post.campaign_id == UUID(campaign_id), Post.state == "generating"
-        )
-        for post in (await session.scalars(query)).all():
-            assert post.generation_request_id is not None
-            event = ContentGenerated(
-                request_id=post.generation_request_id,
-                post_id=post.id,
-                job_id=f"job-{post.id.hex[:8]}",
-                version=1,
-                content=GeneratedContent(
-                    title=f"{post.channel} {post.local_date:%d %b}",
-                    text=f"Hot chocolate on the terrace, {post.local_date:%d %B}.",
-                    hashtags=["winter", "cocoa"],
-                    call_to_action="Book a table",
-                ),
-            )
-            await apply_generated(session, tenant_id=tenant_id, event=event)
-
-
 async def edit(
     client: httpx.AsyncClient, headers: dict[str, str], post_id: UUID, **body: Any
 ) -> None:
@@ -132,7 +80,7 @@ async def campaign(
     brand: str,
 ) -> str:
     """December and January laid out, every post a draft."""
-    campaign_id = await new_campaign(client, editor, brand)
+    campaign_id = await new_campaign(client, editor, brand, cadence=WINTER)
     for month in (DECEMBER, JANUARY):
         await schedule(client, editor, campaign_id, month)
     await write_drafts(planner_db, tenant, campaign_id)
@@ -143,7 +91,7 @@ async def campaign(
 @pytest.fixture
 async def empty_campaign(client: httpx.AsyncClient, editor: dict[str, str], brand: str) -> str:
     """A campaign with no posts yet, to import into."""
-    return await new_campaign(client, editor, brand, "Imported")
+    return await new_campaign(client, editor, brand, "Imported", cadence=WINTER)
 
 
 # ---- exports ---------------------------------------------------------------------------
@@ -206,7 +154,9 @@ async def test_csv_export_neutralises_formulas_and_writes_hashtags_with_hashes(
 async def test_csv_export_of_a_campaign_with_a_non_latin_name_has_an_ascii_filename(
     client: httpx.AsyncClient, editor: dict[str, str], brand: str
 ) -> None:
-    campaign = await new_campaign(client, editor, brand, "Navidad 夏季 促销 🎄 café")
+    campaign = await new_campaign(
+        client, editor, brand, "Navidad 夏季 促销 🎄 café", cadence=WINTER
+    )
 
     response = await client.get(
         f"{CAMPAIGNS}/{campaign}/calendar.csv", params={"month": DECEMBER}, headers=editor

@@ -33,10 +33,10 @@ from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
-from bai_platform.testing import trusting_client
-from bai_platform.testing_servers import served
 from bai_platform.webhooks import CircuitOpen, Delivered, WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
+from bai_testing.plugin import trusting_client
+from bai_testing.servers import served
 from planner.app import create_app
 from planner.events import on_publish_callback
 from planner.models import Campaign, Post, PostTransition, PublishingTarget, PublishJob

@@ -12,8 +12,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bai_contracts import (
-    ContentGenerated,
-    GeneratedContent,
     PostGenerationRequested,
     ReviewLinkExpiring,
 )
@@ -21,8 +19,9 @@ from bai_platform.db import Database
 from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER
 from planner.models import Post, PostTransition, ReviewLink
-from planner.service.generation import apply_generated
 from planner.service.reviews import remind_expiring
+
+from .conftest import new_campaign, posts_of, schedule, write_drafts
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
@@ -35,58 +34,6 @@ COMMENT = "Too formal for us: mention the terrace heaters."
 
 
 # ---- helpers ---------------------------------------------------------------------------
-async def new_campaign(
-    client: httpx.AsyncClient, headers: dict[str, str], brand: str, name: str = "Winter menu"
-) -> str:
-    body = {
-        "brand_id": brand,
-        "name": name,
-        "channels": ["instagram"],
-        "cadence": {"instagram": {"per_week": 1}},  # every Monday at 10:00
-    }
-    response = await client.post(CAMPAIGNS, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-async def schedule(
-    client: httpx.AsyncClient, headers: dict[str, str], campaign_id: str, month: str
-) -> None:
-    url = f"{CAMPAIGNS}/{campaign_id}/schedule"
-    response = await client.post(url, json={"month": month}, headers=headers)
-    assert response.status_code == 202, response.text
-    assert response.json()["created"] > 0
-
-
-async def posts_of(db: Database, campaign_id: str, month: str | None = None) -> list[Post]:
-    """The campaign's stored posts (of one local month), in calendar order."""
-    async with db.transaction() as session:
-        query = select(Post).where(Post.campaign_id == UUID(campaign_id))
-        rows = (await session.scalars(query.order_by(Post.scheduled_at, Post.id))).all()
-    return [p for p in rows if month is None or p.local_date.strftime("%Y-%m") == month]
-
-
-async def write_drafts(db: Database, tenant_id: UUID, campaign_id: str) -> None:
-    """Answer every generating post of the campaign as creator does: they become drafts."""
-    async with db.transaction() as session:
-        query = select(Post).where(
-            Post.campaign_id == UUID(campaign_id), Post.state == "generating"
-        )
-        for post in (await session.scalars(query)).all():
-            assert post.generation_request_id is not None
-            event = ContentGenerated(
-                request_id=post.generation_request_id,
-                post_id=post.id,
-                job_id=f"job-{post.id.hex[:8]}",
-                version=1,
-                content=GeneratedContent(
-                    text=f"Hot chocolate on the terrace, {post.local_date:%d %B}.",
-                    hashtags=["winter"],
-                ),
-            )
-            await apply_generated(session, tenant_id=tenant_id, event=event)
-
-
 async def drafted_campaign(
     client: httpx.AsyncClient,
     db: Database,

@@ -1,10 +1,10 @@
-"""Root fixtures: the session's local stack (see ``bai_platform.testing``)."""
+"""Root fixtures: the session's local stack (see ``bai_testing.plugin``)."""
 
 import json
 
 import pytest
 
-pytest_plugins = ["bai_platform.testing"]
+pytest_plugins = ["bai_testing.plugin"]
 
 # Every test client is 127.0.0.1, so the per-IP quotas of the auth routes and of visitor
 # tokens are lifted; the tenant quota is small enough for a test to reach, and each test

@@ -38,7 +38,7 @@ import httpx
 from rich.table import Table
 
 from bai_platform.devstack import Stack
-from bai_platform.testing_sites import Site, website
+from bai_testing.sites import Site, website
 from bench._load import (
     BenchError,
     bearer,

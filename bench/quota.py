@@ -58,6 +58,7 @@ from bai_contracts import BalanceQuery, CommitCredits, QuotaAnswer, ReserveCredi
 from bai_platform.devstack import Stack
 from bai_platform.devstack.stack import StackError
 from bai_platform.rpc import Unreachable, ask
+from bai_testing.stripe_events import Customer, signed
 from bench._load import (
     BenchError,
     Window,
@@ -72,7 +73,6 @@ from bench._load import (
     process_cpu_seconds,
     raise_interrupt,
 )
-from billing.testing_events import Customer, signed
 
 # Sign-ups come from one IP, more than the default per-IP quota (10 / 60 s) allows.
 ENV = {"BAI_RATE_LIMITS": json.dumps({"ip_auth": {"limit": 1_000_000}})}

@@ -38,7 +38,7 @@ from bai_platform.access import (
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER, RequireRole, mint_identity, require_identity
 from bai_platform.settings import ServiceSettings
-from bai_platform.testing import TEST_KID, settings_for, trusting_client
+from bai_testing.plugin import TEST_KID, settings_for, trusting_client
 from billing.settings import BillingSettings
 from creator.settings import CreatorSettings
 from gateway.settings import GatewaySettings

@@ -20,7 +20,7 @@ from uuid import UUID
 
 import httpx
 
-from billing.testing_events import Customer, event
+from bai_testing.stripe_events import Customer, event
 
 from .conftest import Account
 

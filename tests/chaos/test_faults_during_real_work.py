@@ -42,10 +42,10 @@ import httpx
 import pytest
 
 from bai_platform.devstack import Stack
-from bai_platform.testing_sites import Site, website
-from bai_platform.testing_workflows import Workflow, workflow_server
 from bai_platform.webhooks import sign
-from billing.testing_events import signed
+from bai_testing.sites import Site, website
+from bai_testing.stripe_events import signed
+from bai_testing.workflows import Workflow, workflow_server
 
 from ..integration.conftest import new_brand, new_campaign, replicated_stack
 from . import invariants

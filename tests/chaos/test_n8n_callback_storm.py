@@ -39,8 +39,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from bai_contracts import callback_subject
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
-from bai_platform.testing_workflows import Workflow, workflow_server
 from bai_platform.webhooks import sign
+from bai_testing.workflows import Workflow, workflow_server
 
 from .conftest import Account, sign_up
 from .storm import PROBLEM_JSON, Report, Shot, send, storm

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from bai_platform.devstack import Stack
-from billing.testing_events import Customer, signed
+from bai_testing.stripe_events import Customer, signed
 
 from .conftest import sign_up
 from .storm import PROBLEM_JSON, Shot, storm

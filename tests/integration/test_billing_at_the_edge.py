@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bai_platform.devstack import Stack
-from billing.testing_events import Customer, signed
+from bai_testing.stripe_events import Customer, signed
 
 from .conftest import Account
 from .test_live_events import listening

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from icalendar import Calendar
 
-from bai_platform.testing_workflows import workflow_server
 from bai_platform.webhooks import sign
+from bai_testing.workflows import workflow_server
 
 from .conftest import Account, new_december_campaign
 

@@ -39,7 +39,7 @@ import pytest
 
 from bai_platform.devstack import Stack, StackSettings
 from bai_platform.devstack.config import reachable_state_dir
-from billing.testing_stripe import TEST_API_KEY, stripe_server
+from bai_testing.stripe_api import TEST_API_KEY, stripe_server
 
 from .conftest import sign_up
 

@@ -32,8 +32,8 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from bai_platform.testing_servers import dripping_body, served
-from bai_platform.testing_sites import Site, website
+from bai_testing.servers import dripping_body, served
+from bai_testing.sites import Site, website
 
 from .conftest import Account, sign_up
 

@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from bai_platform.testing_sites import Site, website
+from bai_testing.sites import Site, website
 
 from .conftest import Account
 from .test_live_events import listening

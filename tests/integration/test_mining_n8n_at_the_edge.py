@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bai_platform.testing_workflows import Workflow, workflow_server
 from bai_platform.webhooks import sign, verify_signature
+from bai_testing.workflows import Workflow, workflow_server
 
 from .conftest import Account
 from .test_live_events import listening

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bai_platform.testing_workflows import workflow_server
 from bai_platform.webhooks import sign, verify_signature
+from bai_testing.workflows import workflow_server
 
 from .conftest import Account, new_brand, new_campaign
 

@@ -22,8 +22,8 @@ from bai_platform.devstack import Stack
 from bai_platform.messaging import connect, ensure_streams
 from bai_platform.outbox import outbox_table
 from bai_platform.settings import ServiceSettings
-from bai_platform.testing import superuser_async_url
-from bai_platform.testing_servers import dripping_body, served
+from bai_testing.plugin import superuser_async_url
+from bai_testing.servers import dripping_body, served
 
 
 @dataclass

@@ -26,8 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bai_platform.db import Database, Session
 from bai_platform.devstack import Stack
 from bai_platform.settings import ServiceSettings
-from bai_platform.testing import app_client, superuser_async_url
 from bai_platform.web import create_service_app
+from bai_testing.plugin import app_client, superuser_async_url
 
 router = APIRouter()
 

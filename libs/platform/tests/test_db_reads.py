@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.settings import ServiceSettings
-from bai_platform.testing import superuser_async_url
+from bai_testing.plugin import superuser_async_url
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bai_platform.dispatching import Dispatch, Sender, not_taken, retry_delay
-from bai_platform.testing_workflows import Workflow, workflow_server
 from bai_platform.webhooks import CircuitOpen, DispatchFailed, WebhookDispatcher
+from bai_testing.workflows import Workflow, workflow_server
 
 from .conftest import Sandbox
 

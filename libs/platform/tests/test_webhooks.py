@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bai_platform.testing_servers import served
 from bai_platform.webhooks import (
     CircuitOpen,
     Delivered,
@@ -33,6 +32,7 @@ from bai_platform.webhooks import (
     verify_secret_header,
     verify_signature,
 )
+from bai_testing.servers import served
 
 SECRET = "tenant-workflow-signing-secret"
 BIG_BODY_BYTES = 5 * 1024 * 1024

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
-from bai_platform.testing import settings_for, trusting_client
+from bai_testing.plugin import settings_for, trusting_client
 from billing.app import create_app
 from billing.settings import BillingSettings
 

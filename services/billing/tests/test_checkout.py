@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from bai_platform.db import Database
-from bai_platform.testing import trusting_client
+from bai_testing.plugin import trusting_client
+from bai_testing.stripe_api import TEST_API_KEY, FakeStripe, parse_form, stripe_server
 from billing.app import create_app
 from billing.models import Customer, Subscription
 from billing.settings import BillingSettings
-from billing.testing_stripe import TEST_API_KEY, FakeStripe, parse_form, stripe_server
 
 Headers = Callable[[UUID, str], dict[str, str]]
 GROWTH_PRICE = "price_bai_growth_monthly"

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 from bai_contracts import CommitCredits, ReserveCredits
 from bai_platform.db import Database
+from bai_testing.stripe_events import Customer
 from billing.cli import cli
 from billing.models import LedgerEntry, PendingRefund, StripeEvent, Subscription, outbox
 from billing.service import credits
 from billing.service.stripe_events import HANDLERS, Rules, process_pending
 from billing.settings import BillingSettings
-from billing.testing_events import Customer
 from billing.webhooks_api import store
 from billing.worker import rules_of
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from bai_platform.db import Database
+from bai_testing.stripe_events import Customer, signed
 from billing.models import StripeEvent
-from billing.testing_events import Customer, signed
 from billing.webhooks_api import verified_event
 
 from .conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET

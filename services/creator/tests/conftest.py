@@ -20,7 +20,7 @@ from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.secrets import fernet_for
-from bai_platform.testing import settings_for, trusting_client
+from bai_testing.plugin import settings_for, trusting_client
 from creator.app import create_app
 from creator.events import on_campaign_created
 from creator.models import CampaignBrief, EngineSettings

@@ -24,9 +24,9 @@ from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
-from bai_platform.testing import TEST_KID, trusting_client
-from bai_platform.testing_billing import BillingStandIn, billing_stand_in
-from bai_platform.testing_servers import dripping_body, served
+from bai_testing.billing import BillingStandIn, billing_stand_in
+from bai_testing.plugin import TEST_KID, trusting_client
+from bai_testing.servers import dripping_body, served
 from creator.app import create_app
 from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
 from creator.service import chat

@@ -18,7 +18,7 @@ from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
-from bai_platform.testing_billing import BillingStandIn, billing_stand_in
+from bai_testing.billing import BillingStandIn, billing_stand_in
 from creator.events import on_generation_requested
 from creator.models import GenerationJob, outbox
 from creator.service import credits

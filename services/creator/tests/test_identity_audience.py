@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
-from bai_platform.testing import TEST_KID
+from bai_testing.plugin import TEST_KID
 
 URL = "/v1/creator/engine"
 

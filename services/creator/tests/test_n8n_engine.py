@@ -1,7 +1,7 @@
 """The n8n engine: a workspace's requests become jobs dispatched, signed, to its workflow;
 the workflow's signed callback completes or fails them (see ``creator.service.engines.n8n``).
 
-A real HTTP server on 127.0.0.1 (``bai_platform.testing_workflows``) stands in for each
+A real HTTP server on 127.0.0.1 (``bai_testing.workflows``) stands in for each
 test's workflow. The sender is called one pass at a time and the sweeper's steps directly,
 so nothing depends on timing. The database is shared by the whole session and a pass looks
 at every tenant's queued jobs, so assertions only look at the test's own tenant and jobs
@@ -32,9 +32,9 @@ from bai_contracts import (
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
-from bai_platform.testing_workflows import Dispatched, Workflow, workflow_server
 from bai_platform.webhooks import Delivered, WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
+from bai_testing.workflows import Dispatched, Workflow, workflow_server
 from creator.events import on_generation_requested, on_workflow_callback
 from creator.models import ContentVersion, EngineSettings, GenerationJob, outbox
 from creator.service.engines import n8n

@@ -33,8 +33,8 @@ from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.rpc import ask
 from bai_platform.secrets import fernet_for
-from bai_platform.testing_servers import dripping_body, served
 from bai_platform.worker import WorkerContext
+from bai_testing.servers import dripping_body, served
 from creator.clients.openai import (
     Endpoint,
     EngineFailed,

@@ -25,7 +25,7 @@ from bai_contracts import WidgetFound
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER
 from bai_platform.settings import Environment
-from bai_platform.testing import app_client
+from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.service.signing_keys import KeyRing

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from bai_platform.testing import app_client
+from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from bai_platform.runtime import forwarded_allow_ips as uvicorn_forwarded_allow_ips
 from bai_platform.settings import ServiceSettings
-from bai_platform.testing import app_client
+from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings

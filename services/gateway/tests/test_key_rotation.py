@@ -13,7 +13,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai_platform.db import Database
-from bai_platform.testing import app_client
+from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.models import SigningKey
 from gateway.service.signing_keys import fernet_for, rotate_signing_key

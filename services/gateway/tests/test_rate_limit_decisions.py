@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from bai_contracts import SubscriptionChanged
 from bai_platform.db import Database
 from bai_platform.envelope import new_event
-from bai_platform.testing import app_client
+from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.events import on_subscription_changed
 from gateway.service.ratelimit import Quota, RateLimitSettings

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bai_platform.testing import app_client
+from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 

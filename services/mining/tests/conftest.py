@@ -18,9 +18,9 @@ from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
-from bai_platform.testing import settings_for, trusting_client
-from bai_platform.testing_billing import BillingStandIn, billing_stand_in
-from bai_platform.testing_servers import served
+from bai_testing.billing import BillingStandIn, billing_stand_in
+from bai_testing.plugin import settings_for, trusting_client
+from bai_testing.servers import served
 from mining.app import create_app
 from mining.models import ExtractionJob
 from mining.service.workflows import SECRETS_PURPOSE

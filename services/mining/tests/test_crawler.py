@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from bai_platform.safe_fetch import SafeFetcher
-from bai_platform.testing_sites import Site, website
+from bai_testing.sites import Site, website
 from mining.service.crawler import Crawler, Plan, Problem
 from mining.service.extract import PageData
 

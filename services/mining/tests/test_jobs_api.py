@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from bai_platform.db import Database
-from bai_platform.testing import trusting_client
+from bai_testing.plugin import trusting_client
 from mining.app import create_app
 from mining.models import ExtractionJob, Lead
 from mining.service.exports import FIXED

@@ -26,11 +26,11 @@ from bai_contracts import CallbackReceived, ExtractionProgressed, callback_subje
 from bai_platform.db import Database
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.safe_fetch import SafeFetcher
-from bai_platform.testing_billing import BillingStandIn
-from bai_platform.testing_sites import Site, website
-from bai_platform.testing_workflows import Dispatched, Workflow, workflow_server
 from bai_platform.webhooks import WebhookDispatcher, verify_signature
 from bai_platform.worker import WorkerContext
+from bai_testing.billing import BillingStandIn
+from bai_testing.sites import Site, website
+from bai_testing.workflows import Dispatched, Workflow, workflow_server
 from mining.events import on_workflow_callback
 from mining.models import ExtractionJob, Lead, outbox
 from mining.service import n8n

@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 
 from bai_platform.db import Database
 from bai_platform.safe_fetch import SafeFetcher
-from bai_platform.testing_billing import BillingStandIn
-from bai_platform.testing_sites import Site, website
+from bai_testing.billing import BillingStandIn
+from bai_testing.sites import Site, website
 from mining.models import ExtractionJob
 from mining.service.crawler import Crawler
 from mining.service.runner import ABANDONED, STOPPED, JobRunner, settle_ended

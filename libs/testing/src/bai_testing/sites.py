@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bai_platform.testing_servers import served
+from bai_testing.servers import served
 
 
 @dataclass

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bai_platform.testing_servers import served
+from bai_testing.servers import served
 
 TEST_API_KEY = "sk_test_bai_local_stand_in_0000"
 _MONTH = 30 * 86400

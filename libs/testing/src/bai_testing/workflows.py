@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bai_platform.testing_servers import served
+from bai_testing.servers import served
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,14 @@ test: lint typecheck system-deps k8s-tools ## Everything CI runs: lint, types, u
 
 # The NATS-outage test stops and restarts the NATS process the stack owns; with the
 # containers provider NATS is a container the stack does not own, so that one test runs only
-# in the default (process) run. The replica tests and the fuzz start stacks of their own
-# from local processes whatever the provider, so a second run would only repeat them.
+# in the default (process) run. The replica tests, the fuzz and the make-run tests start
+# stacks of their own from local processes whatever the provider, and the dying-workflow
+# test waits out creator's timeouts, the same on either database: a second run would only
+# repeat them (about two minutes of CI).
 CONTAINERS_DESELECT = tests/integration/test_outbox_survives_nats_outage.py \
 	tests/integration/test_replicas_at_the_edge.py tests/integration/test_rolling_restart.py \
-	tests/integration/test_fuzz_the_api_at_the_edge.py
+	tests/integration/test_fuzz_the_api_at_the_edge.py tests/integration/test_make_run.py \
+	tests/integration/test_n8n_engine_at_the_edge.py::test_a_workflow_that_dies_leads_to_timeouts_and_retries_that_give_credits_back
 
 .PHONY: test-containers
 test-containers: install system-deps ## The integration suite once more, PostgreSQL and NATS in containers

@@ -1,17 +1,19 @@
 """Request/reply between services over NATS micro (queue groups, ``$SRV`` discovery).
 
-A service serves endpoints from its worker (``rpc_task``): each takes a Pydantic request,
-runs in one database transaction, and answers a Pydantic model. A request that does not
-parse is answered with a micro error (400); a handler that fails answers 500 and rolls
-back. Requests are answered concurrently, at most ``concurrency`` at a time per process
-(nats-py hands a subscription's messages over one at a time, so without this one slow
-transaction would hold up every question behind it); past that, the subscription waits.
+A service serves endpoints from its worker (``rpc_task``, an ``RpcServer``): each takes
+a Pydantic request, runs in one database transaction, and answers a Pydantic model. A
+request that does not parse is answered with a micro error (400); a handler that fails
+answers 500 and rolls back. Requests are answered concurrently, at most ``concurrency`` at
+a time per process (nats-py hands a subscription's messages over one at a time, so
+without this one slow transaction would hold up every question behind it); past that,
+the subscription waits.
 Callers use ``ask``: an answer, or ``Unreachable`` when nobody answers in time
 (no responders for the whole wait, a timeout, NATS down), which callers treat as "try
 again later".
 """
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,66 +53,82 @@ class Endpoint:
     handler: Callable[[AsyncSession, Any], Awaitable[BaseModel]]
 
 
+class RpcServer:
+    """Serves ``endpoints`` as the NATS micro service ``service`` from one worker process,
+    answering at most ``concurrency`` questions at a time."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        service: str,
+        endpoints: Sequence[Endpoint],
+        *,
+        description: str = "",
+        concurrency: int = 8,
+    ) -> None:
+        self._ctx, self._service, self._endpoints = ctx, service, endpoints
+        self._description = description or service
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop``; questions already taken are answered before it returns."""
+        served = await add_service(
+            self._ctx.nc, name=self._service, version="1.0.0", description=self._description
+        )
+        for endpoint in self._endpoints:
+            handler = functools.partial(self._take, endpoint)
+            await served.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=handler)
+        log.info("rpc_serving", service=self._service, endpoints=[e.name for e in self._endpoints])
+        try:
+            await stop.wait()
+        finally:
+            await served.stop()
+            if self._running:
+                await asyncio.wait(set(self._running))
+
+    async def _take(self, endpoint: Endpoint, request: Request) -> None:
+        await self._slots.acquire()  # full: this subscription waits for a free slot
+        task = asyncio.create_task(self._answer(endpoint, request))
+        self._running.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _answer(self, endpoint: Endpoint, request: Request) -> None:
+        try:
+            await self._respond(endpoint, request)
+        except Exception:  # the bus went away mid-answer: the asker times out
+            log.warning("rpc_answer_lost", endpoint=endpoint.name, exc_info=True)
+
+    async def _respond(self, endpoint: Endpoint, request: Request) -> None:
+        try:
+            question = endpoint.request.model_validate_json(request.data)
+        except ValidationError as exc:
+            await request.respond_error("400", f"bad request: {exc.error_count()} errors")
+            return
+        try:
+            async with self._ctx.db.transaction() as session:
+                reply = await endpoint.handler(session, question)
+        except Exception:
+            log.exception("rpc_failed", endpoint=endpoint.name)
+            await request.respond_error("500", "the request failed; nothing changed")
+            return
+        await request.respond(reply.model_dump_json().encode())
+
+
 def rpc_task(
     service: str, endpoints: Sequence[Endpoint], *, description: str = "", concurrency: int = 8
 ) -> Callable[[WorkerContext], Task]:
     """A worker task serving ``endpoints`` as the NATS micro service ``service``."""
 
     def build(ctx: WorkerContext) -> Task:
-        slots = asyncio.Semaphore(concurrency)
-        running: set[asyncio.Task[None]] = set()
-
-        def handler_for(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
-            async def handle(request: Request) -> None:
-                await slots.acquire()  # full: this subscription waits for a free slot
-                task = asyncio.create_task(answer(request))
-                running.add(task)
-                task.add_done_callback(done)
-
-            def done(task: asyncio.Task[None]) -> None:
-                running.discard(task)
-                slots.release()
-
-            async def respond(request: Request) -> None:
-                try:
-                    question = endpoint.request.model_validate_json(request.data)
-                except ValidationError as exc:
-                    await request.respond_error("400", f"bad request: {exc.error_count()} errors")
-                    return
-                try:
-                    async with ctx.db.transaction() as session:
-                        reply = await endpoint.handler(session, question)
-                except Exception:
-                    log.exception("rpc_failed", endpoint=endpoint.name)
-                    await request.respond_error("500", "the request failed; nothing changed")
-                    return
-                await request.respond(reply.model_dump_json().encode())
-
-            async def answer(request: Request) -> None:
-                try:
-                    await respond(request)
-                except Exception:  # the bus went away mid-answer: the asker times out
-                    log.warning("rpc_answer_lost", endpoint=endpoint.name, exc_info=True)
-
-            return handle
-
-        async def run(stop: asyncio.Event) -> None:
-            served = await add_service(
-                ctx.nc, name=service, version="1.0.0", description=description or service
-            )
-            for endpoint in endpoints:
-                await served.add_endpoint(
-                    name=endpoint.name, subject=endpoint.subject, handler=handler_for(endpoint)
-                )
-            log.info("rpc_serving", service=service, endpoints=[e.name for e in endpoints])
-            try:
-                await stop.wait()
-            finally:
-                await served.stop()
-                if running:  # questions already taken are answered before the worker stops
-                    await asyncio.wait(set(running))
-
-        return run
+        served = RpcServer(
+            ctx, service, endpoints, description=description, concurrency=concurrency
+        )
+        return served.run
 
     return build
 

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bai_platform.app_state import platform_of
 from bai_platform.db import Database, Session
 from bai_platform.devstack import Stack
 from bai_platform.settings import ServiceSettings
@@ -97,7 +98,7 @@ async def test_a_request_is_served_while_the_pool_has_a_connection(
 async def test_an_exhausted_pool_answers_503_with_retry_after(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    database: Database = app.state.db
+    database: Database = platform_of(app).db
     async with database.engine.connect() as held:  # the pool's only connection, kept busy
         await held.execute(text("SELECT 1"))
         response = await client.get("/answer")
@@ -107,7 +108,7 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(
 
 async def test_retry_after_is_the_pool_timeout_rounded_up(infra: Stack) -> None:
     app = _app(superuser_async_url(infra), pool_timeout=2.5)
-    async with app_client(app) as client, app.state.db.engine.connect() as held:
+    async with app_client(app) as client, platform_of(app).db.engine.connect() as held:
         await held.execute(text("SELECT 1"))
         response = await client.get("/answer")
     _assert_busy(response)
@@ -166,7 +167,7 @@ async def test_a_pooled_connection_dropped_between_requests_is_replaced(infra: S
     app = _app(superuser_async_url(infra))
     async with app_client(app) as client:
         assert (await client.get("/answer")).status_code == 200
-        async with app.state.db.engine.connect() as conn:  # the pool's only connection
+        async with platform_of(app).db.engine.connect() as conn:  # the pool's only connection
             pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         assert await _terminate(infra, str(pid)) == 1
         assert (await client.get("/answer")).status_code == 200
@@ -180,7 +181,7 @@ class _ClaimsAConnectionFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            async with scope["app"].state.db.transaction() as session:
+            async with platform_of(scope["app"]).db.transaction() as session:
                 await session.execute(text("SELECT 1"))
         await self.app(scope, receive, send)
 
@@ -192,7 +193,7 @@ async def test_a_pool_wait_in_a_middleware_is_503_too(infra: Stack) -> None:
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://service") as client,
-        app.state.db.engine.connect() as held,
+        platform_of(app).db.engine.connect() as held,
     ):
         await held.execute(text("SELECT 1"))
         response = await client.get("/answer")
@@ -206,7 +207,7 @@ def _declared(document: dict[str, Any], status: int) -> dict[str, Any]:
 async def test_the_503_fits_what_the_api_document_declares(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    async with app.state.db.engine.connect() as held:
+    async with platform_of(app).db.engine.connect() as held:
         await held.execute(text("SELECT 1"))
         response = await client.get("/answer")
     document = app.openapi()

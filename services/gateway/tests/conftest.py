@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bai_contracts import WidgetFound
+from bai_platform.app_state import held
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER
 from bai_platform.settings import Environment
@@ -30,6 +31,7 @@ from gateway.app import create_app
 from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.service.signing_keys import KeyRing
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 PASSWORD = "correct horse battery staple"
 PROBLEM_JSON = "application/problem+json"
@@ -249,7 +251,7 @@ async def jwks(client: httpx.AsyncClient) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 async def forge(app: FastAPI, client: httpx.AsyncClient, settings: GatewaySettings) -> TokenForge:
     # ``client`` runs the lifespan, which loads the key ring.
-    ring: KeyRing = app.state.auth.ring
+    ring: KeyRing = held(app, GatewayState).auth.ring
     return TokenForge(ring=ring, settings=settings, owner=await sign_up(client))
 
 

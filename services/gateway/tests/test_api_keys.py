@@ -11,10 +11,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai_platform.access import service_audience
+from bai_platform.app_state import held
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier, mint_identity
 from gateway.models import ApiKey
 from gateway.service.tokens import token_digest
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 from .conftest import Account, assert_problem, forward_auth, identity_headers, sign_up
 
@@ -40,7 +42,7 @@ async def _create(client: httpx.AsyncClient, account: Account, **body: Any) -> d
 
 
 def _identity_as(app: FastAPI, settings: GatewaySettings, account: Account, role: str) -> str:
-    key = app.state.auth.ring.current
+    key = held(app, GatewayState).auth.ring.current
     return mint_identity(
         key=key.private_key,
         kid=key.kid,

@@ -9,9 +9,11 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
+from bai_platform.app_state import held
 from bai_platform.errors import Unauthorized
 from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier, mint_identity
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 from .conftest import Account, assert_problem, forward_auth
 
@@ -83,7 +85,7 @@ async def test_an_identity_minted_for_planner_is_401_at_the_gateways_own_routes(
 def _gateway_identity(
     app: FastAPI, settings: GatewaySettings, account: Account, **claims: Any
 ) -> str:
-    key = app.state.auth.ring.current
+    key = held(app, GatewayState).auth.ring.current
     return mint_identity(
         key=key.private_key,
         kid=key.kid,

@@ -12,12 +12,14 @@ from fastapi import FastAPI
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bai_platform.app_state import held
 from bai_platform.db import Database
 from bai_testing.plugin import app_client
 from gateway.app import create_app
 from gateway.models import SigningKey
 from gateway.service.signing_keys import fernet_for, rotate_signing_key
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 from .conftest import Account, sign_up
 
@@ -37,7 +39,7 @@ async def restore_keys(app: FastAPI, db: AsyncEngine) -> AsyncIterator[None]:
             await conn.execute(
                 update(SigningKey).where(SigningKey.kid == kid).values(retired_at=retired_at)
             )
-    await app.state.auth.keys.reload()
+    await held(app, GatewayState).auth.keys.reload()
 
 
 async def _rotate(settings: GatewaySettings, grace_seconds: int) -> str:
@@ -113,7 +115,7 @@ async def test_retired_key_leaves_the_jwks_and_its_tokens_are_refused(
 ) -> None:
     old_kid = _kid(account.access_token)
     await _rotate(settings, grace_seconds=0)
-    await app.state.auth.keys.reload()
+    await held(app, GatewayState).auth.keys.reload()
     assert old_kid not in await _kids(client)
     assert await _verify(client, account.access_token) == 401
 

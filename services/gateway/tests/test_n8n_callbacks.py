@@ -28,10 +28,12 @@ from bai_contracts import (
     callback_subject,
     callback_verification_subject,
 )
+from bai_platform.app_state import held
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
 from bai_platform.messaging import ensure_streams
 from bai_platform.webhooks import sign
+from gateway.state import GatewayState
 
 from .conftest import assert_problem
 
@@ -99,7 +101,7 @@ async def owner(migrated: Stack, app: FastAPI, client: httpx.AsyncClient) -> Asy
     owner = Owner(nc=nc, js=js)
     await owner.listen()
     async with asyncio.timeout(10):
-        while not app.state.callbacks.connected:
+        while not held(app, GatewayState).callbacks.connected:
             await asyncio.sleep(0.05)
     try:
         yield owner

@@ -14,10 +14,12 @@ import httpx
 from fastapi import FastAPI
 
 from bai_contracts import WIDGET_LOOKUP_SUBJECT
+from bai_platform.app_state import held
 from bai_platform.devstack import Stack
 from gateway.app import create_app
 from gateway.service.ratelimit import Quota, RateLimitSettings
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 from .conftest import SHOP, Creator, assert_problem, forward_auth, serve_widgets, sign_up
 
@@ -51,10 +53,10 @@ async def chat_edge(
     tuned = settings.model_copy(update={"rate_limits": RateLimitSettings(**quotas)})
     app = create_app(tuned)
     async with app.router.lifespan_context(app):
-        app.state.widgets.subject = LOOKUP_SUBJECT
+        held(app, GatewayState).widgets.subject = LOOKUP_SUBJECT
         async with serve_widgets(stack.nats_url, LOOKUP_SUBJECT, "buckettest-widgets") as creator:
             async with asyncio.timeout(10):
-                while not app.state.callbacks.connected:
+                while not held(app, GatewayState).callbacks.connected:
                     await asyncio.sleep(0.05)
             yield ChatEdge(app, creator)
 

@@ -21,11 +21,13 @@ from bai_contracts import (
     visitor_subject,
 )
 from bai_platform.access import service_audience
+from bai_platform.app_state import held
 from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER, Identity, IdentityVerifier
 from gateway.service.signing_keys import KeyRing
 from gateway.service.visitors import normalise_origin
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 from .conftest import SHOP, Account, Creator, TokenForge, assert_problem, b64url, serve_widgets
 
@@ -38,15 +40,19 @@ CHAT_URI = "/v1/creator/chat/x"
 
 async def _bus_ready(app: FastAPI) -> None:
     async with asyncio.timeout(10):
-        while not app.state.callbacks.connected:  # one NATS link serves callbacks and widgets
+        while not held(
+            app, GatewayState
+        ).callbacks.connected:  # one NATS link serves callbacks and widgets
             await asyncio.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
 def lookup_subject(app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> str:
     """The gateway asks this module's stand-in for creator, never a real creator."""
-    assert app.state.widgets.subject == WIDGET_LOOKUP_SUBJECT  # what the app really asks
-    monkeypatch.setattr(app.state.widgets, "subject", LOOKUP_SUBJECT)
+    assert (
+        held(app, GatewayState).widgets.subject == WIDGET_LOOKUP_SUBJECT
+    )  # what the app really asks
+    monkeypatch.setattr(held(app, GatewayState).widgets, "subject", LOOKUP_SUBJECT)
     return LOOKUP_SUBJECT
 
 
@@ -61,7 +67,7 @@ async def creator(
 
 @pytest.fixture
 def ring(app: FastAPI) -> KeyRing:
-    current: KeyRing = app.state.auth.ring
+    current: KeyRing = held(app, GatewayState).auth.ring
     return current
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Mapped, ORMExecuteState, mapped_column, with_loader_criteria
 from sqlalchemy.orm import Session as OrmSession
 
+from bai_platform.app_state import platform_of
 from bai_platform.errors import ServiceError
 from bai_platform.settings import ServiceSettings
 
@@ -133,7 +134,7 @@ class Database:
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.db
+    database = platform_of(request).db
     async with database.sessionmaker(info={REQUEST_STATE: request.state}) as session:
         try:
             yield session
@@ -147,7 +148,7 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def _request_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.db
+    database = platform_of(request).db
     async with database.read_sessionmaker(info={REQUEST_STATE: request.state}) as session:
         yield session
 

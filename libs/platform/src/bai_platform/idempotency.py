@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bai_platform.app_state import platform_of
 from bai_platform.errors import (
     Conflict,
     ServiceError,
@@ -40,7 +41,7 @@ from bai_platform.errors import (
     database_trouble,
     problem_response,
 )
-from bai_platform.identity import IDENTITY_HEADER, IdentityVerifier
+from bai_platform.identity import IDENTITY_HEADER
 
 HEADER = b"idempotency-key"
 KEEP_FOR = timedelta(hours=24)
@@ -102,7 +103,7 @@ class IdempotencyMiddleware:
         self, scope: Scope, owner: str, key: str, digest: str
     ) -> dict[str, Any] | None:
         """Take the key for this request, or return the answer stored under it."""
-        t, db = self.table, scope["app"].state.db
+        t, db = self.table, platform_of(scope["app"]).db
         async with db.transaction() as session:
             await session.execute(
                 delete(t).where(
@@ -148,7 +149,7 @@ class IdempotencyMiddleware:
             await self._keep(scope, owner, key, answer)
 
     async def _keep(self, scope: Scope, owner: str, key: str, answer: dict[str, Any]) -> None:
-        t, db = self.table, scope["app"].state.db
+        t, db = self.table, platform_of(scope["app"]).db
         where = (t.c.owner == owner) & (t.c.key == key)
         async with db.transaction() as session:
             if 200 <= answer.get("status", 500) < 300:
@@ -211,7 +212,7 @@ def _key(scope: Scope) -> str | None:
 
 async def _owner(scope: Scope) -> str | None:
     token = dict(scope["headers"]).get(IDENTITY_HEADER.lower().encode())
-    verifier: IdentityVerifier | None = getattr(scope["app"].state, "identity_verifier", None)
+    verifier = platform_of(scope["app"]).identity_verifier
     if not token or verifier is None:
         return None
     try:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
 
 from bai_platform import access
+from bai_platform.app_state import platform_of
 from bai_platform.errors import Forbidden, Unauthorized
 
 IDENTITY_HEADER = "X-BAI-Identity"
@@ -192,7 +193,9 @@ async def require_identity(request: Request) -> Identity:
     token = request.headers.get(IDENTITY_HEADER)
     if not token:
         raise Unauthorized("this service is reached only through the gateway")
-    verifier: IdentityVerifier = request.app.state.identity_verifier
+    verifier = platform_of(request).identity_verifier
+    if verifier is None:
+        raise RuntimeError("this app does not verify identities")
     identity = await verifier.verify(token)
     # The path as routed (decoded), so an encoded dot segment cannot pass as a chat path.
     access.check(

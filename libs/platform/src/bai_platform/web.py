@@ -1,7 +1,8 @@
 """The FastAPI app every service builds: same errors, health, limits and telemetry.
 
-Engines and clients are created in the lifespan and handed out through ``app.state``;
-nothing is created at import time.
+Engines and clients are created in the lifespan and held, typed, in ``app.state``
+(``bai_platform.app_state``): the platform's ``Platform``, then whatever the service's own
+lifespan yields. Nothing is created at import time.
 """
 
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -13,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bai_platform.app_state import Platform
 from bai_platform.db import Database
 from bai_platform.errors import install_error_handlers, problem_response
 from bai_platform.health import health_router
@@ -22,7 +24,9 @@ from bai_platform.openapi import declare_answers
 from bai_platform.settings import ServiceSettings
 from bai_platform.telemetry import install_telemetry
 
-ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# A service's own lifespan: given the platform's objects, it yields what the service holds
+# beyond them (``app.state.service``, read with ``bai_platform.app_state.held``).
+ServiceLifespan = Callable[[Platform], AbstractAsyncContextManager[object]]
 
 
 class BodySizeLimit:
@@ -135,22 +139,30 @@ def create_service_app(
     @asynccontextmanager
     async def platform_lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings)
-        app.state.settings, app.state.db = settings, database
         app.state.readiness_checks = {"database": database.ping}
         async with httpx.AsyncClient() as http:
-            app.state.http = http
+            verifier = None
             if verify_identity:
-                app.state.identity_verifier = IdentityVerifier(
+                verifier = IdentityVerifier(
                     jwks_url=settings.identity_jwks_url,
                     issuer=settings.identity_issuer,
                     audience=settings.identity_audience,
                     http=http,
                 )
+            platform = Platform(
+                settings=settings,
+                db=database,
+                http=http,
+                identity_verifier=verifier,
+                on_draining=app.state.on_draining,
+            )
+            app.state.platform, app.state.service = platform, None
             try:
                 if lifespan is None:
                     yield
                 else:
-                    async with lifespan(app):
+                    async with lifespan(platform) as held:
+                        app.state.service = held
                         yield
             finally:
                 await database.dispose()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from bai_platform.app_state import platform_of
 from bai_platform.devstack import Stack, StackSettings
 from bai_platform.devstack.config import reachable_state_dir
 from bai_platform.devstack.containers import container_servers, engine_unavailable_reason
@@ -153,7 +154,9 @@ def settings_for(settings_class: type[SettingsT], stack: Stack, service: str) ->
 async def trusting_client(app: FastAPI, key: Ed25519PrivateKey) -> AsyncIterator[httpx.AsyncClient]:
     """``app_client`` for an app that trusts ``key`` as it would the gateway's."""
     async with app_client(app) as http:
-        app.state.identity_verifier.use_keys(jwks_for(key))
+        verifier = platform_of(app).identity_verifier
+        assert verifier is not None
+        verifier.use_keys(jwks_for(key))
         yield http
 
 

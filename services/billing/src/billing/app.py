@@ -3,6 +3,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from bai_platform.app_state import Platform
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from billing import subscription_api, webhooks_api
@@ -12,14 +13,14 @@ from billing.settings import BillingSettings
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(platform: Platform) -> AsyncIterator[StripeBilling]:
     """What billing's api holds beyond the platform's: the Stripe client
-    (``app.state.stripe_billing``), closed with the app."""
-    settings: BillingSettings = app.state.settings
+    (``held(request, StripeBilling)``), closed with the app."""
+    settings = platform.settings
+    assert isinstance(settings, BillingSettings)
     billing = StripeBilling(settings)
-    app.state.stripe_billing = billing
     try:
-        yield
+        yield billing
     finally:
         await billing.aclose()
 

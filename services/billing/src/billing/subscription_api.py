@@ -1,13 +1,14 @@
 """Subscription routes: the plans, the workspace's subscription, and the ways to change it
 through Stripe (Checkout to subscribe, the customer portal to manage, cancel at period end).
 
-The Stripe client is ``app.state.stripe_billing``, held by the app's lifespan (``app.py``).
+The Stripe client is held by the app's lifespan (``app.py``).
 """
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, status
 
+from bai_platform.app_state import held
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity
 from billing.clients.stripe import StripeBilling, current_subscription
@@ -18,8 +19,7 @@ router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
 
 async def _billing(request: Request) -> StripeBilling:  # async: no thread pool hand-off
-    billing: StripeBilling = request.app.state.stripe_billing
-    return billing
+    return held(request, StripeBilling)
 
 
 Billing = Annotated[StripeBilling, Depends(_billing)]

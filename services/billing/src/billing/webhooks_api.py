@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bai_platform.app_state import settings_of
 from bai_platform.db import Session
 from bai_platform.errors import BadRequest
 from billing.models import StripeEvent
@@ -104,7 +105,7 @@ async def store(session: AsyncSession, event: dict[str, Any]) -> bool:
 @router.post("/stripe")
 async def stripe_webhook(request: Request, session: Session) -> WebhookAck:
     """Stripe's deliveries (no bearer token: the signature is checked on the raw body)."""
-    settings: BillingSettings = request.app.state.settings
+    settings = settings_of(request, BillingSettings)
     raw = await request.body()
     event = verified_event(
         raw,

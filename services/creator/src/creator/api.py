@@ -5,6 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
 
+from bai_platform.app_state import settings_of
 from bai_platform.db import PG_INTEGER_MAX, ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.secrets import fernet_for
@@ -56,7 +57,7 @@ async def set_engine(
     body: EngineUpdate, request: Request, identity: Admin, session: Session
 ) -> EngineRead:
     """Choose how the workspace's posts are written: builtin, n8n or openai_compatible."""
-    settings: CreatorSettings = request.app.state.settings
+    settings = settings_of(request, CreatorSettings)
     box = fernet_for(settings.secret_key, config.ENGINE_SECRETS)
     row = await config.set_engine(
         session,

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bai_contracts import CHAT_PATH_PREFIX
-from bai_platform.db import Database, ReadSession, Session
+from bai_platform.app_state import held, platform_of
+from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.secrets import fernet_for
@@ -25,7 +26,7 @@ from creator.schemas import (
 from creator.service import chat, chat_reply
 from creator.service.chat_engines import writer_for
 from creator.service.engines.config import ENGINE_SECRETS
-from creator.settings import CreatorSettings
+from creator.state import CreatorState
 
 router = APIRouter(prefix="/v1/creator", tags=["chat"])
 
@@ -86,30 +87,31 @@ async def send_message(
 
     No request session: ``chat.reply`` opens short transactions of its own, so no database
     connection waits on the engine."""
-    settings: CreatorSettings = request.app.state.settings
+    state = held(request, CreatorState)
+    settings = state.settings
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
 
     def write(widget: ChatWidget, engine: EngineSettings | None) -> chat.Writer:
         return writer_for(
             engine if widget.engine == "workspace" else None,
             box=box,
-            client=request.app.state.chat_http,
-            dispatcher=request.app.state.chat_dispatcher,
+            client=state.chat_http,
+            dispatcher=state.chat_dispatcher,
             # A backstop a second past the chat's own deadline, which answers the visitor.
             deadline_seconds=settings.chat_deadline_seconds + 1,
             allow_private=settings.allow_private_destinations,
         )
 
-    db: Database = request.app.state.db
+    db = platform_of(request).db
     answer = await chat_reply.reply(
         db,
         identity=identity,
         conversation_id=conversation_id,
         text=body.text,
-        nc=request.app.state.nats.client,
+        nc=state.nats.client,
         write=write,
         deadline_seconds=settings.chat_deadline_seconds,
-        slots=request.app.state.chat_slots,
+        slots=state.chat_slots,
     )
     return ReplyRead(reply=answer)
 

@@ -9,6 +9,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from bai_platform.app_state import held, platform_of
 from bai_platform.db import Session
 from bai_platform.errors import NotFound, ServiceError, problem_response
 from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
@@ -44,11 +45,10 @@ from gateway.schemas import (
 )
 from gateway.service import accounts, api_keys, workspaces
 from gateway.service.api_keys import KeyManager
-from gateway.service.callbacks import CallbackHeaders, CallbackRouter
-from gateway.service.live import Hub
+from gateway.service.callbacks import CallbackHeaders
 from gateway.service.live import stream as live_stream
 from gateway.service.workspaces import Manager
-from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 router = APIRouter(tags=["auth"])
 
@@ -106,8 +106,7 @@ async def me(identity: CurrentIdentity) -> MeResponse:
 @router.get("/.well-known/jwks.json")
 async def jwks(request: Request, response: Response) -> dict[str, list[dict[str, str]]]:
     response.headers["Cache-Control"] = "public, max-age=300"
-    keys: dict[str, list[dict[str, str]]] = request.app.state.auth.ring.jwks()
-    return keys
+    return held(request, GatewayState).auth.ring.jwks()
 
 
 @router.api_route(
@@ -307,7 +306,7 @@ async def n8n_callback(
     x_bai_secret: Annotated[str | None, Header()] = None,
 ) -> CallbackAccepted:
     """An n8n workflow reports on a job; verified on the raw body, queued for its owner."""
-    callbacks: CallbackRouter = request.app.state.callbacks
+    callbacks = held(request, GatewayState).callbacks
     headers = CallbackHeaders(
         timestamp=x_bai_timestamp, signature=x_bai_signature, secret=x_bai_secret
     )
@@ -322,8 +321,8 @@ async def live_events(
     last_event_id: Annotated[str | None, Header(max_length=100)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: the workspace's status changes, resumable with Last-Event-ID."""
-    hub: Hub = request.app.state.live
-    settings: GatewaySettings = request.app.state.auth.settings
+    state = held(request, GatewayState)
+    hub, settings = state.live, state.settings
     connection = hub.open(str(identity.tenant_id))
     body = live_stream(
         hub,
@@ -343,11 +342,11 @@ async def live_events(
 @router.get("/v1/openapi.json", include_in_schema=False)
 async def edge_openapi(request: Request) -> dict[str, Any]:
     """Every service's API under the edge's paths (dev and test; production if enabled)."""
-    settings: GatewaySettings = request.app.state.auth.settings
+    settings = held(request, GatewayState).settings
     if not settings.show_docs:
         raise NotFound("the API documents are not published here")
     return await openapi.aggregate(
-        request.app.state.http,
+        platform_of(request).http,
         own=request.app.openapi(),
         services=settings.service_urls,
         title="B.A.I. platform",
@@ -356,7 +355,6 @@ async def edge_openapi(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/docs", include_in_schema=False)
 async def edge_docs(request: Request) -> HTMLResponse:
-    settings: GatewaySettings = request.app.state.auth.settings
-    if not settings.show_docs:
+    if not held(request, GatewayState).settings.show_docs:
         raise NotFound("the API documents are not published here")
     return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="B.A.I. platform API")

@@ -16,22 +16,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
+from bai_platform.app_state import held
 from bai_platform.errors import ServiceError
 from gateway.deps import LIMIT_PUBLIC_BY_IP, Auth, client_key
 from gateway.errors import enforce
 from gateway.schemas import VisitorTokenRequest, VisitorTokenResponse
-from gateway.service.ratelimit import RateLimiter
 from gateway.service.visitors import (
     OriginNotAllowed,
     OriginRequired,
     Widget,
-    WidgetDirectory,
     admitted_origin,
     issue_visitor_token,
     looks_like_visitor_id,
     new_visitor_id,
     normalise_origin,
 )
+from gateway.state import GatewayState
 
 router = APIRouter(tags=["chat"])
 
@@ -64,7 +64,7 @@ async def visitor_token(
     if origin is None or not origin.strip():
         raise OriginRequired("the Origin header is required: call this from the website")
     origin = origin.strip()
-    widgets: WidgetDirectory = request.app.state.widgets
+    widgets = held(request, GatewayState).widgets
     try:
         widget = await widgets.active(body.widget_key)
         bound = admitted_origin(widget, origin)
@@ -100,8 +100,8 @@ async def _ration(request: Request, widget: Widget, origin: str) -> dict[str, st
     """One token more for this client IP and this widget, or 429 that the page may read.
 
     Every mint counts, a returning visitor's too: the visitor id is the caller's word."""
-    limits = request.app.state.auth.settings.rate_limits
-    limiter: RateLimiter = request.app.state.rate_limiter
+    state = held(request, GatewayState)
+    limits, limiter = state.settings.rate_limits, state.rate_limiter
     decision = await limiter.check_all(
         [
             (limits.mint_ip_policy, client_key(request)),

@@ -4,36 +4,35 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
+from bai_platform.app_state import held
 from gateway.errors import enforce
 from gateway.service.accounts import AuthContext
 from gateway.service.forward_auth import ForwardAuth
-from gateway.service.ratelimit import Policy, RateLimiter, client_ip_key, rate_limit_headers
-from gateway.settings import GatewaySettings
+from gateway.service.ratelimit import Policy, client_ip_key, rate_limit_headers
+from gateway.state import GatewayState
 
 
 # async on purpose, though they await nothing: FastAPI runs a plain ``def`` dependency in its
 # thread pool, and that hand-off on every request (ForwardAuth included) cost the gateway a
 # good share of its CPU under load (bench/load_users.py, py-spy).
 async def _auth_context(request: Request) -> AuthContext:
-    context: AuthContext = request.app.state.auth
-    return context
+    return held(request, GatewayState).auth
 
 
 async def _forward_auth(request: Request) -> ForwardAuth:
-    decider: ForwardAuth = request.app.state.forward_auth
-    return decider
+    return held(request, GatewayState).forward_auth
 
 
 async def _limit_by_ip(request: Request, response: Response) -> None:
     """Per-IP quota of the unauthenticated auth routes (login, signup, refresh...)."""
-    settings: GatewaySettings = request.app.state.auth.settings
-    await _count_ip(request, response, settings.rate_limits.ip_auth_policy)
+    limits = held(request, GatewayState).settings.rate_limits
+    await _count_ip(request, response, limits.ip_auth_policy)
 
 
 async def _limit_public_by_ip(request: Request, response: Response) -> None:
     """Per-IP quota of the other public routes (the website chat's visitor tokens)."""
-    settings: GatewaySettings = request.app.state.auth.settings
-    await _count_ip(request, response, settings.rate_limits.ip_public_policy)
+    limits = held(request, GatewayState).settings.rate_limits
+    await _count_ip(request, response, limits.ip_public_policy)
 
 
 def client_key(request: Request) -> str:
@@ -46,7 +45,7 @@ def client_key(request: Request) -> str:
 
 
 async def _count_ip(request: Request, response: Response, policy: Policy) -> None:
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter = held(request, GatewayState).rate_limiter
     decision = await limiter.hit(policy, client_key(request))
     # Kept on the request too, so that a 401 or 422 of the route still carries them.
     request.state.rate_limit_headers = rate_limit_headers(decision)

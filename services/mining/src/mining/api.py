@@ -8,7 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from bai_platform.db import Database, ReadSession, Session
+from bai_platform.app_state import platform_of, settings_of
+from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity, Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.pagination import InvalidCursor
@@ -45,7 +46,7 @@ async def create_job(
     workspace with ``crawl_queued_per_workspace`` jobs waiting gets 429
     ``too_many_queued_jobs``.
     """
-    settings: MiningSettings = request.app.state.settings
+    settings = settings_of(request, MiningSettings)
     job = await jobs.create_job(
         session, identity=identity, data=body, max_queued=settings.crawl_queued_per_workspace
     )
@@ -93,7 +94,7 @@ async def results_csv(
     job_id: JobId, request: Request, identity: CurrentIdentity, session: ReadSession
 ) -> StreamingResponse:
     await jobs.get_job(session, tenant_id=identity.tenant_id, job_id=job_id)
-    db: Database = request.app.state.db
+    db = platform_of(request).db
     return StreamingResponse(
         exports.csv_chunks(db, job_id),
         media_type="text/csv; charset=utf-8",
@@ -106,7 +107,7 @@ async def results_jsonl(
     job_id: JobId, request: Request, identity: CurrentIdentity, session: ReadSession
 ) -> StreamingResponse:
     await jobs.get_job(session, tenant_id=identity.tenant_id, job_id=job_id)
-    db: Database = request.app.state.db
+    db = platform_of(request).db
     return StreamingResponse(
         exports.jsonl_chunks(db, job_id),
         media_type="application/x-ndjson",
@@ -146,7 +147,7 @@ async def set_workflow(
     body: WorkflowUpdate, request: Request, identity: Admin, session: Session
 ) -> WorkflowRead:
     """The workspace's n8n workflow that runs ``n8n`` jobs (see deploy/n8n/README.md)."""
-    settings: MiningSettings = request.app.state.settings
+    settings = settings_of(request, MiningSettings)
     workflow = await workflows.set_workflow(
         session,
         identity=identity,

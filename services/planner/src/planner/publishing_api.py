@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Request, status
 
+from bai_platform.app_state import settings_of
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity
 from bai_platform.secrets import fernet_for
@@ -17,7 +18,7 @@ async def set_publishing_target(
     body: PublishingTargetUpdate, request: Request, identity: Admin, session: Session
 ) -> PublishingTargetRead:
     """Where due posts are sent to be published (the tenant's n8n workflow)."""
-    settings: PlannerSettings = request.app.state.settings
+    settings = settings_of(request, PlannerSettings)
     box = fernet_for(settings.secret_key, "planner/publishing-secrets")
     target = await publishing.set_target(
         session,

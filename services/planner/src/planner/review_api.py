@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, status
 
+from bai_platform.app_state import settings_of
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Editor
 from bai_platform.openapi_links import ANSWER_ID, leads_to
@@ -26,8 +27,7 @@ review_router = APIRouter(prefix="/v1/planner/review", tags=["client review"])
 
 
 def _settings(request: Request) -> PlannerSettings:
-    settings: PlannerSettings = request.app.state.settings
-    return settings
+    return settings_of(request, PlannerSettings)
 
 
 REVIEW_LINK_LINKS = leads_to(

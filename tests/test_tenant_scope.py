@@ -23,8 +23,9 @@ SCOPED_SERVICES = ("planner", "creator", "mining", "billing")
 
 
 def _mapped_classes(service: str) -> list[type[Any]]:
-    module = __import__(f"{service}.models", fromlist=["Base"])
-    return [mapper.class_ for mapper in module.Base.registry.mappers]
+    module = __import__(f"{service}.models", fromlist=["*"])
+    base = getattr(module, f"{service.capitalize()}Table")
+    return [mapper.class_ for mapper in base._sa_registry.mappers]
 
 
 @pytest.mark.parametrize("service", SCOPED_SERVICES)

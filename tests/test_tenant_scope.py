@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlmodel import col
 
 from bai_platform.db import REQUEST_STATE, TenantOwned
 from bai_platform.devstack import Stack
@@ -23,8 +24,9 @@ SCOPED_SERVICES = ("planner", "creator", "mining", "billing")
 
 
 def _mapped_classes(service: str) -> list[type[Any]]:
-    module = __import__(f"{service}.models", fromlist=["Base"])
-    return [mapper.class_ for mapper in module.Base.registry.mappers]
+    module = __import__(f"{service}.models", fromlist=["*"])
+    base = getattr(module, f"{service.capitalize()}Table")
+    return [mapper.class_ for mapper in base._sa_registry.mappers]
 
 
 @pytest.mark.parametrize("service", SCOPED_SERVICES)
@@ -79,8 +81,8 @@ async def two_workspaces(
             session.add(Campaign(tenant_id=tenant, brand_id=brand.id, name="c", created_by="test"))
     yield ours, theirs
     async with sessions() as session, session.begin():
-        await session.execute(delete(Campaign).where(Campaign.tenant_id.in_((ours, theirs))))
-        await session.execute(delete(Brand).where(Brand.tenant_id.in_((ours, theirs))))
+        await session.execute(delete(Campaign).where(col(Campaign.tenant_id).in_((ours, theirs))))
+        await session.execute(delete(Brand).where(col(Brand.tenant_id).in_((ours, theirs))))
 
 
 def _scoped(sessions: async_sessionmaker[AsyncSession], tenant: UUID) -> AsyncSession:
@@ -92,15 +94,15 @@ async def test_a_scoped_session_reads_counts_and_joins_only_its_workspace(
     sessions: async_sessionmaker[AsyncSession], two_workspaces: tuple[UUID, UUID]
 ) -> None:
     ours, theirs = two_workspaces
-    pair = Brand.tenant_id.in_(two_workspaces)
+    pair = col(Brand.tenant_id).in_(two_workspaces)
     async with _scoped(sessions, ours) as session:
         brands = (await session.scalars(select(Brand).where(pair))).all()
         counted = await session.scalar(select(func.count()).select_from(Brand).where(pair))
         joined = (
-            await session.execute(select(Campaign.tenant_id, Brand.tenant_id).join(Brand))
+            await session.execute(select(col(Campaign.tenant_id), col(Brand.tenant_id)).join(Brand))
         ).all()
         their_brand = await session.scalar(
-            select(Brand.id).where(Brand.tenant_id == theirs).limit(1)
+            select(col(Brand.id)).where(col(Brand.tenant_id) == theirs).limit(1)
         )
 
     assert {brand.tenant_id for brand in brands} == {ours}
@@ -113,7 +115,7 @@ async def test_a_scoped_session_updates_and_deletes_only_its_workspace(
     sessions: async_sessionmaker[AsyncSession], two_workspaces: tuple[UUID, UUID]
 ) -> None:
     ours, theirs = two_workspaces
-    brands, campaigns = (table.tenant_id.in_(two_workspaces) for table in (Brand, Campaign))
+    brands, campaigns = (col(table.tenant_id).in_(two_workspaces) for table in (Brand, Campaign))
     async with _scoped(sessions, ours) as session, session.begin():
         # Both workspaces' rows match (and only theirs: the database is shared by the suite).
         await session.execute(update(Brand).where(brands).values(name="renamed"))
@@ -121,9 +123,11 @@ async def test_a_scoped_session_updates_and_deletes_only_its_workspace(
 
     async with sessions() as session:
         names = dict(
-            (await session.execute(select(Brand.tenant_id, Brand.name).where(brands))).all()
+            (
+                await session.execute(select(col(Brand.tenant_id), col(Brand.name)).where(brands))
+            ).all()
         )
-        left = (await session.scalars(select(Campaign.tenant_id).where(campaigns))).all()
+        left = (await session.scalars(select(col(Campaign.tenant_id)).where(campaigns))).all()
     assert names == {ours: "renamed", theirs: f"brand {theirs}"}
     assert left == [theirs]
 
@@ -134,7 +138,7 @@ async def test_an_unscoped_session_sees_every_workspace(
     async with sessions() as session:
         tenants = (
             await session.scalars(
-                select(Brand.tenant_id).where(Brand.tenant_id.in_(two_workspaces))
+                select(col(Brand.tenant_id)).where(col(Brand.tenant_id).in_(two_workspaces))
             )
         ).all()
 

@@ -14,6 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_contracts import CampaignCreated
 from bai_platform.db import Database
@@ -93,7 +94,7 @@ def briefs_of(creator_db: Database) -> Callable[[UUID], Awaitable[list[CampaignB
 
     async def read(campaign_id: UUID) -> list[CampaignBrief]:
         async with creator_db.transaction() as session:
-            query = select(CampaignBrief).where(CampaignBrief.campaign_id == campaign_id)
+            query = select(CampaignBrief).where(col(CampaignBrief.campaign_id) == campaign_id)
             return list((await session.scalars(query)).all())
 
     return read

@@ -4,7 +4,8 @@ limits and chat credits."""
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from uuid import UUID
+from typing import Any
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import func, select
+from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -34,14 +36,15 @@ from creator.service.engines.config import ENGINE_SECRETS
 from creator.settings import CreatorSettings
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
+KNOWLEDGE: list[dict[str, Any]] = [
+    {"title": "Opening hours", "text": "We open every day from 8:00 to 20:00."},
+    {"title": "Delivery", "text": "We deliver coffee beans within the city in two days."},
+]
 WIDGET = {
     "name": "Acme site",
     "allowed_origins": ["https://www.acme.example", "HTTP://localhost:3000/"],
     "greeting": "Hi! Ask us anything.",
-    "knowledge": [
-        {"title": "Opening hours", "text": "We open every day from 8:00 to 20:00."},
-        {"title": "Delivery", "text": "We deliver coffee beans within the city in two days."},
-    ],
+    "knowledge": KNOWLEDGE,
     "voice": {"tone": "warm", "avoid": ["cheap"]},
     "visitor_hourly_limit": 3,
 }
@@ -289,7 +292,16 @@ async def test_an_inactive_widget_takes_no_new_conversations(
 
 def test_the_builtin_reply_hands_over_when_the_knowledge_is_silent() -> None:
     widget = ChatWidget(
-        name="Acme", knowledge=WIDGET["knowledge"], voice={"tone": "formal"}, greeting="Hi"
+        tenant_id=uuid4(),
+        public_key="cw_test",
+        name="Acme",
+        allowed_origins=[],
+        greeting="Hi",
+        knowledge=KNOWLEDGE,
+        voice={"tone": "formal"},
+        visitor_hourly_limit=3,
+        widget_daily_limit=100,
+        created_by="test",
     )
 
     answer = chat.builtin_reply(widget, "Do you sell cheap tea?")
@@ -300,7 +312,7 @@ def test_the_builtin_reply_hands_over_when_the_knowledge_is_silent() -> None:
 
 async def _messages(creator_db: Database, conversation: str) -> int:
     async with creator_db.transaction() as session:
-        query = select(func.count()).where(ChatMessage.conversation_id == UUID(conversation))
+        query = select(func.count()).where(col(ChatMessage.conversation_id) == UUID(conversation))
         return int(await session.scalar(query) or 0)
 
 
@@ -422,16 +434,14 @@ async def _on_engine(
     creator_db: Database, box: Fernet, tenant: UUID, base_url: str, *, n8n: bool = False
 ) -> None:
     """The workspace's engine: OpenAI-compatible at ``base_url``, or an n8n workflow there."""
-    engine = (
-        {"engine": "n8n", "webhook_url": f"{base_url}/chat/completions"}
-        if n8n
-        else {"engine": "openai_compatible", "base_url": base_url, "model": "gpt-test"}
-    )
     async with creator_db.transaction() as session:
         session.add(
             EngineSettings(
                 tenant_id=tenant,
-                **engine,
+                engine="n8n" if n8n else "openai_compatible",
+                webhook_url=f"{base_url}/chat/completions" if n8n else None,
+                base_url=None if n8n else base_url,
+                model=None if n8n else "gpt-test",
                 api_key=None if n8n else box.encrypt(b"sk-test"),
                 secret=box.encrypt(b"whsec-0123456789abcdef") if n8n else None,
                 accept_secret_header=False,

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import pytest
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from bai_contracts import (
     BrandVoice,
@@ -59,7 +60,7 @@ async def queued(creator_db: Database, tenant: UUID) -> GenerationJob:
     envelope = new_event(asked, source="planner", tenant_id=tenant, subject=str(asked.post_id))
     async with creator_db.transaction() as session:
         await on_generation_requested(session, envelope)
-        query = select(GenerationJob).where(GenerationJob.request_id == asked.request_id)
+        query = select(GenerationJob).where(col(GenerationJob.request_id) == asked.request_id)
         return (await session.scalars(query)).one()
 
 
@@ -177,6 +178,6 @@ async def test_a_workspace_with_many_queued_posts_does_not_hold_up_anothers_firs
     async with creator_db.transaction() as session:  # nothing left for the tests after this
         await session.execute(
             update(GenerationJob)
-            .where(GenerationJob.tenant_id.in_([busy, neighbour]))
+            .where(col(GenerationJob.tenant_id).in_([busy, neighbour]))
             .values(state="failed", credits="released")
         )

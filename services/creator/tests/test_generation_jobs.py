@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 import httpx
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from bai_contracts import (
     BrandVoice,
@@ -54,8 +55,8 @@ async def deliver(creator_db: Database, tenant: UUID, asked: PostGenerationReque
 
 async def jobs_of(creator_db: Database, post_id: UUID) -> list[GenerationJob]:
     async with creator_db.transaction() as session:
-        query = select(GenerationJob).where(GenerationJob.post_id == post_id)
-        return list((await session.scalars(query.order_by(GenerationJob.created_at))).all())
+        query = select(GenerationJob).where(col(GenerationJob.post_id) == post_id)
+        return list((await session.scalars(query.order_by(col(GenerationJob.created_at)))).all())
 
 
 async def announced(creator_db: Database, job_id: str) -> list[Envelope]:
@@ -71,13 +72,15 @@ async def run_until_idle(creator_db: Database) -> None:
     may share the database and hold some jobs for a moment: wait for those to finish."""
     async with creator_db.transaction() as session:
         await session.execute(
-            update(GenerationJob).where(GenerationJob.credits == "none").values(credits="reserved")
+            update(GenerationJob)
+            .where(col(GenerationJob.credits) == "none")
+            .values(credits="reserved")
         )
     queued = select(func.count()).where(
-        GenerationJob.state == "queued",
-        GenerationJob.engine == BUILTIN,
-        GenerationJob.credits == "reserved",
-        GenerationJob.next_attempt_at <= func.now(),
+        col(GenerationJob.state) == "queued",
+        col(GenerationJob.engine) == BUILTIN,
+        col(GenerationJob.credits) == "reserved",
+        col(GenerationJob.next_attempt_at) <= func.now(),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -134,8 +137,8 @@ async def test_regenerating_keeps_every_version(creator_db: Database, tenant: UU
         await run_until_idle(creator_db)
 
     async with creator_db.transaction() as session:
-        query = select(ContentVersion).where(ContentVersion.post_id == post_id)
-        versions = list((await session.scalars(query.order_by(ContentVersion.version))).all())
+        query = select(ContentVersion).where(col(ContentVersion.post_id) == post_id)
+        versions = list((await session.scalars(query.order_by(col(ContentVersion.version)))).all())
     assert [v.version for v in versions] == [1, 2]
     assert versions[0].content["text"] != versions[1].content["text"]
 
@@ -210,11 +213,11 @@ async def test_a_workspace_with_many_queued_posts_does_not_hold_up_anothers_firs
         await on_generation_requested(session, envelope_of(neighbour, first))
         await session.execute(
             update(GenerationJob)
-            .where(GenerationJob.tenant_id.in_([busy, neighbour]))
+            .where(col(GenerationJob.tenant_id).in_([busy, neighbour]))
             .values(credits="reserved")
         )
 
         assert await run_builtin_jobs(session, limit=20) == 20
-        query = select(GenerationJob.state).where(GenerationJob.post_id == first.post_id)
+        query = select(col(GenerationJob.state)).where(col(GenerationJob.post_id) == first.post_id)
         assert (await session.scalars(query)).all() == ["completed"]
     await run_until_idle(creator_db)  # nothing left for the tests after this one

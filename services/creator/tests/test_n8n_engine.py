@@ -20,6 +20,7 @@ import pytest
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from bai_contracts import (
     BrandVoice,
@@ -98,7 +99,7 @@ async def _end_the_tests_jobs(creator_db: Database, tenant: UUID) -> AsyncIterat
     async with creator_db.transaction() as session:
         await session.execute(
             update(GenerationJob)
-            .where(GenerationJob.tenant_id == tenant, GenerationJob.state.in_(n8n.ACTIVE))
+            .where(col(GenerationJob.tenant_id) == tenant, col(GenerationJob.state).in_(n8n.ACTIVE))
             .values(state="failed", error="ended by the test")
         )
 
@@ -131,15 +132,15 @@ async def hold_credit(creator_db: Database, post_id: UUID) -> None:
     async with creator_db.transaction() as session:
         await session.execute(
             update(GenerationJob)
-            .where(GenerationJob.post_id == post_id, GenerationJob.credits == "none")
+            .where(col(GenerationJob.post_id) == post_id, col(GenerationJob.credits) == "none")
             .values(credits="reserved")
         )
 
 
 async def jobs_of(creator_db: Database, post_id: UUID) -> list[GenerationJob]:
     async with creator_db.transaction() as session:
-        query = select(GenerationJob).where(GenerationJob.post_id == post_id)
-        return list((await session.scalars(query.order_by(GenerationJob.created_at))).all())
+        query = select(GenerationJob).where(col(GenerationJob.post_id) == post_id)
+        return list((await session.scalars(query.order_by(col(GenerationJob.created_at)))).all())
 
 
 async def job_of(creator_db: Database, post_id: UUID) -> GenerationJob:
@@ -150,7 +151,7 @@ async def job_of(creator_db: Database, post_id: UUID) -> GenerationJob:
 async def change_job(creator_db: Database, job_id: str, **values: Any) -> None:
     async with creator_db.transaction() as session:
         await session.execute(
-            update(GenerationJob).where(GenerationJob.id == job_id).values(values)
+            update(GenerationJob).where(col(GenerationJob.id) == job_id).values(values)
         )
 
 
@@ -161,8 +162,8 @@ async def retry_now(creator_db: Database, job_id: str) -> None:
 
 async def versions_of(creator_db: Database, post_id: UUID) -> list[ContentVersion]:
     async with creator_db.transaction() as session:
-        query = select(ContentVersion).where(ContentVersion.post_id == post_id)
-        return list((await session.scalars(query.order_by(ContentVersion.version))).all())
+        query = select(ContentVersion).where(col(ContentVersion.post_id) == post_id)
+        return list((await session.scalars(query.order_by(col(ContentVersion.version)))).all())
 
 
 async def announced(creator_db: Database, job_id: str) -> list[Envelope]:

@@ -13,6 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
+from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -166,7 +167,7 @@ async def deliver(
     envelope = new_event(asked, source="planner", tenant_id=tenant, subject=str(asked.post_id))
     async with creator_db.transaction() as session:
         await on_generation_requested(session, envelope)
-        query = select(GenerationJob).where(GenerationJob.request_id == asked.request_id)
+        query = select(GenerationJob).where(col(GenerationJob.request_id) == asked.request_id)
         job = (await session.scalars(query)).one()
         job.credits = "reserved"  # as billing would (the saga has its own tests)
         return job
@@ -471,7 +472,7 @@ async def _end(creator_db: Database, job_ids: list[str]) -> None:
     """Leave nothing queued or mid-call for the tests after this one."""
     async with creator_db.transaction() as session:
         await session.execute(
-            update(GenerationJob).where(GenerationJob.id.in_(job_ids)).values(state="failed")
+            update(GenerationJob).where(col(GenerationJob.id).in_(job_ids)).values(state="failed")
         )
 
 

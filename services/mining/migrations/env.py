@@ -1,6 +1,6 @@
 """Alembic environment for mining: version table in the mining schema."""
 
 from bai_platform.migrations import run_env
-from mining.models import Base
+from mining.models import MiningTable
 
-run_env(Base.metadata)
+run_env(MiningTable.metadata)

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import update
+from sqlmodel import col
 from starlette.types import Message, Receive, Scope, Send
 
 from bai_platform.db import Database
@@ -74,7 +75,8 @@ async def end_the_tests_jobs(mining_db: Database, tenant: UUID) -> AsyncIterator
         await session.execute(
             update(ExtractionJob)
             .where(
-                ExtractionJob.tenant_id == tenant, ExtractionJob.state.in_(("queued", "running"))
+                col(ExtractionJob.tenant_id) == tenant,
+                col(ExtractionJob.state).in_(("queued", "running")),
             )
             .values(state="cancelled", problems=["ended by the test"])
         )

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_testing.plugin import trusting_client
@@ -203,5 +204,5 @@ async def test_a_workspace_with_too_many_queued_jobs_is_refused_and_nothing_is_q
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert refused.json()["code"] == "too_many_queued_jobs"
     async with mining_db.transaction() as session:
-        count = select(func.count()).where(ExtractionJob.tenant_id == tenant)
+        count = select(func.count()).where(col(ExtractionJob.tenant_id) == tenant)
         assert await session.scalar(count) == 2

@@ -21,6 +21,7 @@ import pytest
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from bai_contracts import CallbackReceived, ExtractionProgressed, callback_subject
 from bai_platform.db import Database
@@ -105,13 +106,13 @@ async def job_of(db: Database, job_id: str) -> ExtractionJob:
 async def change_job(db: Database, job_id: str, **values: Any) -> None:
     async with db.transaction() as session:
         await session.execute(
-            update(ExtractionJob).where(ExtractionJob.id == job_id).values(values)
+            update(ExtractionJob).where(col(ExtractionJob.id) == job_id).values(values)
         )
 
 
 async def leads_of(db: Database, job_id: str) -> list[Lead]:
     async with db.transaction() as session:
-        query = select(Lead).where(Lead.job_id == job_id).order_by(Lead.id)
+        query = select(Lead).where(col(Lead.job_id) == job_id).order_by(col(Lead.id))
         return list((await session.scalars(query)).all())
 
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_platform.safe_fetch import SafeFetcher
@@ -41,7 +42,9 @@ async def a_clear_queue(mining_db: Database, tenant: UUID) -> AsyncIterator[None
     async with mining_db.transaction() as session:
         await session.execute(
             update(ExtractionJob)
-            .where(ExtractionJob.state == "queued", ExtractionJob.source_type == "website")
+            .where(
+                col(ExtractionJob.state) == "queued", col(ExtractionJob.source_type) == "website"
+            )
             .values(state="cancelled", problems=["ended by a later test"])
         )
     yield
@@ -53,7 +56,8 @@ async def _end_jobs_of(db: Database, tenant: UUID) -> None:
         await session.execute(
             update(ExtractionJob)
             .where(
-                ExtractionJob.tenant_id == tenant, ExtractionJob.state.in_(("queued", "running"))
+                col(ExtractionJob.tenant_id) == tenant,
+                col(ExtractionJob.state).in_(("queued", "running")),
             )
             .values(state="cancelled", problems=["ended by the test"])
         )
@@ -125,8 +129,8 @@ async def states(db: Database, job_ids: list[str]) -> list[str]:
         rows = dict(
             (
                 await session.execute(
-                    select(ExtractionJob.id, ExtractionJob.state).where(
-                        ExtractionJob.id.in_(job_ids)
+                    select(col(ExtractionJob.id), col(ExtractionJob.state)).where(
+                        col(ExtractionJob.id).in_(job_ids)
                     )
                 )
             ).all()
@@ -215,8 +219,8 @@ async def test_jobs_are_picked_round_robin_by_workspace_not_first_come_first_ser
                 assert await runner.run_next()
 
     async with mining_db.transaction() as session:
-        query = select(ExtractionJob.id).where(ExtractionJob.id.in_(queued))
-        order = list((await session.scalars(query.order_by(ExtractionJob.started_at))).all())
+        query = select(col(ExtractionJob.id)).where(col(ExtractionJob.id).in_(queued))
+        order = list((await session.scalars(query.order_by(col(ExtractionJob.started_at)))).all())
     assert order == [queued[0], queued[3], queued[1], queued[2]]
 
 
@@ -289,7 +293,7 @@ async def test_a_job_a_dead_worker_left_running_ends_after_its_deadline_and_is_c
     async with mining_db.transaction() as session:
         await session.execute(
             update(ExtractionJob)
-            .where(ExtractionJob.id == job_id)
+            .where(col(ExtractionJob.id) == job_id)
             .values(
                 state="running",
                 credits="reserved",
@@ -321,7 +325,7 @@ async def test_a_job_running_within_its_deadline_is_left_to_its_worker(
     async with mining_db.transaction() as session:
         await session.execute(
             update(ExtractionJob)
-            .where(ExtractionJob.id == job_id)
+            .where(col(ExtractionJob.id) == job_id)
             .values(state="running", started_at=datetime.now(UTC) - timedelta(minutes=2))
         )
     async with runner_for(mining_db, nats_client, deadline_seconds=120.0) as (runner, _):

@@ -7,6 +7,7 @@ from uuid import UUID
 import httpx
 import pytest
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from bai_platform.db import Database
 from mining.models import ExtractionJob, MiningSchedule
@@ -64,7 +65,9 @@ async def test_a_due_schedule_starts_a_job_and_never_one_beside_a_busy_run(
     second = await _tick(mining_db, schedule_id)  # the first job is still queued
     async with mining_db.transaction() as session:
         await session.execute(
-            update(ExtractionJob).where(ExtractionJob.tenant_id == tenant).values(state="succeeded")
+            update(ExtractionJob)
+            .where(col(ExtractionJob.tenant_id) == tenant)
+            .values(state="succeeded")
         )
     third = await _tick(mining_db, schedule_id)
 
@@ -101,7 +104,9 @@ async def test_run_now_starts_the_job_unless_the_last_one_is_busy(
     busy = await client.post(run, headers=headers)
     async with mining_db.transaction() as session:
         await session.execute(
-            update(ExtractionJob).where(ExtractionJob.tenant_id == tenant).values(state="partial")
+            update(ExtractionJob)
+            .where(col(ExtractionJob.tenant_id) == tenant)
+            .values(state="partial")
         )
     second = await client.post(run, headers=headers)
 
@@ -167,7 +172,7 @@ async def _tick(db: Database, schedule_id: UUID) -> MiningSchedule:
     async with db.transaction() as session:
         await session.execute(
             update(MiningSchedule)
-            .where(MiningSchedule.id == schedule_id)
+            .where(col(MiningSchedule.id) == schedule_id)
             .values(next_run_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     async with db.transaction() as session:
@@ -178,5 +183,5 @@ async def _tick(db: Database, schedule_id: UUID) -> MiningSchedule:
 
 async def _jobs(db: Database, tenant: UUID) -> list[ExtractionJob]:
     async with db.transaction() as session:
-        query = select(ExtractionJob).where(ExtractionJob.tenant_id == tenant)
-        return list((await session.scalars(query.order_by(ExtractionJob.created_at))).all())
+        query = select(ExtractionJob).where(col(ExtractionJob.tenant_id) == tenant)
+        return list((await session.scalars(query.order_by(col(ExtractionJob.created_at)))).all())

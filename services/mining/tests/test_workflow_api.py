@@ -13,6 +13,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_platform.db import Database
 from mining.models import ExtractionJob, MiningSchedule, MiningWorkflow
@@ -37,7 +38,7 @@ async def stored(db: Database, tenant: UUID) -> MiningWorkflow | None:
 
 async def jobs_of(db: Database, tenant: UUID) -> list[ExtractionJob]:
     async with db.transaction() as session:
-        query = select(ExtractionJob).where(ExtractionJob.tenant_id == tenant)
+        query = select(ExtractionJob).where(col(ExtractionJob.tenant_id) == tenant)
         return list((await session.scalars(query)).all())
 
 
@@ -286,5 +287,5 @@ async def test_an_n8n_schedule_without_a_workflow_is_refused(
 
     assert (response.status_code, response.json()["code"]) == (409, "no_mining_workflow")
     async with mining_db.transaction() as session:
-        query = select(MiningSchedule).where(MiningSchedule.tenant_id == tenant)
+        query = select(MiningSchedule).where(col(MiningSchedule.tenant_id) == tenant)
         assert (await session.scalars(query)).all() == []

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_contracts import ContentGenerated, GeneratedContent
 from bai_platform.db import Database
@@ -61,7 +62,7 @@ def campaigns_of(planner_db: Database) -> Callable[[UUID], Awaitable[list[Campai
 
     async def read(tenant_id: UUID) -> list[Campaign]:
         async with planner_db.transaction() as session:
-            query = select(Campaign).where(Campaign.tenant_id == tenant_id)
+            query = select(Campaign).where(col(Campaign.tenant_id) == tenant_id)
             return list((await session.scalars(query)).all())
 
     return read
@@ -141,8 +142,8 @@ async def schedule(
 async def posts_of(db: Database, campaign_id: str, month: str | None = None) -> list[Post]:
     """The campaign's stored posts (of one local month), in calendar order."""
     async with db.transaction() as session:
-        query = select(Post).where(Post.campaign_id == UUID(campaign_id))
-        order = (Post.scheduled_at, Post.channel, Post.id)
+        query = select(Post).where(col(Post.campaign_id) == UUID(campaign_id))
+        order = (col(Post.scheduled_at), col(Post.channel), col(Post.id))
         rows = (await session.scalars(query.order_by(*order))).all()
     return [p for p in rows if month is None or p.local_date.strftime("%Y-%m") == month]
 
@@ -151,7 +152,7 @@ async def write_drafts(db: Database, tenant_id: UUID, campaign_id: str) -> None:
     """Answer every generating post of the campaign as creator does: they become drafts."""
     async with db.transaction() as session:
         query = select(Post).where(
-            Post.campaign_id == UUID(campaign_id), Post.state == "generating"
+            col(Post.campaign_id) == UUID(campaign_id), col(Post.state) == "generating"
         )
         for post in (await session.scalars(query)).all():
             assert post.generation_request_id is not None

@@ -12,6 +12,7 @@ import jwt
 import pytest
 from icalendar import Calendar
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_contracts import PostGenerationRequested
 from bai_platform.db import Database
@@ -263,7 +264,7 @@ async def test_imported_posts_have_a_history_naming_the_importer(
     assert response.status_code == 201, response.text
     [post] = await posts_of(planner_db, empty_campaign)
     async with planner_db.transaction() as session:
-        query = select(PostTransition).where(PostTransition.post_id == post.id)
+        query = select(PostTransition).where(col(PostTransition.post_id) == post.id)
         [created] = (await session.scalars(query)).all()
     assert (created.from_state, created.to_state) == (None, "draft_ready")
     assert created.actor == f"user:{subject_of(editor)}"

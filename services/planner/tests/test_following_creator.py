@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bai_contracts import (
     ContentFailed,
@@ -81,8 +82,8 @@ async def reread(planner_db: Database, post_id: UUID) -> Post:
 
 async def moves(planner_db: Database, post_id: UUID) -> list[tuple[str | None, str]]:
     async with planner_db.transaction() as session:
-        query = select(PostTransition).where(PostTransition.post_id == post_id)
-        rows = (await session.scalars(query.order_by(PostTransition.id))).all()
+        query = select(PostTransition).where(col(PostTransition.post_id) == post_id)
+        rows = (await session.scalars(query.order_by(col(PostTransition.id)))).all()
         return [(r.from_state, r.to_state) for r in rows]
 
 
@@ -232,7 +233,7 @@ async def test_an_answer_naming_another_tenant_changes_nothing(
 
     assert (await reread(planner_db, post.id)).state == "generating"
     async with planner_db.transaction() as session:
-        count = select(func.count()).where(PostTransition.post_id == post.id)
+        count = select(func.count()).where(col(PostTransition.post_id) == post.id)
         assert await session.scalar(count) == 0
 
 

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_contracts import PostGenerationRequested, PostStateChanged
 from bai_platform.db import Database
@@ -97,8 +98,8 @@ async def stored(planner_db: Database, post_id: UUID) -> Post:
 
 async def history(planner_db: Database, post_id: UUID) -> list[PostTransition]:
     async with planner_db.transaction() as session:
-        query = select(PostTransition).where(PostTransition.post_id == post_id)
-        return list((await session.scalars(query.order_by(PostTransition.id))).all())
+        query = select(PostTransition).where(col(PostTransition.post_id) == post_id)
+        return list((await session.scalars(query.order_by(col(PostTransition.id)))).all())
 
 
 def transition(post_id: UUID) -> str:
@@ -423,7 +424,9 @@ async def test_taking_a_scheduled_post_back_or_moving_it_stands_its_publish_job_
 
     assert (back.status_code, later.status_code) == (200, 200)
     async with planner_db.transaction() as session:
-        query = select(PublishJob.state).where(PublishJob.post_id.in_([moved_back, moved_later]))
+        query = select(col(PublishJob.state)).where(
+            col(PublishJob.post_id).in_([moved_back, moved_later])
+        )
         assert set((await session.scalars(query)).all()) == {"cancelled"}
 
 

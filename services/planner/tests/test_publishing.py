@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select, update
+from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -242,8 +243,8 @@ class Rows:
 
     async def jobs(self, post_id: UUID) -> list[PublishJob]:
         async with self.db.transaction() as session:
-            query = select(PublishJob).where(PublishJob.post_id == post_id)
-            return list((await session.scalars(query.order_by(PublishJob.created_at))).all())
+            query = select(PublishJob).where(col(PublishJob.post_id) == post_id)
+            return list((await session.scalars(query.order_by(col(PublishJob.created_at)))).all())
 
     async def job(self, post_id: UUID) -> PublishJob:
         [job] = await self.jobs(post_id)
@@ -251,8 +252,8 @@ class Rows:
 
     async def history(self, post_id: UUID) -> list[PostTransition]:
         async with self.db.transaction() as session:
-            query = select(PostTransition).where(PostTransition.post_id == post_id)
-            return list((await session.scalars(query.order_by(PostTransition.id))).all())
+            query = select(PostTransition).where(col(PostTransition.post_id) == post_id)
+            return list((await session.scalars(query.order_by(col(PostTransition.id)))).all())
 
     async def target(self, tenant_id: UUID) -> PublishingTarget | None:
         async with self.db.transaction() as session:
@@ -260,11 +261,13 @@ class Rows:
 
     async def change_job(self, job_id: str, **values: Any) -> None:
         async with self.db.transaction() as session:
-            await session.execute(update(PublishJob).where(PublishJob.id == job_id).values(values))
+            await session.execute(
+                update(PublishJob).where(col(PublishJob.id) == job_id).values(values)
+            )
 
     async def change_post(self, post_id: UUID, **values: Any) -> None:
         async with self.db.transaction() as session:
-            await session.execute(update(Post).where(Post.id == post_id).values(values))
+            await session.execute(update(Post).where(col(Post.id) == post_id).values(values))
 
     async def retry_now(self, job_id: str) -> None:
         """The backoff is over."""

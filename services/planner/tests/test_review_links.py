@@ -10,6 +10,7 @@ import httpx
 import jwt
 import pytest
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from bai_contracts import (
     PostGenerationRequested,
@@ -95,17 +96,17 @@ async def fingerprint(
     """Everything a refused request must leave as it was: posts, history, link answers."""
     async with db.transaction() as session:
         posts = await session.execute(
-            select(Post.id, Post.state, Post.generation_request_id)
-            .where(Post.tenant_id == tenant_id)
-            .order_by(Post.id)
+            select(col(Post.id), col(Post.state), col(Post.generation_request_id))
+            .where(col(Post.tenant_id) == tenant_id)
+            .order_by(col(Post.id))
         )
         moves = await session.scalar(
-            select(func.count()).where(PostTransition.tenant_id == tenant_id)
+            select(func.count()).where(col(PostTransition.tenant_id) == tenant_id)
         )
         links = await session.execute(
-            select(ReviewLink.id, ReviewLink.answered_at)
-            .where(ReviewLink.tenant_id == tenant_id)
-            .order_by(ReviewLink.id)
+            select(col(ReviewLink.id), col(ReviewLink.answered_at))
+            .where(col(ReviewLink.tenant_id) == tenant_id)
+            .order_by(col(ReviewLink.id))
         )
         return (
             [(post_id, state, request_id) for post_id, state, request_id in posts],
@@ -254,7 +255,7 @@ async def test_the_client_view_shows_no_internal_fields(
     async with planner_db.transaction() as session:
         await session.execute(
             update(Post)
-            .where(Post.campaign_id == UUID(campaign))
+            .where(col(Post.campaign_id) == UUID(campaign))
             .values(generation_note="internal-note-xyz", last_error="internal-error-xyz")
         )
 
@@ -481,7 +482,7 @@ async def test_an_unusable_link_is_401_and_changes_nothing(
         async with planner_db.transaction() as session:
             await session.execute(
                 update(ReviewLink)
-                .where(ReviewLink.id == UUID(link["id"]))
+                .where(col(ReviewLink.id) == UUID(link["id"]))
                 .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
             )
     assert token != link["token"] or kind in {"revoked", "expired"}
@@ -530,7 +531,7 @@ async def _set_expiry(db: Database, link_id: str, within: timedelta) -> None:
     async with db.transaction() as session:
         await session.execute(
             update(ReviewLink)
-            .where(ReviewLink.id == UUID(link_id))
+            .where(col(ReviewLink.id) == UUID(link_id))
             .values(expires_at=datetime.now(UTC) + within)
         )
 
@@ -604,7 +605,7 @@ async def test_a_month_link_leaves_a_draft_without_text_out_of_review(
     # engine's empty answer, made here directly.
     first, *others = await posts_of(planner_db, campaign, DECEMBER)
     async with planner_db.transaction() as session:
-        await session.execute(update(Post).where(Post.id == first.id).values(text=None))
+        await session.execute(update(Post).where(col(Post.id) == first.id).values(text=None))
 
     await new_link(client, editor, campaign, month=DECEMBER)
 

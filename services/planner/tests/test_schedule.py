@@ -9,6 +9,7 @@ from uuid import UUID
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bai_contracts import MonthScheduled, PostGenerationRequested
 from bai_platform.db import Database
@@ -57,7 +58,9 @@ async def schedule(
 async def posts_of(planner_db: Database, campaign_id: str) -> list[Post]:
     async with planner_db.transaction() as session:
         query = (
-            select(Post).where(Post.campaign_id == UUID(campaign_id)).order_by(Post.scheduled_at)
+            select(Post)
+            .where(col(Post.campaign_id) == UUID(campaign_id))
+            .order_by(col(Post.scheduled_at))
         )
         return list((await session.scalars(query)).all())
 
@@ -339,8 +342,8 @@ async def test_posts_of_a_month_count_once_per_slot_in_the_database(
 
     async with planner_db.transaction() as session:
         slots = select(func.count()).select_from(
-            select(Post.channel, Post.local_date, Post.local_time)
-            .where(Post.campaign_id == UUID(campaign_id))
+            select(col(Post.channel), col(Post.local_date), col(Post.local_time))
+            .where(col(Post.campaign_id) == UUID(campaign_id))
             .distinct()
             .subquery()
         )

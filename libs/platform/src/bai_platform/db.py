@@ -15,19 +15,21 @@ and see every workspace; their queries say which rows they mean.
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import DateTime, MetaData, column, event, func, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Mapped, ORMExecuteState, mapped_column, with_loader_criteria
+from sqlalchemy.orm import ORMExecuteState, declared_attr, registry, with_loader_criteria
 from sqlalchemy.orm import Session as OrmSession
+from sqlmodel import Field
 
 from bai_platform.app_state import platform_of
 from bai_platform.errors import ServiceError
@@ -53,9 +55,49 @@ def make_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
+def table_registry(schema: str) -> registry:
+    """The registry of one service's SQLModel tables, so each keeps its own metadata.
+
+    ``class PlannerTable(SQLModel, registry=table_registry("planner"))`` is the service's
+    base; its tables are ``class Brand(PlannerTable, table=True)``.
+    """
+    return registry(metadata=make_metadata(schema))
+
+
+def timestamp(*, nullable: bool = False, default: datetime | None = None) -> Any:
+    """A ``timestamptz`` field (``datetime | None`` when ``nullable``)."""
+    return Field(default=default, sa_type=DateTime(timezone=True), nullable=nullable)
+
+
+def created_now() -> Any:
+    """A ``timestamptz NOT NULL DEFAULT now()`` field, filled in by PostgreSQL on insert.
+
+    It reads ``None`` on an instance until the row is flushed and refreshed; SQLAlchemy
+    leaves a ``None`` out of the INSERT, so the server default applies.
+    """
+    return Field(
+        default=None,
+        sa_type=DateTime(timezone=True),
+        nullable=False,
+        sa_column_kwargs={"server_default": func.now()},
+    )
+
+
 # session.info key: the request's state, whose ``tenant_id`` (set once the identity is
 # verified, ``bai_platform.identity.require_identity``) scopes the session's statements.
 REQUEST_STATE = "bai.request_state"
+
+
+class _OnlyForTheCriteria(declared_attr[Any]):
+    """The mixin's ``tenant_id``, seen only where SQLAlchemy analyses the scope's criteria.
+
+    ``with_loader_criteria`` first calls its lambda with the mixin itself, reading
+    declared attributes through ``fget``; everything else (pydantic's field collection,
+    the declarative scan, ``hasattr``) finds nothing here, so each table's own field rules.
+    """
+
+    def __get__(self, instance: object, owner: Any = None) -> Any:
+        raise AttributeError("tenant_id")
 
 
 class TenantOwned:
@@ -63,11 +105,13 @@ class TenantOwned:
 
     Mix it into the model; a request's session then never sees another workspace's rows.
     ``tests/test_tenant_scope.py`` checks that every table with a ``tenant_id`` has it.
-    Each table declares its own column; this one is what the scope's criteria are built
-    from (SQLAlchemy evaluates them on the mixin first).
+    Each table declares its own ``tenant_id`` field.
     """
 
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    if TYPE_CHECKING:
+        tenant_id: UUID
+    else:
+        tenant_id = _OnlyForTheCriteria(lambda cls: column("tenant_id"))
 
 
 @event.listens_for(OrmSession, "do_orm_execute")

@@ -1,4 +1,4 @@
-"""Creator tables (schema ``creator``)."""
+"""Creator tables (schema ``creator``), as SQLModel tables in creator's own registry."""
 
 from datetime import date, datetime
 from typing import Any
@@ -7,50 +7,42 @@ from uuid import UUID, uuid4
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    Boolean,
-    Date,
-    DateTime,
-    ForeignKey,
     Identity,
     Index,
-    Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlmodel import Field, SQLModel
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, make_metadata
+from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
 from bai_platform.outbox import outbox_table
 
 
-class Base(DeclarativeBase):
-    metadata = make_metadata("creator")
+class CreatorTable(SQLModel, registry=table_registry("creator")):
+    """The base of creator's tables."""
 
 
-class CampaignBrief(TenantOwned, Base):
+class CampaignBrief(CreatorTable, TenantOwned, table=True):
     """What creator knows of a planner campaign: the brief its generations follow."""
 
     __tablename__ = "campaign_briefs"
 
-    campaign_id: Mapped[UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False, index=True)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    goal: Mapped[str | None] = mapped_column(Text)
-    channels: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False)
-    starts_on: Mapped[date | None] = mapped_column(Date)
-    ends_on: Mapped[date | None] = mapped_column(Date)
-    source_event_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    campaign_id: UUID = Field(primary_key=True)
+    tenant_id: UUID = Field(index=True)
+    name: str = Field(sa_type=String(200))
+    goal: str | None = Field(default=None, sa_type=Text)
+    channels: list[str] = Field(sa_type=ARRAY(String(32)))
+    starts_on: date | None = None
+    ends_on: date | None = None
+    source_event_id: str = Field(sa_type=String(64))
+    received_at: datetime = created_now()
 
 
-class GenerationJob(TenantOwned, Base):
+class GenerationJob(CreatorTable, TenantOwned, table=True):
     """One request for a post's content (``gen_`` ids), from queued to an end state."""
 
     __tablename__ = "generation_jobs"
@@ -61,118 +53,103 @@ class GenerationJob(TenantOwned, Base):
         Index("ix_generation_jobs_credits", "credits"),
     )
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    id: str = Field(sa_type=String(64), primary_key=True)
+    tenant_id: UUID
     # The planner's request; one job per request however often the request is delivered.
-    request_id: Mapped[UUID] = mapped_column(nullable=False, unique=True)
-    post_id: Mapped[UUID] = mapped_column(nullable=False)
-    campaign_id: Mapped[UUID] = mapped_column(nullable=False)
-    channel: Mapped[str] = mapped_column(String(32), nullable=False)
-    engine: Mapped[str] = mapped_column(String(32), nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    inputs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    request_id: UUID = Field(unique=True)
+    post_id: UUID
+    campaign_id: UUID
+    channel: str = Field(sa_type=String(32))
+    engine: str = Field(sa_type=String(32))
+    state: str = Field(sa_type=String(16))
+    attempts: int = 0
+    inputs: dict[str, Any] = Field(sa_type=JSONB)
+    error: str | None = Field(default=None, sa_type=Text)
+    next_attempt_at: datetime = created_now()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
+    completed_at: datetime | None = timestamp(nullable=True)
+    dispatched_at: datetime | None = timestamp(nullable=True)
     # A dispatched job with no callback by then times out.
-    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: datetime | None = timestamp(nullable=True)
     # The credits saga with billing: none -> reserved -> pending_commit -> committed, or
     # -> pending_release -> released; refused when billing said no. Engines run only
     # reserved jobs.
-    credits: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
+    credits: str = Field(default="none", sa_type=String(16))
 
 
-class EngineSettings(TenantOwned, Base):
+class EngineSettings(CreatorTable, TenantOwned, table=True):
     """How a tenant's posts are written; secrets are stored encrypted."""
 
     __tablename__ = "engine_settings"
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    engine: Mapped[str] = mapped_column(String(32), nullable=False)
-    webhook_url: Mapped[str | None] = mapped_column(String(2000))
-    secret: Mapped[bytes | None] = mapped_column(LargeBinary)
-    accept_secret_header: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    deadline_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=600)
-    base_url: Mapped[str | None] = mapped_column(String(2000))
-    model: Mapped[str | None] = mapped_column(String(200))
-    api_key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    tenant_id: UUID = Field(primary_key=True)
+    engine: str = Field(sa_type=String(32))
+    webhook_url: str | None = Field(default=None, sa_type=String(2000))
+    secret: bytes | None = Field(default=None, sa_type=LargeBinary)
+    accept_secret_header: bool = False
+    deadline_seconds: int = 600
+    base_url: str | None = Field(default=None, sa_type=String(2000))
+    model: str | None = Field(default=None, sa_type=String(200))
+    api_key: bytes | None = Field(default=None, sa_type=LargeBinary)
+    updated_by: str = Field(sa_type=String(64))
+    updated_at: datetime = created_now()
 
 
-class ContentVersion(TenantOwned, Base):
+class ContentVersion(CreatorTable, TenantOwned, table=True):
     """One version of a post's content; regenerating adds one, nothing is overwritten."""
 
     __tablename__ = "content_versions"
     __table_args__ = (UniqueConstraint("post_id", "version"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    post_id: Mapped[UUID] = mapped_column(nullable=False)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
-    job_id: Mapped[str] = mapped_column(ForeignKey("generation_jobs.id"), nullable=False)
-    engine: Mapped[str] = mapped_column(String(32), nullable=False)
-    content: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    # Given by PostgreSQL on insert (None on an instance until then).
+    id: int = Field(default=None, sa_type=BigInteger, primary_key=True, sa_column_args=[Identity()])
+    tenant_id: UUID
+    post_id: UUID
+    version: int
+    job_id: str = Field(sa_type=String(64), foreign_key="generation_jobs.id")
+    engine: str = Field(sa_type=String(32))
+    content: dict[str, Any] = Field(sa_type=JSONB)
+    created_at: datetime = created_now()
 
 
-class ChatWidget(TenantOwned, Base):
+class ChatWidget(CreatorTable, TenantOwned, table=True):
     """A chat widget for one of the tenant's websites."""
 
     __tablename__ = "chat_widgets"
     __table_args__ = (Index("ix_chat_widgets_tenant", "tenant_id", "created_at"),)
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
     # What the website's script tag carries; public by design, it only names the widget.
-    public_key: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    allowed_origins: Mapped[list[str]] = mapped_column(ARRAY(String(300)), nullable=False)
-    greeting: Mapped[str] = mapped_column(Text, nullable=False)
-    knowledge: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
-    voice: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    public_key: str = Field(sa_type=String(64), unique=True)
+    name: str = Field(sa_type=String(200))
+    allowed_origins: list[str] = Field(sa_type=ARRAY(String(300)))
+    greeting: str = Field(sa_type=Text)
+    knowledge: list[dict[str, Any]] = Field(sa_type=JSONB)
+    voice: dict[str, Any] = Field(sa_type=JSONB)
+    active: bool = True
     # "workspace": the workspace's engine answers; "builtin": the knowledge snippets do.
-    engine: Mapped[str] = mapped_column(String(32), nullable=False, default="workspace")
-    visitor_hourly_limit: Mapped[int] = mapped_column(Integer, nullable=False)
-    widget_daily_limit: Mapped[int] = mapped_column(Integer, nullable=False)
-    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    engine: str = Field(default="workspace", sa_type=String(32))
+    visitor_hourly_limit: int
+    widget_daily_limit: int
+    created_by: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
-class Conversation(TenantOwned, Base):
+class Conversation(CreatorTable, TenantOwned, table=True):
     __tablename__ = "conversations"
     __table_args__ = (Index("ix_conversations_widget", "widget_id", "created_at"),)
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    widget_id: Mapped[UUID] = mapped_column(ForeignKey("chat_widgets.id"), nullable=False)
-    visitor: Mapped[str] = mapped_column(String(120), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
+    widget_id: UUID = Field(foreign_key="chat_widgets.id")
+    visitor: str = Field(sa_type=String(120))
+    created_at: datetime = created_now()
 
 
-class ChatMessage(TenantOwned, Base):
+class ChatMessage(CreatorTable, TenantOwned, table=True):
     __tablename__ = "chat_messages"
     __table_args__ = (
         Index("ix_chat_messages_conversation", "conversation_id", "id"),
@@ -180,17 +157,16 @@ class ChatMessage(TenantOwned, Base):
         Index("ix_chat_messages_visitor_time", "visitor", "created_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    widget_id: Mapped[UUID] = mapped_column(nullable=False)
-    conversation_id: Mapped[UUID] = mapped_column(ForeignKey("conversations.id"), nullable=False)
-    visitor: Mapped[str] = mapped_column(String(120), nullable=False)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)  # visitor, assistant
-    text: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    # Given by PostgreSQL on insert (None on an instance until then).
+    id: int = Field(default=None, sa_type=BigInteger, primary_key=True, sa_column_args=[Identity()])
+    tenant_id: UUID
+    widget_id: UUID
+    conversation_id: UUID = Field(foreign_key="conversations.id")
+    visitor: str = Field(sa_type=String(120))
+    role: str = Field(sa_type=String(16))  # visitor, assistant
+    text: str = Field(sa_type=Text)
+    created_at: datetime = created_now()
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
+outbox = outbox_table(CreatorTable.metadata)
+inbox = inbox_table(CreatorTable.metadata)

@@ -1,4 +1,4 @@
-"""Mining tables (schema ``mining``)."""
+"""Mining tables (schema ``mining``), as SQLModel tables in mining's own registry."""
 
 from datetime import datetime
 from typing import Any
@@ -7,30 +7,27 @@ from uuid import UUID, uuid4
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    Boolean,
-    DateTime,
     Identity,
     Index,
     Integer,
     LargeBinary,
     String,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlmodel import Field, SQLModel
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, make_metadata
+from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
 from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
 
-class Base(DeclarativeBase):
-    metadata = make_metadata("mining")
+class MiningTable(SQLModel, registry=table_registry("mining")):
+    """The base of mining's tables."""
 
 
-class ExtractionJob(TenantOwned, Base):
+class ExtractionJob(MiningTable, TenantOwned, table=True):
     """One extraction (``ext_`` ids): a source, limits, progress and where it ended."""
 
     __tablename__ = "extraction_jobs"
@@ -40,59 +37,55 @@ class ExtractionJob(TenantOwned, Base):
         Index("ix_extraction_jobs_dispatch", "dispatch", "next_attempt_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
+    id: str = Field(sa_type=String(64), primary_key=True)
+    tenant_id: UUID
     # "website" (the built-in crawler) or "n8n" (the tenant's workflow); ``source["type"]``.
-    source_type: Mapped[str] = mapped_column(
-        String(16), nullable=False, default="website", server_default="website"
+    source_type: str = Field(
+        default="website", sa_type=String(16), sa_column_kwargs={"server_default": "website"}
     )
-    source: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    limits: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)
-    pages_fetched: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    items_found: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    source: dict[str, Any] = Field(sa_type=JSONB)
+    limits: dict[str, Any] = Field(sa_type=JSONB)
+    state: str = Field(sa_type=String(16))
+    pages_fetched: int = 0
+    items_found: int = 0
+    errors: int = 0
     # The first problems, readable (a URL refused, a page that failed), capped.
-    problems: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
-    credits: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    problems: list[str] = Field(default_factory=list, sa_type=JSONB)
+    credits: str = Field(default="none", sa_type=String(16))
+    cancel_requested: bool = False
+    created_by: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
+    started_at: datetime | None = timestamp(nullable=True)
+    finished_at: datetime | None = timestamp(nullable=True)
     # n8n jobs only (see mining.service.n8n): "pending" (to send, at ``next_attempt_at``),
     # "sending" (in flight), "sent" (the workflow took it; callbacks until ``deadline_at``).
-    dispatch: Mapped[str | None] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatch: str | None = Field(default=None, sa_type=String(16))
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_attempt_at: datetime | None = timestamp(nullable=True)
+    dispatched_at: datetime | None = timestamp(nullable=True)
+    deadline_at: datetime | None = timestamp(nullable=True)
     # The page numbers of the workflow's callbacks taken so far, and the final one's.
-    pages_accepted: Mapped[list[int]] = mapped_column(
-        ARRAY(Integer), nullable=False, default=list, server_default="{}"
+    pages_accepted: list[int] = Field(
+        default_factory=list, sa_type=ARRAY(Integer), sa_column_kwargs={"server_default": "{}"}
     )
-    final_page: Mapped[int | None] = mapped_column(Integer)
+    final_page: int | None = None
 
 
-class MiningWorkflow(TenantOwned, Base):
+class MiningWorkflow(MiningTable, TenantOwned, table=True):
     """The tenant's n8n mining workflow (``n8n`` sources); the secret is stored encrypted."""
 
     __tablename__ = "workflows"
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    webhook_url: Mapped[str] = mapped_column(String(2000), nullable=False)
-    secret: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    accept_secret_header: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    deadline_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
-    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    tenant_id: UUID = Field(primary_key=True)
+    webhook_url: str = Field(sa_type=String(2000))
+    secret: bytes = Field(sa_type=LargeBinary)
+    accept_secret_header: bool = False
+    deadline_seconds: int
+    updated_by: str = Field(sa_type=String(64))
+    updated_at: datetime = created_now()
 
 
-class Lead(TenantOwned, Base):
+class Lead(MiningTable, TenantOwned, table=True):
     """A lead found by a job, deduplicated by email, phone and domain."""
 
     __tablename__ = "leads"
@@ -101,45 +94,42 @@ class Lead(TenantOwned, Base):
         Index("ix_leads_job", "job_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    job_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    key: Mapped[str] = mapped_column(String(300), nullable=False)
-    organisation: Mapped[str | None] = mapped_column(String(300))
-    domain: Mapped[str | None] = mapped_column(String(300))
-    emails: Mapped[list[str]] = mapped_column(ARRAY(String(320)), nullable=False)
-    phones: Mapped[list[str]] = mapped_column(ARRAY(String(40)), nullable=False)
-    socials: Mapped[list[str]] = mapped_column(ARRAY(String(500)), nullable=False)
-    addresses: Mapped[list[str]] = mapped_column(ARRAY(String(500)), nullable=False)
-    pages: Mapped[list[str]] = mapped_column(ARRAY(String(2000)), nullable=False)
-    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    # Given by PostgreSQL on insert (None on an instance until then).
+    id: int = Field(default=None, sa_type=BigInteger, primary_key=True, sa_column_args=[Identity()])
+    tenant_id: UUID
+    job_id: str = Field(sa_type=String(64))
+    key: str = Field(sa_type=String(300))
+    organisation: str | None = Field(default=None, sa_type=String(300))
+    domain: str | None = Field(default=None, sa_type=String(300))
+    emails: list[str] = Field(sa_type=ARRAY(String(320)))
+    phones: list[str] = Field(sa_type=ARRAY(String(40)))
+    socials: list[str] = Field(sa_type=ARRAY(String(500)))
+    addresses: list[str] = Field(sa_type=ARRAY(String(500)))
+    pages: list[str] = Field(sa_type=ARRAY(String(2000)))
+    data: dict[str, Any] = Field(sa_type=JSONB)
+    created_at: datetime = created_now()
 
 
-class MiningSchedule(TenantOwned, Base):
+class MiningSchedule(MiningTable, TenantOwned, table=True):
     """A job run again by a cron expression in a time zone, never over its last run."""
 
     __tablename__ = "schedules"
     __table_args__ = (Index("ix_schedules_due", "active", "next_run_at"),)
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    cron: Mapped[str] = mapped_column(String(100), nullable=False)
-    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
-    job: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    last_job_id: Mapped[str | None] = mapped_column(String(64))
-    skipped_runs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
+    name: str = Field(sa_type=String(200))
+    cron: str = Field(sa_type=String(100))
+    timezone: str = Field(sa_type=String(64))
+    job: dict[str, Any] = Field(sa_type=JSONB)
+    active: bool = True
+    next_run_at: datetime = timestamp()
+    last_job_id: str | None = Field(default=None, sa_type=String(64))
+    skipped_runs: int = 0
+    created_by: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
-idempotency = idempotency_table(Base.metadata)
+outbox = outbox_table(MiningTable.metadata)
+inbox = inbox_table(MiningTable.metadata)
+idempotency = idempotency_table(MiningTable.metadata)

@@ -1,4 +1,4 @@
-"""Planner tables (schema ``planner``)."""
+"""Planner tables (schema ``planner``), as SQLModel tables in planner's own registry."""
 
 from datetime import date, datetime, time
 from typing import Any
@@ -7,77 +7,72 @@ from uuid import UUID, uuid4
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    Boolean,
-    Date,
-    DateTime,
-    ForeignKey,
     Identity,
     Index,
-    Integer,
     LargeBinary,
     String,
     Text,
-    Time,
     UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlmodel import Field, SQLModel, col
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, make_metadata
+from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
 from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
 
-def _now() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+class PlannerTable(SQLModel, registry=table_registry("planner")):
+    """The base of planner's tables."""
 
 
-class Base(DeclarativeBase):
-    metadata = make_metadata("planner")
-
-
-class Brand(TenantOwned, Base):
+class Brand(PlannerTable, TenantOwned, table=True):
     __tablename__ = "brands"
     __table_args__ = (Index("ix_brands_tenant_created", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
-    default_channels: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False)
-    voice: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
+    name: str = Field(sa_type=String(200))
+    timezone: str = Field(sa_type=String(64))
+    default_channels: list[str] = Field(sa_type=ARRAY(String(32)))
+    voice: dict[str, Any] = Field(sa_type=JSONB)
+    created_by: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 # Names are unique per workspace whatever their case; concurrent creates cannot both win.
-Index("uq_brands_tenant_lower_name", Brand.tenant_id, func.lower(Brand.name), unique=True)
+Index(
+    "uq_brands_tenant_lower_name",
+    col(Brand.tenant_id),
+    func.lower(col(Brand.name)),
+    unique=True,
+)
 
 
-class Campaign(TenantOwned, Base):
+class Campaign(PlannerTable, TenantOwned, table=True):
     __tablename__ = "campaigns"
     __table_args__ = (Index("ix_campaigns_tenant_created", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    brand_id: Mapped[UUID] = mapped_column(ForeignKey("brands.id"), nullable=False)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    goal: Mapped[str | None] = mapped_column(Text)
-    brief: Mapped[str | None] = mapped_column(Text)
-    channels: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False, default=list)
-    cadence: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
-    starts_on: Mapped[date | None] = mapped_column(Date)
-    ends_on: Mapped[date | None] = mapped_column(Date)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, default="draft")
-    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
+    brand_id: UUID = Field(foreign_key="brands.id")
+    name: str = Field(sa_type=String(200))
+    goal: str | None = Field(default=None, sa_type=Text)
+    brief: str | None = Field(default=None, sa_type=Text)
+    channels: list[str] = Field(default_factory=list, sa_type=ARRAY(String(32)))
+    cadence: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    starts_on: date | None = None
+    ends_on: date | None = None
+    state: str = Field(default="draft", sa_type=String(16))
+    created_by: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
-class Post(TenantOwned, Base):
+class Post(PlannerTable, TenantOwned, table=True):
     __tablename__ = "posts"
     __table_args__ = (
         # One post per slot: laying a month out twice creates nothing new.
@@ -87,93 +82,94 @@ class Post(TenantOwned, Base):
         Index("ix_posts_due", "state", "scheduled_at"),
     )
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    campaign_id: Mapped[UUID] = mapped_column(ForeignKey("campaigns.id"), nullable=False)
-    channel: Mapped[str] = mapped_column(String(32), nullable=False)
-    local_date: Mapped[date] = mapped_column(Date, nullable=False)
-    local_time: Mapped[time] = mapped_column(Time, nullable=False)
-    scheduled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)
-    origin: Mapped[str] = mapped_column(String(16), nullable=False)
-    title: Mapped[str | None] = mapped_column(String(200))
-    text: Mapped[str | None] = mapped_column(Text)
-    hashtags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False, default=list)
-    call_to_action: Mapped[str | None] = mapped_column(String(300))
-    image_prompt: Mapped[str | None] = mapped_column(Text)
-    alt_text: Mapped[str | None] = mapped_column(Text)
-    content_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    generation_request_id: Mapped[UUID | None] = mapped_column()
-    generation_job_id: Mapped[str | None] = mapped_column(String(120))
-    generation_note: Mapped[str | None] = mapped_column(Text)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
+    campaign_id: UUID = Field(foreign_key="campaigns.id")
+    channel: str = Field(sa_type=String(32))
+    local_date: date
+    local_time: time
+    scheduled_at: datetime = timestamp()
+    state: str = Field(sa_type=String(16))
+    origin: str = Field(sa_type=String(16))
+    title: str | None = Field(default=None, sa_type=String(200))
+    text: str | None = Field(default=None, sa_type=Text)
+    hashtags: list[str] = Field(default_factory=list, sa_type=ARRAY(String(100)))
+    call_to_action: str | None = Field(default=None, sa_type=String(300))
+    image_prompt: str | None = Field(default=None, sa_type=Text)
+    alt_text: str | None = Field(default=None, sa_type=Text)
+    content_version: int = 0
+    generation_request_id: UUID | None = None
+    generation_job_id: str | None = Field(default=None, sa_type=String(120))
+    generation_note: str | None = Field(default=None, sa_type=Text)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
-class PostTransition(TenantOwned, Base):
+class PostTransition(PlannerTable, TenantOwned, table=True):
     """Who moved a post, when, from what to what (append-only)."""
 
     __tablename__ = "post_transitions"
     __table_args__ = (Index("ix_post_transitions_post", "post_id", "id"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    post_id: Mapped[UUID] = mapped_column(ForeignKey("posts.id"), nullable=False)
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str] = mapped_column(String(16), nullable=False)
-    actor: Mapped[str] = mapped_column(String(120), nullable=False)
-    note: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[datetime] = _now()
+    # Given by PostgreSQL on insert (None on an instance until then).
+    id: int = Field(default=None, sa_type=BigInteger, primary_key=True, sa_column_args=[Identity()])
+    tenant_id: UUID
+    post_id: UUID = Field(foreign_key="posts.id")
+    from_state: str | None = Field(default=None, sa_type=String(16))
+    to_state: str = Field(sa_type=String(16))
+    actor: str = Field(sa_type=String(120))
+    note: str | None = Field(default=None, sa_type=Text)
+    at: datetime = created_now()
 
 
-class ScheduleRun(TenantOwned, Base):
+class ScheduleRun(PlannerTable, TenantOwned, table=True):
     """A month laid out for a campaign (the answer to repeat calls)."""
 
     __tablename__ = "schedule_runs"
 
-    campaign_id: Mapped[UUID] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
-    month: Mapped[str] = mapped_column(String(7), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    created: Mapped[int] = mapped_column(Integer, nullable=False)
-    runs: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    last_run_at: Mapped[datetime] = _now()
+    campaign_id: UUID = Field(foreign_key="campaigns.id", primary_key=True)
+    month: str = Field(sa_type=String(7), primary_key=True)
+    tenant_id: UUID
+    created: int
+    runs: int = 1
+    last_run_at: datetime = created_now()
 
 
-class ReviewLink(TenantOwned, Base):
+class ReviewLink(PlannerTable, TenantOwned, table=True):
     """A signed, expiring link a client uses to approve or reject without an account."""
 
     __tablename__ = "review_links"
     __table_args__ = (Index("ix_review_links_expiring", "expires_at"),)
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    campaign_id: Mapped[UUID] = mapped_column(ForeignKey("campaigns.id"), nullable=False)
-    post_id: Mapped[UUID | None] = mapped_column(ForeignKey("posts.id"))
-    month: Mapped[str | None] = mapped_column(String(7))
-    reviewer: Mapped[str | None] = mapped_column(String(200))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = _now()
-    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID
+    campaign_id: UUID = Field(foreign_key="campaigns.id")
+    post_id: UUID | None = Field(default=None, foreign_key="posts.id")
+    month: str | None = Field(default=None, sa_type=String(7))
+    reviewer: str | None = Field(default=None, sa_type=String(200))
+    expires_at: datetime = timestamp()
+    created_by: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
+    answered_at: datetime | None = timestamp(nullable=True)
+    reminded_at: datetime | None = timestamp(nullable=True)
+    revoked_at: datetime | None = timestamp(nullable=True)
 
 
-class PublishingTarget(TenantOwned, Base):
+class PublishingTarget(PlannerTable, TenantOwned, table=True):
     """The tenant's n8n publishing workflow; the secret is stored encrypted."""
 
     __tablename__ = "publishing_targets"
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    webhook_url: Mapped[str] = mapped_column(String(2000), nullable=False)
-    secret: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    accept_secret_header: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
-    updated_at: Mapped[datetime] = _now()
+    tenant_id: UUID = Field(primary_key=True)
+    webhook_url: str = Field(sa_type=String(2000))
+    secret: bytes = Field(sa_type=LargeBinary)
+    accept_secret_header: bool = False
+    updated_by: str = Field(sa_type=String(64))
+    updated_at: datetime = created_now()
 
 
-class PublishJob(TenantOwned, Base):
+class PublishJob(PlannerTable, TenantOwned, table=True):
     """One attempt to have a due post published by the tenant's workflow (``pub_`` ids)."""
 
     __tablename__ = "publish_jobs"
@@ -182,20 +178,20 @@ class PublishJob(TenantOwned, Base):
         Index("ix_publish_jobs_post", "post_id"),
     )
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    post_id: Mapped[UUID] = mapped_column(ForeignKey("posts.id"), nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    next_attempt_at: Mapped[datetime] = _now()
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    external_url: Mapped[str | None] = mapped_column(String(2000))
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _now()
+    id: str = Field(sa_type=String(64), primary_key=True)
+    tenant_id: UUID
+    post_id: UUID = Field(foreign_key="posts.id")
+    state: str = Field(sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = created_now()
+    dispatched_at: datetime | None = timestamp(nullable=True)
+    deadline_at: datetime | None = timestamp(nullable=True)
+    completed_at: datetime | None = timestamp(nullable=True)
+    external_url: str | None = Field(default=None, sa_type=String(2000))
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = created_now()
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
-idempotency = idempotency_table(Base.metadata)
+outbox = outbox_table(PlannerTable.metadata)
+inbox = inbox_table(PlannerTable.metadata)
+idempotency = idempotency_table(PlannerTable.metadata)

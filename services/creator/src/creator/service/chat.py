@@ -13,6 +13,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import VISITOR_ROLE, WidgetFound, WidgetLookup
 from bai_platform.errors import Forbidden, NotFound
@@ -54,7 +55,9 @@ async def create_widget(
 
 async def get_widget(session: AsyncSession, *, tenant_id: UUID, widget_id: UUID) -> ChatWidget:
     widget = await session.scalar(
-        select(ChatWidget).where(ChatWidget.id == widget_id, ChatWidget.tenant_id == tenant_id)
+        select(ChatWidget).where(
+            col(ChatWidget.id) == widget_id, col(ChatWidget.tenant_id) == tenant_id
+        )
     )
     if widget is None:
         raise WidgetNotFound("no such chat widget in this workspace")
@@ -62,8 +65,8 @@ async def get_widget(session: AsyncSession, *, tenant_id: UUID, widget_id: UUID)
 
 
 async def list_widgets(session: AsyncSession, *, tenant_id: UUID) -> list[ChatWidget]:
-    query = select(ChatWidget).where(ChatWidget.tenant_id == tenant_id)
-    return list((await session.scalars(query.order_by(ChatWidget.created_at))).all())
+    query = select(ChatWidget).where(col(ChatWidget.tenant_id) == tenant_id)
+    return list((await session.scalars(query.order_by(col(ChatWidget.created_at)))).all())
 
 
 async def update_widget(
@@ -81,7 +84,7 @@ async def update_widget(
 async def lookup(session: AsyncSession, question: WidgetLookup) -> WidgetFound:
     """The gateway's question before it mints a visitor token."""
     widget = await session.scalar(
-        select(ChatWidget).where(ChatWidget.public_key == question.public_key)
+        select(ChatWidget).where(col(ChatWidget.public_key) == question.public_key)
     )
     if widget is None:
         return WidgetFound(found=False)
@@ -120,8 +123,8 @@ async def messages(
     session: AsyncSession, *, identity: Identity, conversation_id: UUID
 ) -> list[ChatMessage]:
     conversation = await own_conversation(session, identity, conversation_id)
-    query = select(ChatMessage).where(ChatMessage.conversation_id == conversation.id)
-    return list((await session.scalars(query.order_by(ChatMessage.id))).all())
+    query = select(ChatMessage).where(col(ChatMessage.conversation_id) == conversation.id)
+    return list((await session.scalars(query.order_by(col(ChatMessage.id)))).all())
 
 
 async def _active_widget(session: AsyncSession, tenant_id: UUID, widget_id: UUID) -> ChatWidget:

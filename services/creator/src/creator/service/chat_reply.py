@@ -26,6 +26,7 @@ from uuid import UUID, uuid4
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import (
     ChatReplied,
@@ -179,19 +180,21 @@ async def _written(
 async def _take_back(db: Database, message_id: int) -> None:
     """A message that got no reply is not kept (nor counted against the limits)."""
     async with db.transaction() as session:
-        await session.execute(delete(ChatMessage).where(ChatMessage.id == message_id))
+        await session.execute(delete(ChatMessage).where(col(ChatMessage.id) == message_id))
 
 
 async def _within_limits(session: AsyncSession, widget: ChatWidget, visitor: str) -> None:
     now = datetime.now(UTC)
-    mine = await _count(session, ChatMessage.visitor == visitor, since=now - timedelta(hours=1))
+    mine = await _count(
+        session, col(ChatMessage.visitor) == visitor, since=now - timedelta(hours=1)
+    )
     if mine >= widget.visitor_hourly_limit:
         raise TooManyRequests(
             f"at most {widget.visitor_hourly_limit} messages an hour",
             headers={"Retry-After": "600"},
         )
     everyone = await _count(
-        session, ChatMessage.widget_id == widget.id, since=now - timedelta(days=1)
+        session, col(ChatMessage.widget_id) == widget.id, since=now - timedelta(days=1)
     )
     if everyone >= widget.widget_daily_limit:
         raise TooManyRequests(
@@ -202,8 +205,8 @@ async def _within_limits(session: AsyncSession, widget: ChatWidget, visitor: str
 async def _count(session: AsyncSession, who: ColumnElement[bool], *, since: datetime) -> int:
     query = select(func.count()).where(
         who,
-        ChatMessage.role == "visitor",
-        ChatMessage.created_at >= since,
+        col(ChatMessage.role) == "visitor",
+        col(ChatMessage.created_at) >= since,
     )
     return int(await session.scalar(query) or 0)
 
@@ -239,8 +242,8 @@ async def _settle(
 async def _history(session: AsyncSession, conversation_id: UUID) -> list[ChatMessage]:
     query = (
         select(ChatMessage)
-        .where(ChatMessage.conversation_id == conversation_id)
-        .order_by(ChatMessage.id.desc())
+        .where(col(ChatMessage.conversation_id) == conversation_id)
+        .order_by(col(ChatMessage.id).desc())
         .limit(HISTORY)
     )
     return list(reversed((await session.scalars(query)).all()))

@@ -20,6 +20,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import (
     CommitCredits,
@@ -51,17 +52,17 @@ async def pending(db: Database, *, states: tuple[str, ...], limit: int = 100) ->
     then each one's second...): a workspace that queued thousands of posts does not hold
     up another's first one."""
     place = func.row_number().over(
-        partition_by=GenerationJob.tenant_id, order_by=GenerationJob.created_at
+        partition_by=col(GenerationJob.tenant_id), order_by=col(GenerationJob.created_at)
     )
     ranked = (
         select(
-            GenerationJob.id,
-            GenerationJob.tenant_id,
-            GenerationJob.credits,
-            GenerationJob.created_at,
+            col(GenerationJob.id),
+            col(GenerationJob.tenant_id),
+            col(GenerationJob.credits),
+            col(GenerationJob.created_at),
             place.label("turn"),
         )
-        .where(GenerationJob.credits.in_(states))
+        .where(col(GenerationJob.credits).in_(states))
         .subquery()
     )
     query = (

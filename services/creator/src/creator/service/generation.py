@@ -13,6 +13,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import (
     ContentFailed,
@@ -72,7 +73,7 @@ async def accept_request(
             inputs=request.model_dump(mode="json"),
         )
         .on_conflict_do_nothing(index_elements=["request_id"])
-        .returning(GenerationJob.id)
+        .returning(col(GenerationJob.id))
     )
     job_id = await session.scalar(statement)
     if job_id is None:
@@ -88,14 +89,14 @@ async def accept_request(
 async def run_builtin_jobs(session: AsyncSession, *, limit: int = 20) -> int:
     """Write the content of queued built-in jobs; returns how many were completed."""
     due = (
-        GenerationJob.state == "queued",
-        GenerationJob.engine == BUILTIN,
-        GenerationJob.credits == "reserved",
-        GenerationJob.next_attempt_at <= func.now(),
+        col(GenerationJob.state) == "queued",
+        col(GenerationJob.engine) == BUILTIN,
+        col(GenerationJob.credits) == "reserved",
+        col(GenerationJob.next_attempt_at) <= func.now(),
     )
     query = (
         select(GenerationJob)
-        .where(GenerationJob.id.in_(in_turns(due, limit=limit)), *due)
+        .where(col(GenerationJob.id).in_(in_turns(due, limit=limit)), *due)
         .with_for_update(skip_locked=True)
     )
     jobs = list((await session.scalars(query)).all())
@@ -120,20 +121,20 @@ def in_turns(
     than that allows. Lock the rows with ``id IN (this) AND due ... FOR UPDATE SKIP
     LOCKED`` (Postgres locks no rows of a query with a window function)."""
     running = (
-        select(GenerationJob.tenant_id, func.count().label("calls"))
-        .where(GenerationJob.state == "dispatching", GenerationJob.engine == engine)
-        .group_by(GenerationJob.tenant_id)
+        select(col(GenerationJob.tenant_id), func.count().label("calls"))
+        .where(col(GenerationJob.state) == "dispatching", col(GenerationJob.engine) == engine)
+        .group_by(col(GenerationJob.tenant_id))
         .subquery()
     )
     place = func.row_number().over(
-        partition_by=GenerationJob.tenant_id, order_by=GenerationJob.next_attempt_at
+        partition_by=col(GenerationJob.tenant_id), order_by=col(GenerationJob.next_attempt_at)
     )
     turn = (place if per_workspace is None else func.coalesce(running.c.calls, 0) + place).label(
         "turn"
     )
-    ranked = select(GenerationJob.id, GenerationJob.next_attempt_at, turn).where(*due)
+    ranked = select(col(GenerationJob.id), col(GenerationJob.next_attempt_at), turn).where(*due)
     if per_workspace is not None:
-        ranked = ranked.outerjoin(running, running.c.tenant_id == GenerationJob.tenant_id)
+        ranked = ranked.outerjoin(running, running.c.tenant_id == col(GenerationJob.tenant_id))
     candidates = ranked.subquery()
     query = select(candidates.c.id).order_by(candidates.c.turn, candidates.c.next_attempt_at)
     if per_workspace is not None:
@@ -207,8 +208,8 @@ async def fail(
 
 
 async def _next_version(session: AsyncSession, post_id: UUID) -> int:
-    query = select(func.coalesce(func.max(ContentVersion.version), 0)).where(
-        ContentVersion.post_id == post_id
+    query = select(func.coalesce(func.max(col(ContentVersion.version)), 0)).where(
+        col(ContentVersion.post_id) == post_id
     )
     return int(await session.scalar(query) or 0) + 1
 
@@ -219,7 +220,7 @@ async def get_campaign_brief(
     """The brief of one of the tenant's campaigns; another tenant's is not found."""
     brief = await session.scalar(
         select(CampaignBrief).where(
-            CampaignBrief.tenant_id == tenant_id, CampaignBrief.campaign_id == campaign_id
+            col(CampaignBrief.tenant_id) == tenant_id, col(CampaignBrief.campaign_id) == campaign_id
         )
     )
     if brief is None:
@@ -231,7 +232,7 @@ async def get_job(session: AsyncSession, *, tenant_id: UUID, job_id: str) -> Gen
     """The tenant's job; another tenant's is as unknown as a missing one."""
     job = await session.scalar(
         select(GenerationJob).where(
-            GenerationJob.id == job_id, GenerationJob.tenant_id == tenant_id
+            col(GenerationJob.id) == job_id, col(GenerationJob.tenant_id) == tenant_id
         )
     )
     if job is None:
@@ -244,15 +245,15 @@ async def post_versions(
 ) -> list[ContentVersion]:
     """Every content version of the post, newest first; a post creator never wrote for the
     tenant is not found (another tenant's post looks exactly like a missing one)."""
-    known = select(GenerationJob.id).where(
-        GenerationJob.tenant_id == tenant_id, GenerationJob.post_id == post_id
+    known = select(col(GenerationJob.id)).where(
+        col(GenerationJob.tenant_id) == tenant_id, col(GenerationJob.post_id) == post_id
     )
     if await session.scalar(known.limit(1)) is None:
         raise PostNotFound("creator has written nothing for this post")
     query = (
         select(ContentVersion)
-        .where(ContentVersion.tenant_id == tenant_id, ContentVersion.post_id == post_id)
-        .order_by(ContentVersion.version.desc())
+        .where(col(ContentVersion.tenant_id) == tenant_id, col(ContentVersion.post_id) == post_id)
+        .order_by(col(ContentVersion.version).desc())
     )
     return list((await session.scalars(query)).all())
 
@@ -268,9 +269,9 @@ async def choose_version(
     """Make an earlier version the post's draft again (the planner applies it)."""
     chosen = await session.scalar(
         select(ContentVersion).where(
-            ContentVersion.tenant_id == identity.tenant_id,
-            ContentVersion.post_id == post_id,
-            ContentVersion.version == version,
+            col(ContentVersion.tenant_id) == identity.tenant_id,
+            col(ContentVersion.post_id) == post_id,
+            col(ContentVersion.version) == version,
         )
     )
     if chosen is None:

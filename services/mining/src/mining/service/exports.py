@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_platform.spreadsheets import neutralise
@@ -20,7 +21,11 @@ BATCH = 500
 async def data_keys(db: Database, job_id: str) -> list[str]:
     """Every key any lead of the job carries in ``data`` (the CSV's extra columns)."""
     async with db.transaction() as session:
-        keys = select(func.jsonb_object_keys(Lead.data)).where(Lead.job_id == job_id).distinct()
+        keys = (
+            select(func.jsonb_object_keys(col(Lead.data)))
+            .where(col(Lead.job_id) == job_id)
+            .distinct()
+        )
         return sorted(str(k) for k in (await session.scalars(keys)).all())
 
 
@@ -30,8 +35,8 @@ async def _leads(db: Database, job_id: str) -> AsyncIterator[Lead]:
         async with db.transaction() as session:
             query = (
                 select(Lead)
-                .where(Lead.job_id == job_id, Lead.id > after)
-                .order_by(Lead.id)
+                .where(col(Lead.job_id) == job_id, col(Lead.id) > after)
+                .order_by(col(Lead.id))
                 .limit(BATCH)
             )
             rows = list((await session.scalars(query)).all())

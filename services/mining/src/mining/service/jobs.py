@@ -7,6 +7,7 @@ from uuid import UUID
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import ExtractionProgressed
 from bai_platform.envelope import new_event
@@ -102,7 +103,7 @@ def _queue_key(tenant_id: UUID) -> ColumnElement[int]:
 
 async def queued_count(session: AsyncSession, *, tenant_id: UUID) -> int:
     query = select(func.count()).where(
-        ExtractionJob.tenant_id == tenant_id, ExtractionJob.state == "queued"
+        col(ExtractionJob.tenant_id) == tenant_id, col(ExtractionJob.state) == "queued"
     )
     return int(await session.scalar(query) or 0)
 
@@ -110,7 +111,7 @@ async def queued_count(session: AsyncSession, *, tenant_id: UUID) -> int:
 async def get_job(session: AsyncSession, *, tenant_id: UUID, job_id: str) -> ExtractionJob:
     job = await session.scalar(
         select(ExtractionJob).where(
-            ExtractionJob.id == job_id, ExtractionJob.tenant_id == tenant_id
+            col(ExtractionJob.id) == job_id, col(ExtractionJob.tenant_id) == tenant_id
         )
     )
     if job is None:
@@ -135,10 +136,10 @@ async def list_leads(
     session: AsyncSession, *, tenant_id: UUID, job_id: str, limit: int, after: int | None
 ) -> tuple[list[Lead], int | None]:
     await get_job(session, tenant_id=tenant_id, job_id=job_id)
-    query = select(Lead).where(Lead.job_id == job_id, Lead.tenant_id == tenant_id)
+    query = select(Lead).where(col(Lead.job_id) == job_id, col(Lead.tenant_id) == tenant_id)
     if after is not None:
-        query = query.where(Lead.id > after)
-    rows = list((await session.scalars(query.order_by(Lead.id).limit(limit + 1))).all())
+        query = query.where(col(Lead.id) > after)
+    rows = list((await session.scalars(query.order_by(col(Lead.id)).limit(limit + 1))).all())
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, rows[-1].id if more and rows else None

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, func, or_, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from mining.models import ExtractionJob, Lead
 from mining.service.pages import Item
@@ -69,16 +70,16 @@ async def _touched(session: AsyncSession, job_id: str, items: tuple[Item, ...]) 
         kind: sorted(k.split(":", 1)[1] for k in keys if k.startswith(f"{kind}:")) for kind in KINDS
     }
     columns = {
-        "email": Lead.emails.op("&&")(_texts(values["email"])),
-        "phone": Lead.phones.op("&&")(_texts(values["phone"])),
-        "domain": Lead.domain.in_(values["domain"]),
-        "social": Lead.socials.op("&&")(_texts(values["social"])),
-        "organisation": func.lower(Lead.organisation).in_(values["organisation"]),
+        "email": col(Lead.emails).op("&&")(_texts(values["email"])),
+        "phone": col(Lead.phones).op("&&")(_texts(values["phone"])),
+        "domain": col(Lead.domain).in_(values["domain"]),
+        "social": col(Lead.socials).op("&&")(_texts(values["social"])),
+        "organisation": func.lower(col(Lead.organisation)).in_(values["organisation"]),
     }
     conditions = [columns[kind] for kind in KINDS if values[kind]]
     if not conditions:
         return []
-    query = select(Lead).where(Lead.job_id == job_id, or_(*conditions)).order_by(Lead.id)
+    query = select(Lead).where(col(Lead.job_id) == job_id, or_(*conditions)).order_by(col(Lead.id))
     return list((await session.scalars(query)).all())
 
 
@@ -122,4 +123,4 @@ def _more(kept: list[str], new: tuple[str, ...], limit: int) -> list[str]:
 
 
 async def count_leads(session: AsyncSession, job_id: str) -> int:
-    return int(await session.scalar(select(func.count()).where(Lead.job_id == job_id)) or 0)
+    return int(await session.scalar(select(func.count()).where(col(Lead.job_id) == job_id)) or 0)

@@ -51,6 +51,7 @@ from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import CallbackVerification
 from bai_platform.callbacks import verification
@@ -92,8 +93,8 @@ async def start_queued(db: Database, nc: NatsClient | None, *, limit: int = 20) 
         async with db.transaction() as session:
             job = await session.scalar(
                 select(ExtractionJob)
-                .where(ExtractionJob.state == "queued", ExtractionJob.source_type == N8N)
-                .order_by(ExtractionJob.created_at)
+                .where(col(ExtractionJob.state) == "queued", col(ExtractionJob.source_type) == N8N)
+                .order_by(col(ExtractionJob.created_at))
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
@@ -119,11 +120,11 @@ async def claim(
     query = (
         select(ExtractionJob)
         .where(
-            ExtractionJob.state == "running",
-            ExtractionJob.dispatch == "pending",
-            ExtractionJob.next_attempt_at <= _now(),
+            col(ExtractionJob.state) == "running",
+            col(ExtractionJob.dispatch) == "pending",
+            col(ExtractionJob.next_attempt_at) <= _now(),
         )
-        .order_by(ExtractionJob.next_attempt_at)
+        .order_by(col(ExtractionJob.next_attempt_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -198,9 +199,9 @@ async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
     query = (
         select(ExtractionJob)
         .where(
-            ExtractionJob.state == "running",
-            ExtractionJob.dispatch == "sent",
-            ExtractionJob.deadline_at < _now(),
+            col(ExtractionJob.state) == "running",
+            col(ExtractionJob.dispatch) == "sent",
+            col(ExtractionJob.deadline_at) < _now(),
         )
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -228,9 +229,9 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
     query = (
         select(ExtractionJob)
         .where(
-            ExtractionJob.state == "running",
-            ExtractionJob.dispatch == "sending",
-            ExtractionJob.next_attempt_at < _now() - older_than,
+            col(ExtractionJob.state) == "running",
+            col(ExtractionJob.dispatch) == "sending",
+            col(ExtractionJob.next_attempt_at) < _now() - older_than,
         )
         .with_for_update(skip_locked=True)
     )

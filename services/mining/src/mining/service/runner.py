@@ -34,6 +34,7 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import CommitCredits, QuotaAnswer, ReserveCredits, quota_subject
 from bai_platform.db import Database
@@ -116,7 +117,9 @@ class JobRunner:
 
         async def should_stop() -> bool:
             async with self._db.transaction() as session:
-                query = select(ExtractionJob.cancel_requested).where(ExtractionJob.id == job.id)
+                query = select(col(ExtractionJob.cancel_requested)).where(
+                    col(ExtractionJob.id) == job.id
+                )
                 return bool(await session.scalar(query))
 
         failed = False
@@ -168,16 +171,19 @@ class JobRunner:
         """Workspaces with queued website jobs, the one served least recently first (among
         those never served, the one waiting longest)."""
         waiting = (
-            select(ExtractionJob.tenant_id, func.min(ExtractionJob.created_at).label("oldest"))
-            .where(ExtractionJob.state == "queued", ExtractionJob.source_type == WEBSITE)
-            .group_by(ExtractionJob.tenant_id)
+            select(
+                col(ExtractionJob.tenant_id),
+                func.min(col(ExtractionJob.created_at)).label("oldest"),
+            )
+            .where(col(ExtractionJob.state) == "queued", col(ExtractionJob.source_type) == WEBSITE)
+            .group_by(col(ExtractionJob.tenant_id))
             .subquery()
         )
         last_start = (
-            select(func.max(ExtractionJob.started_at))
+            select(func.max(col(ExtractionJob.started_at)))
             .where(
-                ExtractionJob.tenant_id == waiting.c.tenant_id,
-                ExtractionJob.source_type == WEBSITE,
+                col(ExtractionJob.tenant_id) == waiting.c.tenant_id,
+                col(ExtractionJob.source_type) == WEBSITE,
             )
             .scalar_subquery()
         )
@@ -199,9 +205,9 @@ class JobRunner:
             query = (
                 select(ExtractionJob)
                 .where(
-                    ExtractionJob.source_type == WEBSITE,
-                    ExtractionJob.state == "running",
-                    ExtractionJob.started_at <= datetime.now(UTC) - self._alive(),
+                    col(ExtractionJob.source_type) == WEBSITE,
+                    col(ExtractionJob.state) == "running",
+                    col(ExtractionJob.started_at) <= datetime.now(UTC) - self._alive(),
                 )
                 .limit(50)
                 .with_for_update(skip_locked=True)
@@ -214,10 +220,10 @@ class JobRunner:
     async def _running_count(self, session: AsyncSession, tenant: UUID) -> int:
         alive = self._alive()
         query = select(func.count()).where(
-            ExtractionJob.tenant_id == tenant,
-            ExtractionJob.source_type == WEBSITE,
-            ExtractionJob.state == "running",
-            ExtractionJob.started_at > datetime.now(UTC) - alive,
+            col(ExtractionJob.tenant_id) == tenant,
+            col(ExtractionJob.source_type) == WEBSITE,
+            col(ExtractionJob.state) == "running",
+            col(ExtractionJob.started_at) > datetime.now(UTC) - alive,
         )
         return int(await session.scalar(query) or 0)
 
@@ -290,11 +296,11 @@ async def _oldest_queued(session: AsyncSession, tenant: UUID) -> ExtractionJob |
     query = (
         select(ExtractionJob)
         .where(
-            ExtractionJob.tenant_id == tenant,
-            ExtractionJob.state == "queued",
-            ExtractionJob.source_type == WEBSITE,
+            col(ExtractionJob.tenant_id) == tenant,
+            col(ExtractionJob.state) == "queued",
+            col(ExtractionJob.source_type) == WEBSITE,
         )
-        .order_by(ExtractionJob.created_at)
+        .order_by(col(ExtractionJob.created_at))
         .limit(1)
         .with_for_update(skip_locked=True)
     )
@@ -350,9 +356,9 @@ async def settle_ended(db: Database, nc: NatsClient | None, *, source_type: str)
     fetched (n8n: the pages accepted); the rest of the hold goes back."""
     async with db.transaction() as session:
         query = select(ExtractionJob).where(
-            ExtractionJob.credits == "reserved",
-            ExtractionJob.state.in_(ENDED),
-            ExtractionJob.source_type == source_type,
+            col(ExtractionJob.credits) == "reserved",
+            col(ExtractionJob.state).in_(ENDED),
+            col(ExtractionJob.source_type) == source_type,
         )
         rows = (await session.scalars(query.limit(50))).all()
         ended = [(job.id, job.tenant_id, charged_pages(job)) for job in rows]

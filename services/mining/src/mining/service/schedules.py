@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.errors import Conflict, NotFound
 from bai_platform.identity import Identity
@@ -67,8 +68,8 @@ async def create_schedule(
 
 
 async def list_schedules(session: AsyncSession, *, tenant_id: UUID) -> list[MiningSchedule]:
-    query = select(MiningSchedule).where(MiningSchedule.tenant_id == tenant_id)
-    return list((await session.scalars(query.order_by(MiningSchedule.created_at))).all())
+    query = select(MiningSchedule).where(col(MiningSchedule.tenant_id) == tenant_id)
+    return list((await session.scalars(query.order_by(col(MiningSchedule.created_at)))).all())
 
 
 async def stop_schedule(session: AsyncSession, *, identity: Identity, schedule_id: UUID) -> None:
@@ -102,7 +103,7 @@ async def _schedule(
     session: AsyncSession, *, tenant_id: UUID, schedule_id: UUID, lock: bool = False
 ) -> MiningSchedule:
     query = select(MiningSchedule).where(
-        MiningSchedule.id == schedule_id, MiningSchedule.tenant_id == tenant_id
+        col(MiningSchedule.id) == schedule_id, col(MiningSchedule.tenant_id) == tenant_id
     )
     schedule = await session.scalar(query.with_for_update() if lock else query)
     if schedule is None:
@@ -115,7 +116,7 @@ async def run_due(session: AsyncSession, *, now: datetime | None = None, limit: 
     at = now or datetime.now(UTC)
     query = (
         select(MiningSchedule)
-        .where(MiningSchedule.active.is_(True), MiningSchedule.next_run_at <= at)
+        .where(col(MiningSchedule.active).is_(True), col(MiningSchedule.next_run_at) <= at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -134,7 +135,9 @@ async def run_due(session: AsyncSession, *, now: datetime | None = None, limit: 
 async def _busy(session: AsyncSession, job_id: str | None) -> bool:
     if job_id is None:
         return False
-    state = await session.scalar(select(ExtractionJob.state).where(ExtractionJob.id == job_id))
+    state = await session.scalar(
+        select(col(ExtractionJob.state)).where(col(ExtractionJob.id) == job_id)
+    )
     return state in BUSY
 
 

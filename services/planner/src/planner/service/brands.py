@@ -6,6 +6,7 @@ from uuid import UUID
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.errors import Conflict
 from bai_platform.identity import Identity
@@ -43,7 +44,7 @@ async def create_brand(session: AsyncSession, *, identity: Identity, data: Brand
 async def get_brand(session: AsyncSession, *, tenant_id: UUID, brand_id: UUID) -> Brand:
     """The tenant's brand; another tenant's brand is as unknown as a missing one."""
     brand = await session.scalar(
-        select(Brand).where(Brand.id == brand_id, Brand.tenant_id == tenant_id)
+        select(Brand).where(col(Brand.id) == brand_id, col(Brand.tenant_id) == tenant_id)
     )
     if brand is None:
         raise BrandNotFound("no such brand in this workspace")
@@ -73,13 +74,15 @@ async def list_brands(
     """A page of the tenant's brands, newest first."""
     query = (
         select(Brand)
-        .where(Brand.tenant_id == tenant_id)
-        .order_by(Brand.created_at.desc(), Brand.id.desc())
+        .where(col(Brand.tenant_id) == tenant_id)
+        .order_by(col(Brand.created_at).desc(), col(Brand.id).desc())
         .limit(limit + 1)
     )
     if cursor:
         created_at, row_id = decode_cursor(cursor)
-        query = query.where(tuple_(Brand.created_at, Brand.id) < tuple_(created_at, row_id))
+        query = query.where(
+            tuple_(col(Brand.created_at), col(Brand.id)) < tuple_(created_at, row_id)
+        )
     rows = list((await session.scalars(query)).all())
     if len(rows) <= limit:
         return rows, None
@@ -89,7 +92,9 @@ async def list_brands(
 
 async def _refuse_taken_name(session: AsyncSession, *, tenant_id: UUID, name: str) -> None:
     taken = await session.scalar(
-        select(Brand.id).where(Brand.tenant_id == tenant_id, func.lower(Brand.name) == name.lower())
+        select(col(Brand.id)).where(
+            col(Brand.tenant_id) == tenant_id, func.lower(col(Brand.name)) == name.lower()
+        )
     )
     if taken is not None:
         raise BrandNameTaken(f"a brand named {name!r} already exists in this workspace")

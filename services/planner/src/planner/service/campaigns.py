@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import CampaignCreated, MonthScheduled
 from bai_platform.envelope import new_event
@@ -81,7 +82,9 @@ async def get_campaign(
     session: AsyncSession, *, tenant_id: UUID, campaign_id: UUID, lock: bool = False
 ) -> Campaign:
     """The tenant's campaign; another tenant's is as unknown as a missing one."""
-    query = select(Campaign).where(Campaign.id == campaign_id, Campaign.tenant_id == tenant_id)
+    query = select(Campaign).where(
+        col(Campaign.id) == campaign_id, col(Campaign.tenant_id) == tenant_id
+    )
     campaign = await session.scalar(query.with_for_update() if lock else query)
     if campaign is None:
         raise CampaignNotFound("no such campaign in this workspace")
@@ -91,7 +94,9 @@ async def get_campaign(
 async def progress(session: AsyncSession, *, campaign_id: UUID) -> Progress:
     """Posts of the campaign per state."""
     rows = await session.execute(
-        select(Post.state, func.count()).where(Post.campaign_id == campaign_id).group_by(Post.state)
+        select(col(Post.state), func.count())
+        .where(col(Post.campaign_id) == campaign_id)
+        .group_by(col(Post.state))
     )
     counts = {PostState(state): n for state, n in rows}
     return Progress(total=sum(counts.values()), by_state=counts)
@@ -127,13 +132,15 @@ async def list_campaigns(
     """A page of the tenant's campaigns, newest first, and the cursor of the next page."""
     query = (
         select(Campaign)
-        .where(Campaign.tenant_id == tenant_id)
-        .order_by(Campaign.created_at.desc(), Campaign.id.desc())
+        .where(col(Campaign.tenant_id) == tenant_id)
+        .order_by(col(Campaign.created_at).desc(), col(Campaign.id).desc())
         .limit(limit + 1)
     )
     if cursor:
         created_at, row_id = decode_cursor(cursor)
-        query = query.where(tuple_(Campaign.created_at, Campaign.id) < tuple_(created_at, row_id))
+        query = query.where(
+            tuple_(col(Campaign.created_at), col(Campaign.id)) < tuple_(created_at, row_id)
+        )
     rows = list((await session.scalars(query)).all())
     if len(rows) <= limit:
         return rows, None
@@ -242,13 +249,17 @@ async def _insert_posts(session: AsyncSession, campaign: Campaign, slots: list[S
         }
         for s in slots
     ]
-    statement = insert(Post).on_conflict_do_nothing(index_elements=SLOT).returning(Post.id)
+    statement = insert(Post).on_conflict_do_nothing(index_elements=SLOT).returning(col(Post.id))
     new_ids: set[UUID] = set()
     for chunk in _chunks(rows, 1000):  # PostgreSQL takes at most 32,767 bind parameters
         new_ids.update((await session.scalars(statement.values(chunk))).all())
     if not new_ids:
         return []
-    query = select(Post).where(Post.id.in_(new_ids)).order_by(Post.scheduled_at, Post.channel)
+    query = (
+        select(Post)
+        .where(col(Post.id).in_(new_ids))
+        .order_by(col(Post.scheduled_at), col(Post.channel))
+    )
     return list((await session.scalars(query)).all())
 
 
@@ -295,8 +306,8 @@ async def _record_run(session: AsyncSession, campaign: Campaign, month: str, cre
         statement.on_conflict_do_update(
             index_elements=["campaign_id", "month"],
             set_={
-                "created": ScheduleRun.created + created,
-                "runs": ScheduleRun.runs + 1,
+                "created": col(ScheduleRun.created) + created,
+                "runs": col(ScheduleRun.runs) + 1,
                 "last_run_at": func.now(),
             },
         )

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.errors import Unprocessable
 from bai_platform.identity import Identity
@@ -112,9 +113,9 @@ async def _taken_slots(
     if not report.posts:
         return []
     keys = [(p.channel, p.local_date, p.local_time) for p in report.posts]
-    query = select(Post.channel, Post.local_date, Post.local_time).where(
-        Post.campaign_id == campaign.id,
-        tuple_(Post.channel, Post.local_date, Post.local_time).in_(keys),
+    query = select(col(Post.channel), col(Post.local_date), col(Post.local_time)).where(
+        col(Post.campaign_id) == campaign.id,
+        tuple_(col(Post.channel), col(Post.local_date), col(Post.local_time)).in_(keys),
     )
     taken = {tuple(row) for row in await session.execute(query)}
     return [

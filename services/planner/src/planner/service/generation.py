@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import (
     BrandVoice,
@@ -113,7 +114,11 @@ async def apply_failed(session: AsyncSession, *, tenant_id: UUID, event: Content
 
 async def _waiting_post(session: AsyncSession, *, tenant_id: UUID, post_id: UUID) -> Post | None:
     # Locked: two answers for one post are applied one after the other, never interleaved.
-    query = select(Post).where(Post.id == post_id, Post.tenant_id == tenant_id).with_for_update()
+    query = (
+        select(Post)
+        .where(col(Post.id) == post_id, col(Post.tenant_id) == tenant_id)
+        .with_for_update()
+    )
     return await session.scalar(query)
 
 

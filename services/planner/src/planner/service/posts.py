@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
@@ -44,11 +45,11 @@ async def list_posts(
     session: AsyncSession, *, tenant_id: UUID, where: PostFilter, limit: int, cursor: str | None
 ) -> tuple[list[Post], str | None]:
     """A page of the tenant's posts in calendar order, and the cursor of the next page."""
-    query = _filtered(select(Post).where(Post.tenant_id == tenant_id), where)
-    query = query.order_by(Post.scheduled_at, Post.id).limit(limit + 1)
+    query = _filtered(select(Post).where(col(Post.tenant_id) == tenant_id), where)
+    query = query.order_by(col(Post.scheduled_at), col(Post.id)).limit(limit + 1)
     if cursor:
         at, row_id = decode_cursor(cursor)
-        query = query.where(tuple_(Post.scheduled_at, Post.id) > tuple_(at, row_id))
+        query = query.where(tuple_(col(Post.scheduled_at), col(Post.id)) > tuple_(at, row_id))
     rows = list((await session.scalars(query)).all())
     if len(rows) <= limit:
         return rows, None
@@ -58,18 +59,18 @@ async def list_posts(
 
 def _filtered(query: Select[Post], where: PostFilter) -> Select[Post]:
     if where.campaign_id is not None:
-        query = query.where(Post.campaign_id == where.campaign_id)
+        query = query.where(col(Post.campaign_id) == where.campaign_id)
     if where.month is not None:
         first, last = month_bounds(where.month)  # local dates: the brand's calendar month
-        query = query.where(Post.local_date.between(first, last))
+        query = query.where(col(Post.local_date).between(first, last))
     if where.starts is not None:
-        query = query.where(Post.scheduled_at >= where.starts)
+        query = query.where(col(Post.scheduled_at) >= where.starts)
     if where.ends is not None:
-        query = query.where(Post.scheduled_at < where.ends)
+        query = query.where(col(Post.scheduled_at) < where.ends)
     if where.channels:
-        query = query.where(Post.channel.in_([c.value for c in where.channels]))
+        query = query.where(col(Post.channel).in_([c.value for c in where.channels]))
     if where.states:
-        query = query.where(Post.state.in_([s.value for s in where.states]))
+        query = query.where(col(Post.state).in_([s.value for s in where.states]))
     return query
 
 
@@ -77,7 +78,7 @@ async def get_post(
     session: AsyncSession, *, tenant_id: UUID, post_id: UUID, lock: bool = False
 ) -> Post:
     """The tenant's post; another tenant's is as unknown as a missing one."""
-    query = select(Post).where(Post.id == post_id, Post.tenant_id == tenant_id)
+    query = select(Post).where(col(Post.id) == post_id, col(Post.tenant_id) == tenant_id)
     post = await session.scalar(query.with_for_update() if lock else query)
     if post is None:
         raise PostNotFound("no such post in this workspace")
@@ -149,8 +150,8 @@ async def post_history(
 ) -> list[PostTransition]:
     """Every move of the post, oldest first."""
     await get_post(session, tenant_id=tenant_id, post_id=post_id)
-    query = select(PostTransition).where(PostTransition.post_id == post_id)
-    return list((await session.scalars(query.order_by(PostTransition.id))).all())
+    query = select(PostTransition).where(col(PostTransition.post_id) == post_id)
+    return list((await session.scalars(query.order_by(col(PostTransition.id)))).all())
 
 
 async def _reschedule(session: AsyncSession, post: Post, at: datetime) -> None:

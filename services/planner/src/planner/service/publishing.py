@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import CallbackVerification
 from bai_platform.callbacks import verification
@@ -105,11 +106,13 @@ async def delete_target(session: AsyncSession, *, identity: Identity) -> None:
 # ---- due posts become jobs -------------------------------------------------------------
 async def open_due_jobs(session: AsyncSession, *, limit: int = 100) -> int:
     """Make a job for each due scheduled post that has none in flight."""
-    in_flight = exists().where(PublishJob.post_id == Post.id, PublishJob.state.in_(ACTIVE))
+    in_flight = exists().where(
+        col(PublishJob.post_id) == col(Post.id), col(PublishJob.state).in_(ACTIVE)
+    )
     query = (
         select(Post)
-        .where(Post.state == PostState.SCHEDULED, Post.scheduled_at <= now(), ~in_flight)
-        .order_by(Post.scheduled_at)
+        .where(col(Post.state) == PostState.SCHEDULED, col(Post.scheduled_at) <= now(), ~in_flight)
+        .order_by(col(Post.scheduled_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -128,8 +131,8 @@ async def claim_jobs(
     """Take queued jobs whose turn has come; they go out after this transaction commits."""
     query = (
         select(PublishJob)
-        .where(PublishJob.state == "queued", PublishJob.next_attempt_at <= now())
-        .order_by(PublishJob.next_attempt_at)
+        .where(col(PublishJob.state) == "queued", col(PublishJob.next_attempt_at) <= now())
+        .order_by(col(PublishJob.next_attempt_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -228,7 +231,7 @@ async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
     """Fail dispatched jobs whose workflow never called back in time."""
     query = (
         select(PublishJob)
-        .where(PublishJob.state == "dispatched", PublishJob.deadline_at < now())
+        .where(col(PublishJob.state) == "dispatched", col(PublishJob.deadline_at) < now())
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -242,7 +245,10 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
     """Jobs a dead worker left mid-dispatch go back in the queue (receivers dedupe by id)."""
     query = (
         select(PublishJob)
-        .where(PublishJob.state == "dispatching", PublishJob.next_attempt_at < now() - older_than)
+        .where(
+            col(PublishJob.state) == "dispatching",
+            col(PublishJob.next_attempt_at) < now() - older_than,
+        )
         .with_for_update(skip_locked=True)
     )
     jobs = list((await session.scalars(query)).all())
@@ -301,8 +307,8 @@ async def _finish(
 
 async def _is_latest(session: AsyncSession, job: PublishJob) -> bool:
     newer = await session.scalar(
-        select(PublishJob.id)
-        .where(PublishJob.post_id == job.post_id, PublishJob.created_at > job.created_at)
+        select(col(PublishJob.id))
+        .where(col(PublishJob.post_id) == job.post_id, col(PublishJob.created_at) > job.created_at)
         .limit(1)
     )
     return newer is None
@@ -320,7 +326,7 @@ async def cancel_active_jobs(session: AsyncSession, *, post_id: UUID, reason: st
     """
     query = (
         select(PublishJob)
-        .where(PublishJob.post_id == post_id, PublishJob.state.in_(ACTIVE))
+        .where(col(PublishJob.post_id) == post_id, col(PublishJob.state).in_(ACTIVE))
         .with_for_update()
     )
     for job in (await session.scalars(query)).all():

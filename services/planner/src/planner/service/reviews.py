@@ -13,6 +13,7 @@ import jwt
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import ReviewLinkExpiring
 from bai_platform.errors import Conflict, NotFound, Unauthorized
@@ -92,7 +93,7 @@ async def create_link(
 async def revoke_link(session: AsyncSession, *, identity: Identity, link_id: UUID) -> None:
     link = await session.scalar(
         select(ReviewLink).where(
-            ReviewLink.id == link_id, ReviewLink.tenant_id == identity.tenant_id
+            col(ReviewLink.id) == link_id, col(ReviewLink.tenant_id) == identity.tenant_id
         )
     )
     if link is None:
@@ -115,7 +116,9 @@ async def open_link(session: AsyncSession, *, token: str, key: bytes) -> ReviewL
     except (jwt.PyJWTError, ValueError) as exc:
         raise InvalidReviewLink("this review link is not valid or has expired") from exc
     link = await session.scalar(
-        select(ReviewLink).where(ReviewLink.id == link_id, ReviewLink.tenant_id == tenant_id)
+        select(ReviewLink).where(
+            col(ReviewLink.id) == link_id, col(ReviewLink.tenant_id) == tenant_id
+        )
     )
     if link is None or link.revoked_at is not None or link.expires_at <= now():
         raise InvalidReviewLink("this review link was withdrawn or has expired")
@@ -127,14 +130,14 @@ async def covered_posts(
 ) -> list[Post]:
     """The posts a link covers, in calendar order."""
     query = select(Post).where(
-        Post.tenant_id == link.tenant_id, Post.campaign_id == link.campaign_id
+        col(Post.tenant_id) == link.tenant_id, col(Post.campaign_id) == link.campaign_id
     )
     if link.post_id is not None:
-        query = query.where(Post.id == link.post_id)
+        query = query.where(col(Post.id) == link.post_id)
     elif link.month is not None:
         first, last = month_bounds(link.month)
-        query = query.where(Post.local_date.between(first, last))
-    query = query.order_by(Post.scheduled_at, Post.id)
+        query = query.where(col(Post.local_date).between(first, last))
+    query = query.order_by(col(Post.scheduled_at), col(Post.id))
     return list((await session.scalars(query.with_for_update() if lock else query)).all())
 
 
@@ -181,13 +184,13 @@ async def remind_expiring(session: AsyncSession, *, within: timedelta, limit: in
     query = (
         select(ReviewLink)
         .where(
-            ReviewLink.answered_at.is_(None),
-            ReviewLink.revoked_at.is_(None),
-            ReviewLink.reminded_at.is_(None),
-            ReviewLink.expires_at > at,
-            ReviewLink.expires_at <= at + within,
+            col(ReviewLink.answered_at).is_(None),
+            col(ReviewLink.revoked_at).is_(None),
+            col(ReviewLink.reminded_at).is_(None),
+            col(ReviewLink.expires_at) > at,
+            col(ReviewLink.expires_at) <= at + within,
         )
-        .order_by(ReviewLink.expires_at)
+        .order_by(col(ReviewLink.expires_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

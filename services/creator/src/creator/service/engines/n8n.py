@@ -37,6 +37,7 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import CallbackVerification, GeneratedContent
 from bai_platform.callbacks import verification
@@ -65,17 +66,17 @@ async def claim(
 ) -> list[Dispatch]:
     """Take queued n8n jobs whose turn has come; they go out after this commits."""
     due = (
-        GenerationJob.state == "queued",
-        GenerationJob.engine == N8N,
+        col(GenerationJob.state) == "queued",
+        col(GenerationJob.engine) == N8N,
         # Only once billing holds its credit (creator.service.credits): a workflow that answered
         # before the hold would end the job with nothing to commit, and the hold that came
         # after would never be settled; a refused hold would have been written for free.
-        GenerationJob.credits == "reserved",
-        GenerationJob.next_attempt_at <= _now(),
+        col(GenerationJob.credits) == "reserved",
+        col(GenerationJob.next_attempt_at) <= _now(),
     )
     query = (  # in turns across workspaces: one with many jobs does not fill every batch
         select(GenerationJob)
-        .where(GenerationJob.id.in_(in_turns(due, limit=limit)), *due)
+        .where(col(GenerationJob.id).in_(in_turns(due, limit=limit)), *due)
         .with_for_update(skip_locked=True)
     )
     claimed = []
@@ -167,7 +168,7 @@ async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
     """Time out dispatched jobs whose workflow never called back."""
     query = (
         select(GenerationJob)
-        .where(GenerationJob.state == "dispatched", GenerationJob.deadline_at < _now())
+        .where(col(GenerationJob.state) == "dispatched", col(GenerationJob.deadline_at) < _now())
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -182,9 +183,9 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
     query = (
         select(GenerationJob)
         .where(
-            GenerationJob.state == "dispatching",
-            GenerationJob.engine == N8N,  # OpenAI-compatible jobs have their own rule
-            GenerationJob.next_attempt_at < _now() - older_than,
+            col(GenerationJob.state) == "dispatching",
+            col(GenerationJob.engine) == N8N,  # OpenAI-compatible jobs have their own rule
+            col(GenerationJob.next_attempt_at) < _now() - older_than,
         )
         .with_for_update(skip_locked=True)
     )
@@ -270,8 +271,11 @@ def _hashtags(raw: list[str], limit: int) -> list[str]:
 
 async def _latest(session: AsyncSession, job: GenerationJob) -> bool:
     newer = await session.scalar(
-        select(GenerationJob.id)
-        .where(GenerationJob.post_id == job.post_id, GenerationJob.created_at > job.created_at)
+        select(col(GenerationJob.id))
+        .where(
+            col(GenerationJob.post_id) == job.post_id,
+            col(GenerationJob.created_at) > job.created_at,
+        )
         .limit(1)
     )
     return newer is None

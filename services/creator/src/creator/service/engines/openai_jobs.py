@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import GeneratedContent, PostGenerationRequested
 from bai_platform.webhooks import backoff_delay
@@ -43,7 +44,7 @@ async def claim(
     query = (
         select(GenerationJob)
         .where(
-            GenerationJob.id.in_(
+            col(GenerationJob.id).in_(
                 in_turns(_DUE, limit=limit, per_workspace=per_workspace, engine=OPENAI_COMPATIBLE)
             ),
             *_DUE,
@@ -62,10 +63,10 @@ async def claim(
 
 
 _DUE = (
-    GenerationJob.state == "queued",
-    GenerationJob.engine == OPENAI_COMPATIBLE,
-    GenerationJob.credits == "reserved",
-    GenerationJob.next_attempt_at <= func.now(),
+    col(GenerationJob.state) == "queued",
+    col(GenerationJob.engine) == OPENAI_COMPATIBLE,
+    col(GenerationJob.credits) == "reserved",
+    col(GenerationJob.next_attempt_at) <= func.now(),
 )
 
 
@@ -123,9 +124,9 @@ async def recover_stuck(
     query = (
         select(GenerationJob)
         .where(
-            GenerationJob.state == "dispatching",
-            GenerationJob.engine == OPENAI_COMPATIBLE,
-            GenerationJob.next_attempt_at < _now() - older_than,
+            col(GenerationJob.state) == "dispatching",
+            col(GenerationJob.engine) == OPENAI_COMPATIBLE,
+            col(GenerationJob.next_attempt_at) < _now() - older_than,
         )
         .limit(limit)
         .with_for_update(skip_locked=True)

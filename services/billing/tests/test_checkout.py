@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_testing.plugin import trusting_client
@@ -65,7 +66,7 @@ async def checkout(
 
 async def stored_customer(db: Database, tenant: UUID) -> str | None:
     async with db.transaction() as session:
-        query = select(Customer.stripe_customer_id).where(Customer.tenant_id == tenant)
+        query = select(col(Customer.stripe_customer_id)).where(col(Customer.tenant_id) == tenant)
         return await session.scalar(query)
 
 

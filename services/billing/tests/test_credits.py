@@ -6,6 +6,7 @@ from uuid import UUID
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from bai_contracts import CommitCredits, QuotaAnswer, ReleaseCredits, ReserveCredits
 from bai_platform.db import Database
@@ -50,7 +51,11 @@ async def posts_left(db: Database, tenant: UUID) -> int:
 
 async def ledger(db: Database, tenant: UUID) -> list[tuple[str, int, str]]:
     async with db.transaction() as session:
-        query = select(LedgerEntry).where(LedgerEntry.tenant_id == tenant).order_by(LedgerEntry.id)
+        query = (
+            select(LedgerEntry)
+            .where(col(LedgerEntry.tenant_id) == tenant)
+            .order_by(col(LedgerEntry.id))
+        )
         return [(e.entry, e.amount, e.reference) for e in (await session.scalars(query)).all()]
 
 

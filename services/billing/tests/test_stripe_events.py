@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 from typer.testing import CliRunner
 
 from bai_contracts import CommitCredits, ReserveCredits
@@ -50,7 +51,9 @@ async def settle(db: Database, rules: Rules) -> None:
 
 async def ledger(db: Database, tenant: UUID) -> list[tuple[str, str, int]]:
     async with db.transaction() as session:
-        rows = await session.scalars(select(LedgerEntry).where(LedgerEntry.tenant_id == tenant))
+        rows = await session.scalars(
+            select(LedgerEntry).where(col(LedgerEntry.tenant_id) == tenant)
+        )
         return sorted((e.kind, e.entry, e.amount) for e in rows)
 
 
@@ -415,7 +418,7 @@ async def test_a_refund_finds_its_invoice_whichever_comes_first_refund_or_link(
 async def _pending_refunds(db: Database, tenant: UUID) -> int:
     async with db.transaction() as session:
         query = select(func.count()).select_from(PendingRefund)
-        return int(await session.scalar(query.where(PendingRefund.tenant_id == tenant)) or 0)
+        return int(await session.scalar(query.where(col(PendingRefund.tenant_id) == tenant)) or 0)
 
 
 async def _handle(db: Database, event: dict[str, Any], rules: Rules) -> None:

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_testing.stripe_events import Customer, signed
@@ -69,7 +70,7 @@ async def test_a_redelivered_event_is_stored_once(
         assert answer.json()["duplicate"] is (attempt > 0)
     async with billing_db.transaction() as session:
         count = await session.scalar(
-            select(func.count()).select_from(StripeEvent).where(StripeEvent.id == event["id"])
+            select(func.count()).select_from(StripeEvent).where(col(StripeEvent.id) == event["id"])
         )
     row = await stored(billing_db, event["id"])
     assert count == 1

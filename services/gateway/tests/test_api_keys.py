@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from bai_platform.access import service_audience
 from bai_platform.app_state import held
@@ -73,7 +74,9 @@ async def test_only_the_digest_of_a_key_is_stored(
 ) -> None:
     created = await _create(client, account)
     async with db.connect() as conn:
-        stored = await conn.scalar(select(ApiKey.secret_hash).where(ApiKey.id == created["id"]))
+        stored = await conn.scalar(
+            select(col(ApiKey.secret_hash)).where(col(ApiKey.id) == created["id"])
+        )
     assert stored == token_digest(created["key"])
 
 
@@ -129,7 +132,9 @@ async def test_expired_key_is_refused(
     created = await _create(client, account, expires_in_days=1)
     async with db.begin() as conn:
         past = datetime.now(UTC) - timedelta(seconds=1)
-        await conn.execute(update(ApiKey).where(ApiKey.id == created["id"]).values(expires_at=past))
+        await conn.execute(
+            update(ApiKey).where(col(ApiKey.id) == created["id"]).values(expires_at=past)
+        )
     response = await _identity(client, created["key"], "/v1/planner/campaigns")
     assert_problem(response, status=401, code="invalid_token")
 
@@ -156,7 +161,9 @@ async def test_use_is_recorded_as_last_used(
     created = await _create(client, account)
     await _identity(client, created["key"], "/v1/planner/campaigns")
     async with db.connect() as conn:
-        used = await conn.scalar(select(ApiKey.last_used_at).where(ApiKey.id == created["id"]))
+        used = await conn.scalar(
+            select(col(ApiKey.last_used_at)).where(col(ApiKey.id) == created["id"])
+        )
     assert used is not None
 
 

@@ -9,8 +9,9 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from bai_platform.app_state import held
 from bai_platform.db import Database
@@ -30,14 +31,16 @@ async def restore_keys(app: FastAPI, db: AsyncEngine) -> AsyncIterator[None]:
     async with db.connect() as conn:
         before = {
             row.kid: row.retired_at
-            for row in (await conn.execute(SigningKey.__table__.select())).all()
+            for row in (
+                await conn.execute(select(col(SigningKey.kid), col(SigningKey.retired_at)))
+            ).all()
         }
     yield
     async with db.begin() as conn:
-        await conn.execute(delete(SigningKey).where(SigningKey.kid.not_in(before)))
+        await conn.execute(delete(SigningKey).where(col(SigningKey.kid).not_in(before)))
         for kid, retired_at in before.items():
             await conn.execute(
-                update(SigningKey).where(SigningKey.kid == kid).values(retired_at=retired_at)
+                update(SigningKey).where(col(SigningKey.kid) == kid).values(retired_at=retired_at)
             )
     await held(app, GatewayState).auth.keys.reload()
 

@@ -5,6 +5,7 @@ import asyncio
 import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from gateway.models import RefreshToken
 from gateway.service.tokens import token_digest
@@ -94,8 +95,8 @@ async def test_expired_refresh_token_is_401_invalid_token(
     async with db.begin() as conn:
         result = await conn.execute(
             update(RefreshToken)
-            .where(RefreshToken.token_hash == token_digest(account.refresh_token))
-            .values(expires_at=RefreshToken.created_at)
+            .where(col(RefreshToken.token_hash) == token_digest(account.refresh_token))
+            .values(expires_at=col(RefreshToken.created_at))
         )
     assert result.rowcount == 1
     response = await _refresh(client, account.refresh_token)

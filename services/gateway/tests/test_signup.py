@@ -9,6 +9,7 @@ import jwt
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from bai_contracts import TenantCreated
 from bai_platform.envelope import Envelope
@@ -20,13 +21,13 @@ from .conftest import PASSWORD, Account, assert_problem, unique_email, unique_wo
 
 async def _users_with_email(db: AsyncEngine, email: str) -> int:
     async with db.connect() as conn:
-        count = await conn.scalar(select(func.count()).where(User.email == email))
+        count = await conn.scalar(select(func.count()).where(col(User.email) == email))
     return int(count or 0)
 
 
 async def _tenants_named(db: AsyncEngine, name: str) -> int:
     async with db.connect() as conn:
-        count = await conn.scalar(select(func.count()).where(Tenant.name == name))
+        count = await conn.scalar(select(func.count()).where(col(Tenant.name) == name))
     return int(count or 0)
 
 
@@ -225,10 +226,12 @@ async def test_tenant_created_event_is_written_in_the_signup_transaction(
     [(_, event_xmin)] = await _tenant_events(db, account.tenant_id)
     async with db.connect() as conn:
         tenant_xmin = await conn.scalar(
-            select(text("gateway.tenants.xmin::text")).where(Tenant.id == UUID(account.tenant_id))
+            select(text("gateway.tenants.xmin::text")).where(
+                col(Tenant.id) == UUID(account.tenant_id)
+            )
         )
         user_xmin = await conn.scalar(
-            select(text("gateway.users.xmin::text")).where(User.id == UUID(account.user_id))
+            select(text("gateway.users.xmin::text")).where(col(User.id) == UUID(account.user_id))
         )
     assert event_xmin == tenant_xmin == user_xmin
 

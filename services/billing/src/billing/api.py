@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bai_contracts import CREDIT_KINDS
 from bai_platform.db import PG_BIGINT_MAX, ReadSession
@@ -36,16 +37,19 @@ async def usage(identity: CurrentIdentity, session: ReadSession) -> UsageRead:
     accounts = {
         row.kind: row
         for row in await session.scalars(
-            select(CreditAccount).where(CreditAccount.tenant_id == tenant)
+            select(CreditAccount).where(col(CreditAccount.tenant_id) == tenant)
         )
     }
-    live = (CreditGrant.tenant_id == tenant, CreditGrant.expired_at.is_(None))
+    live = (col(CreditGrant.tenant_id) == tenant, col(CreditGrant.expired_at).is_(None))
     granted = dict(
         (
             await session.execute(
-                select(CreditGrant.kind, func.sum(CreditGrant.amount - CreditGrant.clawed_back))
+                select(
+                    col(CreditGrant.kind),
+                    func.sum(col(CreditGrant.amount) - col(CreditGrant.clawed_back)),
+                )
                 .where(*live)
-                .group_by(CreditGrant.kind)
+                .group_by(col(CreditGrant.kind))
             )
         ).all()
     )
@@ -53,9 +57,13 @@ async def usage(identity: CurrentIdentity, session: ReadSession) -> UsageRead:
         kind: (at, int(left))
         for kind, at, left in (
             await session.execute(
-                select(CreditGrant.kind, CreditGrant.expires_at, CreditGrant.remaining)
-                .where(*live, CreditGrant.expires_at.is_not(None), CreditGrant.remaining > 0)
-                .order_by(CreditGrant.kind, CreditGrant.expires_at.desc())
+                select(
+                    col(CreditGrant.kind), col(CreditGrant.expires_at), col(CreditGrant.remaining)
+                )
+                .where(
+                    *live, col(CreditGrant.expires_at).is_not(None), col(CreditGrant.remaining) > 0
+                )
+                .order_by(col(CreditGrant.kind), col(CreditGrant.expires_at).desc())
             )
         ).all()
     }  # the soonest per kind wins: rows come latest first
@@ -87,11 +95,11 @@ async def ledger(
     before: Annotated[int | None, Query(ge=1, le=PG_BIGINT_MAX)] = None,
 ) -> LedgerPage:
     """The workspace's credit ledger, newest first (``before`` pages back)."""
-    query = select(LedgerEntry).where(LedgerEntry.tenant_id == identity.tenant_id)
+    query = select(LedgerEntry).where(col(LedgerEntry.tenant_id) == identity.tenant_id)
     if before is not None:
-        query = query.where(LedgerEntry.id < before)
+        query = query.where(col(LedgerEntry.id) < before)
     rows = list(
-        (await session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit + 1))).all()
+        (await session.scalars(query.order_by(col(LedgerEntry.id).desc()).limit(limit + 1))).all()
     )
     more = len(rows) > limit
     items = [LedgerEntryRead.model_validate(r) for r in rows[:limit]]

@@ -1,4 +1,4 @@
-"""Billing tables (schema ``billing``).
+"""Billing tables (schema ``billing``), as SQLModel tables in billing's own registry.
 
 The ledger is append-only and the truth: every grant, reservation, commit, release,
 refund and expiry of credits is one row, unique per (tenant, kind, entry, reference) so
@@ -13,83 +13,74 @@ from uuid import UUID
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
-    DateTime,
     Identity,
     Index,
-    Integer,
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlmodel import Field, SQLModel
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, make_metadata
+from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
 from bai_platform.outbox import outbox_table
 
 
-class Base(DeclarativeBase):
-    metadata = make_metadata("billing")
+class BillingTable(SQLModel, registry=table_registry("billing")):
+    """The base of billing's tables."""
 
 
-class CreditAccount(TenantOwned, Base):
+class CreditAccount(BillingTable, TenantOwned, table=True):
     __tablename__ = "credit_accounts"
     __table_args__ = (
         CheckConstraint("available >= 0", name="available_not_negative"),
         CheckConstraint("reserved >= 0", name="reserved_not_negative"),
     )
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    available: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    reserved: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    tenant_id: UUID = Field(primary_key=True)
+    kind: str = Field(sa_type=String(32), primary_key=True)
+    available: int = Field(default=0, sa_type=BigInteger)
+    reserved: int = Field(default=0, sa_type=BigInteger)
+    updated_at: datetime = created_now()
 
 
-class LedgerEntry(TenantOwned, Base):
+class LedgerEntry(BillingTable, TenantOwned, table=True):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         UniqueConstraint("tenant_id", "kind", "entry", "reference"),
         Index("ix_ledger_entries_tenant", "tenant_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    # Given by PostgreSQL on insert (None on an instance until then).
+    id: int = Field(default=None, sa_type=BigInteger, primary_key=True, sa_column_args=[Identity()])
+    tenant_id: UUID
+    kind: str = Field(sa_type=String(32))
     # grant, reservation, commit, release, refund, expiry
-    entry: Mapped[str] = mapped_column(String(16), nullable=False)
+    entry: str = Field(sa_type=String(16))
     # Signed change of the available balance (a commit changes nothing: it settles a hold).
-    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    reference: Mapped[str] = mapped_column(String(120), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    amount: int = Field(sa_type=BigInteger)
+    reference: str = Field(sa_type=String(120))
+    created_at: datetime = created_now()
 
 
-class Reservation(TenantOwned, Base):
+class Reservation(BillingTable, TenantOwned, table=True):
     """Credits held for a job until it commits (charged) or releases them."""
 
     __tablename__ = "reservations"
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    reference: Mapped[str] = mapped_column(String(120), primary_key=True)
-    amount: Mapped[int] = mapped_column(Integer, nullable=False)
-    charged: Mapped[int | None] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)  # held, committed, released
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    tenant_id: UUID = Field(primary_key=True)
+    kind: str = Field(sa_type=String(32), primary_key=True)
+    reference: str = Field(sa_type=String(120), primary_key=True)
+    amount: int
+    charged: int | None = None
+    state: str = Field(sa_type=String(16))  # held, committed, released
+    created_at: datetime = created_now()
+    settled_at: datetime | None = timestamp(nullable=True)
 
 
-class CreditGrant(TenantOwned, Base):
+class CreditGrant(BillingTable, TenantOwned, table=True):
     """Credits granted once per source (an invoice, the starter grant), spent soonest-expiring
     first; what is left when ``expires_at`` passes expires (a ledger ``expiry`` entry)."""
 
@@ -101,134 +92,119 @@ class CreditGrant(TenantOwned, Base):
         CheckConstraint("remaining >= 0", name="remaining_not_negative"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False)
-    reference: Mapped[str] = mapped_column(String(120), nullable=False)
-    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Given by PostgreSQL on insert (None on an instance until then).
+    id: int = Field(default=None, sa_type=BigInteger, primary_key=True, sa_column_args=[Identity()])
+    tenant_id: UUID
+    kind: str = Field(sa_type=String(32))
+    reference: str = Field(sa_type=String(120))
+    amount: int = Field(sa_type=BigInteger)
     # Not yet spent (held credits count as not spent until their job commits).
-    remaining: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    clawed_back: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    invoice_id: Mapped[str | None] = mapped_column(String(120))
-    granted_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    remaining: int = Field(sa_type=BigInteger)
+    clawed_back: int = Field(default=0, sa_type=BigInteger)
+    invoice_id: str | None = Field(default=None, sa_type=String(120))
+    granted_at: datetime = created_now()
+    expires_at: datetime | None = timestamp(nullable=True)
+    expired_at: datetime | None = timestamp(nullable=True)
 
 
-class UsageAlert(TenantOwned, Base):
+class UsageAlert(BillingTable, TenantOwned, table=True):
     """80 % and 100 % of a kind's credits used: announced once per grant period."""
 
     __tablename__ = "usage_alerts"
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
-    period: Mapped[str] = mapped_column(String(120), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    tenant_id: UUID = Field(primary_key=True)
+    kind: str = Field(sa_type=String(32), primary_key=True)
+    threshold: int = Field(primary_key=True)
+    period: str = Field(sa_type=String(120), primary_key=True)
+    created_at: datetime = created_now()
 
 
-class Customer(TenantOwned, Base):
+class Customer(BillingTable, TenantOwned, table=True):
     """The Stripe customer of a workspace."""
 
     __tablename__ = "customers"
 
-    tenant_id: Mapped[UUID] = mapped_column(primary_key=True)
-    stripe_customer_id: Mapped[str] = mapped_column(String(120), nullable=False, unique=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    tenant_id: UUID = Field(primary_key=True)
+    stripe_customer_id: str = Field(sa_type=String(120), unique=True)
+    created_at: datetime = created_now()
 
 
-class Subscription(TenantOwned, Base):
+class Subscription(BillingTable, TenantOwned, table=True):
     """A workspace's subscription as Stripe last described it (order-safe: an event older
     than ``event_created`` never overwrites a newer one)."""
 
     __tablename__ = "subscriptions"
 
-    stripe_subscription_id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False, index=True)
-    stripe_customer_id: Mapped[str] = mapped_column(String(120), nullable=False)
-    plan: Mapped[str | None] = mapped_column(String(32))
-    price_id: Mapped[str | None] = mapped_column(String(120))
-    status: Mapped[str] = mapped_column(String(32), nullable=False)
-    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stripe_subscription_id: str = Field(sa_type=String(120), primary_key=True)
+    tenant_id: UUID = Field(index=True)
+    stripe_customer_id: str = Field(sa_type=String(120))
+    plan: str | None = Field(default=None, sa_type=String(32))
+    price_id: str | None = Field(default=None, sa_type=String(120))
+    status: str = Field(sa_type=String(32))
+    cancel_at_period_end: bool = False
+    current_period_start: datetime | None = timestamp(nullable=True)
+    current_period_end: datetime | None = timestamp(nullable=True)
     # The Stripe ``created`` time of the event whose state this row holds.
-    event_created: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    event_created: int = Field(sa_type=BigInteger)
+    updated_at: datetime = created_now()
 
 
-class Invoice(TenantOwned, Base):
+class Invoice(BillingTable, TenantOwned, table=True):
     """A paid invoice: what it granted, and what refunds took back."""
 
     __tablename__ = "invoices"
 
-    stripe_invoice_id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False, index=True)
-    stripe_subscription_id: Mapped[str | None] = mapped_column(String(120))
-    plan: Mapped[str | None] = mapped_column(String(32))
-    amount_paid: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    currency: Mapped[str] = mapped_column(String(8), nullable=False)
+    stripe_invoice_id: str = Field(sa_type=String(120), primary_key=True)
+    tenant_id: UUID = Field(index=True)
+    stripe_subscription_id: str | None = Field(default=None, sa_type=String(120))
+    plan: str | None = Field(default=None, sa_type=String(32))
+    amount_paid: int = Field(sa_type=BigInteger)
+    currency: str = Field(sa_type=String(8))
     # How its payment is named in charge events (either may be absent).
-    charge_id: Mapped[str | None] = mapped_column(String(120), index=True)
-    payment_intent_id: Mapped[str | None] = mapped_column(String(120), index=True)
-    period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    amount_refunded: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    paid_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    charge_id: str | None = Field(default=None, sa_type=String(120), index=True)
+    payment_intent_id: str | None = Field(default=None, sa_type=String(120), index=True)
+    period_end: datetime | None = timestamp(nullable=True)
+    amount_refunded: int = Field(default=0, sa_type=BigInteger)
+    paid_at: datetime = created_now()
 
 
-class PendingRefund(TenantOwned, Base):
+class PendingRefund(BillingTable, TenantOwned, table=True):
     """A refunded charge not yet linked to its invoice (since API version 2025-03-31 a charge
     does not name its invoice: ``invoice_payment.paid`` links them, in either order). Applied
     and removed once the link is known."""
 
     __tablename__ = "pending_refunds"
 
-    charge_id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    payment_intent_id: Mapped[str | None] = mapped_column(String(120), index=True)
-    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    amount_refunded: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    charge_id: str = Field(sa_type=String(120), primary_key=True)
+    tenant_id: UUID
+    payment_intent_id: str | None = Field(default=None, sa_type=String(120), index=True)
+    amount: int = Field(sa_type=BigInteger)
+    amount_refunded: int = Field(sa_type=BigInteger)
+    received_at: datetime = created_now()
 
 
-class StripeEvent(Base):
+class StripeEvent(BillingTable, table=True):
     """Every verified Stripe event, stored by id before it is acknowledged; the worker
     processes it afterwards (``processed_at``), in Stripe's ``created`` order."""
 
     __tablename__ = "stripe_events"
     __table_args__ = (Index("ix_stripe_events_pending", "processed_at", "created"),)
 
-    id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    type: Mapped[str] = mapped_column(String(120), nullable=False)
-    created: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    id: str = Field(sa_type=String(120), primary_key=True)
+    type: str = Field(sa_type=String(120))
+    created: int = Field(sa_type=BigInteger)
+    livemode: bool
+    payload: dict[str, Any] = Field(sa_type=JSONB)
+    received_at: datetime = created_now()
+    deliveries: int = 1
     # processed, ignored (a type billing does not handle), waiting (for what it needs),
     # retrying (its handler failed) or failed (gave up: see stripe_events).
-    outcome: Mapped[str | None] = mapped_column(String(16))
-    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    last_error: Mapped[str | None] = mapped_column(Text)
+    outcome: str | None = Field(default=None, sa_type=String(16))
+    processed_at: datetime | None = timestamp(nullable=True)
+    attempts: int = 0
+    next_attempt_at: datetime = created_now()
+    last_error: str | None = Field(default=None, sa_type=Text)
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
+outbox = outbox_table(BillingTable.metadata)
+inbox = inbox_table(BillingTable.metadata)

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.app_state import settings_of
 from bai_platform.db import Session
@@ -96,8 +97,9 @@ async def store(session: AsyncSession, event: dict[str, Any]) -> bool:
     )
     deliveries = await session.scalar(
         statement.on_conflict_do_update(
-            index_elements=[StripeEvent.id], set_={"deliveries": StripeEvent.deliveries + 1}
-        ).returning(StripeEvent.deliveries)
+            index_elements=[col(StripeEvent.id)],
+            set_={"deliveries": col(StripeEvent.deliveries) + 1},
+        ).returning(col(StripeEvent.deliveries))
     )
     return deliveries == 1
 

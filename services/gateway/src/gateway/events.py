@@ -4,6 +4,7 @@ from uuid import UUID
 
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import SubscriptionChanged
 from bai_platform.envelope import Envelope
@@ -22,8 +23,11 @@ async def on_subscription_changed(session: AsyncSession, envelope: Envelope) -> 
     await session.execute(
         update(Tenant)
         .where(
-            Tenant.id == UUID(envelope.tenantid),
-            or_(Tenant.plan_changed_at.is_(None), Tenant.plan_changed_at < event.changed_at),
+            col(Tenant.id) == UUID(envelope.tenantid),
+            or_(
+                col(Tenant.plan_changed_at).is_(None),
+                col(Tenant.plan_changed_at) < event.changed_at,
+            ),
         )
         .values(
             plan=plan,

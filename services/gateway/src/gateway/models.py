@@ -1,146 +1,125 @@
-"""Gateway tables (schema ``gateway``)."""
+"""Gateway tables (schema ``gateway``), as SQLModel tables in the gateway's own registry.
+
+They span workspaces (users, memberships, keys), so none is ``TenantOwned``.
+"""
 
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy import (
-    ARRAY,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    func,
-    text,
-)
+from sqlalchemy import ARRAY, Float, LargeBinary, String, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlmodel import Field, SQLModel
 
 from bai_platform.consumer import inbox_table
-from bai_platform.db import make_metadata
+from bai_platform.db import created_now, table_registry, timestamp
 from bai_platform.idempotency import idempotency_table
 from bai_platform.outbox import outbox_table
 
 
-class Base(DeclarativeBase):
-    metadata = make_metadata("gateway")
+class GatewayTable(SQLModel, registry=table_registry("gateway")):
+    """The base of the gateway's tables."""
 
 
-def _created_at() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
-
-
-class Tenant(Base):
+class Tenant(GatewayTable, table=True):
     __tablename__ = "tenants"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    name: str = Field(sa_type=String(100))
     # Billing's word on the plan (None until it speaks); rate-limit tiers follow it.
-    plan: Mapped[str | None] = mapped_column(String(32))
-    plan_changed_at: Mapped[float | None] = mapped_column(Float)
+    plan: str | None = Field(default=None, sa_type=String(32))
+    plan_changed_at: float | None = Field(default=None, sa_type=Float)
     # Members plus open invitations the plan allows (billing's word); None: no limit.
-    seat_limit: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = _created_at()
+    seat_limit: int | None = None
+    created_at: datetime = created_now()
 
 
-class User(Base):
+class User(GatewayTable, table=True):
     __tablename__ = "users"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    email: Mapped[str] = mapped_column(String(320), nullable=False, unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    email: str = Field(sa_type=String(320), unique=True)
+    password_hash: str = Field(sa_type=String(255))
     # Access tokens carry the epoch they were issued in; a password change moves it on, and
     # tokens of an earlier epoch are refused at the edge.
-    session_epoch: Mapped[int] = mapped_column(
-        Integer, nullable=False, default=0, server_default=text("0")
-    )
-    created_at: Mapped[datetime] = _created_at()
+    session_epoch: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    created_at: datetime = created_now()
 
 
-class Membership(Base):
+class Membership(GatewayTable, table=True):
     __tablename__ = "memberships"
 
-    tenant_id: Mapped[UUID] = mapped_column(
-        ForeignKey("gateway.tenants.id", ondelete="CASCADE"), primary_key=True
+    tenant_id: UUID = Field(primary_key=True, foreign_key="gateway.tenants.id", ondelete="CASCADE")
+    user_id: UUID = Field(
+        primary_key=True, foreign_key="gateway.users.id", ondelete="CASCADE", index=True
     )
-    user_id: Mapped[UUID] = mapped_column(
-        ForeignKey("gateway.users.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
-    role: Mapped[str] = mapped_column(String(16), nullable=False)
-    created_at: Mapped[datetime] = _created_at()
+    role: str = Field(sa_type=String(16))
+    created_at: datetime = created_now()
 
 
-class SigningKey(Base):
+class SigningKey(GatewayTable, table=True):
     """An Ed25519 key pair; the private half encrypted with the key-encryption secret."""
 
     __tablename__ = "signing_keys"
 
-    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    public_jwk: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False)
-    created_at: Mapped[datetime] = _created_at()
-    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    kid: str = Field(sa_type=String(64), primary_key=True)
+    private_key: bytes = Field(sa_type=LargeBinary)
+    public_jwk: dict[str, str] = Field(sa_type=JSONB)
+    created_at: datetime = created_now()
+    retired_at: datetime | None = timestamp(nullable=True)
 
 
-class RefreshToken(Base):
+class RefreshToken(GatewayTable, table=True):
     """Opaque refresh tokens, stored as SHA-256 digests, rotated on every use."""
 
     __tablename__ = "refresh_tokens"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    family_id: Mapped[UUID] = mapped_column(nullable=False, index=True)
-    user_id: Mapped[UUID] = mapped_column(
-        ForeignKey("gateway.users.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    tenant_id: Mapped[UUID] = mapped_column(nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = _created_at()
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    token_hash: str = Field(sa_type=String(64), unique=True)
+    family_id: UUID = Field(index=True)
+    user_id: UUID = Field(foreign_key="gateway.users.id", ondelete="CASCADE", index=True)
+    tenant_id: UUID
+    expires_at: datetime = timestamp()
+    used_at: datetime | None = timestamp(nullable=True)
+    revoked_at: datetime | None = timestamp(nullable=True)
+    created_at: datetime = created_now()
 
 
-class ApiKey(Base):
+class ApiKey(GatewayTable, table=True):
     """A credential for integrations: ``bai_<prefix>_<secret>``, only its digest stored."""
 
     __tablename__ = "api_keys"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(
-        ForeignKey("gateway.tenants.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    created_by: Mapped[UUID] = mapped_column(nullable=False)
-    name: Mapped[str] = mapped_column(String(100), nullable=False)
-    prefix: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)
-    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False)
-    created_at: Mapped[datetime] = _created_at()
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID = Field(foreign_key="gateway.tenants.id", ondelete="CASCADE", index=True)
+    created_by: UUID
+    name: str = Field(sa_type=String(100))
+    prefix: str = Field(sa_type=String(16), unique=True)
+    secret_hash: str = Field(sa_type=String(64))
+    role: str = Field(sa_type=String(16))
+    scopes: list[str] = Field(sa_type=ARRAY(String(32)))
+    created_at: datetime = created_now()
+    expires_at: datetime | None = timestamp(nullable=True)
+    last_used_at: datetime | None = timestamp(nullable=True)
+    revoked_at: datetime | None = timestamp(nullable=True)
 
 
-class Invitation(Base):
+class Invitation(GatewayTable, table=True):
     """A signed, single-use link that makes its holder a member with ``role``."""
 
     __tablename__ = "invitations"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
-    tenant_id: Mapped[UUID] = mapped_column(
-        ForeignKey("gateway.tenants.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    email: Mapped[str] = mapped_column(String(320), nullable=False)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)
-    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    invited_by: Mapped[UUID] = mapped_column(nullable=False)
-    created_at: Mapped[datetime] = _created_at()
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    tenant_id: UUID = Field(foreign_key="gateway.tenants.id", ondelete="CASCADE", index=True)
+    email: str = Field(sa_type=String(320))
+    role: str = Field(sa_type=String(16))
+    token_hash: str = Field(sa_type=String(64), unique=True)
+    invited_by: UUID
+    created_at: datetime = created_now()
+    expires_at: datetime = timestamp()
+    accepted_at: datetime | None = timestamp(nullable=True)
+    revoked_at: datetime | None = timestamp(nullable=True)
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
-idempotency = idempotency_table(Base.metadata)
+outbox = outbox_table(GatewayTable.metadata)
+inbox = inbox_table(GatewayTable.metadata)
+idempotency = idempotency_table(GatewayTable.metadata)

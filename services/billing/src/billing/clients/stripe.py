@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from stripe.params.checkout import SessionCreateParams
 
 from bai_platform.errors import Conflict, FieldInvalid, ServiceError, ServiceUnavailable
@@ -241,7 +242,7 @@ async def _release(session: AsyncSession) -> None:
 
 async def customer_id(session: AsyncSession, *, tenant_id: UUID) -> str | None:
     """The workspace's Stripe customer id, if it has one."""
-    query = select(Customer.stripe_customer_id).where(Customer.tenant_id == tenant_id)
+    query = select(col(Customer.stripe_customer_id)).where(col(Customer.tenant_id) == tenant_id)
     return await session.scalar(query)
 
 
@@ -249,8 +250,8 @@ async def live_subscription(session: AsyncSession, *, tenant_id: UUID) -> Subscr
     """The workspace's active, trialing or past-due subscription, the latest if several."""
     return await session.scalar(
         select(Subscription)
-        .where(Subscription.tenant_id == tenant_id, Subscription.status.in_(LIVE))
-        .order_by(Subscription.event_created.desc())
+        .where(col(Subscription.tenant_id) == tenant_id, col(Subscription.status).in_(LIVE))
+        .order_by(col(Subscription.event_created).desc())
         .limit(1)
     )
 
@@ -259,8 +260,8 @@ async def current_subscription(session: AsyncSession, *, tenant_id: UUID) -> Sub
     """The subscription the workspace is on: its live one, else its latest (say, canceled)."""
     return await session.scalar(
         select(Subscription)
-        .where(Subscription.tenant_id == tenant_id)
-        .order_by(Subscription.status.in_(LIVE).desc(), Subscription.event_created.desc())
+        .where(col(Subscription.tenant_id) == tenant_id)
+        .order_by(col(Subscription.status).in_(LIVE).desc(), col(Subscription.event_created).desc())
         .limit(1)
     )
 

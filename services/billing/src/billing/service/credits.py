@@ -32,6 +32,7 @@ from uuid import UUID
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import (
     CREDIT_KINDS,
@@ -58,8 +59,8 @@ THRESHOLDS = (80, 100)
 async def balances(session: AsyncSession, *, tenant_id: UUID) -> dict[str, int]:
     """Credits available now, per kind (every kind named, zero when never granted)."""
     rows = await session.execute(
-        select(CreditAccount.kind, CreditAccount.available).where(
-            CreditAccount.tenant_id == tenant_id
+        select(col(CreditAccount.kind), col(CreditAccount.available)).where(
+            col(CreditAccount.tenant_id) == tenant_id
         )
     )
     return dict.fromkeys(CREDIT_KINDS, 0) | {kind: int(n) for kind, n in rows}
@@ -93,8 +94,8 @@ async def grant(
     await _account(session, tenant_id, kind)
     await session.execute(
         update(CreditAccount)
-        .where(CreditAccount.tenant_id == tenant_id, CreditAccount.kind == kind)
-        .values(available=CreditAccount.available + amount, updated_at=_now())
+        .where(col(CreditAccount.tenant_id) == tenant_id, col(CreditAccount.kind) == kind)
+        .values(available=col(CreditAccount.available) + amount, updated_at=_now())
     )
     return True
 
@@ -146,27 +147,27 @@ async def _take(session: AsyncSession, question: ReserveCredits) -> int | None:
     taken = await session.scalar(
         update(CreditAccount)
         .where(
-            CreditAccount.tenant_id == question.tenant_id,
-            CreditAccount.kind == question.kind,
-            CreditAccount.available >= question.amount,
+            col(CreditAccount.tenant_id) == question.tenant_id,
+            col(CreditAccount.kind) == question.kind,
+            col(CreditAccount.available) >= question.amount,
         )
         .values(
-            available=CreditAccount.available - question.amount,
-            reserved=CreditAccount.reserved + question.amount,
+            available=col(CreditAccount.available) - question.amount,
+            reserved=col(CreditAccount.reserved) + question.amount,
             updated_at=_now(),
         )
-        .returning(CreditAccount.available)
+        .returning(col(CreditAccount.available))
     )
     return None if taken is None else int(taken)
 
 
 async def _has_starter(session: AsyncSession, tenant: UUID) -> bool:
     found = await session.scalar(
-        select(LedgerEntry.id)
+        select(col(LedgerEntry.id))
         .where(
-            LedgerEntry.tenant_id == tenant,
-            LedgerEntry.entry == "grant",
-            LedgerEntry.reference == f"starter:{tenant}",
+            col(LedgerEntry.tenant_id) == tenant,
+            col(LedgerEntry.entry) == "grant",
+            col(LedgerEntry.reference) == f"starter:{tenant}",
         )
         .limit(1)
     )
@@ -220,10 +221,10 @@ async def _settle(session: AsyncSession, held: Reservation, *, state: str, charg
     held.state, held.charged, held.settled_at = state, charged, _now()
     await session.execute(
         update(CreditAccount)
-        .where(CreditAccount.tenant_id == held.tenant_id, CreditAccount.kind == held.kind)
+        .where(col(CreditAccount.tenant_id) == held.tenant_id, col(CreditAccount.kind) == held.kind)
         .values(
-            available=CreditAccount.available + back,
-            reserved=CreditAccount.reserved - held.amount,
+            available=col(CreditAccount.available) + back,
+            reserved=col(CreditAccount.reserved) - held.amount,
             updated_at=_now(),
         )
     )
@@ -236,12 +237,12 @@ async def _spend(session: AsyncSession, tenant: UUID, kind: str, amount: int) ->
     grants = await session.scalars(
         select(CreditGrant)
         .where(
-            CreditGrant.tenant_id == tenant,
-            CreditGrant.kind == kind,
-            CreditGrant.remaining > 0,
-            CreditGrant.expired_at.is_(None),
+            col(CreditGrant.tenant_id) == tenant,
+            col(CreditGrant.kind) == kind,
+            col(CreditGrant.remaining) > 0,
+            col(CreditGrant.expired_at).is_(None),
         )
-        .order_by(CreditGrant.expires_at.asc().nulls_last(), CreditGrant.id)
+        .order_by(col(CreditGrant.expires_at).asc().nulls_last(), col(CreditGrant.id))
         .with_for_update()
     )
     for bucket in grants:
@@ -259,9 +260,9 @@ async def expire_due(
     moment = now or _now()
     due = (
         await session.execute(
-            select(CreditGrant.id, CreditGrant.tenant_id, CreditGrant.kind)
-            .where(CreditGrant.expires_at <= moment, CreditGrant.expired_at.is_(None))
-            .order_by(CreditGrant.expires_at)
+            select(col(CreditGrant.id), col(CreditGrant.tenant_id), col(CreditGrant.kind))
+            .where(col(CreditGrant.expires_at) <= moment, col(CreditGrant.expired_at).is_(None))
+            .order_by(col(CreditGrant.expires_at))
             .limit(limit)
         )
     ).all()
@@ -288,8 +289,8 @@ async def claw_back(
     await _lock_accounts(session, tenant_id)
     buckets = await session.scalars(
         select(CreditGrant)
-        .where(CreditGrant.tenant_id == tenant_id, CreditGrant.invoice_id == invoice_id)
-        .order_by(CreditGrant.id)
+        .where(col(CreditGrant.tenant_id) == tenant_id, col(CreditGrant.invoice_id) == invoice_id)
+        .order_by(col(CreditGrant.id))
         .with_for_update()
     )
     total = 0
@@ -307,10 +308,10 @@ async def claw_back(
 
 
 async def _lock_accounts(session: AsyncSession, tenant: UUID, kind: str | None = None) -> None:
-    query = select(CreditAccount.kind).where(CreditAccount.tenant_id == tenant)
+    query = select(col(CreditAccount.kind)).where(col(CreditAccount.tenant_id) == tenant)
     if kind is not None:
-        query = query.where(CreditAccount.kind == kind)
-    await session.execute(query.order_by(CreditAccount.kind).with_for_update())
+        query = query.where(col(CreditAccount.kind) == kind)
+    await session.execute(query.order_by(col(CreditAccount.kind)).with_for_update())
 
 
 async def _take_back(
@@ -321,8 +322,10 @@ async def _take_back(
     if wanted <= 0:
         return 0
     available = await session.scalar(
-        select(CreditAccount.available)
-        .where(CreditAccount.tenant_id == bucket.tenant_id, CreditAccount.kind == bucket.kind)
+        select(col(CreditAccount.available))
+        .where(
+            col(CreditAccount.tenant_id) == bucket.tenant_id, col(CreditAccount.kind) == bucket.kind
+        )
         .with_for_update()
     )
     taken = min(wanted, int(available or 0))
@@ -332,8 +335,10 @@ async def _take_back(
         return 0  # done before under this reference
     await session.execute(
         update(CreditAccount)
-        .where(CreditAccount.tenant_id == bucket.tenant_id, CreditAccount.kind == bucket.kind)
-        .values(available=CreditAccount.available - taken, updated_at=_now())
+        .where(
+            col(CreditAccount.tenant_id) == bucket.tenant_id, col(CreditAccount.kind) == bucket.kind
+        )
+        .values(available=col(CreditAccount.available) - taken, updated_at=_now())
     )
     return taken
 
@@ -347,15 +352,15 @@ async def alert_thresholds(
     newest = (
         await session.execute(
             select(
-                CreditGrant.reference,
-                func.sum(CreditGrant.amount - CreditGrant.clawed_back).over(),
+                col(CreditGrant.reference),
+                func.sum(col(CreditGrant.amount) - col(CreditGrant.clawed_back)).over(),
             )
             .where(
-                CreditGrant.tenant_id == tenant,
-                CreditGrant.kind == kind,
-                CreditGrant.expired_at.is_(None),
+                col(CreditGrant.tenant_id) == tenant,
+                col(CreditGrant.kind) == kind,
+                col(CreditGrant.expired_at).is_(None),
             )
-            .order_by(CreditGrant.id.desc())
+            .order_by(col(CreditGrant.id).desc())
             .limit(1)
         )
     ).first()
@@ -372,7 +377,7 @@ async def alert_thresholds(
             insert(UsageAlert)
             .values(tenant_id=tenant, kind=kind, threshold=threshold, period=period)
             .on_conflict_do_nothing()
-            .returning(UsageAlert.threshold)
+            .returning(col(UsageAlert.threshold))
         )
         if inserted is None:
             continue
@@ -390,9 +395,9 @@ async def _reservation(
     session: AsyncSession, tenant: UUID, kind: str, reference: str, *, lock: bool = False
 ) -> Reservation | None:
     query = select(Reservation).where(
-        Reservation.tenant_id == tenant,
-        Reservation.kind == kind,
-        Reservation.reference == reference,
+        col(Reservation.tenant_id) == tenant,
+        col(Reservation.kind) == kind,
+        col(Reservation.reference) == reference,
     )
     return await session.scalar(query.with_for_update() if lock else query)
 
@@ -409,7 +414,7 @@ async def _entry(
         insert(LedgerEntry)
         .values(tenant_id=tenant, kind=kind, entry=entry, amount=amount, reference=reference)
         .on_conflict_do_nothing()
-        .returning(LedgerEntry.id)
+        .returning(col(LedgerEntry.id))
     )
     return await session.scalar(statement) is not None
 

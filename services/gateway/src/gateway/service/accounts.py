@@ -8,6 +8,7 @@ from pwdlib import PasswordHash
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from bai_contracts import TenantCreated
@@ -57,7 +58,7 @@ def normalise_email(email: str) -> str:
 async def signup(session: AsyncSession, *, auth: AuthContext, data: SignupRequest) -> TokenResponse:
     """Create a workspace and its owner, and sign the owner in."""
     email = normalise_email(data.email)
-    if await session.scalar(select(User.id).where(User.email == email)):
+    if await session.scalar(select(col(User.id)).where(col(User.email) == email)):
         raise EmailTaken("an account with this email already exists")
     password_hash = await run_in_threadpool(auth.hasher.hash, data.password)
     tenant, user = Tenant(name=data.workspace), User(email=email, password_hash=password_hash)
@@ -76,7 +77,7 @@ async def signup(session: AsyncSession, *, auth: AuthContext, data: SignupReques
 
 async def login(session: AsyncSession, *, auth: AuthContext, data: LoginRequest) -> TokenResponse:
     """Check the password and sign in to the user's first workspace."""
-    user = await session.scalar(select(User).where(User.email == normalise_email(data.email)))
+    user = await session.scalar(select(User).where(col(User.email) == normalise_email(data.email)))
     # Hash even for an unknown email, so timing does not reveal which emails exist.
     stored = user.password_hash if user else auth.dummy_hash
     valid = await run_in_threadpool(auth.hasher.verify, data.password, stored)
@@ -84,8 +85,8 @@ async def login(session: AsyncSession, *, auth: AuthContext, data: LoginRequest)
         raise InvalidCredentials("the email or the password is wrong")
     membership = await session.scalar(
         select(Membership)
-        .where(Membership.user_id == user.id)
-        .order_by(Membership.created_at)
+        .where(col(Membership.user_id) == user.id)
+        .order_by(col(Membership.created_at))
         .limit(1)
     )
     if membership is None:
@@ -103,13 +104,15 @@ async def login(session: AsyncSession, *, auth: AuthContext, data: LoginRequest)
 async def refresh(session: AsyncSession, *, auth: AuthContext, token: str) -> TokenResponse:
     """Rotate a refresh token; a reused one revokes its whole family."""
     row = await session.scalar(
-        select(RefreshToken).where(RefreshToken.token_hash == token_digest(token)).with_for_update()
+        select(RefreshToken)
+        .where(col(RefreshToken.token_hash) == token_digest(token))
+        .with_for_update()
     )
     now = datetime.now(UTC)
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise InvalidToken("the refresh token is not valid")
     if row.used_at is not None:
-        await _revoke(session, RefreshToken.family_id == row.family_id)
+        await _revoke(session, col(RefreshToken.family_id) == row.family_id)
         raise RefreshTokenReused(
             "this refresh token was already used; sign in again", session_id=row.family_id
         )
@@ -131,11 +134,11 @@ async def logout(session: AsyncSession, *, token: str) -> UUID | None:
     """End the session behind a refresh token (its whole family); unknown tokens too,
     quietly. Returns the session that was ended, if any."""
     row = await session.scalar(
-        select(RefreshToken).where(RefreshToken.token_hash == token_digest(token))
+        select(RefreshToken).where(col(RefreshToken.token_hash) == token_digest(token))
     )
     if row is None:
         return None
-    await _revoke(session, RefreshToken.family_id == row.family_id)
+    await _revoke(session, col(RefreshToken.family_id) == row.family_id)
     return row.family_id
 
 
@@ -150,7 +153,7 @@ async def change_password(
         raise WrongPassword("the current password is wrong")
     user.password_hash = await run_in_threadpool(auth.hasher.hash, data.new_password)
     user.session_epoch += 1
-    await _revoke(session, RefreshToken.user_id == user.id)
+    await _revoke(session, col(RefreshToken.user_id) == user.id)
     return await _issue(
         session,
         auth=auth,
@@ -197,13 +200,13 @@ async def join(
 async def _revoke(session: AsyncSession, condition: ColumnElement[bool]) -> None:
     await session.execute(
         update(RefreshToken)
-        .where(condition, RefreshToken.revoked_at.is_(None))
+        .where(condition, col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=datetime.now(UTC))
     )
 
 
 async def _session_epoch(session: AsyncSession, user_id: UUID) -> int:
-    epoch = await session.scalar(select(User.session_epoch).where(User.id == user_id))
+    epoch = await session.scalar(select(col(User.session_epoch)).where(col(User.id) == user_id))
     return int(epoch or 0)
 
 

@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import Depends
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.access import ADMINS
 from bai_platform.errors import NotFound
@@ -83,8 +84,8 @@ async def create_api_key(
 async def list_api_keys(session: AsyncSession, *, identity: Identity) -> list[ApiKey]:
     query = (
         select(ApiKey)
-        .where(ApiKey.tenant_id == identity.tenant_id)
-        .order_by(ApiKey.created_at.desc(), ApiKey.id)
+        .where(col(ApiKey.tenant_id) == identity.tenant_id)
+        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id))
     )
     return list((await session.scalars(query)).all())
 
@@ -92,7 +93,7 @@ async def list_api_keys(session: AsyncSession, *, identity: Identity) -> list[Ap
 async def revoke_api_key(session: AsyncSession, *, identity: Identity, key_id: UUID) -> ApiKey:
     """Revoke one of the workspace's keys; another workspace's key is not found."""
     row = await session.scalar(
-        select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == identity.tenant_id)
+        select(ApiKey).where(col(ApiKey.id) == key_id, col(ApiKey.tenant_id) == identity.tenant_id)
     )
     if row is None:
         raise ApiKeyNotFound("no such API key in this workspace")
@@ -102,11 +103,13 @@ async def revoke_api_key(session: AsyncSession, *, identity: Identity, key_id: U
 
 async def authenticate(session: AsyncSession, token: str) -> ApiKey:
     """The live key behind ``token``; anything else is one indistinct 401."""
-    row = await session.scalar(select(ApiKey).where(ApiKey.prefix == _prefix_of(token)))
+    row = await session.scalar(select(ApiKey).where(col(ApiKey.prefix) == _prefix_of(token)))
     now = datetime.now(UTC)
     valid = row is not None and hmac.compare_digest(row.secret_hash, token_digest(token))
     if row is None or not valid or row.revoked_at or (row.expires_at and row.expires_at <= now):
         raise InvalidToken("the API key is not valid")
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        await session.execute(
+            update(ApiKey).where(col(ApiKey.id) == row.id).values(last_used_at=now)
+        )
     return row

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import SecretStr
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.db import Database
 from gateway.models import SigningKey
@@ -109,8 +110,8 @@ async def load_keyring(
     now = datetime.now(UTC)
     query = (
         select(SigningKey)
-        .where(or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > now))
-        .order_by(SigningKey.created_at, SigningKey.kid)
+        .where(or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > now))
+        .order_by(col(SigningKey.created_at), col(SigningKey.kid))
     )
     rows = list((await session.scalars(query)).all())
     if not any(row.retired_at is None for row in rows):
@@ -130,7 +131,7 @@ async def rotate_signing_key(session: AsyncSession, *, fernet: Fernet, grace_sec
     await _lock(session)
     retire_at = datetime.now(UTC) + timedelta(seconds=grace_seconds)
     await session.execute(
-        update(SigningKey).where(SigningKey.retired_at.is_(None)).values(retired_at=retire_at)
+        update(SigningKey).where(col(SigningKey.retired_at).is_(None)).values(retired_at=retire_at)
     )
     row = new_signing_key(fernet)
     session.add(row)

@@ -18,6 +18,7 @@ from fastapi import Depends
 from pwdlib import PasswordHash
 from sqlalchemy import exists, false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from bai_platform.access import ADMINS
@@ -78,10 +79,10 @@ def _may_grant(identity: Identity, role: str) -> None:
 
 async def workspaces_of(session: AsyncSession, *, user_id: UUID) -> list[tuple[Tenant, str]]:
     query = (
-        select(Tenant, Membership.role)
-        .join(Membership, Membership.tenant_id == Tenant.id)
-        .where(Membership.user_id == user_id)
-        .order_by(Membership.created_at)
+        select(Tenant, col(Membership.role))
+        .join(Membership, col(Membership.tenant_id) == col(Tenant.id))
+        .where(col(Membership.user_id) == user_id)
+        .order_by(col(Membership.created_at))
     )
     return [(tenant, role) for tenant, role in (await session.execute(query)).all()]
 
@@ -110,31 +111,37 @@ async def session_state(
     """The user's current role in the workspace, session epoch, whether the session
     ``session_id`` was ended, and the workspace's plan: one query."""
     ended = (
-        exists().where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_not(None))
+        exists().where(
+            col(RefreshToken.family_id) == session_id, col(RefreshToken.revoked_at).is_not(None)
+        )
         if session_id is not None
         else false()
     )
     query = (
-        select(Membership.role, User.session_epoch, Tenant.plan, ended.label("ended"))
-        .join(User, User.id == Membership.user_id)
-        .join(Tenant, Tenant.id == Membership.tenant_id)
-        .where(Membership.user_id == user_id, Membership.tenant_id == tenant_id)
+        select(
+            col(Membership.role), col(User.session_epoch), col(Tenant.plan), ended.label("ended")
+        )
+        .join(User, col(User.id) == col(Membership.user_id))
+        .join(Tenant, col(Tenant.id) == col(Membership.tenant_id))
+        .where(col(Membership.user_id) == user_id, col(Membership.tenant_id) == tenant_id)
     )
     row = (await session.execute(query)).first()
     return None if row is None else SessionState(row[0], row[1], row[2], bool(row[3]))
 
 
 async def tenant_plan(session: AsyncSession, *, tenant_id: UUID) -> str | None:
-    plan: str | None = await session.scalar(select(Tenant.plan).where(Tenant.id == tenant_id))
+    plan: str | None = await session.scalar(
+        select(col(Tenant.plan)).where(col(Tenant.id) == tenant_id)
+    )
     return plan
 
 
 async def members(session: AsyncSession, *, identity: Identity) -> list[tuple[User, Membership]]:
     query = (
         select(User, Membership)
-        .join(Membership, Membership.user_id == User.id)
-        .where(Membership.tenant_id == identity.tenant_id)
-        .order_by(Membership.created_at)
+        .join(Membership, col(Membership.user_id) == col(User.id))
+        .where(col(Membership.tenant_id) == identity.tenant_id)
+        .order_by(col(Membership.created_at))
     )
     return [(user, member) for user, member in (await session.execute(query)).all()]
 
@@ -152,7 +159,7 @@ async def _keep_an_owner(session: AsyncSession, target: Membership) -> None:
     owners = await session.scalar(
         select(func.count())
         .select_from(Membership)
-        .where(Membership.tenant_id == target.tenant_id, Membership.role == "owner")
+        .where(col(Membership.tenant_id) == target.tenant_id, col(Membership.role) == "owner")
     )
     if (owners or 0) <= 1:
         raise LastOwner("a workspace keeps at least one owner")
@@ -200,8 +207,8 @@ async def invite(
 async def invitations(session: AsyncSession, *, identity: Identity) -> list[Invitation]:
     query = (
         select(Invitation)
-        .where(Invitation.tenant_id == identity.tenant_id)
-        .order_by(Invitation.created_at.desc())
+        .where(col(Invitation.tenant_id) == identity.tenant_id)
+        .order_by(col(Invitation.created_at).desc())
     )
     return list((await session.scalars(query)).all())
 
@@ -211,7 +218,7 @@ async def revoke_invitation(
 ) -> None:
     row = await session.scalar(
         select(Invitation).where(
-            Invitation.id == invitation_id, Invitation.tenant_id == identity.tenant_id
+            col(Invitation.id) == invitation_id, col(Invitation.tenant_id) == identity.tenant_id
         )
     )
     if row is None:
@@ -222,7 +229,7 @@ async def revoke_invitation(
 async def accept(session: AsyncSession, *, hasher: PasswordHash, data: InvitationAccept) -> Joined:
     """Join with an invitation: an existing account proves its password, a new one is made."""
     invitation = await _open_invitation(session, data.token)
-    user = await session.scalar(select(User).where(User.email == invitation.email))
+    user = await session.scalar(select(User).where(col(User.email) == invitation.email))
     if user is None:
         user = User(
             email=invitation.email,
@@ -245,13 +252,15 @@ async def _seat_free(session: AsyncSession, tenant_id: UUID, *, counting_invitat
     """Refuse when the plan's seats are all taken (members, and open invitations when
     inviting); the tenant row is locked so two at once cannot both take the last seat."""
     limit = await session.scalar(
-        select(Tenant.seat_limit).where(Tenant.id == tenant_id).with_for_update()
+        select(col(Tenant.seat_limit)).where(col(Tenant.id) == tenant_id).with_for_update()
     )
     if limit is None:
         return
     taken = int(
         await session.scalar(
-            select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant_id)
+            select(func.count())
+            .select_from(Membership)
+            .where(col(Membership.tenant_id) == tenant_id)
         )
         or 0
     )
@@ -261,10 +270,10 @@ async def _seat_free(session: AsyncSession, tenant_id: UUID, *, counting_invitat
                 select(func.count())
                 .select_from(Invitation)
                 .where(
-                    Invitation.tenant_id == tenant_id,
-                    Invitation.accepted_at.is_(None),
-                    Invitation.revoked_at.is_(None),
-                    Invitation.expires_at > datetime.now(UTC),
+                    col(Invitation.tenant_id) == tenant_id,
+                    col(Invitation.accepted_at).is_(None),
+                    col(Invitation.revoked_at).is_(None),
+                    col(Invitation.expires_at) > datetime.now(UTC),
                 )
             )
             or 0
@@ -278,7 +287,9 @@ async def _seat_free(session: AsyncSession, tenant_id: UUID, *, counting_invitat
 
 async def _open_invitation(session: AsyncSession, token: str) -> Invitation:
     row = await session.scalar(
-        select(Invitation).where(Invitation.token_hash == token_digest(token)).with_for_update()
+        select(Invitation)
+        .where(col(Invitation.token_hash) == token_digest(token))
+        .with_for_update()
     )
     now = datetime.now(UTC)
     if row is None or row.accepted_at or row.revoked_at or row.expires_at <= now:

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from billing.models import Invoice, PendingRefund
 from billing.service.stripe_events.common import NotYet, Rules, id_of, money, notice, tenant_of
@@ -23,7 +24,10 @@ async def charge_refunded(
         invoice = await session.get(Invoice, invoice_id, with_for_update=True)
         if invoice is None:  # its invoice.paid has not been processed yet
             raise NotYet(f"the refunded invoice {invoice_id} is not known yet")
-    for column, value in ((Invoice.charge_id, charge_id), (Invoice.payment_intent_id, intent)):
+    for column, value in (
+        (col(Invoice.charge_id), charge_id),
+        (col(Invoice.payment_intent_id), intent),
+    ):
         if invoice is None and value:
             invoice = await session.scalar(select(Invoice).where(column == value).with_for_update())
     tenant = invoice.tenant_id if invoice else await tenant_of(session, obj)
@@ -43,10 +47,10 @@ async def charge_refunded(
         )
         await session.execute(
             statement.on_conflict_do_update(
-                index_elements=[PendingRefund.charge_id],
+                index_elements=[col(PendingRefund.charge_id)],
                 set_={
                     "amount_refunded": func.greatest(
-                        PendingRefund.amount_refunded, statement.excluded.amount_refunded
+                        col(PendingRefund.amount_refunded), statement.excluded.amount_refunded
                     )
                 },
             )
@@ -60,9 +64,11 @@ async def dispute(
     charge = id_of(obj.get("charge"))
     invoice = None
     if charge:
-        invoice = await session.scalar(select(Invoice).where(Invoice.charge_id == charge))
+        invoice = await session.scalar(select(Invoice).where(col(Invoice.charge_id) == charge))
     if invoice is None and (intent := id_of(obj.get("payment_intent"))):
-        invoice = await session.scalar(select(Invoice).where(Invoice.payment_intent_id == intent))
+        invoice = await session.scalar(
+            select(Invoice).where(col(Invoice.payment_intent_id) == intent)
+        )
     tenant = invoice.tenant_id if invoice else await tenant_of(session, obj)
     reason = obj.get("reason") or "unstated"
     text = f"A payment of {money(obj, 'amount')} is disputed (reason: {reason})"

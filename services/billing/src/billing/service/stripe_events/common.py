@@ -9,6 +9,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import BillingNotice
 from bai_contracts.billing import NoticeKind
@@ -72,7 +73,7 @@ async def tenant_of(session: AsyncSession, obj: dict[str, Any], *metadata: Any) 
     customer = id_of(obj.get("customer"))
     if customer:
         known = await session.scalar(
-            select(Customer.tenant_id).where(Customer.stripe_customer_id == customer)
+            select(col(Customer.tenant_id)).where(col(Customer.stripe_customer_id) == customer)
         )
         if known is not None:
             return known

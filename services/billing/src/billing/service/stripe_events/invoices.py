@@ -7,6 +7,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from billing.models import Invoice, Subscription
 from billing.service import credits
@@ -42,7 +43,7 @@ async def invoice_paid(
     )
     if plan is None and sub_id:
         known = await session.scalar(
-            select(Subscription.plan).where(Subscription.stripe_subscription_id == sub_id)
+            select(col(Subscription.plan)).where(col(Subscription.stripe_subscription_id) == sub_id)
         )
         plan = rules.catalogue.get(known or "")
     period_end = timestamp(dig(lines[0], "period", "end") if lines else None) or timestamp(
@@ -63,7 +64,7 @@ async def invoice_paid(
             amount_refunded=0,
         )
         .on_conflict_do_nothing()
-        .returning(Invoice.stripe_invoice_id)
+        .returning(col(Invoice.stripe_invoice_id))
     )
     if plan is None:
         log.info("invoice_without_plan", invoice_id=invoice_id)  # a one-off: nothing to grant

@@ -2,6 +2,7 @@
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from billing.models import Invoice, PendingRefund
 from billing.service import credits
@@ -35,8 +36,8 @@ async def settle_pending_refunds(session: AsyncSession, invoice: Invoice) -> Non
     links = [
         column == value
         for column, value in (
-            (PendingRefund.charge_id, invoice.charge_id),
-            (PendingRefund.payment_intent_id, invoice.payment_intent_id),
+            (col(PendingRefund.charge_id), invoice.charge_id),
+            (col(PendingRefund.payment_intent_id), invoice.payment_intent_id),
         )
         if value
     ]

@@ -6,6 +6,7 @@ import structlog
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_platform.errors import database_trouble
@@ -35,17 +36,20 @@ async def process_pending(
     done: list[tuple[str, str, str]] = []
     for _ in range(limit):
         async with db.transaction() as session:
-            query = select(StripeEvent).where(StripeEvent.processed_at.is_(None))
+            query = select(StripeEvent).where(col(StripeEvent.processed_at).is_(None))
             if retry_all:  # the operator's replay: everything not processed, each once
                 if done:
-                    query = query.where(StripeEvent.id.not_in([seen for seen, _, _ in done]))
+                    query = query.where(col(StripeEvent.id).not_in([seen for seen, _, _ in done]))
             else:
                 query = query.where(
-                    StripeEvent.next_attempt_at <= now(),
-                    or_(StripeEvent.outcome == "waiting", StripeEvent.attempts < max_attempts),
+                    col(StripeEvent.next_attempt_at) <= now(),
+                    or_(
+                        col(StripeEvent.outcome) == "waiting",
+                        col(StripeEvent.attempts) < max_attempts,
+                    ),
                 )
             stored = await session.scalar(
-                query.order_by(StripeEvent.created, StripeEvent.received_at)
+                query.order_by(col(StripeEvent.created), col(StripeEvent.received_at))
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
@@ -90,13 +94,13 @@ async def _process(
     # What waited may have waited for this one: its turn comes at once. Rows another worker
     # holds are skipped (it is trying them now; waiting for its lock could close a cycle).
     waiting = (
-        select(StripeEvent.id)
-        .where(StripeEvent.outcome == "waiting", StripeEvent.processed_at.is_(None))
+        select(col(StripeEvent.id))
+        .where(col(StripeEvent.outcome) == "waiting", col(StripeEvent.processed_at).is_(None))
         .with_for_update(skip_locked=True)
     )
     await session.execute(
         update(StripeEvent)
-        .where(StripeEvent.id.in_(waiting.scalar_subquery()))
+        .where(col(StripeEvent.id).in_(waiting.scalar_subquery()))
         .values(next_attempt_at=now())
     )
     return "processed"

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bai_contracts import SubscriptionChanged
 from bai_platform.envelope import new_event
@@ -59,7 +60,7 @@ async def subscription(
         or (created == row.event_created and row.status in FINAL and status not in FINAL)
     ):
         return  # an older picture than the one kept
-    values = {
+    values: dict[str, Any] = {
         "tenant_id": tenant,
         "stripe_customer_id": customer,
         "plan": plan.id if plan else None,
@@ -99,8 +100,8 @@ async def in_force(session: AsyncSession, tenant: UUID) -> tuple[str, str] | Non
     rows = (
         await session.scalars(
             select(Subscription)
-            .where(Subscription.tenant_id == tenant)
-            .order_by(Subscription.event_created.desc())
+            .where(col(Subscription.tenant_id) == tenant)
+            .order_by(col(Subscription.event_created).desc())
         )
     ).all()
     live = [r for r in rows if r.status in IN_FORCE and r.plan]

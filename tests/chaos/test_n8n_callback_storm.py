@@ -35,6 +35,7 @@ import httpx
 import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 
 from bai_contracts import callback_subject
 from bai_platform.devstack import Stack
@@ -307,19 +308,28 @@ async def _until_posts(
         raise AssertionError(f"posts not settled in {within} s: (seen, expected) {wrong}") from None
 
 
-async def _drained(stack: Stack, *, within: float) -> list[Envelope]:
-    """Once creator has applied every queued callback: those queued, from the stream."""
+async def _drained(stack: Stack, expected: set[str], *, within: float) -> list[Envelope]:
+    """Once creator has recorded the ``expected`` callbacks (its outbox publishes them a
+    moment after it answered) and applied every one: those recorded, from its stream."""
     nc = await nats.connect(stack.nats_url)
     try:
         js = nc.jetstream()
         async with asyncio.timeout(within):
             while True:
-                info = await js.consumer_info("GATEWAY", CONSUMER)
+                info = await js.consumer_info("CREATOR", CONSUMER)
                 if info.num_pending == 0 and info.num_ack_pending == 0:
-                    break
+                    queued = await _recorded(js)
+                    if expected <= {e.id for e in queued}:
+                        return queued
                 await asyncio.sleep(0.5)
-        pull = await js.pull_subscribe(CALLBACKS, stream="GATEWAY")
-        queued: list[Envelope] = []
+    finally:
+        await nc.close()
+
+
+async def _recorded(js: JetStreamContext) -> list[Envelope]:
+    pull = await js.pull_subscribe(CALLBACKS, stream="CREATOR")
+    queued: list[Envelope] = []
+    try:
         while True:
             try:
                 messages = await pull.fetch(200, timeout=1.0)
@@ -327,7 +337,7 @@ async def _drained(stack: Stack, *, within: float) -> list[Envelope]:
                 return queued
             queued += [Envelope.model_validate_json(m.data) for m in messages]
     finally:
-        await nc.close()
+        await pull.unsubscribe()
 
 
 async def _ledger(edge: httpx.AsyncClient, account: Account) -> list[dict[str, Any]]:
@@ -430,17 +440,18 @@ async def test_a_callback_storm_applies_each_jobs_result_once_and_refuses_forger
         await _until_posts(edge, timed_out, [late], within=75)
 
         second = await _storm(edge, _second_storm(jobs, workspaces, rng), "second storm")
-        queued = await _drained(system, within=60)
+        accepted = _accepted_ids([at_once, first, second])
+        expected = {i for ids in accepted.values() for i in ids}
+        queued = await _drained(system, expected, within=60)
         await _until_posts(edge, {j.post_id: _outcome(j) for j in jobs}, workspaces, within=60)
         assert len({d.json()["job_id"] for d in workflow.received}) == len(workflow.received)
 
     # Each distinct callback has one event id, and was queued for creator once.
-    accepted = _accepted_ids([at_once, first, second])
     assert all(len(ids) == 1 for ids in accepted.values()), "one callback, several event ids"
     ours = {job.id for job in jobs}
     queued_ids = Counter(e.id for e in queued if e.subject in ours)
     assert max(queued_ids.values()) == 1, "a callback queued twice"
-    assert set(queued_ids) == {i for ids in accepted.values() for i in ids}
+    assert set(queued_ids) == expected
 
     for workspace in workspaces:
         mine = [job for job in jobs if job.workspace is workspace]

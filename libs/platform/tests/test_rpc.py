@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.rpc import Endpoint, Unreachable, ask, rpc_task
+from bai_platform.rpc import Endpoint, Unreachable, ask, serve_rpc
 from bai_platform.settings import ServiceSettings
 from bai_platform.worker import WorkerContext
 
@@ -38,7 +38,9 @@ async def serving(
         js=sandbox.js,
     )
     task = asyncio.create_task(
-        rpc_task(f"{sandbox.service}-rpc", endpoints, concurrency=concurrency)(ctx)(ctx.stop)
+        serve_rpc(
+            ctx, service=f"{sandbox.service}-rpc", endpoints=endpoints, concurrency=concurrency
+        )
     )
     # The service is registered once $SRV discovery finds it (then its endpoints are too).
     async with asyncio.timeout(10):

@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -40,7 +41,7 @@ from creator.events import on_generation_requested, on_workflow_callback
 from creator.models import ContentVersion, EngineSettings, GenerationJob, outbox
 from creator.service.engines import n8n
 from creator.settings import CreatorSettings
-from creator.worker import N8nSender
+from creator.worker import n8n_pass
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 
@@ -251,7 +252,9 @@ async def http(calls: Calls) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-SenderFor = Callable[..., N8nSender]
+# One pass of the n8n worker task: claim queued jobs, send them, record the outcomes.
+OnePass = Callable[[], Awaitable[None]]
+SenderFor = Callable[..., OnePass]
 
 
 @pytest.fixture
@@ -274,7 +277,7 @@ def sender_for(
         open_seconds: float = 30.0,
         dispatcher: WebhookDispatcher | None = None,
         **overrides: Any,
-    ) -> N8nSender:
+    ) -> OnePass:
         settings = creator_settings.model_copy(
             update={"dispatch_timeout_seconds": 5.0, **overrides}
         )
@@ -288,13 +291,13 @@ def sender_for(
             open_seconds=open_seconds,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return N8nSender(ctx, settings, engine_box, webhooks)
+        return partial(n8n_pass, ctx, webhooks, box=engine_box)
 
     return build
 
 
 @pytest.fixture
-def sender(sender_for: SenderFor) -> N8nSender:
+def sender(sender_for: SenderFor) -> OnePass:
     return sender_for()
 
 
@@ -314,7 +317,7 @@ def dispatched(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> Dispatched_:
     """A job of the test's tenant that its workflow took; it waits for the callback."""
 
@@ -322,7 +325,7 @@ def dispatched(
         asked = asked or request()
         await use_engine(tenant, workflow.url)
         await ask(creator_db, tenant, asked)
-        await sender.pass_once()
+        await sender()
         job = (await jobs_of(creator_db, asked.post_id))[-1]
         assert job.state == "dispatched", job.error
         return job
@@ -349,13 +352,13 @@ async def test_a_queued_job_is_dispatched_once_signed_with_the_workspaces_secret
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     await use_engine(tenant, workflow.url)
     asked = request()
     await ask(creator_db, tenant, asked)
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     [got] = sent_for(workflow, job.id)
@@ -394,7 +397,7 @@ async def test_a_queued_job_is_dispatched_once_signed_with_the_workspaces_secret
     assert job.dispatched_at is not None
     assert job.deadline_at == job.dispatched_at + timedelta(seconds=DEADLINE_SECONDS)
 
-    await sender.pass_once()
+    await sender()
 
     assert len(sent_for(workflow, job.id)) == 1
     assert (await job_of(creator_db, asked.post_id)).state == "dispatched"
@@ -405,7 +408,7 @@ async def test_a_job_is_dispatched_only_once_billing_holds_its_credit(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     # Found by the callback storm (tests/chaos): a workflow that answered at once, before
     # billing's hold was recorded, completed the job with no credit to commit; the hold
@@ -414,13 +417,13 @@ async def test_a_job_is_dispatched_only_once_billing_holds_its_credit(
     asked = request()
     await ask(creator_db, tenant, asked, held=False)
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert (job.state, job.credits, sent_for(workflow, job.id)) == ("queued", "none", [])
 
     await hold_credit(creator_db, asked.post_id)
-    await sender.pass_once()
+    await sender()
 
     assert len(sent_for(workflow, job.id)) == 1
     assert (await job_of(creator_db, asked.post_id)).state == "dispatched"
@@ -431,13 +434,13 @@ async def test_a_workflow_that_asks_for_it_gets_the_secret_header_too(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     await use_engine(tenant, workflow.url, accept_secret_header=True)
     asked = request()
     await ask(creator_db, tenant, asked)
 
-    await sender.pass_once()
+    await sender()
 
     [got] = sent_for(workflow, (await job_of(creator_db, asked.post_id)).id)
     assert got.headers["x-bai-secret"] == SECRET
@@ -449,13 +452,13 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_
     job = await dispatched()
 
     async with creator_db.transaction() as session:
-        known = await n8n.verification_for(session, job.id, box=engine_box)
-        unknown = await n8n.verification_for(session, "gen_nosuchjob000000000000", box=engine_box)
+        known = await n8n.signer_for(session, job.id, box=engine_box)
+        unknown = await n8n.signer_for(session, "gen_nosuchjob000000000000", box=engine_box)
 
-    assert (known.found, known.tenant_id, known.secret) == (True, tenant, SECRET)
+    assert known is not None
+    assert (known.tenant_id, known.secret) == (tenant, SECRET)
     assert not known.accept_secret_header
-    assert not unknown.found
-    assert (unknown.tenant_id, unknown.secret) == (None, None)
+    assert unknown is None
 
 
 # ---- callbacks ---------------------------------------------------------------------------
@@ -663,7 +666,7 @@ async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     workflow.status = 500
     await use_engine(tenant, workflow.url)
@@ -671,7 +674,7 @@ async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
     await ask(creator_db, tenant, asked)
     before = datetime.now(UTC)
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert len(sent_for(workflow, job.id)) == 1
@@ -695,12 +698,12 @@ async def test_after_the_last_retryable_failure_the_job_fails_naming_the_attempt
     await ask(creator_db, tenant, asked)
     sender = sender_for(dispatch_max_attempts=3)
 
-    await sender.pass_once()
+    await sender()
     for _ in range(2):
         job = await job_of(creator_db, asked.post_id)
         assert job.state == "queued"
         await retry_now(creator_db, job.id)
-        await sender.pass_once()
+        await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert len(sent_for(workflow, job.id)) == 3
@@ -715,14 +718,14 @@ async def test_a_refusal_fails_the_job_at_once(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     workflow.status = 400
     await use_engine(tenant, workflow.url)
     asked = request()
     await ask(creator_db, tenant, asked)
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert len(sent_for(workflow, job.id)) == 1
@@ -737,14 +740,14 @@ async def test_a_job_of_a_workspace_back_on_builtin_fails_without_being_sent(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     await use_engine(tenant, workflow.url)
     asked = request()
     await ask(creator_db, tenant, asked)
     await use_engine(tenant, type="builtin")
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert (job.engine, job.state, job.error) == ("n8n", "failed", n8n.NOT_N8N)
@@ -759,7 +762,7 @@ async def test_an_unreadable_secret_fails_the_job_without_sending_it(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     await use_engine(tenant, workflow.url)
     async with creator_db.transaction() as session:
@@ -768,7 +771,7 @@ async def test_an_unreadable_secret_fails_the_job_without_sending_it(
     asked = request()
     await ask(creator_db, tenant, asked)
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert (job.state, job.error) == ("failed", n8n.UNREADABLE_SECRET)
@@ -800,7 +803,7 @@ async def test_an_unexpected_dispatch_error_leaves_the_job_queued_for_later(
     asked = request()
     await ask(creator_db, tenant, asked)
 
-    await sender_for(dispatcher=_Crashing(client=http)).pass_once()
+    await sender_for(dispatcher=_Crashing(client=http))()
 
     job = await job_of(creator_db, asked.post_id)
     assert (job.state, job.attempts) == ("queued", 1)
@@ -829,7 +832,7 @@ async def test_a_dead_workflow_opens_the_breaker_and_the_retry_waits_for_it(
     sender = sender_for(failure_threshold=1, open_seconds=600)
     before = datetime.now(UTC)
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert (job.state, job.attempts) == ("queued", 1)
@@ -837,7 +840,7 @@ async def test_a_dead_workflow_opens_the_breaker_and_the_retry_waits_for_it(
     assert calls.to(url) == 1
 
     await retry_now(creator_db, job.id)
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(creator_db, asked.post_id)
     assert calls.to(url) == 1  # the open breaker made no call
@@ -929,14 +932,14 @@ async def test_recovery_puts_a_job_left_mid_dispatch_back_in_the_queue(
 
 
 async def test_a_recovered_job_goes_out_again_under_the_same_event_id(
-    creator_db: Database, workflow: Workflow, dispatched: Dispatched_, sender: N8nSender
+    creator_db: Database, workflow: Workflow, dispatched: Dispatched_, sender: OnePass
 ) -> None:
     job = await dispatched()
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     await change_job(creator_db, job.id, state="dispatching", next_attempt_at=an_hour_ago)
     await sweep(creator_db)
 
-    await sender.pass_once()
+    await sender()
 
     assert [d.headers["x-bai-event-id"] for d in sent_for(workflow, job.id)] == [job.id, job.id]
     after = await job_of(creator_db, job.post_id)

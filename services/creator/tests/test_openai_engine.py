@@ -48,7 +48,7 @@ from creator.models import ChatWidget, EngineSettings, GenerationJob, outbox
 from creator.service.engines import n8n, openai_jobs
 from creator.service.engines.config import ENGINE_SECRETS, OPENAI_COMPATIBLE
 from creator.settings import CreatorSettings
-from creator.worker import OpenAIRunner, openai_runner_task, widget_lookup_task
+from creator.worker import OpenAIRunner, openai_calls, widget_lookup
 
 KEY = "sk-test-0123456789"
 VOICE = BrandVoice(tone="warm", keywords=["coffee"], avoid=["cheap"], language="es")
@@ -550,11 +550,11 @@ async def test_a_hostile_engine_holds_up_no_other_workspace(
     )
     ctx = WorkerContext(settings=settings, db=creator_db, nc=nc, js=nc.jetstream())
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
-    tasks = [openai_runner_task(settings, box)(ctx), widget_lookup_task()(ctx)]
+    tasks = [openai_calls(ctx, box=box), widget_lookup(ctx)]
     bad = await deliver(creator_db, hostile, request())
     async with asyncio.TaskGroup() as group:
         for task in tasks:
-            group.create_task(task(ctx.stop))
+            group.create_task(task)
         try:
             while hostile_engine.calls < 2:  # the bomb has been read; now it drips
                 await asyncio.sleep(0.05)

@@ -2,10 +2,22 @@
 
 import asyncio
 import time
+from uuid import uuid4
 
 import pytest
+from nats.aio.msg import Msg
 
-from gateway.service.live import QUEUE_SIZE, Hub, LiveEvent, TooManyConnections, frame, stream
+from bai_contracts import CallbackReceived, ExtractionProgressed, callback_subject
+from bai_platform.envelope import Envelope, new_event
+from gateway.service.live import (
+    QUEUE_SIZE,
+    Hub,
+    LiveEvent,
+    TooManyConnections,
+    _to_live,
+    frame,
+    stream,
+)
 
 
 def _event(n: int, tenant: str = "t1", age: float = 0.0) -> LiveEvent:
@@ -78,3 +90,32 @@ def test_history_filled_in_later_is_kept_in_time_order_and_sent_to_nobody() -> N
 
     assert connection.queue.qsize() == 1
     assert [e.id for e in hub.since("t1", _event(1).id) or []] == [_event(2).id, _event(3).id]
+
+
+def _stored(envelope: Envelope, stream_name: str) -> Msg:
+    """``envelope`` as a live reader gets it from ``stream_name`` (its ack subject carries
+    the stream, sequence and time)."""
+    reply = f"$JS.ACK.{stream_name}.live.1.7.7.{time.time_ns()}.0"
+    return Msg(_client=None, subject=envelope.type, reply=reply, data=envelope.to_bytes())  # type: ignore[arg-type]
+
+
+def test_a_workflows_callback_is_not_a_live_event_but_the_owners_events_are() -> None:
+    tenant = str(uuid4())
+    done = new_event(
+        ExtractionProgressed(
+            job_id="ext_1", state="running", pages_fetched=1, items_found=0, errors=0
+        ),
+        source="mining",
+        tenant_id=tenant,
+    )
+    callback = new_event(
+        CallbackReceived(job_id="ext_1", payload={"leads": ["x" * 1000]}, verified_by="signature"),
+        source="mining",
+        tenant_id=tenant,
+        event_type=callback_subject("mining"),
+    )
+
+    shown = _to_live(_stored(done, "MINING"))
+    assert shown is not None
+    assert shown.tenant_id == tenant
+    assert _to_live(_stored(callback, "MINING")) is None

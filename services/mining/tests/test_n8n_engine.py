@@ -13,6 +13,7 @@ workflow is matched by ``X-BAI-Event-Id``, the job's id).
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -38,7 +39,7 @@ from mining.service import n8n
 from mining.service.crawler import Crawler
 from mining.service.runner import JobRunner
 from mining.settings import MiningSettings
-from mining.worker import N8nSender
+from mining.worker import n8n_pass
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 pytestmark = pytest.mark.usefixtures("end_the_tests_jobs")
@@ -129,7 +130,9 @@ def sent_for(workflow: Workflow, job_id: str) -> list[Dispatched]:
 
 
 # ---- the sender, one pass at a time ------------------------------------------------------
-SenderFor = Callable[..., N8nSender]
+# One pass of the n8n worker task: start queued jobs, send due ones, charge ended ones.
+OnePass = Callable[[], Awaitable[None]]
+SenderFor = Callable[..., OnePass]
 
 
 @pytest.fixture
@@ -150,7 +153,7 @@ def sender_for(
     """A sender on the session's database; ``overrides`` change its settings. Its breaker
     never opens (other tests' leftover jobs may go to the same host)."""
 
-    def build(**overrides: Any) -> N8nSender:
+    def build(**overrides: Any) -> OnePass:
         settings = mining_settings.model_copy(
             update={"dispatch_timeout_seconds": 5.0, "public_base_url": "https://bai.example"}
             | overrides
@@ -164,13 +167,13 @@ def sender_for(
             failure_threshold=1000,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return N8nSender(ctx, settings, workflow_box, webhooks)
+        return partial(n8n_pass, ctx, webhooks, box=workflow_box)
 
     return build
 
 
 @pytest.fixture
-def sender(sender_for: SenderFor) -> N8nSender:
+def sender(sender_for: SenderFor) -> OnePass:
     return sender_for()
 
 
@@ -179,14 +182,14 @@ Dispatched_ = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 def dispatched(
-    mining_db: Database, use_workflow: UseWorkflow, new_job: NewJob, sender: N8nSender
+    mining_db: Database, use_workflow: UseWorkflow, new_job: NewJob, sender: OnePass
 ) -> Dispatched_:
     """A job of the test's tenant that its workflow took; it waits for the pages."""
 
     async def make(**job: Any) -> str:
         await use_workflow()
         job_id = await new_job(**job)
-        await sender.pass_once()
+        await sender()
         taken = await job_of(mining_db, job_id)
         assert (taken.state, taken.dispatch) == ("running", "sent"), taken.problems
         return job_id
@@ -241,14 +244,14 @@ async def test_a_queued_job_holds_its_credits_and_is_dispatched_once_signed(
     workflow: Workflow,
     use_workflow: UseWorkflow,
     new_job: NewJob,
-    sender: N8nSender,
+    sender: OnePass,
     billing: BillingStandIn,
 ) -> None:
     await use_workflow()
     job_id = await new_job(max_pages=7)
 
-    await sender.pass_once()
-    await sender.pass_once()
+    await sender()
+    await sender()
 
     [got] = sent_for(workflow, job_id)
     verify_signature(
@@ -282,12 +285,12 @@ async def test_a_queued_job_holds_its_credits_and_is_dispatched_once_signed(
 
 
 async def test_a_workflow_that_asks_for_it_gets_the_secret_header_too(
-    workflow: Workflow, use_workflow: UseWorkflow, new_job: NewJob, sender: N8nSender
+    workflow: Workflow, use_workflow: UseWorkflow, new_job: NewJob, sender: OnePass
 ) -> None:
     await use_workflow(accept_secret_header=True)
     job_id = await new_job()
 
-    await sender.pass_once()
+    await sender()
 
     [got] = sent_for(workflow, job_id)
     assert got.headers["x-bai-secret"] == SECRET
@@ -306,11 +309,11 @@ async def test_a_failing_workflow_is_tried_again_then_the_job_fails_with_the_rea
     job_id = await new_job()
     workflow.status = 503
 
-    await sender.pass_once()
+    await sender()
     waiting = await job_of(mining_db, job_id)
-    await sender.pass_once()  # its backoff is not over: nothing goes out
+    await sender()  # its backoff is not over: nothing goes out
     await change_job(mining_db, job_id, next_attempt_at=datetime.now(UTC))
-    await sender.pass_once()
+    await sender()
 
     assert (waiting.state, waiting.dispatch, waiting.attempts) == ("running", "pending", 1)
     assert waiting.next_attempt_at is not None
@@ -337,13 +340,13 @@ async def test_a_refusal_fails_the_job_at_once(
     workflow: Workflow,
     use_workflow: UseWorkflow,
     new_job: NewJob,
-    sender: N8nSender,
+    sender: OnePass,
 ) -> None:
     await use_workflow()
     job_id = await new_job()
     workflow.status = 404
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(mining_db, job_id)
     assert len(sent_for(workflow, job_id)) == 1
@@ -360,14 +363,14 @@ async def test_a_job_whose_workflow_was_removed_fails_without_holding_credits(
     tenant: UUID,
     use_workflow: UseWorkflow,
     new_job: NewJob,
-    sender: N8nSender,
+    sender: OnePass,
     billing: BillingStandIn,
 ) -> None:
     await use_workflow()
     job_id = await new_job()
     await private_client.delete("/v1/mining/workflow", headers=identity_for(tenant, "owner"))
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(mining_db, job_id)
     assert (job.state, job.credits) == ("failed", "none")
@@ -380,14 +383,14 @@ async def test_a_job_billing_refuses_fails_saying_why_and_goes_nowhere(
     workflow: Workflow,
     use_workflow: UseWorkflow,
     new_job: NewJob,
-    sender: N8nSender,
+    sender: OnePass,
     billing: BillingStandIn,
 ) -> None:
     billing.refuse = True
     await use_workflow()
     job_id = await new_job()
 
-    await sender.pass_once()
+    await sender()
 
     job = await job_of(mining_db, job_id)
     assert (job.state, job.credits) == ("failed", "none")
@@ -396,7 +399,7 @@ async def test_a_job_billing_refuses_fails_saying_why_and_goes_nowhere(
 
 
 async def test_a_job_left_mid_dispatch_goes_out_again(
-    mining_db: Database, workflow: Workflow, dispatched: Dispatched_, sender: N8nSender
+    mining_db: Database, workflow: Workflow, dispatched: Dispatched_, sender: OnePass
 ) -> None:
     job_id = await dispatched()
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
@@ -404,7 +407,7 @@ async def test_a_job_left_mid_dispatch_goes_out_again(
 
     async with mining_db.transaction() as session:
         await n8n.recover_stuck(session, older_than=timedelta(seconds=30))
-    await sender.pass_once()
+    await sender()
 
     sent = sent_for(workflow, job_id)
     assert len(sent) == 2
@@ -419,7 +422,7 @@ async def test_website_jobs_and_n8n_jobs_are_each_run_by_their_own_runner(
     tenant: UUID,
     use_workflow: UseWorkflow,
     new_job: NewJob,
-    sender: N8nSender,
+    sender: OnePass,
     nats_client: NatsClient,
     billing: BillingStandIn,
 ) -> None:
@@ -447,7 +450,7 @@ async def test_website_jobs_and_n8n_jobs_are_each_run_by_their_own_runner(
         assert await runner.run_next()
         after_crawl = await job_of(mining_db, n8n_job)
         waiting = await crawl_job(datetime(1999, 1, 1, tzinfo=UTC))
-        await sender.pass_once()
+        await sender()
 
     assert after_crawl.state == "queued"
     assert (await job_of(mining_db, crawled)).state == "succeeded"
@@ -474,15 +477,15 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_only_for_n8n_jo
     )
 
     async with mining_db.transaction() as session:
-        known = await n8n.verification_for(session, job_id, box=workflow_box)
-        crawled = await n8n.verification_for(session, crawl.json()["id"], box=workflow_box)
-        unknown = await n8n.verification_for(session, "ext_nosuchjob00000000000", box=workflow_box)
+        known = await n8n.signer_for(session, job_id, box=workflow_box)
+        crawled = await n8n.signer_for(session, crawl.json()["id"], box=workflow_box)
+        unknown = await n8n.signer_for(session, "ext_nosuchjob00000000000", box=workflow_box)
 
-    assert (known.found, known.tenant_id, known.secret) == (True, tenant, SECRET)
+    assert known is not None
+    assert (known.tenant_id, known.secret) == (tenant, SECRET)
     assert known.accept_secret_header
-    assert not crawled.found
-    assert not unknown.found
-    assert (unknown.tenant_id, unknown.secret) == (None, None)
+    assert crawled is None
+    assert unknown is None
 
 
 # ---- pages -------------------------------------------------------------------------------
@@ -490,7 +493,7 @@ async def test_pages_in_order_become_deduplicated_leads_and_the_job_succeeds(
     mining_db: Database,
     dispatched: Dispatched_,
     call_back: CallBack,
-    sender: N8nSender,
+    sender: OnePass,
     billing: BillingStandIn,
 ) -> None:
     job_id = await dispatched(max_pages=5)
@@ -503,7 +506,7 @@ async def test_pages_in_order_become_deduplicated_leads_and_the_job_succeeds(
         items=[{"emails": ["INFO@acme.example"], "phones": ["+34 600 000 001"]}, CUPS],
         final=True,
     )
-    await sender.pass_once()  # the ended job is charged
+    await sender()  # the ended job is charged
 
     assert (midway.state, midway.pages_fetched, midway.items_found) == ("running", 1, 2)
     job = await job_of(mining_db, job_id)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -41,9 +42,9 @@ from bai_testing.servers import served
 from planner.app import create_app
 from planner.events import on_publish_callback
 from planner.models import Campaign, Post, PostTransition, PublishingTarget, PublishJob
-from planner.service.publishing import record_failed_dispatch, verification_for
+from planner.service.publishing import record_failed_dispatch, signer_for
 from planner.settings import PlannerSettings
-from planner.worker import _Publisher
+from planner.worker import publish_pass
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
@@ -137,7 +138,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-PublisherFor = Callable[..., _Publisher]
+# One pass of the publisher task: open jobs for due posts, dispatch, expire the silent.
+OnePass = Callable[[], Awaitable[None]]
+PublisherFor = Callable[..., OnePass]
 
 
 @pytest.fixture
@@ -153,7 +156,7 @@ def publisher_for(
     Its breaker never opens unless asked: other tests' retries reach the same server.
     """
 
-    def build(*, dispatcher: WebhookDispatcher | None = None, **overrides: Any) -> _Publisher:
+    def build(*, dispatcher: WebhookDispatcher | None = None, **overrides: Any) -> OnePass:
         settings = planner_settings.model_copy(update=overrides)
         ctx = WorkerContext(
             settings=settings, db=planner_db, nc=nats_client, js=nats_client.jetstream()
@@ -164,13 +167,13 @@ def publisher_for(
             failure_threshold=1000,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return _Publisher(ctx, settings, box, webhooks)
+        return partial(publish_pass, ctx, webhooks, box=box)
 
     return build
 
 
 @pytest.fixture
-def publisher(publisher_for: PublisherFor) -> _Publisher:
+def publisher(publisher_for: PublisherFor) -> OnePass:
     return publisher_for()
 
 
@@ -398,14 +401,14 @@ async def test_a_due_post_is_dispatched_once_signed_with_the_tenants_secret(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     planner_settings: PlannerSettings,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
 
-    await publisher.sweep()
+    await publisher()
 
     [got] = hook.received()
     job = await rows.job(post_id)
@@ -432,7 +435,7 @@ async def test_a_due_post_is_dispatched_once_signed_with_the_tenants_secret(
     assert job.deadline_at - job.dispatched_at == deadline
     assert (await rows.post(post_id)).state == "scheduled"
 
-    await publisher.sweep()
+    await publisher()
 
     assert len(hook.received()) == 1
     assert [j.id for j in await rows.jobs(post_id)] == [job.id]
@@ -443,24 +446,24 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     planner_db: Database,
     box: Fernet,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
 
     async with planner_db.transaction() as session:
-        known = await verification_for(session, job.id, box=box)
-        unknown = await verification_for(session, "pub_nosuchjob0000000000", box=box)
+        known = await signer_for(session, job.id, box=box)
+        unknown = await signer_for(session, "pub_nosuchjob0000000000", box=box)
 
-    assert (known.found, known.tenant_id, known.secret) == (True, tenant, SECRET)
+    assert known is not None
+    assert (known.tenant_id, known.secret) == (tenant, SECRET)
     assert not known.accept_secret_header
-    assert not unknown.found
-    assert unknown.secret is None
+    assert unknown is None
 
 
 # ---- callbacks ---------------------------------------------------------------------------
@@ -469,14 +472,14 @@ async def test_a_published_callback_publishes_the_post_once(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
     outbox_of: OutboxOf,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
 
     await deliver(tenant, job.id, status="published", url="https://instagram.com/p/1")
@@ -502,13 +505,13 @@ async def test_a_failed_callback_fails_the_post_with_the_workflows_message(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
 
     await deliver(tenant, job.id, status="failed", error="Instagram token expired")
@@ -529,14 +532,14 @@ async def test_a_callback_naming_another_tenant_changes_nothing(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
     outbox_of: OutboxOf,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
     intruder = uuid4()
 
@@ -556,14 +559,14 @@ async def test_a_malformed_status_is_recorded_on_the_job_and_moves_nothing(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
     status: object,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
 
     await deliver(tenant, job.id, status=status, url="https://instagram.com/p/1")
@@ -581,7 +584,7 @@ async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
 ) -> None:
     hook.answer(500, {"message": "workflow crashed"})
@@ -589,7 +592,7 @@ async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
     post_id = await due_post(tenant)
     before = datetime.now(UTC)
 
-    await publisher.sweep()
+    await publisher()
 
     assert len(hook.received()) == 1
     job = await rows.job(post_id)
@@ -613,11 +616,11 @@ async def test_after_the_last_retryable_failure_the_post_fails_with_the_reason(
     post_id = await due_post(tenant)
     publisher = publisher_for(publish_max_attempts=3)
 
-    await publisher.sweep()
+    await publisher()
     for _ in range(2):
         assert (await rows.post(post_id)).state == "scheduled"
         await rows.retry_now((await rows.job(post_id)).id)
-        await publisher.sweep()
+        await publisher()
 
     assert len(hook.received()) == 3
     post = await rows.post(post_id)
@@ -633,14 +636,14 @@ async def test_a_refusal_fails_the_post_at_once(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
 ) -> None:
     hook.answer(400, {"message": "unknown channel"})
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
 
-    await publisher.sweep()
+    await publisher()
 
     assert len(hook.received()) == 1
     post = await rows.post(post_id)
@@ -650,11 +653,11 @@ async def test_a_refusal_fails_the_post_at_once(
 
 
 async def test_without_a_publishing_target_the_post_fails_at_once(
-    tenant: UUID, due_post: DuePost, publisher: _Publisher, rows: Rows
+    tenant: UUID, due_post: DuePost, publisher: OnePass, rows: Rows
 ) -> None:
     post_id = await due_post(tenant)
 
-    await publisher.sweep()
+    await publisher()
 
     post = await rows.post(post_id)
     assert post.state == "failed"
@@ -668,18 +671,18 @@ async def test_a_dispatched_job_past_its_deadline_fails_the_post(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
-    await publisher.sweep()
+    await publisher()
     assert (await rows.job(post_id)).state == "dispatched"  # the deadline is an hour off
 
     await rows.change_job(job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await publisher.sweep()
+    await publisher()
 
     post = await rows.post(post_id)
     assert post.state == "failed"
@@ -693,16 +696,16 @@ async def test_a_late_published_callback_for_the_latest_job_still_publishes_the_
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
     await rows.change_job(job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await publisher.sweep()
+    await publisher()
     assert (await rows.post(post_id)).state == "failed"
 
     await deliver(tenant, job.id, status="published", url="https://instagram.com/p/late")
@@ -720,16 +723,16 @@ async def test_a_late_published_callback_for_a_replaced_job_changes_nothing(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     first = await rows.job(post_id)
     await rows.change_job(first.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await publisher.sweep()
+    await publisher()
     for state in ("approved", "scheduled"):  # the editor sends it again
         response = await client.post(
             f"/v1/planner/posts/{post_id}/transitions",
@@ -737,7 +740,7 @@ async def test_a_late_published_callback_for_a_replaced_job_changes_nothing(
             headers=identity_for(tenant, "editor"),
         )
         assert response.status_code == 200, response.text
-    await publisher.sweep()
+    await publisher()
     old, new = await rows.jobs(post_id)
     assert (old.id, old.state, new.state) == (first.id, "failed", "dispatched")
 
@@ -753,17 +756,17 @@ async def test_a_job_left_mid_dispatch_goes_out_again_under_the_same_event_id(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     await rows.change_job(job.id, state="dispatching", next_attempt_at=an_hour_ago)  # died
 
-    await publisher.sweep()
+    await publisher()
 
     assert [r.headers["x-bai-event-id"] for r in hook.received()] == [job.id, job.id]
     after = await rows.job(post_id)
@@ -777,13 +780,13 @@ async def test_a_queued_job_whose_post_was_taken_back_is_not_sent(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
 ) -> None:
     hook.answer(500, {"message": "workflow crashed"})
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
     hook.answer(200, {"accepted": True})
     response = await client.post(
@@ -794,7 +797,7 @@ async def test_a_queued_job_whose_post_was_taken_back_is_not_sent(
     assert response.status_code == 200, response.text
 
     await rows.retry_now(job.id)
-    await publisher.sweep()
+    await publisher()
 
     assert len(hook.received()) == 1
     after = await rows.job(post_id)
@@ -809,14 +812,14 @@ async def test_a_queued_job_whose_post_was_moved_later_waits_for_the_new_time(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
 ) -> None:
     hook.answer(500, {"message": "workflow crashed"})
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
     hook.answer(200, {"accepted": True})
     tomorrow = datetime.now(UTC) + timedelta(days=1)
@@ -828,7 +831,7 @@ async def test_a_queued_job_whose_post_was_moved_later_waits_for_the_new_time(
     assert response.status_code == 200, response.text
 
     await rows.retry_now(job.id)
-    await publisher.sweep()
+    await publisher()
 
     assert len(hook.received()) == 1
     assert (await rows.job(post_id)).state == "cancelled"
@@ -837,7 +840,7 @@ async def test_a_queued_job_whose_post_was_moved_later_waits_for_the_new_time(
     assert (await rows.post(post_id)).state == "scheduled"
 
     await rows.change_post(post_id, scheduled_at=datetime.now(UTC) - timedelta(seconds=1))
-    await publisher.sweep()
+    await publisher()
 
     cancelled, sent = await rows.jobs(post_id)
     assert (cancelled.id, sent.state) == (job.id, "dispatched")
@@ -850,7 +853,7 @@ async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     planner_db: Database,
     box: Fernet,
@@ -865,7 +868,7 @@ async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
     await set_target(other, other_hook.url)
     other_post_id = await due_post(other)
 
-    await publisher.sweep()
+    await publisher()
 
     assert hook.received() == []
     post = await rows.post(post_id)
@@ -874,8 +877,9 @@ async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
     assert len(other_hook.received()) == 1
     assert (await rows.job(other_post_id)).state == "dispatched"
     async with planner_db.transaction() as session:
-        verification = await verification_for(session, (await rows.job(post_id)).id, box=box)
-    assert (verification.found, verification.secret) == (True, "")  # verifies nothing
+        signer = await signer_for(session, (await rows.job(post_id)).id, box=box)
+    assert signer is not None
+    assert signer.secret == ""  # verifies nothing
 
 
 class _Crashing(WebhookDispatcher):
@@ -904,14 +908,14 @@ async def test_an_unexpected_dispatch_error_is_an_attempt_like_any_other(
     post_id = await due_post(tenant)
     publisher = publisher_for(dispatcher=_Crashing(client=http), publish_max_attempts=2)
 
-    await publisher.sweep()
+    await publisher()
 
     job = await rows.job(post_id)
     assert (job.state, job.attempts) == ("queued", 1)
     assert job.last_error == "the workflow could not be called (internal error)"
 
     await rows.retry_now(job.id)
-    await publisher.sweep()
+    await publisher()
 
     assert ((await rows.job(post_id)).state, (await rows.post(post_id)).state) == (
         "failed",
@@ -924,13 +928,13 @@ async def test_an_open_circuit_puts_the_retry_off_until_it_may_close(
     hook: Hook,
     set_target: SetTarget,
     due_post: DuePost,
-    publisher: _Publisher,
+    publisher: OnePass,
     rows: Rows,
     planner_db: Database,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    await publisher.sweep()
+    await publisher()
     job = await rows.job(post_id)
     await rows.change_job(job.id, state="dispatching")
     before = datetime.now(UTC)

@@ -18,11 +18,12 @@ from bai_contracts.billing import (
     quota_subject,
 )
 from bai_contracts.callbacks import (
+    CallbackDelivery,
+    CallbackOutcome,
     CallbackReceived,
-    CallbackVerification,
-    CallbackVerificationRequest,
+    CallbackVerdict,
+    callback_delivery_subject,
     callback_subject,
-    callback_verification_subject,
 )
 from bai_contracts.chat import (
     CHAT_PATH_PREFIX,
@@ -70,9 +71,10 @@ __all__ = [
     "BalanceQuery",
     "BillingNotice",
     "BrandVoice",
+    "CallbackDelivery",
+    "CallbackOutcome",
     "CallbackReceived",
-    "CallbackVerification",
-    "CallbackVerificationRequest",
+    "CallbackVerdict",
     "CampaignCreated",
     "ChatReplied",
     "CommitCredits",
@@ -96,8 +98,8 @@ __all__ = [
     "TenantCreated",
     "WidgetFound",
     "WidgetLookup",
+    "callback_delivery_subject",
     "callback_subject",
-    "callback_verification_subject",
     "quota_subject",
     "stream_for_subject",
     "visitor_subject",

@@ -1,52 +1,84 @@
-"""n8n callbacks: the gateway verifies them and hands them to the service owning the job.
+"""n8n callbacks: the gateway hands them, as received, to the service owning the job.
 
 The job id's prefix names the owner (``gen_`` creator, ``ext_`` mining, ``pub_`` planner;
-the gateway's routing table is a setting). The gateway asks the owner, by NATS
-request/reply, how to verify a job's callbacks, then publishes the verified callback on
-``bai.gateway.<owner>_callback.received.v1`` with a dedupe id.
+the gateway's routing table is a setting). The gateway sends the raw body and the
+signature headers to the owner by NATS request/reply (``callback_delivery_subject``); the
+owner verifies them with the tenant's secret, which never leaves it, records the
+callback in its own outbox as ``CallbackReceived`` (on ``callback_subject``, in its own
+stream, with a dedupe id), and answers its verdict, which the gateway returns to n8n.
 """
 
+import base64
 from typing import Any, ClassVar, Literal
-from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
 from bai_contracts._base import EventContract
 
 
-def callback_verification_subject(service: str) -> str:
-    """Where ``service`` answers "how are callbacks of this job verified?"."""
-    return f"bai.rpc.{service}.callback_verification"
+def callback_delivery_subject(service: str) -> str:
+    """Where ``service`` takes the callbacks of its jobs from the gateway."""
+    return f"bai.rpc.{service}.callback"
 
 
 def callback_subject(service: str) -> str:
-    """Where the gateway publishes verified callbacks for ``service``."""
-    return f"bai.gateway.{service}_callback.received.v1"
+    """Where ``service`` records the callbacks it verified, for its own consumer."""
+    return f"bai.{service}.callback.received.v1"
 
 
-class CallbackVerificationRequest(BaseModel):
+class CallbackDelivery(BaseModel):
+    """A callback as the gateway received it: nothing in it is verified yet."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     job_id: str
+    body_base64: str
+    timestamp: str | None = None  # X-BAI-Timestamp
+    signature: str | None = None  # X-BAI-Signature
+    secret: str | None = None  # X-BAI-Secret, the original system's shared-secret header
+
+    @classmethod
+    def of(
+        cls,
+        job_id: str,
+        body: bytes,
+        *,
+        timestamp: str | None,
+        signature: str | None,
+        secret: str | None,
+    ) -> "CallbackDelivery":
+        encoded = base64.b64encode(body).decode()
+        return cls(
+            job_id=job_id,
+            body_base64=encoded,
+            timestamp=timestamp,
+            signature=signature,
+            secret=secret,
+        )
+
+    @property
+    def body(self) -> bytes:
+        return base64.b64decode(self.body_base64, validate=True)
 
 
-class CallbackVerification(BaseModel):
-    """The owner's answer: the job's tenant and the secret its engine signs with."""
+CallbackOutcome = Literal["accepted", "unknown_job", "invalid_signature", "invalid_callback"]
+
+
+class CallbackVerdict(BaseModel):
+    """The owner's answer. ``accepted`` carries the event id; the others say why not."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    found: bool
-    tenant_id: UUID | None = None
-    secret: str | None = None
-    # The original system's shared-secret header, for tenants whose engine still sends it.
-    accept_secret_header: bool = False
+    outcome: CallbackOutcome
+    event_id: str | None = None
+    detail: str = ""
 
 
 class CallbackReceived(EventContract):
-    """A verified n8n callback for a job of the receiving service."""
+    """A verified n8n callback for a job of the service that recorded it."""
 
-    # Published on callback_subject(owner); this names the family for documentation.
-    subject: ClassVar[str] = "bai.gateway.{service}_callback.received.v1"
+    # Recorded on callback_subject(owner); this names the family for documentation.
+    subject: ClassVar[str] = "bai.{service}.callback.received.v1"
 
     job_id: str
     payload: dict[str, Any]

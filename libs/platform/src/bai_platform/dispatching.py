@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bai_platform.db import Database
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import CircuitOpen, DispatchFailed, WebhookDispatcher, backoff_delay
-from bai_platform.worker import Task, WorkerContext, every
+from bai_platform.worker import WorkerContext, every
 
 log = structlog.get_logger("bai.dispatching")
 
@@ -44,7 +45,6 @@ class Dispatch:
 
 
 Claim = Callable[[AsyncSession], Awaitable[Sequence[Dispatch]]]
-OnePass = Callable[[], Awaitable[object]]
 
 
 class Sent(Protocol):
@@ -144,27 +144,24 @@ class DispatchLoop:
     allow_private: bool = False
 
 
-def dispatch_task(
-    name: str, loop: DispatchLoop, one_pass: Callable[[WorkerContext, WebhookDispatcher], OnePass]
-) -> Callable[[WorkerContext], Task]:
-    """A worker task running ``one_pass`` every ``loop.every_seconds``, with a dispatcher
-    (and an HTTP client dedicated to webhooks) of its own."""
-
-    def build(ctx: WorkerContext) -> Task:
-        async def run(stop: asyncio.Event) -> None:
-            async with httpx.AsyncClient() as client:
-                dispatcher = WebhookDispatcher(
-                    client=client,
-                    timeout_seconds=loop.timeout_seconds,
-                    failure_threshold=loop.failure_threshold,
-                    open_seconds=loop.open_seconds,
-                    allow_private=loop.allow_private,
-                )
-                await every(loop.every_seconds, one_pass(ctx, dispatcher), name=name)(stop)
-
-        return run
-
-    return build
+async def dispatch_every(
+    stop: asyncio.Event,
+    loop: DispatchLoop,
+    one_pass: Callable[[WebhookDispatcher], Awaitable[object]],
+    *,
+    name: str,
+) -> None:
+    """Run ``one_pass`` every ``loop.every_seconds`` until ``stop``, with a dispatcher (and
+    an HTTP client dedicated to webhooks) of its own."""
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(
+            client=client,
+            timeout_seconds=loop.timeout_seconds,
+            failure_threshold=loop.failure_threshold,
+            open_seconds=loop.open_seconds,
+            allow_private=loop.allow_private,
+        )
+        await every(stop, loop.every_seconds, partial(one_pass, dispatcher), name=name)
 
 
 class DispatchSettings(ServiceSettings):
@@ -200,22 +197,19 @@ class DispatchSettings(ServiceSettings):
         return (self.dispatch_backoff_base_seconds, self.dispatch_backoff_cap_seconds)
 
 
-def deadline_sweeper(
-    settings: DispatchSettings,
+async def sweep_deadlines(
+    ctx: WorkerContext[DispatchSettings],
     *,
     recover_stuck: Recover,
     expire_overdue: Callable[[AsyncSession], Awaitable[int]],
-) -> Callable[[WorkerContext], Task]:
-    """Every ``sweep_seconds``, in one transaction: jobs a dead worker left mid-dispatch
-    (for three dispatch timeouts) go back to be sent, then overdue ones end."""
-    stuck_after = timedelta(seconds=settings.dispatch_timeout_seconds * 3)
+) -> None:
+    """A worker task: every ``sweep_seconds``, in one transaction, jobs a dead worker left
+    mid-dispatch (for three dispatch timeouts) go back to be sent, then overdue ones end."""
+    stuck_after = timedelta(seconds=ctx.settings.dispatch_timeout_seconds * 3)
 
-    def build(ctx: WorkerContext) -> Task:
-        async def sweep() -> None:
-            async with ctx.db.transaction() as session:
-                await recover_stuck(session, older_than=stuck_after)
-                await expire_overdue(session)
+    async def sweep() -> None:
+        async with ctx.db.transaction() as session:
+            await recover_stuck(session, older_than=stuck_after)
+            await expire_overdue(session)
 
-        return every(settings.sweep_seconds, sweep, name="deadline-sweeper")
-
-    return build
+    await every(ctx.stop, ctx.settings.sweep_seconds, sweep, name="deadline-sweeper")

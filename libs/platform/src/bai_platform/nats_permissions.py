@@ -28,7 +28,7 @@ from bai_contracts import (
     DEAD_LETTER_STREAM,
     STREAMS,
     WIDGET_LOOKUP_SUBJECT,
-    callback_verification_subject,
+    callback_delivery_subject,
     quota_subject,
 )
 
@@ -73,31 +73,31 @@ ROLES: tuple[Role, ...] = (
     Role(
         "gateway",
         consumes=(Consumer(stream_of("billing"), "gateway-subscription-changed"),),
-        asks=(*(callback_verification_subject(s) for s in CALLBACK_OWNERS), WIDGET_LOOKUP_SUBJECT),
+        asks=(*(callback_delivery_subject(s) for s in CALLBACK_OWNERS), WIDGET_LOOKUP_SUBJECT),
         follows=tuple(stream_of(s) for s in ("planner", "creator", "mining", "billing")),
     ),
     Role(
         "planner",
         consumes=(
             Consumer(stream_of("creator"), "planner-content"),
-            Consumer(stream_of("gateway"), "planner-publish-callbacks"),
+            Consumer(stream_of("planner"), "planner-publish-callbacks"),
         ),
-        serves=(callback_verification_subject("planner"),),
+        serves=(callback_delivery_subject("planner"),),
     ),
     Role(
         "creator",
         consumes=(
             Consumer(stream_of("planner"), "creator-campaign-created"),
             Consumer(stream_of("planner"), "creator-generation-requested"),
-            Consumer(stream_of("gateway"), "creator-workflow-callbacks"),
+            Consumer(stream_of("creator"), "creator-workflow-callbacks"),
         ),
-        serves=(callback_verification_subject("creator"), WIDGET_LOOKUP_SUBJECT),
+        serves=(callback_delivery_subject("creator"), WIDGET_LOOKUP_SUBJECT),
         asks=tuple(quota_subject(op) for op in ("reserve", "commit", "release")),
     ),
     Role(
         "mining",
-        consumes=(Consumer(stream_of("gateway"), "mining-workflow-callbacks"),),
-        serves=(callback_verification_subject("mining"),),
+        consumes=(Consumer(stream_of("mining"), "mining-workflow-callbacks"),),
+        serves=(callback_delivery_subject("mining"),),
         asks=tuple(quota_subject(op) for op in ("reserve", "commit")),
     ),
     Role(

@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,14 +62,23 @@ def notify_channel(table: Table) -> str:
     return f"{table.schema or 'public'}_outbox"
 
 
-async def emit(session: AsyncSession, table: Table, envelope: Envelope) -> None:
-    """Add an event to the caller's transaction; it is published after the commit."""
+async def emit(
+    session: AsyncSession, table: Table, envelope: Envelope, *, once: bool = False
+) -> None:
+    """Add an event to the caller's transaction; it is published after the commit.
+
+    ``once``: an event whose id is still waiting in the outbox is not added again (ids
+    made from their input, such as callbacks', repeat when the input does).
+    """
     headers = {"traceparent": envelope.traceparent} if envelope.traceparent else {}
-    await session.execute(
-        table.insert().values(
-            id=envelope.id, subject=envelope.type, payload=envelope.to_bytes(), headers=headers
-        )
-    )
+    row = {
+        "id": envelope.id,
+        "subject": envelope.type,
+        "payload": envelope.to_bytes(),
+        "headers": headers,
+    }
+    insert = pg_insert(table).values(row)
+    await session.execute(insert.on_conflict_do_nothing() if once else insert)
     # NOTIFY is delivered only on commit, which is exactly when the relay should look.
     await session.execute(
         text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(table)}

@@ -29,7 +29,7 @@ from nats.micro.request import Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.worker import Task, WorkerContext
+from bai_platform.worker import WorkerContext
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -59,7 +59,7 @@ class RpcServer:
 
     def __init__(
         self,
-        ctx: WorkerContext,
+        ctx: WorkerContext[Any],
         service: str,
         endpoints: Sequence[Endpoint],
         *,
@@ -119,18 +119,18 @@ class RpcServer:
         await request.respond(reply.model_dump_json().encode())
 
 
-def rpc_task(
-    service: str, endpoints: Sequence[Endpoint], *, description: str = "", concurrency: int = 8
-) -> Callable[[WorkerContext], Task]:
-    """A worker task serving ``endpoints`` as the NATS micro service ``service``."""
-
-    def build(ctx: WorkerContext) -> Task:
-        served = RpcServer(
-            ctx, service, endpoints, description=description, concurrency=concurrency
-        )
-        return served.run
-
-    return build
+async def serve_rpc(
+    ctx: WorkerContext[Any],
+    *,
+    service: str,
+    endpoints: Sequence[Endpoint],
+    description: str = "",
+    concurrency: int = 8,
+) -> None:
+    """A worker task: serve ``endpoints`` as the NATS micro service ``service`` until the
+    worker stops."""
+    server = RpcServer(ctx, service, endpoints, description=description, concurrency=concurrency)
+    await server.run(ctx.stop)
 
 
 async def ask(

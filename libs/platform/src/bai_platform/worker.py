@@ -10,7 +10,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 import uvicorn
@@ -28,19 +28,28 @@ from bai_platform.messaging import connect, ensure_consumed_streams, ensure_stre
 from bai_platform.outbox import OutboxRelay
 from bai_platform.settings import ServiceSettings
 
-Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+SettingsT_co = TypeVar("SettingsT_co", bound=ServiceSettings, covariant=True)
 log = structlog.get_logger("bai.worker")
 
 
-@dataclass
-class WorkerContext:
-    """What a service's worker tasks are built from."""
+@dataclass(frozen=True)
+class WorkerContext(Generic[SettingsT_co]):
+    """What a service's worker tasks run with; ``stop`` is set when the worker stops.
 
-    settings: ServiceSettings
+    A task states the settings it reads (``WorkerContext[CreatorSettings]``); the worker
+    runs with the settings its service's ``worker_spec`` was given.
+    """
+
+    settings: SettingsT_co
     db: Database
     nc: NatsClient
     js: JetStreamContext
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# A worker task: an async function of the context that returns once ``ctx.stop`` is set
+# (``partial`` gives it anything more it needs).
+WorkerTask = Callable[[WorkerContext[Any]], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -50,26 +59,24 @@ class WorkerSpec:
     outbox: Table
     inbox: Table
     subscriptions: Sequence[Subscription] = ()
-    tasks: Sequence[Callable[[WorkerContext], Task]] = ()
+    tasks: Sequence[WorkerTask] = ()
 
 
-def every(seconds: float, body: Callable[[], Awaitable[object]], *, name: str) -> Task:
-    """A task that runs ``body`` every ``seconds`` until the worker stops.
+async def every(
+    stop: asyncio.Event, seconds: float, body: Callable[[], Awaitable[object]], *, name: str
+) -> None:
+    """Run ``body`` every ``seconds`` until ``stop`` is set.
 
     A failing pass is logged and the next one comes on time: one bad row or a database
     blip must not take the worker (and every other task in it) down.
     """
-
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await body()
-            except Exception:
-                log.exception("periodic_task_failed", task=name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), seconds)
-
-    return run
+    while not stop.is_set():
+        try:
+            await body()
+        except Exception:
+            log.exception("periodic_task_failed", task=name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
 
 
 class _ProbeServer(uvicorn.Server):
@@ -97,7 +104,7 @@ async def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
         settings.nats_url, name=f"{settings.service_name}-worker", auth=settings.nats_auth
     )
     js = nc.jetstream()
-    ctx = WorkerContext(settings=settings, db=db, nc=nc, js=js)
+    ctx: WorkerContext[ServiceSettings] = WorkerContext(settings=settings, db=db, nc=nc, js=js)
     _install_signal_handlers(ctx.stop)
     try:
         await _serve(ctx, spec)
@@ -107,7 +114,7 @@ async def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
         log.info("worker_stopped")
 
 
-async def _serve(ctx: WorkerContext, spec: WorkerSpec) -> None:
+async def _serve(ctx: WorkerContext[ServiceSettings], spec: WorkerSpec) -> None:
     own = [s for s in STREAMS if s.service == ctx.settings.service_name]
     replicas = ctx.settings.stream_replicas
     await ensure_streams(ctx.js, [*own, DEAD_LETTER_STREAM], replicas=replicas)
@@ -124,7 +131,8 @@ async def _serve(ctx: WorkerContext, spec: WorkerSpec) -> None:
         for sub in spec.subscriptions
     ]
     relay = OutboxRelay(db=ctx.db, nc=ctx.nc, js=ctx.js, table=spec.outbox)
-    tasks: list[Task] = [relay.run, *(r.run for r in runners), *(t(ctx) for t in spec.tasks)]
+    tasks = [relay.run(ctx.stop), *(r.run(ctx.stop) for r in runners)]
+    tasks += [task(ctx) for task in spec.tasks]
     probe = _ProbeServer(
         uvicorn.Config(
             _probe_app(_checks(ctx, runners)),
@@ -136,7 +144,7 @@ async def _serve(ctx: WorkerContext, spec: WorkerSpec) -> None:
     )
     async with asyncio.TaskGroup() as group:
         for task in tasks:
-            group.create_task(task(ctx.stop))
+            group.create_task(task)
         group.create_task(probe.serve())
         log.info("worker_started", tasks=len(tasks))
         await ctx.stop.wait()
@@ -149,7 +157,7 @@ def _streams_of(spec: WorkerSpec) -> list[StreamSpec]:
 
 
 def _checks(
-    ctx: WorkerContext, runners: list[ConsumerRunner]
+    ctx: WorkerContext[ServiceSettings], runners: list[ConsumerRunner]
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     async def nats_connected() -> None:
         if not ctx.nc.is_connected:

@@ -1,7 +1,7 @@
 """Subscription routes: the plans, the workspace's subscription, and the ways to change it
 through Stripe (Checkout to subscribe, the customer portal to manage, cancel at period end).
 
-The Stripe client is held by the app's lifespan (``app.py``).
+The Stripe client is held by the app's lifespan (``state.py``).
 """
 
 from typing import Annotated

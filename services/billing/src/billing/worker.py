@@ -2,8 +2,8 @@
 creator and mining ask (reserve, commit, release, balance over NATS micro), stored Stripe
 events processed, and grants that expire."""
 
-from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,9 +17,9 @@ from bai_contracts import (
     quota_subject,
 )
 from bai_platform.consumer import Subscription
-from bai_platform.rpc import Endpoint, rpc_task
+from bai_platform.rpc import Endpoint, serve_rpc
 from bai_platform.settings import ServiceSettings
-from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
+from bai_platform.worker import WorkerContext, WorkerSpec, every
 from billing.events import on_tenant_created
 from billing.models import inbox, outbox
 from billing.service import credits
@@ -60,8 +60,13 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         inbox=inbox,
         subscriptions=[tenants],
         tasks=[
-            rpc_task("billing-quota", quota_endpoints(settings), description="credit reservations"),
-            _stripe_events(settings),
+            partial(
+                serve_rpc,
+                service="billing-quota",
+                endpoints=quota_endpoints(settings),
+                description="credit reservations",
+            ),
+            stripe_events,
         ],
     )
 
@@ -73,20 +78,19 @@ def rules_of(settings: BillingSettings) -> Rules:
     )
 
 
-def _stripe_events(settings: BillingSettings) -> Callable[[WorkerContext], Task]:
-    rules = rules_of(settings)
+async def stripe_events(ctx: WorkerContext[BillingSettings]) -> None:
+    """Stripe's events are applied in order, and grants past their end expire."""
+    one_pass = partial(_stripe_pass, ctx, rules_of(ctx.settings))
+    await every(ctx.stop, ctx.settings.job_poll_seconds, one_pass, name="stripe-events")
 
-    def build(ctx: WorkerContext) -> Task:
-        async def run_once() -> None:
-            await process_pending(
-                ctx.db,
-                rules,
-                max_attempts=settings.event_max_attempts,
-                wait_seconds=settings.event_wait_seconds,
-            )
-            async with ctx.db.transaction() as session:
-                await credits.expire_due(session)
 
-        return every(settings.job_poll_seconds, run_once, name="stripe-events")
-
-    return build
+async def _stripe_pass(ctx: WorkerContext[BillingSettings], rules: Rules) -> None:
+    settings = ctx.settings
+    await process_pending(
+        ctx.db,
+        rules,
+        max_attempts=settings.event_max_attempts,
+        wait_seconds=settings.event_wait_seconds,
+    )
+    async with ctx.db.transaction() as session:
+        await credits.expire_due(session)

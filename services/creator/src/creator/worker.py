@@ -7,7 +7,6 @@ calls have deadlines and run as tasks of their own, and replies are parsed in li
 time, so the RPCs (callback verification, widget lookup) answer while an engine stalls."""
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -23,14 +22,15 @@ from bai_contracts import (
     WidgetLookup,
     callback_subject,
 )
-from bai_platform.callbacks import callback_verification_task
+from bai_platform.callbacks import serve_callbacks
 from bai_platform.consumer import Subscription
-from bai_platform.dispatching import OnePass, Sender, deadline_sweeper, dispatch_task
-from bai_platform.rpc import Endpoint, rpc_task
+from bai_platform.db import Database
+from bai_platform.dispatching import Sender, dispatch_every, sweep_deadlines
+from bai_platform.rpc import Endpoint, serve_rpc
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import WebhookDispatcher
-from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
+from bai_platform.worker import WorkerContext, WorkerSpec, every
 from creator.clients import openai
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
 from creator.models import inbox, outbox
@@ -63,7 +63,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         ),
         Subscription(
             durable="creator-workflow-callbacks",
-            stream="GATEWAY",
+            stream="CREATOR",
             subjects=(callback_subject("creator"),),
             handler=on_workflow_callback,
             description="creator applies n8n workflows' results",
@@ -75,61 +75,52 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         inbox=inbox,
         subscriptions=subscriptions,
         tasks=[
-            _credits(settings),
-            _builtin_runner(settings),
-            _n8n_dispatcher(settings, box),
-            openai_runner_task(settings, box),
-            _sweeper(settings),
-            callback_verification_task(
-                settings.service_name, partial(n8n.verification_for, box=box)
-            ),
-            widget_lookup_task(),
+            credit_saga,
+            builtin_engine,
+            partial(n8n_dispatcher, box=box),
+            partial(openai_calls, box=box),
+            deadline_sweeper,
+            partial(serve_callbacks, lookup=partial(n8n.signer_for, box=box), outbox=outbox),
+            widget_lookup,
         ],
     )
 
 
-def _credits(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
-    def build(ctx: WorkerContext) -> Task:
-        async def saga() -> None:
-            within = settings.billing_timeout_seconds
-            while await credits.reserve_queued(ctx.db, ctx.nc, within=within) == credits.BATCH:
-                pass  # a full batch: more are waiting
-            while await credits.settle(ctx.db, ctx.nc, within=within) == credits.BATCH:
-                pass
-
-        return every(settings.builtin_poll_seconds, saga, name="credits")
-
-    return build
+async def credit_saga(ctx: WorkerContext[CreatorSettings]) -> None:
+    """Queued jobs get their credit held by billing; ended ones commit or release it."""
+    await every(ctx.stop, ctx.settings.builtin_poll_seconds, partial(_saga, ctx), name="credits")
 
 
-def _builtin_runner(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
-    def build(ctx: WorkerContext) -> Task:
-        async def run_once() -> None:
-            while True:  # drain the queue, one transaction per batch
-                async with ctx.db.transaction() as session:
-                    if await run_builtin_jobs(session) == 0:
-                        return
-
-        return every(settings.builtin_poll_seconds, run_once, name="builtin-engine")
-
-    return build
+async def _saga(ctx: WorkerContext[CreatorSettings]) -> None:
+    within = ctx.settings.billing_timeout_seconds
+    while await credits.reserve_queued(ctx.db, ctx.nc, within=within) == credits.BATCH:
+        pass  # a full batch: more are waiting
+    while await credits.settle(ctx.db, ctx.nc, within=within) == credits.BATCH:
+        pass
 
 
-def openai_runner_task(settings: CreatorSettings, box: Fernet) -> Callable[[WorkerContext], Task]:
-    def build(ctx: WorkerContext) -> Task:
-        async def run(stop: asyncio.Event) -> None:
-            async with httpx.AsyncClient(follow_redirects=False) as client:
-                runner = OpenAIRunner(ctx, settings, box, client)
-                try:
-                    await every(settings.dispatch_poll_seconds, runner.pass_once, name="openai")(
-                        stop
-                    )
-                finally:  # calls cut short stay mid-dispatch: the sweeper takes them back
-                    await runner.stop()
+async def builtin_engine(ctx: WorkerContext[CreatorSettings]) -> None:
+    """Jobs of the built-in engine are written, a batch per transaction."""
+    drain = partial(_builtin_pass, ctx.db)
+    await every(ctx.stop, ctx.settings.builtin_poll_seconds, drain, name="builtin-engine")
 
-        return run
 
-    return build
+async def _builtin_pass(db: Database) -> None:
+    while True:  # drain the queue, one transaction per batch
+        async with db.transaction() as session:
+            if await run_builtin_jobs(session) == 0:
+                return
+
+
+async def openai_calls(ctx: WorkerContext[CreatorSettings], *, box: Fernet) -> None:
+    """Jobs of OpenAI-compatible engines are called, each its own task."""
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        runner = OpenAIRunner(ctx, ctx.settings, box, client)
+        try:
+            poll = ctx.settings.dispatch_poll_seconds
+            await every(ctx.stop, poll, runner.pass_once, name="openai")
+        finally:  # calls cut short stay mid-dispatch: the sweeper takes them back
+            await runner.stop()
 
 
 class OpenAIRunner:
@@ -141,7 +132,11 @@ class OpenAIRunner:
     """
 
     def __init__(
-        self, ctx: WorkerContext, settings: CreatorSettings, box: Fernet, client: httpx.AsyncClient
+        self,
+        ctx: WorkerContext[CreatorSettings],
+        settings: CreatorSettings,
+        box: Fernet,
+        client: httpx.AsyncClient,
     ) -> None:
         self._ctx, self._settings, self._box, self._client = ctx, settings, box, client
         self._running: set[asyncio.Task[None]] = set()
@@ -206,61 +201,55 @@ class OpenAIRunner:
             )
 
 
-def _sweeper(settings: CreatorSettings) -> Callable[[WorkerContext], Task]:
+async def deadline_sweeper(ctx: WorkerContext[CreatorSettings]) -> None:
     """n8n jobs a dead worker left mid-dispatch are sent again, overdue ones end; OpenAI
     jobs left mid-call past their deadline (and a margin) are tried again or failed."""
+    recover = partial(_recover_stuck, settings=ctx.settings)
+    await sweep_deadlines(ctx, recover_stuck=recover, expire_overdue=n8n.expire_overdue)
+
+
+async def _recover_stuck(
+    session: AsyncSession, *, older_than: timedelta, settings: CreatorSettings
+) -> int:
     engine_stuck_after = timedelta(
         seconds=settings.engine_deadline_seconds + settings.engine_recover_margin_seconds
     )
-
-    async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
-        sent_again = await n8n.recover_stuck(session, older_than=older_than)
-        return sent_again + await openai_jobs.recover_stuck(
-            session, older_than=engine_stuck_after, max_attempts=settings.dispatch_max_attempts
-        )
-
-    return deadline_sweeper(
-        settings, recover_stuck=recover_stuck, expire_overdue=n8n.expire_overdue
+    sent_again = await n8n.recover_stuck(session, older_than=older_than)
+    return sent_again + await openai_jobs.recover_stuck(
+        session, older_than=engine_stuck_after, max_attempts=settings.dispatch_max_attempts
     )
 
 
-def widget_lookup_task() -> Callable[[WorkerContext], Task]:
+async def widget_lookup(ctx: WorkerContext[CreatorSettings]) -> None:
     """The gateway's question before it mints a visitor token."""
-    return rpc_task(
-        "creator-chat",
-        [Endpoint("widget_lookup", WIDGET_LOOKUP_SUBJECT, WidgetLookup, chat.lookup)],
+    await serve_rpc(
+        ctx,
+        service="creator-chat",
+        endpoints=[Endpoint("widget_lookup", WIDGET_LOOKUP_SUBJECT, WidgetLookup, chat.lookup)],
         description="which workspace a chat widget belongs to, and where it may run",
     )
 
 
-def _n8n_dispatcher(settings: CreatorSettings, box: Fernet) -> Callable[[WorkerContext], Task]:
-    def one_pass(ctx: WorkerContext, dispatcher: WebhookDispatcher) -> OnePass:
-        return N8nSender(ctx, settings, box, dispatcher).pass_once
+async def n8n_dispatcher(ctx: WorkerContext[CreatorSettings], *, box: Fernet) -> None:
+    """Queued n8n jobs go to their workflows."""
+    one_pass = partial(n8n_pass, ctx, box=box)
+    await dispatch_every(ctx.stop, ctx.settings.dispatch_loop, one_pass, name="n8n")
 
-    return dispatch_task("n8n", settings.dispatch_loop, one_pass)
 
-
-class N8nSender:
+async def n8n_pass(
+    ctx: WorkerContext[CreatorSettings], dispatcher: WebhookDispatcher, *, box: Fernet
+) -> None:
     """One pass: claim queued n8n jobs, send them, record what each workflow said."""
-
-    def __init__(
-        self,
-        ctx: WorkerContext,
-        settings: CreatorSettings,
-        box: Fernet,
-        dispatcher: WebhookDispatcher,
-    ) -> None:
-        self._sender = Sender(
-            db=ctx.db,
-            dispatcher=dispatcher,
-            claim=partial(n8n.claim, box=box, callback_base=settings.public_base_url),
-            sent=n8n.record_dispatched,
-            failed=partial(
-                n8n.record_dispatch_failure,
-                max_attempts=settings.dispatch_max_attempts,
-                backoff=settings.dispatch_backoff,
-            ),
-        )
-
-    async def pass_once(self) -> None:
-        await self._sender.pass_once()
+    settings = ctx.settings
+    sender = Sender(
+        db=ctx.db,
+        dispatcher=dispatcher,
+        claim=partial(n8n.claim, box=box, callback_base=settings.public_base_url),
+        sent=n8n.record_dispatched,
+        failed=partial(
+            n8n.record_dispatch_failure,
+            max_attempts=settings.dispatch_max_attempts,
+            backoff=settings.dispatch_backoff,
+        ),
+    )
+    await sender.pass_once()

@@ -36,8 +36,8 @@ class GatewaySettings(ServiceSettings):
     callback_routes: dict[str, str] = Field(
         default_factory=lambda: {"gen": "creator", "ext": "mining", "pub": "planner"}
     )
-    # How long a callback waits for its owner to say how it is verified (asked again
-    # while no owner process listens, as during a restart); past it the answer is 503.
+    # How long a callback waits for its owner's verdict (handed over again while no owner
+    # process listens, as during a restart); past it the answer is 503.
     callback_owner_deadline_seconds: float = Field(default=5.0, gt=0)
     # How often each process re-reads the signing keys (rotations by other processes).
     key_reload_seconds: float = Field(default=30.0, gt=0)

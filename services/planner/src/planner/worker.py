@@ -1,7 +1,6 @@
 """Planner worker: outbox relay, creator's answers, publishing callbacks and dispatch,
 callback verification for ``pub_`` jobs, and review-link reminders."""
 
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -14,13 +13,14 @@ from bai_contracts import (
     ContentVersionChosen,
     callback_subject,
 )
-from bai_platform.callbacks import callback_verification_task
+from bai_platform.callbacks import serve_callbacks
 from bai_platform.consumer import Subscription
-from bai_platform.dispatching import DispatchLoop, OnePass, Sender, dispatch_task
+from bai_platform.db import Database
+from bai_platform.dispatching import DispatchLoop, Sender, dispatch_every
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import WebhookDispatcher
-from bai_platform.worker import Task, WorkerContext, WorkerSpec, every
+from bai_platform.worker import WorkerContext, WorkerSpec, every
 from planner.events import on_content_event, on_publish_callback
 from planner.models import inbox, outbox
 from planner.service import publishing, reviews
@@ -46,7 +46,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
     )
     callbacks = Subscription(
         durable="planner-publish-callbacks",
-        stream="GATEWAY",
+        stream="PLANNER",
         subjects=(callback_subject("planner"),),
         handler=on_publish_callback,
         description="planner marks posts published or failed from the workflow's callback",
@@ -57,72 +57,59 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         inbox=inbox,
         subscriptions=[content, callbacks],
         tasks=[
-            callback_verification_task(
-                settings.service_name, partial(publishing.verification_for, box=box)
-            ),
-            _reminders(settings),
-            _publisher(settings, box),
+            partial(serve_callbacks, lookup=partial(publishing.signer_for, box=box), outbox=outbox),
+            review_reminders,
+            partial(publisher, box=box),
         ],
     )
 
 
-def _reminders(settings: PlannerSettings) -> Callable[[WorkerContext], Task]:
-    within = timedelta(hours=settings.review_reminder_hours)
-
-    def build(ctx: WorkerContext) -> Task:
-        async def sweep() -> None:
-            async with ctx.db.transaction() as session:
-                await reviews.remind_expiring(session, within=within)
-
-        return every(settings.review_sweep_seconds, sweep, name="review-reminders")
-
-    return build
+async def review_reminders(ctx: WorkerContext[PlannerSettings]) -> None:
+    """Review links about to expire remind their sender, once."""
+    within = timedelta(hours=ctx.settings.review_reminder_hours)
+    remind = partial(_remind, ctx.db, within=within)
+    await every(ctx.stop, ctx.settings.review_sweep_seconds, remind, name="review-reminders")
 
 
-def _publisher(settings: PlannerSettings, box: Fernet) -> Callable[[WorkerContext], Task]:
+async def _remind(db: Database, *, within: timedelta) -> None:
+    async with db.transaction() as session:
+        await reviews.remind_expiring(session, within=within)
+
+
+async def publisher(ctx: WorkerContext[PlannerSettings], *, box: Fernet) -> None:
+    """Due posts get publishing jobs, which go to the tenant's workflow."""
+    settings = ctx.settings
     loop = DispatchLoop(
         every_seconds=settings.publish_sweep_seconds,
         timeout_seconds=settings.publish_timeout_seconds,
         allow_private=settings.allow_private_destinations,
     )
-
-    def one_pass(ctx: WorkerContext, dispatcher: WebhookDispatcher) -> OnePass:
-        return _Publisher(ctx, settings, box, dispatcher).sweep
-
-    return dispatch_task("publisher", loop, one_pass)
+    await dispatch_every(ctx.stop, loop, partial(publish_pass, ctx, box=box), name="publisher")
 
 
-class _Publisher:
+async def publish_pass(
+    ctx: WorkerContext[PlannerSettings], dispatcher: WebhookDispatcher, *, box: Fernet
+) -> None:
     """One pass: open jobs for due posts, dispatch those whose turn came, expire the silent."""
-
-    def __init__(
-        self,
-        ctx: WorkerContext,
-        settings: PlannerSettings,
-        box: Fernet,
-        dispatcher: WebhookDispatcher,
-    ) -> None:
-        self._db = ctx.db
-        self._stuck_after = timedelta(seconds=settings.publish_timeout_seconds * 3)
-        deadline = timedelta(seconds=settings.publish_callback_deadline_seconds)
-        backoff = (settings.publish_backoff_base_seconds, settings.publish_backoff_cap_seconds)
-        self._sender = Sender(
-            db=ctx.db,
-            dispatcher=dispatcher,
-            claim=partial(publishing.claim_jobs, box=box, callback_base=settings.public_base_url),
-            sent=partial(publishing.record_delivered, deadline=deadline),
-            failed=partial(
-                publishing.record_failed_dispatch,
-                max_attempts=settings.publish_max_attempts,
-                backoff=backoff,
-            ),
-            crash_message=lambda _: INTERNAL_ERROR,  # the tenant sees it: no internals
-        )
-
-    async def sweep(self) -> None:
-        async with self._db.transaction() as session:
-            await publishing.recover_stuck(session, older_than=self._stuck_after)
-            await publishing.open_due_jobs(session)
-        await self._sender.pass_once()
-        async with self._db.transaction() as session:
-            await publishing.expire_overdue(session)
+    settings, db = ctx.settings, ctx.db
+    backoff = (settings.publish_backoff_base_seconds, settings.publish_backoff_cap_seconds)
+    deadline = timedelta(seconds=settings.publish_callback_deadline_seconds)
+    sender = Sender(
+        db=db,
+        dispatcher=dispatcher,
+        claim=partial(publishing.claim_jobs, box=box, callback_base=settings.public_base_url),
+        sent=partial(publishing.record_delivered, deadline=deadline),
+        failed=partial(
+            publishing.record_failed_dispatch,
+            max_attempts=settings.publish_max_attempts,
+            backoff=backoff,
+        ),
+        crash_message=lambda _: INTERNAL_ERROR,  # the tenant sees it: no internals
+    )
+    stuck_after = timedelta(seconds=settings.publish_timeout_seconds * 3)
+    async with db.transaction() as session:
+        await publishing.recover_stuck(session, older_than=stuck_after)
+        await publishing.open_due_jobs(session)
+    await sender.pass_once()
+    async with db.transaction() as session:
+        await publishing.expire_overdue(session)

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from bai_contracts import callback_subject
 from bai_platform.envelope import Envelope
 from bai_platform.errors import TooManyRequests
 from bai_platform.messaging import NatsLink
@@ -69,9 +70,9 @@ def _to_live(message: Msg) -> LiveEvent | None:
         envelope = Envelope.model_validate_json(message.data)
     except ValidationError:
         return None
-    if envelope.tenantid is None:
-        return None
     meta = message.metadata
+    if envelope.tenantid is None or envelope.type == callback_subject(meta.stream.lower()):
+        return None  # a workflow's callback is the owner's input, not a change to show
     event_id = f"{meta.stream}:{meta.sequence.stream}"
     # When JetStream stored it: history expires by the event's age, not by when we read it.
     stored_at = meta.timestamp.timestamp() if meta.timestamp else time.time()

@@ -53,8 +53,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_contracts import CallbackVerification
-from bai_platform.callbacks import verification
+from bai_platform.callbacks import JobSigner, signer_of
 from bai_platform.db import Database
 from bai_platform.dispatching import Dispatch, not_taken, retry_delay
 from bai_platform.secrets import read_secret
@@ -242,15 +241,14 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
 
 
 # ---- callbacks ---------------------------------------------------------------------------
-async def verification_for(
-    session: AsyncSession, job_id: str, *, box: Fernet
-) -> CallbackVerification:
-    """How callbacks of ``job_id`` are verified: its tenant's workflow secret (n8n jobs only)."""
+async def signer_for(session: AsyncSession, job_id: str, *, box: Fernet) -> JobSigner | None:
+    """How callbacks of ``job_id`` verify: its tenant's workflow secret (n8n jobs only;
+    None for any other)."""
     job = await session.get(ExtractionJob, job_id)
     if job is None or job.source_type != N8N:
-        return CallbackVerification(found=False)  # no workflow was ever given a website job
+        return None  # no workflow was ever given a website job
     workflow = await session.get(MiningWorkflow, job.tenant_id)
-    return verification(job.tenant_id, workflow, box=box)
+    return signer_of(job.tenant_id, workflow, box=box)
 
 
 async def apply_callback(

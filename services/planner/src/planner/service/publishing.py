@@ -32,8 +32,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_contracts import CallbackVerification
-from bai_platform.callbacks import verification
+from bai_platform.callbacks import JobSigner, signer_of
 from bai_platform.destinations import DestinationRefused, check_destination
 from bai_platform.dispatching import Dispatch, retry_delay
 from bai_platform.errors import FieldInvalid, NotFound
@@ -258,15 +257,13 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
 
 
 # ---- callbacks -------------------------------------------------------------------------
-async def verification_for(
-    session: AsyncSession, job_id: str, *, box: Fernet
-) -> CallbackVerification:
-    """How callbacks of ``job_id`` are verified: its tenant's workflow secret."""
+async def signer_for(session: AsyncSession, job_id: str, *, box: Fernet) -> JobSigner | None:
+    """How callbacks of ``job_id`` verify (None: no such job): its tenant's workflow secret."""
     job = await session.get(PublishJob, job_id)
     if job is None:
-        return CallbackVerification(found=False)
+        return None
     target = await session.get(PublishingTarget, job.tenant_id)
-    return verification(job.tenant_id, target, box=box)
+    return signer_of(job.tenant_id, target, box=box)
 
 
 async def apply_callback(

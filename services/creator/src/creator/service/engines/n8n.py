@@ -39,8 +39,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_contracts import CallbackVerification, GeneratedContent
-from bai_platform.callbacks import verification
+from bai_contracts import GeneratedContent
+from bai_platform.callbacks import JobSigner, signer_of
 from bai_platform.dispatching import Dispatch, not_taken, retry_delay
 from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
@@ -195,15 +195,13 @@ async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
     return len(jobs)
 
 
-async def verification_for(
-    session: AsyncSession, job_id: str, *, box: Fernet
-) -> CallbackVerification:
-    """How callbacks of ``job_id`` are verified: its tenant's workflow secret."""
+async def signer_for(session: AsyncSession, job_id: str, *, box: Fernet) -> JobSigner | None:
+    """How callbacks of ``job_id`` verify (None: no such job): its tenant's workflow secret."""
     job = await session.get(GenerationJob, job_id)
     if job is None:
-        return CallbackVerification(found=False)
+        return None
     settings = await session.get(EngineSettings, job.tenant_id)
-    return verification(job.tenant_id, settings, box=box)
+    return signer_of(job.tenant_id, settings, box=box)
 
 
 async def apply_callback(

@@ -23,10 +23,13 @@ class Listener:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     arrived: dict[str, float] = field(default_factory=dict)
+    # The first line (the retry hint) is sent once the gateway holds the connection.
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def read(self, response: httpx.Response) -> None:
         frame: dict[str, Any] = {}
         async for line in response.aiter_lines():
+            self.opened.set()
             if not line:
                 if "event" in frame:
                     self.events.append(frame)
@@ -59,8 +62,9 @@ async def listening(
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         task = asyncio.create_task(listener.read(response))
-        await asyncio.sleep(0.3)  # the stream is open
         try:
+            async with asyncio.timeout(10):
+                await listener.opened.wait()
             yield listener
         finally:
             task.cancel()

@@ -49,6 +49,19 @@ RATELIMIT_LOGGER = "gateway.service.ratelimit"
 MakeLimiter = Callable[..., RateLimiter]
 
 
+class FakeClock:
+    """Seconds since the epoch that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class LocalValkey:
     """A real valkey-server on 127.0.0.1 and a free port, stopped by its PID."""
 
@@ -247,14 +260,16 @@ async def test_quota_returns_one_window_after_the_first_hit_despite_denied_retri
     make_limiter: MakeLimiter, key: str
 ) -> None:
     policy = Policy(name="one-per-second", limit=1, window_seconds=1)
-    limiter = make_limiter()
-    started = time.monotonic()
+    clock = FakeClock()
+    limiter = make_limiter(clock=clock)
     assert (await limiter.hit(policy, key)).allowed
     # Denied hits are not counted, so they must not push the reset further out.
-    for _ in range(3):
-        await asyncio.sleep(0.2)
-        assert not (await limiter.hit(policy, key)).allowed
-    await asyncio.sleep(max(0.0, started + 1.1 - time.monotonic()))
+    for _ in range(4):
+        clock.advance(0.2)
+        denied = await limiter.hit(policy, key)
+        assert not denied.allowed
+        assert denied.retry_after == 1
+    clock.advance(0.2)  # one second after the first hit, that hit leaves the window
     assert (await limiter.hit(policy, key)).allowed
 
 
@@ -348,19 +363,26 @@ async def test_the_memory_store_frees_quiet_buckets_on_the_event_loop(
     # limits' own sweep hands every key to a thread, and starts after every hit.
     handed_to_threads: list[object] = []
     monkeypatch.setattr(asyncio, "to_thread", lambda *args, **_: handed_to_threads.append(args))
-    storage = SweepingMemoryStorage()
+    clock = FakeClock()
+    storage = SweepingMemoryStorage(clock)
     limiter = MovingWindowRateLimiter(storage)
     brief = RateLimitItemPerSecond(2, 1)
     for number in range(50):
         assert await limiter.hit(brief, f"quiet-{number}")
-    deadline = time.monotonic() + 5
-    while any("quiet" in key for key in storage.events):
-        assert time.monotonic() < deadline, "the quiet buckets were never swept"
-        await asyncio.sleep(0.1)
-        await limiter.hit(brief, "busy")
+    await limiter.hit(brief, "busy")
+    clock.advance(0.5)  # not yet: the quiet hits are younger than their second
+    await limiter.hit(brief, "busy")
+    assert storage.timer is not None
+    await storage.timer
+    assert sum("quiet" in key for key in storage.events) == 50
+    clock.advance(0.6)  # past the quiet hits' expiry, and past the next sweep's time
+    await limiter.hit(brief, "busy")  # the hit that starts the next sweep
+    assert storage.timer is not None
+    await storage.timer
+    assert not any("quiet" in key for key in storage.events)
     assert not handed_to_threads
     # The sweep freed memory and changed no count: the busy bucket is still exact.
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     assert [await limiter.hit(brief, "exact") for _ in range(3)] == [True, True, False]
     if storage.timer is not None:
         await storage.timer

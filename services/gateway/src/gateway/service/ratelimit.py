@@ -28,6 +28,10 @@ When the shared store fails, ``fail_open`` decides: allow (the decision carries
 deny with ``store_unavailable`` set, which the caller answers with 503, not 429. Either
 way the headers report only the policy, since nothing was counted.
 
+Time: the in-memory store and the ``Retry-After`` arithmetic read ``clock`` (``time.time``
+unless a test gives its own, to move time without sleeping); a shared store keeps the
+store's clock.
+
 Headers follow draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy: "name";q=;w=``
 and ``RateLimit: "name";r=;t=``, plus ``Retry-After`` (at least 1 s) on a denial.
 """
@@ -39,7 +43,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -49,6 +53,7 @@ from urllib.parse import urlsplit
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage.memory import Entry
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -60,6 +65,8 @@ SHARED_SCHEMES = frozenset({"redis", "rediss", "valkey", "valkeys"})
 KEY_PREFIX = "bai-ratelimit"
 # Long enough that clients do not pile onto a store that is failing over.
 STORE_DOWN_RETRY_AFTER = 5
+# Seconds since the epoch, as time.time gives them.
+Clock = Callable[[], float]
 # The name is written into a quoted header value, so it is kept to a safe alphabet.
 _POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
@@ -197,9 +204,10 @@ class RateLimiter:
         fail_open: bool = True,
         store_timeout: float = 0.25,
         key_prefix: str = KEY_PREFIX,
+        clock: Clock = time.time,
     ) -> None:
-        self._fail_open = fail_open
-        self._storage, self._pool = _open_store(storage_url, store_timeout, key_prefix)
+        self._fail_open, self._clock = fail_open, clock
+        self._storage, self._pool = _open_store(storage_url, store_timeout, key_prefix, clock)
         self._strategy = MovingWindowRateLimiter(self._storage)
         self._store_down = False
 
@@ -230,7 +238,7 @@ class RateLimiter:
         except StorageError as exc:
             return self._store_failed(policy, exc)
         self._store_answered()
-        reset_after = max(0, math.ceil(stats.reset_time - time.time()))
+        reset_after = max(0, math.ceil(stats.reset_time - self._clock()))
         return Decision(allowed, policy, max(0, stats.remaining), reset_after)
 
     async def check_all(self, hits: Sequence[tuple[Policy, str]]) -> Decision:
@@ -308,31 +316,56 @@ def _item(policy: Policy) -> RateLimitItem:
 
 
 class SweepingMemoryStorage(MemoryStorage):
-    """``limits``' in-memory storage, its expired hits swept at most once a second, inline.
+    """``limits``' in-memory storage on ``clock``, its expired hits swept at most once a
+    second, inline.
 
     ``limits`` 5.8 starts a sweep after every hit that finds the last sweep done, and the
     sweep hands every key to a thread (``asyncio.to_thread``) for one bisect: under load
     that was about a third of the gateway's CPU (py-spy on ``bench/edge_vs_direct.py``).
     A hit is judged by the timestamps of its own bucket, never by the sweep, so the sweep
     only frees the memory of buckets gone quiet; once a second, on the event loop, does.
+
+    The moving window's two operations are the library's, reading ``clock`` instead of
+    ``time.time`` (the library's own read the system clock where they stand).
     """
 
     SWEEP_INTERVAL_SECONDS = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         super().__init__()
+        self._clock = clock
         self._next_sweep = 0.0
+
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        await self._MemoryStorage__schedule_expiry()
+        async with self.locks[key]:
+            events = self.events.setdefault(key, [])
+            now = self._clock()
+            # Newest first: the hit ``limit - amount`` back decides whether there is room.
+            if len(events) > limit - amount and events[limit - amount].atime >= now - expiry:
+                return False
+            events[:0] = [_entry(now, expiry)] * amount
+            return True
+
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        now = self._clock()
+        if events := self.events.get(key, []):
+            oldest = bisect.bisect_left(events, -(now - expiry), key=lambda entry: -entry.atime)
+            return events[oldest - 1].atime, oldest
+        return now, 0
 
     # The library's private hooks, by their mangled names: acquire_entry and incr call
     # the first; the second is the sweep, rewritten without a thread per key.
     async def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 (mangled name)
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._next_sweep and (self.timer is None or self.timer.done()):
             self._next_sweep = now + self.SWEEP_INTERVAL_SECONDS
             self.timer = asyncio.create_task(self._MemoryStorage__expire_events())
 
     async def _MemoryStorage__expire_events(self) -> None:  # noqa: N802 (mangled name)
-        now = time.time()
+        now = self._clock()
         for key, events in list(self.events.items()):
             # Newest first: keep the hits that have not expired yet.
             kept = bisect.bisect_left(events, -now, key=lambda event: -event.expiry)
@@ -348,11 +381,18 @@ class SweepingMemoryStorage(MemoryStorage):
                 self.locks.pop(key, None)
 
 
+def _entry(now: float, expiry: int) -> Entry:
+    """The library's moving-window entry, stamped ``now`` instead of ``time.time()``."""
+    entry = Entry.__new__(Entry)
+    entry.atime, entry.expiry = now, now + expiry
+    return entry
+
+
 def _open_store(
-    storage_url: str | None, timeout: float, key_prefix: str
+    storage_url: str | None, timeout: float, key_prefix: str, clock: Clock
 ) -> tuple[Storage, ConnectionPool | None]:
     if not storage_url or urlsplit(storage_url).scheme == "memory":
-        return SweepingMemoryStorage(), None
+        return SweepingMemoryStorage(clock), None
     scheme = urlsplit(storage_url).scheme
     if scheme not in SHARED_SCHEMES:
         # The scheme only: the URL may carry a password.

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import stripe
 from sqlalchemy import func, select
 from sqlmodel import col
 from typer.testing import CliRunner
@@ -421,9 +422,14 @@ async def _pending_refunds(db: Database, tenant: UUID) -> int:
         return int(await session.scalar(query.where(col(PendingRefund.tenant_id) == tenant)) or 0)
 
 
+def _event(payload: dict[str, Any]) -> stripe.Event:
+    """The stored event as the worker reads it."""
+    return stripe.Event.construct_from(payload, key=None)
+
+
 async def _handle(db: Database, event: dict[str, Any], rules: Rules) -> None:
     async with db.transaction() as session:
-        await HANDLERS[event["type"]](session, event, event["data"]["object"], rules)
+        await HANDLERS[event["type"]](session, _event(event), rules)
 
 
 async def test_a_refund_and_its_link_handled_at_once_by_two_workers_meet(
@@ -438,7 +444,7 @@ async def test_a_refund_and_its_link_handled_at_once_by_two_workers_meet(
     refund = customer.refund(invoice_id, created=T0 + 9, refunded=4900 // 2)
 
     async with billing_db.transaction() as worker_a:
-        await HANDLERS["charge.refunded"](worker_a, refund, refund["data"]["object"], rules)
+        await HANDLERS["charge.refunded"](worker_a, _event(refund), rules)
         link = customer.invoice_payment(invoice_id, created=T0 + 1)
         worker_b = asyncio.create_task(_handle(billing_db, link, rules))
         await asyncio.sleep(0.5)  # B has its turn while A is still open
@@ -471,3 +477,16 @@ async def test_a_refund_of_a_payment_that_is_no_invoice_of_ours_takes_nothing(
     assert [e for e in await ledger(billing_db, customer.tenant) if e[1] == "refund"] == []
     notices = await announced(billing_db, customer.tenant, "bai.billing.notice.v1")
     assert [n["notice"] for n in notices] == ["charge_refunded"]
+
+
+async def test_an_event_whose_object_is_not_what_its_type_promises_is_refused(
+    billing_db: Database, rules: Rules
+) -> None:
+    customer = Customer(uuid4(), GROWTH)
+    refund = customer.refund("in_unknown", created=T0, refunded=100)
+    # An invoice.paid carrying a charge: read as the library's objects, it is no invoice.
+    confused = {**refund, "type": "invoice.paid"}
+
+    with pytest.raises(ValueError, match="carries a Charge, not Invoice"):
+        await _handle(billing_db, confused, rules)
+    assert await ledger(billing_db, customer.tenant) == []

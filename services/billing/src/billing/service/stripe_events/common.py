@@ -1,11 +1,19 @@
-"""What every Stripe event handler needs: whose object it is, ids, times, notices."""
+"""What every Stripe event handler needs: whose object it is, ids, times, notices.
+
+Events are read as the ``stripe`` library's objects (``stripe.Event.construct_from``): the
+event's object is a ``stripe.Invoice``, ``stripe.Subscription``... by its ``object`` field,
+and each handler takes the class it handles (``object_of``). Fields that not every API
+version sends are read with ``field``, which answers None where one is absent: a stored
+event keeps the version it was sent in.
+"""
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+import stripe
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,19 +37,39 @@ class Rules:
     grace: timedelta
 
 
-Handler = Callable[[AsyncSession, dict[str, Any], dict[str, Any], Rules], Awaitable[None]]
+Handler = Callable[[AsyncSession, stripe.Event, Rules], Awaitable[None]]
+ObjectT = TypeVar("ObjectT", bound=stripe.StripeObject)
+
+
+def object_of(event: stripe.Event, kind: type[ObjectT]) -> ObjectT:
+    """The event's object, as the class its type promises (else the event is refused)."""
+    obj: object = event.data.object
+    if not isinstance(obj, kind):
+        raise ValueError(
+            f"a {event.type} event carries a {type(obj).__name__}, not {kind.__name__}"
+        )
+    return obj
+
+
+def field(obj: object, *path: str) -> Any:
+    """A field of a Stripe object (a path through nested ones), or None where it is absent."""
+    value: Any = obj
+    for key in path:
+        if not isinstance(value, stripe.StripeObject) or key not in value:
+            return None
+        value = value[key]
+    return value
 
 
 def id_of(value: object) -> str | None:
     """Stripe ids come as a string, or as the expanded object."""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    return None
+    found = field(value, "id")
+    return found if isinstance(found, str) else None
 
 
-def own_id(obj: dict[str, Any], what: str) -> str:
+def own_id(obj: stripe.StripeObject, what: str) -> str:
     """The object's own id; an object without one cannot be applied (``what`` says which)."""
     found = id_of(obj)
     if found is None:
@@ -56,21 +84,12 @@ def uuid_of(value: object) -> UUID | None:
         return None
 
 
-def dig(obj: dict[str, Any], *path: str) -> Any:
-    value: Any = obj
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-async def tenant_of(session: AsyncSession, obj: dict[str, Any], *metadata: Any) -> UUID:
+async def tenant_of(session: AsyncSession, obj: stripe.StripeObject, *metadata: Any) -> UUID:
     """The workspace an object belongs to: our metadata on it, else its customer."""
-    for source in (obj.get("metadata"), *metadata):
-        if isinstance(source, dict) and (tenant := uuid_of(source.get("tenant_id"))):
+    for source in (field(obj, "metadata"), *metadata):
+        if tenant := uuid_of(field(source, "tenant_id")):
             return tenant
-    customer = id_of(obj.get("customer"))
+    customer = id_of(field(obj, "customer"))
     if customer:
         known = await session.scalar(
             select(col(Customer.tenant_id)).where(col(Customer.stripe_customer_id) == customer)
@@ -93,16 +112,17 @@ def timestamp(value: object) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if isinstance(value, int) else None
 
 
-def price_of(item_or_line: dict[str, Any]) -> str | None:
+def price_of(item_or_line: object) -> str | None:
     # Subscription items and (older) invoice lines carry ``price``; invoice lines of API
     # versions from 2025 on carry ``pricing.price_details.price``.
-    return id_of(item_or_line.get("price")) or id_of(
-        dig(item_or_line, "pricing", "price_details", "price")
+    return id_of(field(item_or_line, "price")) or id_of(
+        field(item_or_line, "pricing", "price_details", "price")
     )
 
 
-def money(obj: dict[str, Any], field: str) -> str:
-    return f"{int(obj.get(field) or 0) / 100:.2f} {str(obj.get('currency', '')).upper()}".strip()
+def money(obj: stripe.StripeObject, amount: str) -> str:
+    currency = str(field(obj, "currency") or "").upper()
+    return f"{int(field(obj, amount) or 0) / 100:.2f} {currency}".strip()
 
 
 async def notice(

@@ -1,7 +1,9 @@
 """Which handler applies each Stripe event type (any other type is stored and ``ignored``)."""
 
+import stripe
+
 from billing.service.stripe_events.charges import charge_refunded, dispute
-from billing.service.stripe_events.common import Handler, money, timestamp
+from billing.service.stripe_events.common import Handler, field, money, timestamp
 from billing.service.stripe_events.invoices import invoice_paid, invoice_payment_paid
 from billing.service.stripe_events.notices import noticed
 from billing.service.stripe_events.subscriptions import checkout_completed, subscription
@@ -15,7 +17,8 @@ HANDLERS: dict[str, Handler] = {
     "customer.subscription.resumed": subscription,
     "customer.subscription.trial_will_end": noticed(
         "trial_will_end",
-        lambda o: f"The trial ends on {timestamp(o.get('trial_end')) or 'its last day'}",
+        lambda o: f"The trial ends on {timestamp(field(o, 'trial_end')) or 'its last day'}",
+        about=stripe.Subscription,
     ),
     "invoice.paid": invoice_paid,
     "invoice.payment_failed": noticed(
@@ -29,7 +32,7 @@ HANDLERS: dict[str, Handler] = {
         "payment_action_required",
         lambda o: (
             f"A payment of {money(o, 'amount_due')} needs your confirmation: "
-            f"{o.get('hosted_invoice_url') or 'see the billing portal'}"
+            f"{field(o, 'hosted_invoice_url') or 'see the billing portal'}"
         ),
     ),
     "invoice.upcoming": noticed(

@@ -1,8 +1,7 @@
 """Paid invoices: the plan's monthly credits granted once per invoice, and which payment
 paid which invoice (``invoice_payment.paid``, from API version 2025-03-31 on)."""
 
-from typing import Any
-
+import stripe
 import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -14,9 +13,10 @@ from billing.service import credits
 from billing.service.stripe_events.common import (
     NotYet,
     Rules,
-    dig,
+    field,
     id_of,
     notice,
+    object_of,
     own_id,
     price_of,
     tenant_of,
@@ -27,17 +27,17 @@ from billing.service.stripe_events.payments import lock_payment, settle_pending_
 log = structlog.get_logger(__name__)
 
 
-async def invoice_paid(
-    session: AsyncSession, event: dict[str, Any], obj: dict[str, Any], rules: Rules
-) -> None:
+async def invoice_paid(session: AsyncSession, event: stripe.Event, rules: Rules) -> None:
+    obj = object_of(event, stripe.Invoice)
     invoice_id = own_id(obj, "invoice")
-    await lock_payment(session, id_of(obj.get("charge")), id_of(obj.get("payment_intent")))
-    details = dig(obj, "parent", "subscription_details") or obj.get("subscription_details")
-    tenant = await tenant_of(session, obj, dig(details, "metadata") if details else None)
-    sub_id = id_of(obj.get("subscription")) or (
-        id_of(details.get("subscription")) if details else None
-    )
-    lines = [line for line in (dig(obj, "lines", "data") or []) if isinstance(line, dict)]
+    # API versions before 2025-03-31 name the payment, the subscription and its details on
+    # the invoice itself; later ones under ``parent`` (and the payment only in
+    # ``invoice_payment.paid``).
+    await lock_payment(session, id_of(field(obj, "charge")), id_of(field(obj, "payment_intent")))
+    details = field(obj, "parent", "subscription_details") or field(obj, "subscription_details")
+    tenant = await tenant_of(session, obj, field(details, "metadata"))
+    sub_id = id_of(field(obj, "subscription")) or id_of(field(details, "subscription"))
+    lines = list(field(obj, "lines", "data") or [])
     plan = next(
         (p for line in lines if (p := rules.catalogue.plan_for_price(price_of(line)))), None
     )
@@ -46,8 +46,8 @@ async def invoice_paid(
             select(col(Subscription.plan)).where(col(Subscription.stripe_subscription_id) == sub_id)
         )
         plan = rules.catalogue.get(known or "")
-    period_end = timestamp(dig(lines[0], "period", "end") if lines else None) or timestamp(
-        obj.get("period_end")
+    period_end = timestamp(field(lines[0], "period", "end") if lines else None) or timestamp(
+        field(obj, "period_end")
     )
     stored = await session.scalar(
         insert(Invoice)
@@ -56,10 +56,10 @@ async def invoice_paid(
             tenant_id=tenant,
             stripe_subscription_id=sub_id,
             plan=plan.id if plan else None,
-            amount_paid=int(obj.get("amount_paid") or 0),
-            currency=str(obj.get("currency") or "")[:8],
-            charge_id=id_of(obj.get("charge")),
-            payment_intent_id=id_of(obj.get("payment_intent")),
+            amount_paid=int(field(obj, "amount_paid") or 0),
+            currency=str(field(obj, "currency") or "")[:8],
+            charge_id=id_of(field(obj, "charge")),
+            payment_intent_id=id_of(field(obj, "payment_intent")),
             period_end=period_end,
             amount_refunded=0,
         )
@@ -90,20 +90,20 @@ async def invoice_paid(
         await settle_pending_refunds(session, row)
 
 
-async def invoice_payment_paid(
-    session: AsyncSession, event: dict[str, Any], obj: dict[str, Any], rules: Rules
-) -> None:
+async def invoice_payment_paid(session: AsyncSession, event: stripe.Event, rules: Rules) -> None:
     """Which payment paid which invoice (API versions from 2025-03-31 say it only here)."""
-    invoice_id = id_of(obj.get("invoice"))
+    obj = object_of(event, stripe.InvoicePayment)
+    invoice_id = id_of(field(obj, "invoice"))
     if invoice_id is None:
         raise ValueError("the invoice payment names no invoice")
-    payment: dict[str, Any] = obj.get("payment") or {}
-    if not isinstance(payment, dict):
+    payment = field(obj, "payment")
+    if payment is not None and not isinstance(payment, stripe.StripeObject):
         raise ValueError("the invoice payment's payment is not an object")
-    await lock_payment(session, id_of(payment.get("charge")), id_of(payment.get("payment_intent")))
+    charge, intent = id_of(field(payment, "charge")), id_of(field(payment, "payment_intent"))
+    await lock_payment(session, charge, intent)
     invoice = await session.get(Invoice, invoice_id, with_for_update=True)
     if invoice is None:
         raise NotYet(f"the paid invoice {invoice_id} is not known yet")
-    invoice.payment_intent_id = invoice.payment_intent_id or id_of(payment.get("payment_intent"))
-    invoice.charge_id = invoice.charge_id or id_of(payment.get("charge"))
+    invoice.payment_intent_id = invoice.payment_intent_id or intent
+    invoice.charge_id = invoice.charge_id or charge
     await settle_pending_refunds(session, invoice)

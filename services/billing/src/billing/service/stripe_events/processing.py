@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import stripe
 import structlog
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
@@ -75,11 +76,10 @@ async def _process(
     if handler is None:
         stored.outcome, stored.processed_at = "ignored", now()
         return "ignored"
-    event = stored.payload
-    obj = event["data"].get("object") or {}
     try:
+        event = stripe.Event.construct_from(stored.payload, key=None)
         async with session.begin_nested():  # a failure undoes the effects, not the bookkeeping
-            await handler(session, event, obj, rules)
+            await handler(session, event, rules)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, NotYet) else f"{type(exc).__name__}: {exc}"
         stored.last_error = reason[:ERROR_LIMIT]

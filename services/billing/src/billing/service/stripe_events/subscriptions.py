@@ -8,6 +8,7 @@ tells the gateway (``bai.billing.subscription.changed.v1``).
 from typing import Any
 from uuid import UUID
 
+import stripe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -18,10 +19,11 @@ from bai_platform.outbox import emit
 from billing.models import Subscription, outbox
 from billing.service.stripe_events.common import (
     Rules,
-    dig,
+    field,
     id_of,
     link_customer,
     now,
+    object_of,
     own_id,
     price_of,
     tenant_of,
@@ -33,26 +35,24 @@ IN_FORCE = ("active", "trialing", "past_due")
 FINAL = ("canceled", "incomplete_expired")
 
 
-async def checkout_completed(
-    session: AsyncSession, event: dict[str, Any], obj: dict[str, Any], rules: Rules
-) -> None:
-    tenant = uuid_of(obj.get("client_reference_id")) or await tenant_of(session, obj)
-    await link_customer(session, tenant, id_of(obj.get("customer")))
+async def checkout_completed(session: AsyncSession, event: stripe.Event, rules: Rules) -> None:
+    checkout = object_of(event, stripe.checkout.Session)
+    tenant = uuid_of(field(checkout, "client_reference_id")) or await tenant_of(session, checkout)
+    await link_customer(session, tenant, id_of(field(checkout, "customer")))
 
 
-async def subscription(
-    session: AsyncSession, event: dict[str, Any], obj: dict[str, Any], rules: Rules
-) -> None:
+async def subscription(session: AsyncSession, event: stripe.Event, rules: Rules) -> None:
+    obj = object_of(event, stripe.Subscription)
     sub_id = own_id(obj, "subscription")
     tenant = await tenant_of(session, obj)
-    customer = id_of(obj.get("customer")) or ""
+    customer = id_of(field(obj, "customer")) or ""
     await link_customer(session, tenant, customer)
-    items = dig(obj, "items", "data") or []
-    first = items[0] if items and isinstance(items[0], dict) else {}
+    items = field(obj, "items", "data") or []
+    first = items[0] if items else None
     price = price_of(first)
     plan = rules.catalogue.plan_for_price(price)
-    status = "canceled" if event["type"].endswith(".deleted") else str(obj.get("status"))
-    created = int(event["created"])
+    status = "canceled" if event.type.endswith(".deleted") else str(field(obj, "status"))
+    created = int(event.created)
     before = await in_force(session, tenant)
     row = await session.get(Subscription, sub_id, with_for_update=True)
     if row is not None and (
@@ -66,12 +66,13 @@ async def subscription(
         "plan": plan.id if plan else None,
         "price_id": price,
         "status": status,
-        "cancel_at_period_end": bool(obj.get("cancel_at_period_end")),
+        "cancel_at_period_end": bool(field(obj, "cancel_at_period_end")),
+        # On the subscription in API versions before 2025-03-31, on its items from then on.
         "current_period_start": timestamp(
-            obj.get("current_period_start") or first.get("current_period_start")
+            field(obj, "current_period_start") or field(first, "current_period_start")
         ),
         "current_period_end": timestamp(
-            obj.get("current_period_end") or first.get("current_period_end")
+            field(obj, "current_period_end") or field(first, "current_period_end")
         ),
         "event_created": created,
         "updated_at": now(),

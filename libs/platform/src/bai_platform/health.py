@@ -1,7 +1,12 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (its dependencies answer).
+"""``/healthz`` (the process answers) and ``/readyz`` (it can take traffic).
 
-Liveness never looks at dependencies, so a database outage does not restart every pod;
-readiness does, so traffic stops reaching a replica that cannot serve it.
+Liveness never looks at dependencies, so a database outage does not restart every pod.
+Readiness looks at them until they have answered once (``until_ready``): a new replica
+gets traffic only once it can serve it. After that, a dependency every replica shares
+(the database) going away does not make the replicas unready, all at once: the edge would
+then answer with its own bare 503. Each request gets the service's own problem+json 503
+with a Retry-After instead (``database_unavailable``), and traffic goes on to replicas
+that serve again the moment the dependency is back.
 """
 
 import asyncio
@@ -14,6 +19,19 @@ from bai_platform.errors import problem_response
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+def until_ready(check: ReadinessCheck) -> ReadinessCheck:
+    """``check`` until it has passed once; from then on, nothing (see the module docstring)."""
+    passed = False
+
+    async def checked() -> None:
+        nonlocal passed
+        if not passed:
+            await check()
+            passed = True
+
+    return checked
 
 
 async def _run_check(check: ReadinessCheck) -> str:

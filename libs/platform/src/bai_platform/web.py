@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bai_platform.app_state import Platform
 from bai_platform.db import Database
 from bai_platform.errors import install_error_handlers, problem_response
-from bai_platform.health import health_router
+from bai_platform.health import health_router, until_ready
 from bai_platform.idempotency import IdempotencyMiddleware
 from bai_platform.identity import IdentityVerifier
 from bai_platform.openapi import declare_answers
@@ -139,7 +139,7 @@ def create_service_app(
     @asynccontextmanager
     async def platform_lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings)
-        app.state.readiness_checks = {"database": database.ping}
+        app.state.readiness_checks = {"database": until_ready(database.ping)}
         async with httpx.AsyncClient() as http:
             verifier = None
             if verify_identity:

@@ -70,6 +70,7 @@ def _without_gateway_address(middlewares: dict[str, Any]) -> dict[str, Any]:
     copy = yaml.safe_load(yaml.safe_dump(middlewares))
     copy["forward-auth"]["forwardAuth"].pop("address")
     copy["shield-problems"]["errors"].pop("service")
+    copy["edge-problems"]["errors"].pop("service")
     return dict(copy)
 
 
@@ -88,7 +89,7 @@ def test_every_route_has_the_same_rule_priority_service_and_middlewares_on_both_
         "PathPrefix(`/v1/planner/`)",
         100,
         "planner",
-        ("strip-identity", "flood-shield", "forward-auth", "retry-unreached"),
+        ("edge-problems", "strip-identity", "flood-shield", "forward-auth", "retry-unreached"),
     )
 
 
@@ -145,6 +146,19 @@ def test_only_the_review_shields_refusals_become_the_gateways_problem_page() -> 
     ]
     review = chains["client-review"]
     assert review.index("shield-problems") == review.index("review-shield") - 1
+
+
+def test_traefiks_own_502_and_504_become_the_gateways_problem_page_on_every_route() -> None:
+    """First in every chain, so that a 502 or 504 from anywhere behind it is replaced: no
+    service answers either itself. Never 503, which the services answer with a code."""
+    pages = _file_side()["middlewares"]["edge-problems"]["errors"]
+    assert pages == {
+        "status": ["502", "504"],
+        "service": "gateway",
+        "query": "/edge/problems/{status}",
+    }
+    for route in edge.ROUTES:
+        assert route.middlewares[0] == "edge-problems", route.name
 
 
 def test_forward_auth_never_trusts_a_clients_forwarded_headers() -> None:

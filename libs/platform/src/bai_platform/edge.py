@@ -200,6 +200,16 @@ def middlewares(
             ),
         ),
         Middleware(
+            "edge-problems",
+            ErrorPages(status=("502", "504"), service=page_service),
+            why=(
+                "Traefik's own 502 (no replica could be reached, or one died mid-answer) and",
+                "504 are plain text: they become the gateway's problem+json. No service answers",
+                "502 or 504 itself. Not 503: the services answer it, with a code and a",
+                "Retry-After a page would lose.",
+            ),
+        ),
+        Middleware(
             "forward-auth",
             ForwardAuth(auth_address),
             why=(
@@ -221,8 +231,8 @@ def middlewares(
     ]
 
 
-_PUBLIC = ("strip-identity", "flood-shield", "retry-unreached")
-_PROTECTED = ("strip-identity", "flood-shield", "forward-auth", "retry-unreached")
+_PUBLIC = ("edge-problems", "strip-identity", "flood-shield", "retry-unreached")
+_PROTECTED = ("edge-problems", "strip-identity", "flood-shield", "forward-auth", "retry-unreached")
 _PUBLIC_AUTH_PATHS = (
     "/v1/auth/signup",
     "/v1/auth/login",
@@ -249,7 +259,7 @@ ROUTES: tuple[Route, ...] = (
         _paths("/healthz", "/readyz"),
         1000,
         "gateway",
-        ("strip-identity", "retry-unreached"),
+        ("edge-problems", "strip-identity", "retry-unreached"),
     ),
     Route("public-auth", _paths(*_PUBLIC_AUTH_PATHS), 900, "gateway", _PUBLIC),
     Route("n8n-callbacks", _prefix("/v1/webhooks/"), 900, "gateway", _PUBLIC),
@@ -280,7 +290,7 @@ ROUTES: tuple[Route, ...] = (
         _prefix("/v1/planner/review/"),
         900,
         "planner",
-        ("strip-identity", "shield-problems", "review-shield", "retry-unreached"),
+        ("edge-problems", "strip-identity", "shield-problems", "review-shield", "retry-unreached"),
         why=(
             "Client review links: the signed link is the credential, so no ForwardAuth; a",
             "tighter per-client shield, whose refusals are problem+json (planner never",

@@ -257,6 +257,10 @@ class Stack:
         """Stop one service process gracefully and start it again, as a rolling update
         replaces a pod: returns once the new one is ready."""
         self.stop_component(name)
+        self.start_component(name)
+
+    def start_component(self, name: str) -> None:
+        """Start a service process ``stop_component`` stopped; returns once it is ready."""
         process, marker, ready_url = self._services[name]
         self._spawn(process, marker=marker)
         self._wait(functools.partial(_http_ok, ready_url), name, process)

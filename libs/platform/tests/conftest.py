@@ -1,5 +1,6 @@
 """A throwaway schema and stream on the session's real PostgreSQL and NATS; a dripping site."""
 
+import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from uuid import uuid4
@@ -10,17 +11,18 @@ from nats.js import JetStreamContext
 from pydantic import SecretStr
 from sqlalchemy import Column, Integer, String, Table, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bai_contracts import DEAD_LETTER_STREAM, StreamSpec
-from bai_platform.consumer import inbox_table
-from bai_platform.db import Database, make_metadata
+from bai_platform.consumer import InboxRecord
+from bai_platform.db import Database, table_of, table_registry
 from bai_platform.devstack import Stack
 from bai_platform.messaging import connect, ensure_streams
-from bai_platform.outbox import outbox_table
+from bai_platform.outbox import OutboxRecord
 from bai_platform.settings import ServiceSettings
 from bai_testing.plugin import superuser_async_url
 from bai_testing.servers import dripping_body, served
@@ -46,8 +48,12 @@ class Sandbox:
 @pytest.fixture
 async def sandbox(infra: Stack) -> AsyncIterator[Sandbox]:
     service = f"t{uuid4().hex[:10]}"
-    metadata = make_metadata(service)
-    outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+    # A service's tables, declared as a service declares them, in a registry of the test's own.
+    registry = table_registry(service)
+    base = types.new_class("SandboxTable", (SQLModel,), {"registry": registry})
+    outbox = table_of(types.new_class("Outbox", (base, OutboxRecord), {"table": True}))
+    inbox = table_of(types.new_class("Inbox", (base, InboxRecord), {"table": True}))
+    metadata = registry.metadata
     effects = Table(
         "effects",
         metadata,

@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from nats.aio.msg import Msg
@@ -31,20 +32,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
-from sqlalchemy import (
-    Column,
-    DateTime,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    func,
-    text,
-)
+from sqlalchemy import String, Table, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
 
-from bai_platform.db import Database
+from bai_platform.db import Database, created_now
 from bai_platform.deadletter import dead_letter
 from bai_platform.envelope import Envelope
 
@@ -54,16 +47,15 @@ log = structlog.get_logger("bai.consumer")
 tracer = trace.get_tracer("bai.consumer")
 
 
-def inbox_table(metadata: MetaData) -> Table:
-    """Events a service's consumers have already applied, to be declared in its metadata."""
-    return Table(
-        "inbox",
-        metadata,
-        Column("consumer", String(128), nullable=False),
-        Column("event_id", String(64), nullable=False),
-        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        PrimaryKeyConstraint("consumer", "event_id"),
-    )
+class InboxRecord(SQLModel):
+    """An event a consumer has applied. Each service declares its own inbox table in its
+    schema: ``class Inbox(PlannerTable, InboxRecord, table=True)``."""
+
+    __tablename__ = "inbox"
+
+    consumer: str = Field(sa_type=String(128), primary_key=True)
+    event_id: str = Field(sa_type=String(64), primary_key=True)
+    received_at: datetime = created_now()
 
 
 @dataclass(frozen=True, slots=True)

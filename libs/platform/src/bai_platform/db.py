@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData, column, event, func, text
+from sqlalchemy import DateTime, MetaData, Table, column, event, func, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import ORMExecuteState, declared_attr, registry, with_loader_criteria
 from sqlalchemy.orm import Session as OrmSession
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from bai_platform.app_state import platform_of
 from bai_platform.errors import ServiceError
@@ -62,6 +62,14 @@ def table_registry(schema: str) -> registry:
     base; its tables are ``class Brand(PlannerTable, table=True)``.
     """
     return registry(metadata=make_metadata(schema))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A SQLModel table class's table, for Core statements over it."""
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table (table=True)")
+    return table
 
 
 def timestamp(*, nullable: bool = False, default: datetime | None = None) -> Any:

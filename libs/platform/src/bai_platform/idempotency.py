@@ -15,24 +15,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    delete,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import LargeBinary, String, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlmodel import Field, SQLModel
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bai_platform.app_state import platform_of
+from bai_platform.db import created_now
 from bai_platform.errors import (
     Conflict,
     ServiceError,
@@ -49,22 +39,22 @@ ABANDONED_AFTER = timedelta(minutes=1)
 REPLAYED = (b"idempotent-replayed", b"true")
 
 
-def idempotency_table(metadata: MetaData) -> Table:
-    """Stored answers by (owner, key), to be declared in each service's metadata.
+class IdempotencyRecord(SQLModel):
+    """A stored answer by (owner, key). Each service that takes ``Idempotency-Key`` declares
+    its own table: ``class IdempotencyKey(PlannerTable, IdempotencyRecord, table=True)``.
 
     The owner is ``<tenant>:<subject>``: a key belongs to one credential of one workspace.
     """
-    return Table(
-        "idempotency_keys",
-        metadata,
-        Column("owner", String(128), primary_key=True),
-        Column("key", String(255), primary_key=True),
-        Column("request_hash", String(64), nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("status_code", Integer, nullable=True),
-        Column("response_headers", JSONB, nullable=True),
-        Column("response_body", LargeBinary, nullable=True),
-    )
+
+    __tablename__ = "idempotency_keys"
+
+    owner: str = Field(sa_type=String(128), primary_key=True)
+    key: str = Field(sa_type=String(255), primary_key=True)
+    request_hash: str = Field(sa_type=String(64))
+    created_at: datetime = created_now()
+    status_code: int | None = None
+    response_headers: dict[str, Any] | None = Field(default=None, sa_type=JSONB(none_as_null=True))
+    response_body: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 class IdempotencyMiddleware:

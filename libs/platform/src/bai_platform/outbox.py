@@ -15,26 +15,15 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Index, LargeBinary, String, Table, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import declared_attr
+from sqlmodel import Field, SQLModel
 
-from bai_platform.db import Database
+from bai_platform.db import Database, created_now, timestamp
 from bai_platform.envelope import Envelope
 
 log = structlog.get_logger("bai.outbox")
@@ -42,20 +31,31 @@ log = structlog.get_logger("bai.outbox")
 _OutboxRow = Row[Any, Any, Any, Any]  # id, subject, payload, headers
 
 
-def outbox_table(metadata: MetaData) -> Table:
-    """The outbox table, to be declared in each service's metadata."""
-    return Table(
-        "outbox",
-        metadata,
-        Column("id", String(64), primary_key=True),
-        Column("subject", String(255), nullable=False),
-        Column("payload", LargeBinary, nullable=False),
-        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("published_at", DateTime(timezone=True), nullable=True),
-        Column("attempts", Integer, nullable=False, server_default=text("0")),
-        Index("ix_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
+class OutboxRecord(SQLModel):
+    """An event waiting to be published. Each service declares its own outbox table in its
+    schema: ``class Outbox(PlannerTable, OutboxRecord, table=True)``."""
+
+    __tablename__ = "outbox"
+
+    id: str = Field(sa_type=String(64), primary_key=True)  # the event id, Nats-Msg-Id
+    subject: str = Field(sa_type=String(255))
+    payload: bytes = Field(sa_type=LargeBinary)
+    headers: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_type=JSONB,
+        sa_column_kwargs={"server_default": text("'{}'::jsonb")},
     )
+    created_at: datetime = created_now()
+    published_at: datetime | None = timestamp(nullable=True)
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Index]:  # noqa: N805 (a class attribute, per table)
+        return (
+            Index(
+                "ix_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")
+            ),
+        )
 
 
 def notify_channel(table: Table) -> str:

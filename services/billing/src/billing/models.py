@@ -23,9 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
-from bai_platform.outbox import outbox_table
+from bai_platform.consumer import InboxRecord
+from bai_platform.db import TenantOwned, created_now, table_of, table_registry, timestamp
+from bai_platform.outbox import OutboxRecord
 
 
 class BillingTable(SQLModel, registry=table_registry("billing")):
@@ -206,5 +206,13 @@ class StripeEvent(BillingTable, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
 
 
-outbox = outbox_table(BillingTable.metadata)
-inbox = inbox_table(BillingTable.metadata)
+class Outbox(BillingTable, OutboxRecord, table=True):
+    """Events of this service waiting to be published (``bai_platform.outbox``)."""
+
+
+class Inbox(BillingTable, InboxRecord, table=True):
+    """Events this service's consumers have applied (``bai_platform.consumer``)."""
+
+
+outbox = table_of(Outbox)
+inbox = table_of(Inbox)

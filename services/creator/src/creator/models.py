@@ -17,9 +17,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
-from bai_platform.outbox import outbox_table
+from bai_platform.consumer import InboxRecord
+from bai_platform.db import TenantOwned, created_now, table_of, table_registry, timestamp
+from bai_platform.outbox import OutboxRecord
 
 
 class CreatorTable(SQLModel, registry=table_registry("creator")):
@@ -168,5 +168,13 @@ class ChatMessage(CreatorTable, TenantOwned, table=True):
     created_at: datetime = created_now()
 
 
-outbox = outbox_table(CreatorTable.metadata)
-inbox = inbox_table(CreatorTable.metadata)
+class Outbox(CreatorTable, OutboxRecord, table=True):
+    """Events of this service waiting to be published (``bai_platform.outbox``)."""
+
+
+class Inbox(CreatorTable, InboxRecord, table=True):
+    """Events this service's consumers have applied (``bai_platform.consumer``)."""
+
+
+outbox = table_of(Outbox)
+inbox = table_of(Inbox)

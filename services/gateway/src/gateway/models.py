@@ -10,10 +10,10 @@ from sqlalchemy import ARRAY, Float, LargeBinary, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from bai_platform.consumer import inbox_table
-from bai_platform.db import created_now, table_registry, timestamp
-from bai_platform.idempotency import idempotency_table
-from bai_platform.outbox import outbox_table
+from bai_platform.consumer import InboxRecord
+from bai_platform.db import created_now, table_of, table_registry, timestamp
+from bai_platform.idempotency import IdempotencyRecord
+from bai_platform.outbox import OutboxRecord
 
 
 class GatewayTable(SQLModel, registry=table_registry("gateway")):
@@ -120,6 +120,18 @@ class Invitation(GatewayTable, table=True):
     revoked_at: datetime | None = timestamp(nullable=True)
 
 
-outbox = outbox_table(GatewayTable.metadata)
-inbox = inbox_table(GatewayTable.metadata)
-idempotency = idempotency_table(GatewayTable.metadata)
+class Outbox(GatewayTable, OutboxRecord, table=True):
+    """Events of this service waiting to be published (``bai_platform.outbox``)."""
+
+
+class Inbox(GatewayTable, InboxRecord, table=True):
+    """Events this service's consumers have applied (``bai_platform.consumer``)."""
+
+
+class IdempotencyKey(GatewayTable, IdempotencyRecord, table=True):
+    """Answers kept for ``Idempotency-Key`` (``bai_platform.idempotency``)."""
+
+
+outbox = table_of(Outbox)
+inbox = table_of(Inbox)
+idempotency = table_of(IdempotencyKey)

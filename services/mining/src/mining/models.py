@@ -17,10 +17,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from bai_platform.consumer import inbox_table
-from bai_platform.db import TenantOwned, created_now, table_registry, timestamp
-from bai_platform.idempotency import idempotency_table
-from bai_platform.outbox import outbox_table
+from bai_platform.consumer import InboxRecord
+from bai_platform.db import TenantOwned, created_now, table_of, table_registry, timestamp
+from bai_platform.idempotency import IdempotencyRecord
+from bai_platform.outbox import OutboxRecord
 
 
 class MiningTable(SQLModel, registry=table_registry("mining")):
@@ -130,6 +130,18 @@ class MiningSchedule(MiningTable, TenantOwned, table=True):
     created_at: datetime = created_now()
 
 
-outbox = outbox_table(MiningTable.metadata)
-inbox = inbox_table(MiningTable.metadata)
-idempotency = idempotency_table(MiningTable.metadata)
+class Outbox(MiningTable, OutboxRecord, table=True):
+    """Events of this service waiting to be published (``bai_platform.outbox``)."""
+
+
+class Inbox(MiningTable, InboxRecord, table=True):
+    """Events this service's consumers have applied (``bai_platform.consumer``)."""
+
+
+class IdempotencyKey(MiningTable, IdempotencyRecord, table=True):
+    """Answers kept for ``Idempotency-Key`` (``bai_platform.idempotency``)."""
+
+
+outbox = table_of(Outbox)
+inbox = table_of(Inbox)
+idempotency = table_of(IdempotencyKey)

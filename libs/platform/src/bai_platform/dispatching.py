@@ -9,26 +9,35 @@ mid-dispatch until the sweeper queued it again, and go out for ever without coun
 attempt. An outcome that cannot be recorded is logged and keeps no other job's
 unrecorded; the sweeper puts that job back in the queue.
 
-What is claimed, how an outcome is recorded and when to give up are the service's
-(``retry_delay`` is the backoff they share), as are the jobs' states.
+What is claimed, what a job sends and how it ends are the service's, one
+``DispatchedJobs`` per kind of job; the rest is the same for every kind and lives here:
+``JobTable`` holds the SQL every table of dispatched jobs shares (a job in flight is
+recorded sent or tried again with ``retry_delay``'s backoff, a job a dead worker left
+mid-dispatch goes back to be sent, an overdue one ends), and ``dispatching_tasks`` are the
+worker tasks that send the jobs (``dispatch_jobs``), sweep their deadlines
+(``sweep_deadlines``) and take their callbacks (``bai_platform.callbacks``).
 """
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import structlog
 from pydantic import Field
+from sqlalchemy import ColumnElement, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import SQLModel
 
+from bai_platform.callbacks import JobSigner, serve_callbacks
 from bai_platform.db import Database
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import CircuitOpen, DispatchFailed, WebhookDispatcher, backoff_delay
-from bai_platform.worker import WorkerContext, every
+from bai_platform.worker import WorkerContext, WorkerTask, every
 
 log = structlog.get_logger("bai.dispatching")
 
@@ -213,3 +222,224 @@ async def sweep_deadlines(
             await expire_overdue(session)
 
     await every(ctx.stop, ctx.settings.sweep_seconds, sweep, name="deadline-sweeper")
+
+
+# ---- one kind of dispatched job ----------------------------------------------------------
+class DispatchedJobs(Protocol):
+    """One kind of job a service sends to its tenants' workflows: all the platform's tasks
+    need of it. The steps before and after a pass (``before_pass``, ``after_pass``) run in
+    the dispatching task, around the send; ``crash_message`` words a send that crashed."""
+
+    async def claim(self, session: AsyncSession, *, limit: int) -> Sequence[Dispatch]: ...
+
+    async def record_dispatched(self, session: AsyncSession, *, job_id: str) -> None: ...
+
+    async def record_failure(
+        self, session: AsyncSession, *, job_id: str, failure: DispatchFailed
+    ) -> None: ...
+
+    async def recover_stuck(self, session: AsyncSession, *, older_than: timedelta) -> int: ...
+
+    async def expire_overdue(self, session: AsyncSession) -> int: ...
+
+    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None: ...
+
+    async def before_pass(self, ctx: WorkerContext[Any]) -> None: ...
+
+    async def after_pass(self, ctx: WorkerContext[Any]) -> None: ...
+
+    def crash_message(self, exc: Exception) -> str: ...
+
+
+JobT = TypeVar("JobT", bound=SQLModel)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def locked_job(session: AsyncSession, model: type[JobT], job_id: str) -> JobT | None:
+    """The job, locked and read afresh; None when there is no such job."""
+    return await session.get(model, job_id, with_for_update=True, populate_existing=True)
+
+
+class JobTable(ABC, Generic[JobT]):
+    """The part of ``DispatchedJobs`` that is the same SQL over every table of jobs.
+
+    The table (``model``) has ``id``, ``attempts``, ``next_attempt_at``, ``dispatched_at``
+    and ``deadline_at``, and one column (``progress``) saying how far a job's dispatch
+    went: ``queued`` (to send at ``next_attempt_at``), ``sending`` (claimed, in flight) or
+    ``sent`` (the workflow took it; its callbacks count until ``deadline_at``). ``scope``
+    is what else a job of this kind in dispatch is (an n8n job, a running job).
+
+    The service's subclass claims, says how a job's callbacks verify (``signer_for``),
+    how long a job the workflow took may take (``deadline``), and how a job ends that was
+    not taken (``give_up``) or not done in time (``time_out``); ``note_failure`` may keep
+    each failed try's reason on the job.
+    """
+
+    model: type[JobT]
+    progress: str
+    queued: str
+    sending: str
+    sent: str
+    scope: tuple[ColumnElement[bool], ...] = ()
+    max_attempts: int
+    backoff: tuple[float, float]
+
+    @abstractmethod
+    async def claim(self, session: AsyncSession, *, limit: int) -> Sequence[Dispatch]: ...
+
+    @abstractmethod
+    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None: ...
+
+    @abstractmethod
+    async def deadline(self, session: AsyncSession, job: JobT) -> timedelta: ...
+
+    @abstractmethod
+    async def give_up(self, session: AsyncSession, job: JobT, failure: DispatchFailed) -> None:
+        """The workflow did not take the job, and trying again would not help."""
+
+    @abstractmethod
+    async def time_out(self, session: AsyncSession, job: JobT) -> None:
+        """The workflow took the job but did not finish it by its deadline."""
+
+    def note_failure(self, job: JobT, failure: DispatchFailed) -> None:
+        """Keep a failed try's reason on the job (nothing, unless the service says so)."""
+
+    async def before_pass(self, ctx: WorkerContext[Any]) -> None:
+        """What the dispatching task does before claiming (nothing, unless the service says)."""
+
+    async def after_pass(self, ctx: WorkerContext[Any]) -> None:
+        """What the dispatching task does after recording (nothing, unless the service says)."""
+
+    def crash_message(self, exc: Exception) -> str:
+        return unexpected(exc)
+
+    async def record_dispatched(self, session: AsyncSession, *, job_id: str) -> None:
+        """The workflow took the job: wait for its callbacks until its deadline."""
+        job = await self._in_flight(session, job_id)
+        if job is not None:  # else a callback came first, or the job ended meanwhile
+            await self.taken(session, job)
+
+    async def taken(self, session: AsyncSession, job: JobT) -> None:
+        """Mark the job sent, its deadline counted from now."""
+        deadline = await self.deadline(session, job)
+        row: Any = job
+        setattr(row, self.progress, self.sent)
+        row.dispatched_at = _now()
+        row.deadline_at = row.dispatched_at + deadline
+
+    async def record_failure(
+        self, session: AsyncSession, *, job_id: str, failure: DispatchFailed
+    ) -> None:
+        """Try again later when that may help (``retry_delay``); otherwise ``give_up``."""
+        job = await self._in_flight(session, job_id)
+        if job is None:
+            return
+        self.note_failure(job, failure)
+        row: Any = job
+        delay = retry_delay(
+            failure, attempts=row.attempts, max_attempts=self.max_attempts, backoff=self.backoff
+        )
+        if delay is not None:
+            setattr(row, self.progress, self.queued)
+            row.next_attempt_at = _now() + delay
+            return
+        await self.give_up(session, job, failure)
+
+    async def recover_stuck(self, session: AsyncSession, *, older_than: timedelta) -> int:
+        """Jobs a dead worker left mid-dispatch go back to be sent (workflows dedupe by id)."""
+        query = (
+            select(self.model)
+            .where(
+                self._column(self.progress) == self.sending,
+                *self.scope,
+                self._column("next_attempt_at") < _now() - older_than,
+            )
+            .with_for_update(skip_locked=True)
+        )
+        jobs = list((await session.scalars(query)).all())
+        for job in jobs:
+            setattr(job, self.progress, self.queued)
+        return len(jobs)
+
+    async def expire_overdue(self, session: AsyncSession, *, limit: int = 100) -> int:
+        """End jobs the workflow took but did not finish by their deadline (``time_out``)."""
+        query = (
+            select(self.model)
+            .where(
+                self._column(self.progress) == self.sent,
+                *self.scope,
+                self._column("deadline_at") < _now(),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        jobs = list((await session.scalars(query)).all())
+        for job in jobs:
+            await self.time_out(session, job)
+        return len(jobs)
+
+    async def _in_flight(self, session: AsyncSession, job_id: str) -> JobT | None:
+        """The job, locked, while it is being sent."""
+        query = (
+            select(self.model)
+            .where(self._column("id") == job_id, self._column(self.progress) == self.sending)
+            .where(*self.scope)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await session.scalars(query)).first()
+
+    def _column(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+# ---- the worker tasks --------------------------------------------------------------------
+CLAIM_BATCH = 20
+
+
+async def dispatch_pass(
+    ctx: WorkerContext[Any], dispatcher: WebhookDispatcher, *, jobs: DispatchedJobs
+) -> None:
+    """One pass: the steps before, claim and send (``Sender``), the steps after."""
+    await jobs.before_pass(ctx)
+    sender = Sender(
+        db=ctx.db,
+        dispatcher=dispatcher,
+        claim=partial(jobs.claim, limit=CLAIM_BATCH),
+        sent=jobs.record_dispatched,
+        failed=jobs.record_failure,
+        crash_message=jobs.crash_message,
+    )
+    await sender.pass_once()
+    await jobs.after_pass(ctx)
+
+
+async def dispatch_jobs(
+    ctx: WorkerContext[DispatchSettings], *, jobs: DispatchedJobs, name: str = "n8n"
+) -> None:
+    """A worker task: a ``dispatch_pass`` every ``dispatch_poll_seconds`` until it stops."""
+    one_pass = partial(dispatch_pass, ctx, jobs=jobs)
+    await dispatch_every(ctx.stop, ctx.settings.dispatch_loop, one_pass, name=name)
+
+
+def dispatching_tasks(
+    jobs: DispatchedJobs, *, outbox: Table, name: str = "n8n", sweep: bool = True
+) -> list[WorkerTask]:
+    """The worker tasks of one kind of job: send them, take their callbacks, and (unless the
+    service sweeps them its own way) sweep their deadlines."""
+    tasks: list[WorkerTask] = [
+        partial(dispatch_jobs, jobs=jobs, name=name),
+        partial(serve_callbacks, lookup=jobs.signer_for, outbox=outbox),
+    ]
+    if sweep:
+        tasks.append(
+            partial(
+                sweep_deadlines,
+                recover_stuck=jobs.recover_stuck,
+                expire_overdue=jobs.expire_overdue,
+            )
+        )
+    return tasks

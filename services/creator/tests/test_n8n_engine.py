@@ -292,7 +292,7 @@ def sender_for(
             open_seconds=open_seconds,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return partial(dispatch_pass, ctx, webhooks, jobs=n8n.n8n_jobs(settings, engine_box))
+        return partial(dispatch_pass, ctx, webhooks, jobs=n8n.N8nJobs.of(settings, engine_box))
 
     return build
 

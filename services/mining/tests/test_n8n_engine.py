@@ -168,7 +168,7 @@ def sender_for(
             failure_threshold=1000,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return partial(dispatch_pass, ctx, webhooks, jobs=n8n.n8n_jobs(settings, workflow_box))
+        return partial(dispatch_pass, ctx, webhooks, jobs=n8n.N8nJobs.of(settings, workflow_box))
 
     return build
 

@@ -9,13 +9,13 @@ mid-dispatch until the sweeper queued it again, and go out for ever without coun
 attempt. An outcome that cannot be recorded is logged and keeps no other job's
 unrecorded; the sweeper puts that job back in the queue.
 
-What is claimed, what a job sends and how it ends are the service's, one
+Which jobs are due, what each sends and how a job ends are the service's, one
 ``DispatchedJobs`` per kind of job; the rest is the same for every kind and lives here:
-``JobTable`` holds the SQL every table of dispatched jobs shares (a job in flight is
+``JobTable`` holds what every table of dispatched jobs shares (the claim, a job in flight
 recorded sent or tried again with ``retry_delay``'s backoff, a job a dead worker left
-mid-dispatch goes back to be sent, an overdue one ends), and ``dispatching_tasks`` are the
-worker tasks that send the jobs (``dispatch_jobs``), sweep their deadlines
-(``sweep_deadlines``) and take their callbacks (``bai_platform.callbacks``).
+mid-dispatch sent again, an overdue one ended, the signer of its callbacks), and
+``dispatching_tasks`` are the worker tasks that send the jobs (``dispatch_jobs``), sweep
+their deadlines (``sweep_deadlines``) and take their callbacks (``bai_platform.callbacks``).
 """
 
 import asyncio
@@ -24,17 +24,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import httpx
 import structlog
+from cryptography.fernet import Fernet
 from pydantic import Field
 from sqlalchemy import ColumnElement, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
-from bai_platform.callbacks import JobSigner, serve_callbacks
+from bai_platform.callbacks import JobSigner, serve_callbacks, signer_of
 from bai_platform.db import Database
+from bai_platform.secrets import read_secret
 from bai_platform.settings import ServiceSettings
 from bai_platform.webhooks import CircuitOpen, DispatchFailed, WebhookDispatcher, backoff_delay
 from bai_platform.worker import WorkerContext, WorkerTask, every
@@ -263,49 +265,80 @@ async def locked_job(session: AsyncSession, model: type[JobT], job_id: str) -> J
     return await session.get(model, job_id, with_for_update=True, populate_existing=True)
 
 
+@dataclass(frozen=True, kw_only=True)
 class JobTable(ABC, Generic[JobT]):
-    """The part of ``DispatchedJobs`` that is the same SQL over every table of jobs.
+    """A ``DispatchedJobs`` over one table of jobs: all but what is the service's.
 
-    The table (``model``) has ``id``, ``attempts``, ``next_attempt_at``, ``dispatched_at``
-    and ``deadline_at``, and one column (``progress``) saying how far a job's dispatch
-    went: ``queued`` (to send at ``next_attempt_at``), ``sending`` (claimed, in flight) or
-    ``sent`` (the workflow took it; its callbacks count until ``deadline_at``). ``scope``
-    is what else a job of this kind in dispatch is (an n8n job, a running job).
+    The table (``model``) has ``id``, ``tenant_id``, ``attempts``, ``next_attempt_at``,
+    ``dispatched_at`` and ``deadline_at``, and one column (``progress``) saying how far a
+    job's dispatch went: ``queued`` (to send at ``next_attempt_at``), ``sending`` (claimed,
+    in flight) or ``sent`` (the workflow took it; its callbacks count until
+    ``deadline_at``). ``scope`` is what else a job of this kind in dispatch is (an n8n job,
+    a running job). The tenant's workflow is a row of ``workflow_model`` keyed by
+    ``tenant_id``, its secret encrypted with ``box``.
 
-    The service's subclass claims, says how a job's callbacks verify (``signer_for``),
-    how long a job the workflow took may take (``deadline``), and how a job ends that was
-    not taken (``give_up``) or not done in time (``time_out``); ``note_failure`` may keep
-    each failed try's reason on the job.
+    The service's subclass finds the due jobs (``due``) and what each sends
+    (``dispatch_of``, most often through ``send_to``), says how long a job the workflow
+    took may take (``deadline``) and how a job ends that cannot go out (``refuse``) or was
+    not done in time (``time_out``); ``note_failure`` may keep each failed try's reason on
+    the job, and ``signs`` says which jobs a workflow was given.
     """
 
-    model: type[JobT]
-    progress: str
-    queued: str
-    sending: str
-    sent: str
-    scope: tuple[ColumnElement[bool], ...] = ()
+    model: ClassVar[type[Any]]
+    workflow_model: ClassVar[type[Any]]
+    progress: ClassVar[str]
+    queued: ClassVar[str]
+    sending: ClassVar[str]
+    sent: ClassVar[str]
+    scope: ClassVar[tuple[ColumnElement[bool], ...]] = ()
+    unreadable_secret: ClassVar[str]
+
+    box: Fernet
+    callback_base: str
     max_attempts: int
     backoff: tuple[float, float]
 
+    @classmethod
+    def of(cls, settings: DispatchSettings, box: Fernet, **more: Any) -> Self:
+        """The jobs as the worker sends them, with ``settings`` (and ``more`` fields)."""
+        return cls(
+            box=box,
+            callback_base=settings.public_base_url,
+            max_attempts=settings.dispatch_max_attempts,
+            backoff=settings.dispatch_backoff,
+            **more,
+        )
+
+    # ---- the service's -------------------------------------------------------------------
     @abstractmethod
-    async def claim(self, session: AsyncSession, *, limit: int) -> Sequence[Dispatch]: ...
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[JobT]:
+        """Queued jobs whose turn has come, locked (``FOR UPDATE SKIP LOCKED``)."""
 
     @abstractmethod
-    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None: ...
+    async def dispatch_of(self, session: AsyncSession, job: JobT) -> Dispatch | None:
+        """What a due job sends, the job marked in flight; None when it cannot go out."""
 
     @abstractmethod
     async def deadline(self, session: AsyncSession, job: JobT) -> timedelta: ...
 
     @abstractmethod
-    async def give_up(self, session: AsyncSession, job: JobT, failure: DispatchFailed) -> None:
-        """The workflow did not take the job, and trying again would not help."""
+    async def refuse(self, session: AsyncSession, job: JobT, reason: str) -> None:
+        """End a job that cannot go out, saying why."""
 
     @abstractmethod
     async def time_out(self, session: AsyncSession, job: JobT) -> None:
         """The workflow took the job but did not finish it by its deadline."""
 
+    async def give_up(self, session: AsyncSession, job: JobT, failure: DispatchFailed) -> None:
+        """The workflow did not take the job, and trying again would not help."""
+        await self.refuse(session, job, not_taken(failure, attempts=self._row(job).attempts))
+
     def note_failure(self, job: JobT, failure: DispatchFailed) -> None:
         """Keep a failed try's reason on the job (nothing, unless the service says so)."""
+
+    def signs(self, job: JobT) -> bool:
+        """Whether a workflow was given the job (every job, unless the service says)."""
+        return True
 
     async def before_pass(self, ctx: WorkerContext[Any]) -> None:
         """What the dispatching task does before claiming (nothing, unless the service says)."""
@@ -316,6 +349,50 @@ class JobTable(ABC, Generic[JobT]):
     def crash_message(self, exc: Exception) -> str:
         return unexpected(exc)
 
+    # ---- the same for every table ------------------------------------------------------
+    async def claim(self, session: AsyncSession, *, limit: int = 20) -> list[Dispatch]:
+        """Take due jobs; they go out after this transaction commits."""
+        claimed = []
+        for job in await self.due(session, limit=limit):
+            dispatch = await self.dispatch_of(session, job)
+            if dispatch is not None:
+                claimed.append(dispatch)
+        await session.flush()
+        return claimed
+
+    async def send_to(
+        self, session: AsyncSession, job: JobT, workflow: Any, *, payload: dict[str, Any]
+    ) -> Dispatch | None:
+        """What ``job`` sends to the tenant's ``workflow`` (its ``webhook_url``), the job
+        marked in flight (one attempt more); None when the workflow's secret cannot be
+        read, and the job refused saying so."""
+        secret = read_secret(self.box, workflow.secret)
+        if secret is None:
+            await self.refuse(session, job, self.unreadable_secret)
+            return None
+        row = self._row(job)
+        setattr(row, self.progress, self.sending)
+        row.attempts, row.next_attempt_at = row.attempts + 1, _now()
+        return Dispatch(
+            job_id=row.id,
+            url=workflow.webhook_url,
+            secret=secret,
+            secret_header=workflow.accept_secret_header,
+            payload=payload,
+        )
+
+    async def workflow_of(self, session: AsyncSession, job: JobT) -> Any:
+        """The job's tenant's workflow; None when it has none."""
+        return await session.get(self.workflow_model, self._row(job).tenant_id)
+
+    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None:
+        """How callbacks of ``job_id`` verify: its tenant's workflow secret (None: no such
+        job, or none a workflow was given)."""
+        job = await session.get(self.model, job_id)
+        if job is None or not self.signs(job):
+            return None
+        return signer_of(job.tenant_id, await self.workflow_of(session, job), box=self.box)
+
     async def record_dispatched(self, session: AsyncSession, *, job_id: str) -> None:
         """The workflow took the job: wait for its callbacks until its deadline."""
         job = await self._in_flight(session, job_id)
@@ -325,7 +402,7 @@ class JobTable(ABC, Generic[JobT]):
     async def taken(self, session: AsyncSession, job: JobT) -> None:
         """Mark the job sent, its deadline counted from now."""
         deadline = await self.deadline(session, job)
-        row: Any = job
+        row = self._row(job)
         setattr(row, self.progress, self.sent)
         row.dispatched_at = _now()
         row.deadline_at = row.dispatched_at + deadline
@@ -338,7 +415,7 @@ class JobTable(ABC, Generic[JobT]):
         if job is None:
             return
         self.note_failure(job, failure)
-        row: Any = job
+        row = self._row(job)
         delay = retry_delay(
             failure, attempts=row.attempts, max_attempts=self.max_attempts, backoff=self.backoff
         )
@@ -390,10 +467,16 @@ class JobTable(ABC, Generic[JobT]):
             .with_for_update()
             .execution_options(populate_existing=True)
         )
-        return (await session.scalars(query)).first()
+        job: JobT | None = (await session.scalars(query)).first()
+        return job
 
     def _column(self, name: str) -> Any:
         return getattr(self.model, name)
+
+    @staticmethod
+    def _row(job: JobT) -> Any:
+        """The job's columns, read and written by name (the tables differ in their types)."""
+        return job
 
 
 # ---- the worker tasks --------------------------------------------------------------------

@@ -44,7 +44,7 @@ log = structlog.get_logger("creator.worker")
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
     assert isinstance(settings, CreatorSettings)
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
-    n8n_jobs = n8n.n8n_jobs(settings, box)
+    n8n_jobs = n8n.N8nJobs.of(settings, box)
     subscriptions = [
         Subscription(
             durable="creator-campaign-created",

@@ -40,7 +40,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         subscriptions=[callbacks],
         tasks=[
             extraction_jobs,
-            *dispatching_tasks(n8n.n8n_jobs(settings, box), outbox=outbox),
+            *dispatching_tasks(n8n.N8nJobs.of(settings, box), outbox=outbox),
         ],
     )
 

@@ -43,22 +43,19 @@ Rules:
   (``mining.service.runner.settle_ended``).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_platform.callbacks import JobSigner, signer_of
 from bai_platform.db import Database
-from bai_platform.dispatching import Dispatch, JobTable, locked_job, not_taken
-from bai_platform.secrets import read_secret
-from bai_platform.webhooks import DispatchFailed
+from bai_platform.dispatching import Dispatch, JobTable, locked_job
 from bai_platform.worker import WorkerContext
 from mining.models import ExtractionJob, MiningWorkflow
 from mining.service.jobs import N8N, PROBLEMS_KEPT, announce, end_job
@@ -73,7 +70,6 @@ from mining.service.pages import (
 )
 from mining.service.runner import hold_credits, settle_ended
 from mining.service.workflows import CONFIGURE, NOT_CONFIGURED
-from mining.settings import MiningSettings
 
 DEFAULT_DEADLINE_SECONDS = 3600
 NO_WORKFLOW = f"{NOT_CONFIGURED}; {CONFIGURE}"
@@ -121,14 +117,11 @@ class N8nJobs(JobTable[ExtractionJob]):
     pending, sending, sent while ``state`` stays running. A pass starts queued jobs first
     (their credits) and charges ended ones after."""
 
-    box: Fernet
-    callback_base: str
-    max_attempts: int
-    backoff: tuple[float, float]
-
     model = ExtractionJob
+    workflow_model = MiningWorkflow
     progress, queued, sending, sent = "dispatch", "pending", "sending", "sent"
     scope = (col(ExtractionJob.state) == "running",)
+    unreadable_secret = UNREADABLE_SECRET
 
     async def before_pass(self, ctx: WorkerContext[Any]) -> None:
         await start_queued(ctx.db, ctx.nc)
@@ -136,8 +129,8 @@ class N8nJobs(JobTable[ExtractionJob]):
     async def after_pass(self, ctx: WorkerContext[Any]) -> None:
         await settle_ended(ctx.db, ctx.nc, source_type=N8N)
 
-    async def claim(self, session: AsyncSession, *, limit: int = 20) -> list[Dispatch]:
-        """Take running n8n jobs whose dispatch is due; they go out after this commits."""
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[ExtractionJob]:
+        """Running n8n jobs whose dispatch is due."""
         query = (
             select(ExtractionJob)
             .where(
@@ -149,59 +142,29 @@ class N8nJobs(JobTable[ExtractionJob]):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        claimed = []
-        for job in (await session.scalars(query)).all():
-            workflow = await session.get(MiningWorkflow, job.tenant_id)
-            if workflow is None:
-                await end_job(session, job, "failed", problem=NO_WORKFLOW)
-                continue
-            secret = read_secret(self.box, workflow.secret)
-            if secret is None:
-                await end_job(session, job, "failed", problem=UNREADABLE_SECRET)
-                continue
-            job.dispatch, job.attempts, job.next_attempt_at = "sending", job.attempts + 1, _now()
-            claimed.append(
-                Dispatch(
-                    job_id=job.id,
-                    url=workflow.webhook_url,
-                    secret=secret,
-                    secret_header=workflow.accept_secret_header,
-                    payload=payload_of(job, self.callback_base),
-                )
-            )
-        await session.flush()
-        return claimed
+        return (await session.scalars(query)).all()
+
+    async def dispatch_of(self, session: AsyncSession, job: ExtractionJob) -> Dispatch | None:
+        workflow = await self.workflow_of(session, job)
+        if workflow is None:
+            await self.refuse(session, job, NO_WORKFLOW)
+            return None
+        return await self.send_to(
+            session, job, workflow, payload=payload_of(job, self.callback_base)
+        )
 
     async def deadline(self, session: AsyncSession, job: ExtractionJob) -> timedelta:
         return await _deadline(session, job)
 
-    async def give_up(
-        self, session: AsyncSession, job: ExtractionJob, failure: DispatchFailed
-    ) -> None:
-        await end_job(session, job, "failed", problem=not_taken(failure, attempts=job.attempts))
+    async def refuse(self, session: AsyncSession, job: ExtractionJob, reason: str) -> None:
+        await end_job(session, job, "failed", problem=reason)
 
     async def time_out(self, session: AsyncSession, job: ExtractionJob) -> None:
         state = "partial" if job.pages_accepted else "failed"
         await end_job(session, job, state, problem=_overdue(job))
 
-    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None:
-        """How callbacks of ``job_id`` verify: its tenant's workflow secret (n8n jobs only;
-        None for any other)."""
-        job = await session.get(ExtractionJob, job_id)
-        if job is None or job.source_type != N8N:
-            return None  # no workflow was ever given a website job
-        workflow = await session.get(MiningWorkflow, job.tenant_id)
-        return signer_of(job.tenant_id, workflow, box=self.box)
-
-
-def n8n_jobs(settings: MiningSettings, box: Fernet) -> N8nJobs:
-    """The n8n jobs as the worker sends them, with ``settings``."""
-    return N8nJobs(
-        box=box,
-        callback_base=settings.public_base_url,
-        max_attempts=settings.dispatch_max_attempts,
-        backoff=settings.dispatch_backoff,
-    )
+    def signs(self, job: ExtractionJob) -> bool:
+        return job.source_type == N8N  # no workflow was ever given a website job
 
 
 def payload_of(job: ExtractionJob, callback_base: str) -> dict[str, Any]:

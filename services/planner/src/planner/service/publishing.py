@@ -22,6 +22,7 @@ Rules:
 """
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,18 +30,16 @@ from uuid import UUID
 
 from cryptography.fernet import Fernet
 from sqlalchemy import exists, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_platform.callbacks import JobSigner, signer_of
-from bai_platform.destinations import DestinationRefused, check_destination
 from bai_platform.dispatching import Dispatch, JobTable, locked_job
-from bai_platform.errors import FieldInvalid, NotFound
+from bai_platform.errors import NotFound
 from bai_platform.identity import Identity
 from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
 from bai_platform.worker import WorkerContext
+from bai_platform.workflow_targets import save_for_tenant, workflow_values
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
 from planner.service._common import move, now
@@ -77,20 +76,9 @@ async def set_target(
     allow_private: bool,
 ) -> PublishingTarget:
     """Store (or replace) the tenant's publishing workflow; the secret is encrypted."""
-    try:
-        await check_destination(str(data.webhook_url), allow_private=allow_private)
-    except DestinationRefused as refused:
-        raise FieldInvalid("webhook_url", str(refused)) from refused
-    values = {
-        "webhook_url": str(data.webhook_url),
-        "secret": box.encrypt(data.secret.encode()),
-        "accept_secret_header": data.accept_secret_header,
-        "updated_by": identity.subject,
-        "updated_at": now(),
-    }
-    statement = insert(PublishingTarget).values(tenant_id=identity.tenant_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+    values = await workflow_values(data, box=box, allow_private=allow_private)
+    await save_for_tenant(
+        session, PublishingTarget, identity=identity, values=values, updated_at=now()
     )
     return await get_target(session, tenant_id=identity.tenant_id)
 
@@ -134,15 +122,13 @@ class PublishJobs(JobTable[PublishJob]):
     dispatching, dispatched. A pass first takes back jobs a dead worker left mid-dispatch
     and opens jobs for due posts, and afterwards fails the overdue ones."""
 
-    box: Fernet
-    callback_base: str
-    max_attempts: int
-    backoff: tuple[float, float]
     callback_deadline: timedelta
     stuck_after: timedelta
 
     model = PublishJob
+    workflow_model = PublishingTarget
     progress, queued, sending, sent = "state", "queued", "dispatching", "dispatched"
+    unreadable_secret = UNREADABLE_SECRET
 
     async def before_pass(self, ctx: WorkerContext[Any]) -> None:
         async with ctx.db.transaction() as session:
@@ -156,8 +142,8 @@ class PublishJobs(JobTable[PublishJob]):
     def crash_message(self, exc: Exception) -> str:
         return INTERNAL_ERROR  # the tenant sees it: no internals
 
-    async def claim(self, session: AsyncSession, *, limit: int = 20) -> list[Dispatch]:
-        """Take queued jobs whose turn has come; they go out after this transaction commits."""
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[PublishJob]:
+        """Queued jobs whose turn has come."""
         query = (
             select(PublishJob)
             .where(col(PublishJob.state) == "queued", col(PublishJob.next_attempt_at) <= now())
@@ -165,21 +151,33 @@ class PublishJobs(JobTable[PublishJob]):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        claimed = []
-        for job in (await session.scalars(query)).all():
-            post = await session.get_one(Post, job.post_id, populate_existing=True)
-            if post.state != PostState.SCHEDULED or post.scheduled_at > now():
-                # Taken back or moved while the job waited for its retry: the post is not
-                # due (a new job is made when it is due again).
-                job.state, job.completed_at, job.last_error = "cancelled", now(), NOT_DUE
-                continue
-            job.state, job.attempts = "dispatching", job.attempts + 1
-            job.next_attempt_at = now()
-            dispatch = await _dispatch_for(session, job, post, self.box, self.callback_base)
-            if dispatch is not None:
-                claimed.append(dispatch)
-        await session.flush()
-        return claimed
+        return (await session.scalars(query)).all()
+
+    async def dispatch_of(self, session: AsyncSession, job: PublishJob) -> Dispatch | None:
+        """What the job sends; None when its post is no longer due (the job cancelled) or it
+        cannot go out at all (the post failed saying why: an attempt all the same)."""
+        post = await session.get_one(Post, job.post_id, populate_existing=True)
+        if post.state != PostState.SCHEDULED or post.scheduled_at > now():
+            # Taken back or moved while the job waited for its retry: the post is not
+            # due (a new job is made when it is due again).
+            job.state, job.completed_at, job.last_error = "cancelled", now(), NOT_DUE
+            return None
+        job.state, job.attempts = "dispatching", job.attempts + 1
+        job.next_attempt_at = now()
+        target = await self.workflow_of(session, job)
+        # An unreadable secret (the service key changed) fails its own job, not every sweep:
+        # a claim that raised would roll back and block the queue for all tenants.
+        secret = read_secret(self.box, target.secret) if target else None
+        if target is None or not secret:
+            await self.refuse(session, job, NO_TARGET if target is None else UNREADABLE_SECRET)
+            return None
+        return Dispatch(
+            job_id=job.id,
+            url=target.webhook_url,
+            secret=secret,
+            secret_header=target.accept_secret_header,
+            payload=await _payload(session, job, post, self.callback_base),
+        )
 
     async def deadline(self, session: AsyncSession, job: PublishJob) -> timedelta:
         return self.callback_deadline
@@ -190,48 +188,30 @@ class PublishJobs(JobTable[PublishJob]):
     async def give_up(
         self, session: AsyncSession, job: PublishJob, failure: DispatchFailed
     ) -> None:
-        await _finish(session, job, published=False, error=str(failure)[:ERROR_LIMIT])
+        await self.refuse(session, job, str(failure)[:ERROR_LIMIT])
+
+    async def refuse(self, session: AsyncSession, job: PublishJob, reason: str) -> None:
+        await _finish(session, job, published=False, error=reason)
 
     async def time_out(self, session: AsyncSession, job: PublishJob) -> None:
-        await _finish(session, job, published=False, error="the workflow did not call back in time")
-
-    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None:
-        """How callbacks of ``job_id`` verify (None: no such job): its tenant's workflow
-        secret."""
-        job = await session.get(PublishJob, job_id)
-        if job is None:
-            return None
-        target = await session.get(PublishingTarget, job.tenant_id)
-        return signer_of(job.tenant_id, target, box=self.box)
+        await self.refuse(session, job, "the workflow did not call back in time")
 
 
 def publish_jobs(settings: PlannerSettings, box: Fernet) -> PublishJobs:
     """The publishing jobs as the worker sends them, with ``settings``."""
-    return PublishJobs(
-        box=box,
-        callback_base=settings.public_base_url,
-        max_attempts=settings.dispatch_max_attempts,
-        backoff=settings.dispatch_backoff,
+    return PublishJobs.of(
+        settings,
+        box,
         callback_deadline=timedelta(seconds=settings.publish_callback_deadline_seconds),
         stuck_after=timedelta(seconds=settings.dispatch_timeout_seconds * 3),
     )
 
 
-async def _dispatch_for(
-    session: AsyncSession, job: PublishJob, post: Post, box: Fernet, callback_base: str
-) -> Dispatch | None:
-    """What the job sends; None when it cannot go out at all, and the post failed saying why
-    (an attempt all the same)."""
-    target = await session.get(PublishingTarget, job.tenant_id)
-    # An unreadable secret (the service key changed) fails its own job, not every sweep:
-    # a claim that raised would roll back and block the queue for all tenants.
-    secret = read_secret(box, target.secret) if target else None
-    if target is None or not secret:
-        error = NO_TARGET if target is None else UNREADABLE_SECRET
-        await _finish(session, job, published=False, error=error)
-        return None
+async def _payload(
+    session: AsyncSession, job: PublishJob, post: Post, callback_base: str
+) -> dict[str, Any]:
     campaign = await session.get_one(Campaign, post.campaign_id)
-    payload = {
+    return {
         "job_id": job.id,
         "kind": "publish",
         "tenant_id": str(job.tenant_id),
@@ -239,13 +219,6 @@ async def _dispatch_for(
         "post": _post_payload(post),
         "campaign": {"id": str(campaign.id), "name": campaign.name},
     }
-    return Dispatch(
-        job_id=job.id,
-        url=target.webhook_url,
-        secret=secret,
-        secret_header=target.accept_secret_header,
-        payload=payload,
-    )
 
 
 def _post_payload(post: Post) -> dict[str, Any]:

@@ -29,27 +29,24 @@ Rules:
   fails the job with a message saying what was wrong.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from bai_contracts import GeneratedContent
-from bai_platform.callbacks import JobSigner, signer_of
-from bai_platform.dispatching import Dispatch, JobTable, locked_job, not_taken
-from bai_platform.secrets import read_secret
+from bai_platform.dispatching import Dispatch, JobTable, locked_job
 from bai_platform.webhooks import DispatchFailed
 from creator.models import EngineSettings, GenerationJob
 from creator.service.channels import rules_for
 from creator.service.engines.config import N8N
 from creator.service.generation import ERROR_LIMIT, complete, fail, in_turns, request_of
-from creator.settings import CreatorSettings
 
 ACTIVE = ("queued", "dispatching", "dispatched")
 UNREADABLE_SECRET = (
@@ -69,17 +66,14 @@ class N8nJobs(JobTable[GenerationJob]):
     ``state`` goes queued, dispatching, dispatched (n8n jobs only: OpenAI-compatible jobs
     share the first two states and have their own rules)."""
 
-    box: Fernet
-    callback_base: str
-    max_attempts: int
-    backoff: tuple[float, float]
-
     model = GenerationJob
+    workflow_model = EngineSettings
     progress, queued, sending, sent = "state", "queued", "dispatching", "dispatched"
     scope = (col(GenerationJob.engine) == N8N,)
+    unreadable_secret = UNREADABLE_SECRET
 
-    async def claim(self, session: AsyncSession, *, limit: int = 20) -> list[Dispatch]:
-        """Take queued n8n jobs whose turn has come; they go out after this commits."""
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[GenerationJob]:
+        """Queued n8n jobs whose turn has come."""
         due = (
             col(GenerationJob.state) == "queued",
             col(GenerationJob.engine) == N8N,
@@ -95,63 +89,29 @@ class N8nJobs(JobTable[GenerationJob]):
             .where(col(GenerationJob.id).in_(in_turns(due, limit=limit)), *due)
             .with_for_update(skip_locked=True)
         )
-        claimed = []
-        for job in (await session.scalars(query)).all():
-            settings = await session.get(EngineSettings, job.tenant_id)
-            if settings is None or settings.engine != N8N or not settings.webhook_url:
-                await fail(session, job, error=NOT_N8N)
-                continue
-            secret = read_secret(self.box, settings.secret)
-            if secret is None:
-                await fail(session, job, error=UNREADABLE_SECRET)
-                continue
-            job.state, job.attempts, job.next_attempt_at = "dispatching", job.attempts + 1, _now()
-            claimed.append(
-                Dispatch(
-                    job_id=job.id,
-                    url=settings.webhook_url,
-                    secret=secret,
-                    secret_header=settings.accept_secret_header,
-                    payload=payload_of(job, self.callback_base),
-                )
-            )
-        await session.flush()
-        return claimed
+        return (await session.scalars(query)).all()
+
+    async def dispatch_of(self, session: AsyncSession, job: GenerationJob) -> Dispatch | None:
+        settings = await self.workflow_of(session, job)
+        if settings is None or settings.engine != N8N or not settings.webhook_url:
+            await fail(session, job, error=NOT_N8N)
+            return None
+        payload = payload_of(job, self.callback_base)
+        return await self.send_to(session, job, settings, payload=payload)
 
     async def deadline(self, session: AsyncSession, job: GenerationJob) -> timedelta:
         """The engine's deadline for a callback."""
-        settings = await session.get(EngineSettings, job.tenant_id)
+        settings = await self.workflow_of(session, job)
         return timedelta(seconds=settings.deadline_seconds if settings else 600)
 
     def note_failure(self, job: GenerationJob, failure: DispatchFailed) -> None:
         job.error = str(failure)[:ERROR_LIMIT]
 
-    async def give_up(
-        self, session: AsyncSession, job: GenerationJob, failure: DispatchFailed
-    ) -> None:
-        await fail(session, job, error=not_taken(failure, attempts=job.attempts))
+    async def refuse(self, session: AsyncSession, job: GenerationJob, reason: str) -> None:
+        await fail(session, job, error=reason)
 
     async def time_out(self, session: AsyncSession, job: GenerationJob) -> None:
         await fail(session, job, error="the workflow did not call back in time", state="timed_out")
-
-    async def signer_for(self, session: AsyncSession, job_id: str) -> JobSigner | None:
-        """How callbacks of ``job_id`` verify (None: no such job): its tenant's workflow
-        secret."""
-        job = await session.get(GenerationJob, job_id)
-        if job is None:
-            return None
-        settings = await session.get(EngineSettings, job.tenant_id)
-        return signer_of(job.tenant_id, settings, box=self.box)
-
-
-def n8n_jobs(settings: CreatorSettings, box: Fernet) -> N8nJobs:
-    """The n8n engine's jobs as the worker sends them, with ``settings``."""
-    return N8nJobs(
-        box=box,
-        callback_base=settings.public_base_url,
-        max_attempts=settings.dispatch_max_attempts,
-        backoff=settings.dispatch_backoff,
-    )
 
 
 def payload_of(job: GenerationJob, callback_base: str) -> dict[str, Any]:

@@ -22,8 +22,9 @@ def stack_service_env() -> dict[str, str]:
         "BAI_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
         # Key rotations reach the test stack's gateway quickly.
         "BAI_KEY_RELOAD_SECONDS": "2",
-        # The planner looks for due posts often, so publishing tests wait little.
-        "BAI_PUBLISH_SWEEP_SECONDS": "0.5",
+        # The planner looks for due posts often, so publishing tests wait little (creator's
+        # and mining's dispatchers poll this often anyway).
+        "BAI_DISPATCH_POLL_SECONDS": "0.5",
         # Stand-in n8n workflows listen on 127.0.0.1.
         "BAI_ALLOW_PRIVATE_DESTINATIONS": "true",
         # Creator gives up on a dead workflow and times out silent ones quickly.

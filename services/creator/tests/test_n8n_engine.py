@@ -11,6 +11,7 @@ at every tenant's queued jobs, so assertions only look at the test's own tenant 
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -32,6 +33,7 @@ from bai_contracts import (
     callback_subject,
 )
 from bai_platform.db import Database
+from bai_platform.dispatching import dispatch_pass
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.webhooks import Delivered, WebhookDispatcher, verify_signature
@@ -41,7 +43,6 @@ from creator.events import on_generation_requested, on_workflow_callback
 from creator.models import ContentVersion, EngineSettings, GenerationJob, outbox
 from creator.service.engines import n8n
 from creator.settings import CreatorSettings
-from creator.worker import n8n_pass
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 
@@ -291,7 +292,7 @@ def sender_for(
             open_seconds=open_seconds,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return partial(n8n_pass, ctx, webhooks, box=engine_box)
+        return partial(dispatch_pass, ctx, webhooks, jobs=n8n.N8nJobs.of(settings, engine_box))
 
     return build
 
@@ -301,11 +302,17 @@ def sender(sender_for: SenderFor) -> OnePass:
     return sender_for()
 
 
+# The sweep reads no secret and sends nothing: these jobs' box and settings are never used.
+SWEPT = n8n.N8nJobs(
+    box=Fernet(Fernet.generate_key()), callback_base="", max_attempts=1, backoff=(1.0, 1.0)
+)
+
+
 async def sweep(creator_db: Database, *, stuck_after: timedelta = timedelta(seconds=30)) -> None:
     """One pass of the worker's deadline sweeper."""
     async with creator_db.transaction() as session:
-        await n8n.recover_stuck(session, older_than=stuck_after)
-        await n8n.expire_overdue(session)
+        await SWEPT.recover_stuck(session, older_than=stuck_after)
+        await SWEPT.expire_overdue(session)
 
 
 Dispatched_ = Callable[..., Awaitable[GenerationJob]]
@@ -452,8 +459,9 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_
     job = await dispatched()
 
     async with creator_db.transaction() as session:
-        known = await n8n.signer_for(session, job.id, box=engine_box)
-        unknown = await n8n.signer_for(session, "gen_nosuchjob000000000000", box=engine_box)
+        jobs = replace(SWEPT, box=engine_box)
+        known = await jobs.signer_for(session, job.id)
+        unknown = await jobs.signer_for(session, "gen_nosuchjob000000000000")
 
     assert known is not None
     assert (known.tenant_id, known.secret) == (tenant, SECRET)

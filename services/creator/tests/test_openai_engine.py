@@ -462,7 +462,8 @@ async def test_a_job_within_its_deadline_is_left_to_its_call(
 
     async with creator_db.transaction() as session:
         await openai_jobs.recover_stuck(session, older_than=timedelta(seconds=90), max_attempts=2)
-        await n8n.recover_stuck(session, older_than=timedelta(seconds=0))  # not n8n's to take
+        n8n_jobs = n8n.N8nJobs(box=engine_box, callback_base="", max_attempts=1, backoff=(1, 1))
+        await n8n_jobs.recover_stuck(session, older_than=timedelta(seconds=0))  # not n8n's
 
     assert (await reread(creator_db, job.id)).state == "dispatching"
     await _end(creator_db, [job.id])

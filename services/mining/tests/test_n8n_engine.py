@@ -12,6 +12,7 @@ workflow is matched by ``X-BAI-Event-Id``, the job's id).
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -26,6 +27,7 @@ from sqlmodel import col
 
 from bai_contracts import CallbackReceived, ExtractionProgressed, callback_subject
 from bai_platform.db import Database
+from bai_platform.dispatching import dispatch_pass
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.safe_fetch import SafeFetcher
 from bai_platform.webhooks import WebhookDispatcher, verify_signature
@@ -39,7 +41,6 @@ from mining.service import n8n
 from mining.service.crawler import Crawler
 from mining.service.runner import JobRunner
 from mining.settings import MiningSettings
-from mining.worker import n8n_pass
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 pytestmark = pytest.mark.usefixtures("end_the_tests_jobs")
@@ -167,7 +168,7 @@ def sender_for(
             failure_threshold=1000,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return partial(n8n_pass, ctx, webhooks, box=workflow_box)
+        return partial(dispatch_pass, ctx, webhooks, jobs=n8n.N8nJobs.of(settings, workflow_box))
 
     return build
 
@@ -221,11 +222,18 @@ def call_back(mining_db: Database, tenant: UUID) -> CallBack:
     return handle
 
 
+# Sweeps and records read no secret and send nothing: these jobs' box and settings are
+# never used.
+SWEPT = n8n.N8nJobs(
+    box=Fernet(Fernet.generate_key()), callback_base="", max_attempts=1, backoff=(1.0, 1.0)
+)
+
+
 async def expire(db: Database, job_id: str) -> None:
     """The job's deadline passed; one sweep."""
     await change_job(db, job_id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
     async with db.transaction() as session:
-        await n8n.expire_overdue(session)
+        await SWEPT.expire_overdue(session)
 
 
 ACME = {
@@ -406,7 +414,7 @@ async def test_a_job_left_mid_dispatch_goes_out_again(
     await change_job(mining_db, job_id, dispatch="sending", next_attempt_at=long_ago)
 
     async with mining_db.transaction() as session:
-        await n8n.recover_stuck(session, older_than=timedelta(seconds=30))
+        await SWEPT.recover_stuck(session, older_than=timedelta(seconds=30))
     await sender()
 
     sent = sent_for(workflow, job_id)
@@ -477,9 +485,10 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_only_for_n8n_jo
     )
 
     async with mining_db.transaction() as session:
-        known = await n8n.signer_for(session, job_id, box=workflow_box)
-        crawled = await n8n.signer_for(session, crawl.json()["id"], box=workflow_box)
-        unknown = await n8n.signer_for(session, "ext_nosuchjob00000000000", box=workflow_box)
+        jobs = replace(SWEPT, box=workflow_box)
+        known = await jobs.signer_for(session, job_id)
+        crawled = await jobs.signer_for(session, crawl.json()["id"])
+        unknown = await jobs.signer_for(session, "ext_nosuchjob00000000000")
 
     assert known is not None
     assert (known.tenant_id, known.secret) == (tenant, SECRET)
@@ -809,7 +818,7 @@ async def test_a_page_before_the_dispatch_is_recorded_counts_and_starts_the_dead
 
     await call_back(job_id, page=1, items=[ACME])
     async with mining_db.transaction() as session:
-        await n8n.record_dispatched(session, job_id=job_id)
+        await SWEPT.record_dispatched(session, job_id=job_id)
 
     job = await job_of(mining_db, job_id)
     assert (job.dispatch, job.pages_fetched) == ("sent", 1)

@@ -11,7 +11,7 @@ so assertions only look at the test's own tenant, post, job and path.
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from functools import partial
@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from bai_contracts import CallbackReceived, PostStateChanged, callback_subject
 from bai_platform.db import Database
+from bai_platform.dispatching import dispatch_pass
 from bai_platform.envelope import Envelope, new_event
 from bai_platform.messaging import connect
 from bai_platform.secrets import fernet_for
@@ -42,9 +43,8 @@ from bai_testing.servers import served
 from planner.app import create_app
 from planner.events import on_publish_callback
 from planner.models import Campaign, Post, PostTransition, PublishingTarget, PublishJob
-from planner.service.publishing import record_failed_dispatch, signer_for
+from planner.service.publishing import PublishJobs, publish_jobs
 from planner.settings import PlannerSettings
-from planner.worker import publish_pass
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
 OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
@@ -133,6 +133,11 @@ def box(planner_settings: PlannerSettings) -> Fernet:
 
 
 @pytest.fixture
+def jobs(planner_settings: PlannerSettings, box: Fernet) -> PublishJobs:
+    return publish_jobs(planner_settings, box)
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
         yield client
@@ -163,11 +168,11 @@ def publisher_for(
         )
         webhooks = dispatcher or WebhookDispatcher(
             client=http,
-            timeout_seconds=settings.publish_timeout_seconds,
+            timeout_seconds=settings.dispatch_timeout_seconds,
             failure_threshold=1000,
             allow_private=True,  # the stand-in workflow listens on 127.0.0.1
         )
-        return partial(publish_pass, ctx, webhooks, box=box)
+        return partial(dispatch_pass, ctx, webhooks, jobs=publish_jobs(settings, box))
 
     return build
 
@@ -450,6 +455,7 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_
     rows: Rows,
     planner_db: Database,
     box: Fernet,
+    jobs: PublishJobs,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
@@ -457,8 +463,8 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_
     job = await rows.job(post_id)
 
     async with planner_db.transaction() as session:
-        known = await signer_for(session, job.id, box=box)
-        unknown = await signer_for(session, "pub_nosuchjob0000000000", box=box)
+        known = await jobs.signer_for(session, job.id)
+        unknown = await jobs.signer_for(session, "pub_nosuchjob0000000000")
 
     assert known is not None
     assert (known.tenant_id, known.secret) == (tenant, SECRET)
@@ -614,7 +620,7 @@ async def test_after_the_last_retryable_failure_the_post_fails_with_the_reason(
     hook.answer(503, {"message": "n8n is restarting"})
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    publisher = publisher_for(publish_max_attempts=3)
+    publisher = publisher_for(dispatch_max_attempts=3)
 
     await publisher()
     for _ in range(2):
@@ -857,6 +863,7 @@ async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
     rows: Rows,
     planner_db: Database,
     box: Fernet,
+    jobs: PublishJobs,
 ) -> None:
     await set_target(tenant, hook.url)
     under_an_old_key = Fernet(Fernet.generate_key()).encrypt(SECRET.encode())
@@ -877,7 +884,7 @@ async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
     assert len(other_hook.received()) == 1
     assert (await rows.job(other_post_id)).state == "dispatched"
     async with planner_db.transaction() as session:
-        signer = await signer_for(session, (await rows.job(post_id)).id, box=box)
+        signer = await jobs.signer_for(session, (await rows.job(post_id)).id)
     assert signer is not None
     assert signer.secret == ""  # verifies nothing
 
@@ -906,7 +913,7 @@ async def test_an_unexpected_dispatch_error_is_an_attempt_like_any_other(
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
-    publisher = publisher_for(dispatcher=_Crashing(client=http), publish_max_attempts=2)
+    publisher = publisher_for(dispatcher=_Crashing(client=http), dispatch_max_attempts=2)
 
     await publisher()
 
@@ -931,6 +938,7 @@ async def test_an_open_circuit_puts_the_retry_off_until_it_may_close(
     publisher: OnePass,
     rows: Rows,
     planner_db: Database,
+    jobs: PublishJobs,
 ) -> None:
     await set_target(tenant, hook.url)
     post_id = await due_post(tenant)
@@ -940,12 +948,10 @@ async def test_an_open_circuit_puts_the_retry_off_until_it_may_close(
     before = datetime.now(UTC)
 
     async with planner_db.transaction() as session:
-        await record_failed_dispatch(
+        await replace(jobs, max_attempts=6, backoff=(2.0, 300.0)).record_failure(
             session,
             job_id=job.id,
             failure=CircuitOpen("paused for 600 s", retry_after_seconds=600),
-            max_attempts=6,
-            backoff=(2.0, 300.0),
         )
 
     after = await rows.job(post_id)

@@ -22,14 +22,12 @@ from bai_contracts import (
     WidgetLookup,
     callback_subject,
 )
-from bai_platform.callbacks import serve_callbacks
 from bai_platform.consumer import Subscription
 from bai_platform.db import Database
-from bai_platform.dispatching import Sender, dispatch_every, sweep_deadlines
+from bai_platform.dispatching import dispatching_tasks, sweep_deadlines
 from bai_platform.rpc import Endpoint, serve_rpc
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
-from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import WorkerContext, WorkerSpec, every
 from creator.clients import openai
 from creator.events import on_campaign_created, on_generation_requested, on_workflow_callback
@@ -46,6 +44,7 @@ log = structlog.get_logger("creator.worker")
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
     assert isinstance(settings, CreatorSettings)
     box = fernet_for(settings.secret_key, ENGINE_SECRETS)
+    n8n_jobs = n8n.N8nJobs.of(settings, box)
     subscriptions = [
         Subscription(
             durable="creator-campaign-created",
@@ -77,10 +76,9 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         tasks=[
             credit_saga,
             builtin_engine,
-            partial(n8n_dispatcher, box=box),
+            *dispatching_tasks(n8n_jobs, outbox=outbox, sweep=False),
             partial(openai_calls, box=box),
-            deadline_sweeper,
-            partial(serve_callbacks, lookup=partial(n8n.signer_for, box=box), outbox=outbox),
+            partial(deadline_sweeper, n8n_jobs=n8n_jobs),
             widget_lookup,
         ],
     )
@@ -201,20 +199,24 @@ class OpenAIRunner:
             )
 
 
-async def deadline_sweeper(ctx: WorkerContext[CreatorSettings]) -> None:
+async def deadline_sweeper(ctx: WorkerContext[CreatorSettings], *, n8n_jobs: n8n.N8nJobs) -> None:
     """n8n jobs a dead worker left mid-dispatch are sent again, overdue ones end; OpenAI
     jobs left mid-call past their deadline (and a margin) are tried again or failed."""
-    recover = partial(_recover_stuck, settings=ctx.settings)
-    await sweep_deadlines(ctx, recover_stuck=recover, expire_overdue=n8n.expire_overdue)
+    recover = partial(_recover_stuck, settings=ctx.settings, n8n_jobs=n8n_jobs)
+    await sweep_deadlines(ctx, recover_stuck=recover, expire_overdue=n8n_jobs.expire_overdue)
 
 
 async def _recover_stuck(
-    session: AsyncSession, *, older_than: timedelta, settings: CreatorSettings
+    session: AsyncSession,
+    *,
+    older_than: timedelta,
+    settings: CreatorSettings,
+    n8n_jobs: n8n.N8nJobs,
 ) -> int:
     engine_stuck_after = timedelta(
         seconds=settings.engine_deadline_seconds + settings.engine_recover_margin_seconds
     )
-    sent_again = await n8n.recover_stuck(session, older_than=older_than)
+    sent_again = await n8n_jobs.recover_stuck(session, older_than=older_than)
     return sent_again + await openai_jobs.recover_stuck(
         session, older_than=engine_stuck_after, max_attempts=settings.dispatch_max_attempts
     )
@@ -228,28 +230,3 @@ async def widget_lookup(ctx: WorkerContext[CreatorSettings]) -> None:
         endpoints=[Endpoint("widget_lookup", WIDGET_LOOKUP_SUBJECT, WidgetLookup, chat.lookup)],
         description="which workspace a chat widget belongs to, and where it may run",
     )
-
-
-async def n8n_dispatcher(ctx: WorkerContext[CreatorSettings], *, box: Fernet) -> None:
-    """Queued n8n jobs go to their workflows."""
-    one_pass = partial(n8n_pass, ctx, box=box)
-    await dispatch_every(ctx.stop, ctx.settings.dispatch_loop, one_pass, name="n8n")
-
-
-async def n8n_pass(
-    ctx: WorkerContext[CreatorSettings], dispatcher: WebhookDispatcher, *, box: Fernet
-) -> None:
-    """One pass: claim queued n8n jobs, send them, record what each workflow said."""
-    settings = ctx.settings
-    sender = Sender(
-        db=ctx.db,
-        dispatcher=dispatcher,
-        claim=partial(n8n.claim, box=box, callback_base=settings.public_base_url),
-        sent=n8n.record_dispatched,
-        failed=partial(
-            n8n.record_dispatch_failure,
-            max_attempts=settings.dispatch_max_attempts,
-            backoff=settings.dispatch_backoff,
-        ),
-    )
-    await sender.pass_once()

@@ -5,22 +5,18 @@ sweeper, and callback verification for ``ext_`` jobs."""
 from functools import partial
 
 import httpx
-from cryptography.fernet import Fernet
 
 from bai_contracts import callback_subject
-from bai_platform.callbacks import serve_callbacks
 from bai_platform.consumer import Subscription
-from bai_platform.dispatching import Sender, dispatch_every, sweep_deadlines
+from bai_platform.dispatching import dispatching_tasks
 from bai_platform.safe_fetch import SafeFetcher
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
-from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import WorkerContext, WorkerSpec, every
 from mining.events import on_workflow_callback
 from mining.models import inbox, outbox
 from mining.service import n8n
 from mining.service.crawler import Crawler
-from mining.service.jobs import N8N
 from mining.service.runner import WEBSITE, JobRunner, settle_ended
 from mining.service.schedules import run_due
 from mining.service.workflows import SECRETS_PURPOSE
@@ -44,11 +40,7 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         subscriptions=[callbacks],
         tasks=[
             extraction_jobs,
-            partial(n8n_dispatcher, box=box),
-            partial(
-                sweep_deadlines, recover_stuck=n8n.recover_stuck, expire_overdue=n8n.expire_overdue
-            ),
-            partial(serve_callbacks, lookup=partial(n8n.signer_for, box=box), outbox=outbox),
+            *dispatching_tasks(n8n.N8nJobs.of(settings, box), outbox=outbox),
         ],
     )
 
@@ -98,30 +90,3 @@ async def _website_pass(ctx: WorkerContext[MiningSettings], runner: JobRunner) -
     if not ctx.stop.is_set():
         await runner.fill()  # the jobs run on; the next pass tops them up
     await settle_ended(ctx.db, ctx.nc, source_type=WEBSITE)
-
-
-async def n8n_dispatcher(ctx: WorkerContext[MiningSettings], *, box: Fernet) -> None:
-    """n8n jobs: queued ones hold credits, due ones go to their workflow, ended ones are
-    charged."""
-    one_pass = partial(n8n_pass, ctx, box=box)
-    await dispatch_every(ctx.stop, ctx.settings.dispatch_loop, one_pass, name="n8n")
-
-
-async def n8n_pass(
-    ctx: WorkerContext[MiningSettings], dispatcher: WebhookDispatcher, *, box: Fernet
-) -> None:
-    settings = ctx.settings
-    sender = Sender(
-        db=ctx.db,
-        dispatcher=dispatcher,
-        claim=partial(n8n.claim, box=box, callback_base=settings.public_base_url),
-        sent=n8n.record_dispatched,
-        failed=partial(
-            n8n.record_dispatch_failure,
-            max_attempts=settings.dispatch_max_attempts,
-            backoff=settings.dispatch_backoff,
-        ),
-    )
-    await n8n.start_queued(ctx.db, ctx.nc)
-    await sender.pass_once()
-    await settle_ended(ctx.db, ctx.nc, source_type=N8N)

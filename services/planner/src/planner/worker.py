@@ -4,8 +4,6 @@ callback verification for ``pub_`` jobs, and review-link reminders."""
 from datetime import timedelta
 from functools import partial
 
-from cryptography.fernet import Fernet
-
 from bai_contracts import (
     ContentFailed,
     ContentGenerated,
@@ -13,20 +11,16 @@ from bai_contracts import (
     ContentVersionChosen,
     callback_subject,
 )
-from bai_platform.callbacks import serve_callbacks
 from bai_platform.consumer import Subscription
 from bai_platform.db import Database
-from bai_platform.dispatching import DispatchLoop, Sender, dispatch_every
+from bai_platform.dispatching import dispatching_tasks
 from bai_platform.secrets import fernet_for
 from bai_platform.settings import ServiceSettings
-from bai_platform.webhooks import WebhookDispatcher
 from bai_platform.worker import WorkerContext, WorkerSpec, every
 from planner.events import on_content_event, on_publish_callback
 from planner.models import inbox, outbox
 from planner.service import publishing, reviews
 from planner.settings import PlannerSettings
-
-INTERNAL_ERROR = "the workflow could not be called (internal error)"
 
 
 def worker_spec(settings: ServiceSettings) -> WorkerSpec:
@@ -57,9 +51,10 @@ def worker_spec(settings: ServiceSettings) -> WorkerSpec:
         inbox=inbox,
         subscriptions=[content, callbacks],
         tasks=[
-            partial(serve_callbacks, lookup=partial(publishing.signer_for, box=box), outbox=outbox),
             review_reminders,
-            partial(publisher, box=box),
+            *dispatching_tasks(
+                publishing.publish_jobs(settings, box), outbox=outbox, name="publisher", sweep=False
+            ),
         ],
     )
 
@@ -74,42 +69,3 @@ async def review_reminders(ctx: WorkerContext[PlannerSettings]) -> None:
 async def _remind(db: Database, *, within: timedelta) -> None:
     async with db.transaction() as session:
         await reviews.remind_expiring(session, within=within)
-
-
-async def publisher(ctx: WorkerContext[PlannerSettings], *, box: Fernet) -> None:
-    """Due posts get publishing jobs, which go to the tenant's workflow."""
-    settings = ctx.settings
-    loop = DispatchLoop(
-        every_seconds=settings.publish_sweep_seconds,
-        timeout_seconds=settings.publish_timeout_seconds,
-        allow_private=settings.allow_private_destinations,
-    )
-    await dispatch_every(ctx.stop, loop, partial(publish_pass, ctx, box=box), name="publisher")
-
-
-async def publish_pass(
-    ctx: WorkerContext[PlannerSettings], dispatcher: WebhookDispatcher, *, box: Fernet
-) -> None:
-    """One pass: open jobs for due posts, dispatch those whose turn came, expire the silent."""
-    settings, db = ctx.settings, ctx.db
-    backoff = (settings.publish_backoff_base_seconds, settings.publish_backoff_cap_seconds)
-    deadline = timedelta(seconds=settings.publish_callback_deadline_seconds)
-    sender = Sender(
-        db=db,
-        dispatcher=dispatcher,
-        claim=partial(publishing.claim_jobs, box=box, callback_base=settings.public_base_url),
-        sent=partial(publishing.record_delivered, deadline=deadline),
-        failed=partial(
-            publishing.record_failed_dispatch,
-            max_attempts=settings.publish_max_attempts,
-            backoff=backoff,
-        ),
-        crash_message=lambda _: INTERNAL_ERROR,  # the tenant sees it: no internals
-    )
-    stuck_after = timedelta(seconds=settings.publish_timeout_seconds * 3)
-    async with db.transaction() as session:
-        await publishing.recover_stuck(session, older_than=stuck_after)
-        await publishing.open_due_jobs(session)
-    await sender.pass_once()
-    async with db.transaction() as session:
-        await publishing.expire_overdue(session)

@@ -43,21 +43,20 @@ Rules:
   (``mining.service.runner.settle_ended``).
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_platform.callbacks import JobSigner, signer_of
 from bai_platform.db import Database
-from bai_platform.dispatching import Dispatch, not_taken, retry_delay
-from bai_platform.secrets import read_secret
-from bai_platform.webhooks import DispatchFailed
+from bai_platform.dispatching import Dispatch, JobTable, locked_job
+from bai_platform.worker import WorkerContext
 from mining.models import ExtractionJob, MiningWorkflow
 from mining.service.jobs import N8N, PROBLEMS_KEPT, announce, end_job
 from mining.service.lead_store import count_leads, merge_items
@@ -69,7 +68,7 @@ from mining.service.pages import (
     read_page,
     region_of,
 )
-from mining.service.runner import hold_credits
+from mining.service.runner import hold_credits, settle_ended
 from mining.service.workflows import CONFIGURE, NOT_CONFIGURED
 
 DEFAULT_DEADLINE_SECONDS = 3600
@@ -112,43 +111,60 @@ async def start_queued(db: Database, nc: NatsClient | None, *, limit: int = 20) 
 
 
 # ---- dispatch ----------------------------------------------------------------------------
-async def claim(
-    session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
-) -> list[Dispatch]:
-    """Take running n8n jobs whose dispatch is due; they go out after this commits."""
-    query = (
-        select(ExtractionJob)
-        .where(
-            col(ExtractionJob.state) == "running",
-            col(ExtractionJob.dispatch) == "pending",
-            col(ExtractionJob.next_attempt_at) <= _now(),
-        )
-        .order_by(col(ExtractionJob.next_attempt_at))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = []
-    for job in (await session.scalars(query)).all():
-        workflow = await session.get(MiningWorkflow, job.tenant_id)
-        if workflow is None:
-            await end_job(session, job, "failed", problem=NO_WORKFLOW)
-            continue
-        secret = read_secret(box, workflow.secret)
-        if secret is None:
-            await end_job(session, job, "failed", problem=UNREADABLE_SECRET)
-            continue
-        job.dispatch, job.attempts, job.next_attempt_at = "sending", job.attempts + 1, _now()
-        claimed.append(
-            Dispatch(
-                job_id=job.id,
-                url=workflow.webhook_url,
-                secret=secret,
-                secret_header=workflow.accept_secret_header,
-                payload=payload_of(job, callback_base),
+@dataclass(frozen=True, kw_only=True)
+class N8nJobs(JobTable[ExtractionJob]):
+    """Running n8n jobs as ``bai_platform.dispatching`` sends them: ``dispatch`` goes
+    pending, sending, sent while ``state`` stays running. A pass starts queued jobs first
+    (their credits) and charges ended ones after."""
+
+    model = ExtractionJob
+    workflow_model = MiningWorkflow
+    progress, queued, sending, sent = "dispatch", "pending", "sending", "sent"
+    scope = (col(ExtractionJob.state) == "running",)
+    unreadable_secret = UNREADABLE_SECRET
+
+    async def before_pass(self, ctx: WorkerContext[Any]) -> None:
+        await start_queued(ctx.db, ctx.nc)
+
+    async def after_pass(self, ctx: WorkerContext[Any]) -> None:
+        await settle_ended(ctx.db, ctx.nc, source_type=N8N)
+
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[ExtractionJob]:
+        """Running n8n jobs whose dispatch is due."""
+        query = (
+            select(ExtractionJob)
+            .where(
+                col(ExtractionJob.state) == "running",
+                col(ExtractionJob.dispatch) == "pending",
+                col(ExtractionJob.next_attempt_at) <= _now(),
             )
+            .order_by(col(ExtractionJob.next_attempt_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-    await session.flush()
-    return claimed
+        return (await session.scalars(query)).all()
+
+    async def dispatch_of(self, session: AsyncSession, job: ExtractionJob) -> Dispatch | None:
+        workflow = await self.workflow_of(session, job)
+        if workflow is None:
+            await self.refuse(session, job, NO_WORKFLOW)
+            return None
+        return await self.send_to(
+            session, job, workflow, payload=payload_of(job, self.callback_base)
+        )
+
+    async def deadline(self, session: AsyncSession, job: ExtractionJob) -> timedelta:
+        return await _deadline(session, job)
+
+    async def refuse(self, session: AsyncSession, job: ExtractionJob, reason: str) -> None:
+        await end_job(session, job, "failed", problem=reason)
+
+    async def time_out(self, session: AsyncSession, job: ExtractionJob) -> None:
+        state = "partial" if job.pages_accepted else "failed"
+        await end_job(session, job, state, problem=_overdue(job))
+
+    def signs(self, job: ExtractionJob) -> bool:
+        return job.source_type == N8N  # no workflow was ever given a website job
 
 
 def payload_of(job: ExtractionJob, callback_base: str) -> dict[str, Any]:
@@ -165,53 +181,6 @@ def payload_of(job: ExtractionJob, callback_base: str) -> dict[str, Any]:
     }
 
 
-async def record_dispatched(session: AsyncSession, *, job_id: str) -> None:
-    """The workflow took the job: wait for its pages until the workflow's deadline."""
-    job = await _locked(session, job_id)
-    if job is None or job.state != "running" or job.dispatch != "sending":
-        return  # a callback came first, or the job was cancelled meanwhile
-    await _taken(session, job)
-
-
-async def record_dispatch_failure(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    failure: DispatchFailed,
-    max_attempts: int,
-    backoff: tuple[float, float],
-) -> None:
-    """Try again later when that may help; otherwise fail the job with the reason."""
-    job = await _locked(session, job_id)
-    if job is None or job.state != "running" or job.dispatch != "sending":
-        return
-    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
-    if delay is not None:
-        job.dispatch, job.next_attempt_at = "pending", _now() + delay
-        return
-    await end_job(session, job, "failed", problem=not_taken(failure, attempts=job.attempts))
-
-
-# ---- the sweeper -------------------------------------------------------------------------
-async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
-    """End dispatched jobs whose workflow did not finish by its deadline."""
-    query = (
-        select(ExtractionJob)
-        .where(
-            col(ExtractionJob.state) == "running",
-            col(ExtractionJob.dispatch) == "sent",
-            col(ExtractionJob.deadline_at) < _now(),
-        )
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    jobs = list((await session.scalars(query)).all())
-    for job in jobs:
-        state = "partial" if job.pages_accepted else "failed"
-        await end_job(session, job, state, problem=_overdue(job))
-    return len(jobs)
-
-
 def _overdue(job: ExtractionJob) -> str:
     taken = len(job.pages_accepted)
     if not taken:
@@ -223,39 +192,12 @@ def _overdue(job: ExtractionJob) -> str:
     return f"the workflow did not finish in time: pages {listed} of {job.final_page} missing"
 
 
-async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
-    """Jobs a dead worker left mid-dispatch go out again (workflows dedupe by the job id)."""
-    query = (
-        select(ExtractionJob)
-        .where(
-            col(ExtractionJob.state) == "running",
-            col(ExtractionJob.dispatch) == "sending",
-            col(ExtractionJob.next_attempt_at) < _now() - older_than,
-        )
-        .with_for_update(skip_locked=True)
-    )
-    jobs = list((await session.scalars(query)).all())
-    for job in jobs:
-        job.dispatch = "pending"
-    return len(jobs)
-
-
 # ---- callbacks ---------------------------------------------------------------------------
-async def signer_for(session: AsyncSession, job_id: str, *, box: Fernet) -> JobSigner | None:
-    """How callbacks of ``job_id`` verify: its tenant's workflow secret (n8n jobs only;
-    None for any other)."""
-    job = await session.get(ExtractionJob, job_id)
-    if job is None or job.source_type != N8N:
-        return None  # no workflow was ever given a website job
-    workflow = await session.get(MiningWorkflow, job.tenant_id)
-    return signer_of(job.tenant_id, workflow, box=box)
-
-
 async def apply_callback(
     session: AsyncSession, *, tenant_id: UUID, job_id: str, payload: dict[str, Any]
 ) -> None:
     """A page, or the workflow's failure, applied by the rules above."""
-    job = await _locked(session, job_id)
+    job = await locked_job(session, ExtractionJob, job_id)
     if job is None or job.tenant_id != tenant_id or job.source_type != N8N:
         return  # not a job any workflow of this tenant was given
     if job.state != "running":
@@ -321,11 +263,13 @@ def _reject(job: ExtractionJob, number: int | None, reason: str) -> None:
 
 
 async def _taken(session: AsyncSession, job: ExtractionJob) -> None:
-    workflow = await session.get(MiningWorkflow, job.tenant_id)
-    deadline = workflow.deadline_seconds if workflow else DEFAULT_DEADLINE_SECONDS
+    """A page came before the workflow's answer to the dispatch: it took the job."""
+    deadline = await _deadline(session, job)
     job.dispatch, job.dispatched_at = "sent", _now()
-    job.deadline_at = job.dispatched_at + timedelta(seconds=deadline)
+    job.deadline_at = job.dispatched_at + deadline
 
 
-async def _locked(session: AsyncSession, job_id: str) -> ExtractionJob | None:
-    return await session.get(ExtractionJob, job_id, with_for_update=True, populate_existing=True)
+async def _deadline(session: AsyncSession, job: ExtractionJob) -> timedelta:
+    """How long the workflow has, from dispatch, to finish the job."""
+    workflow = await session.get(MiningWorkflow, job.tenant_id)
+    return timedelta(seconds=workflow.deadline_seconds if workflow else DEFAULT_DEADLINE_SECONDS)

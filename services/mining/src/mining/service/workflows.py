@@ -1,20 +1,19 @@
 """The tenant's n8n mining workflow: where ``n8n`` jobs go, signed with its secret.
 
-One per workspace, set by an owner or admin. The URL is checked as a destination when it
-is saved (and again before every dispatch); the secret is encrypted at rest with a key
-derived for this purpose and never shown again, nor are credentials written in the URL.
+One per workspace, set by an owner or admin (``bai_platform.workflow_targets``). The URL
+is checked as a destination when it is saved (and again before every dispatch); the secret
+is encrypted at rest with a key derived for this purpose and never shown again, nor are
+credentials written in the URL.
 """
 
 from uuid import UUID
 
 from cryptography.fernet import Fernet
-from sqlalchemy import func
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.destinations import DestinationRefused, check_destination
-from bai_platform.errors import Conflict, FieldInvalid, NotFound
+from bai_platform.errors import Conflict, NotFound
 from bai_platform.identity import Identity
+from bai_platform.workflow_targets import save_for_tenant, workflow_values
 from mining.models import MiningWorkflow
 from mining.schemas import WorkflowUpdate
 
@@ -42,22 +41,9 @@ async def set_workflow(
     allow_private: bool,
 ) -> MiningWorkflow:
     """Store (or replace) the tenant's mining workflow; the secret is encrypted."""
-    try:
-        await check_destination(str(data.webhook_url), allow_private=allow_private)
-    except DestinationRefused as refused:
-        raise FieldInvalid("webhook_url", str(refused)) from refused
-    values = {
-        "webhook_url": str(data.webhook_url),
-        "secret": box.encrypt(data.secret.encode()),
-        "accept_secret_header": data.accept_secret_header,
-        "deadline_seconds": data.deadline_seconds,
-        "updated_by": identity.subject,
-        "updated_at": func.now(),
-    }
-    statement = insert(MiningWorkflow).values(tenant_id=identity.tenant_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
-    )
+    values = await workflow_values(data, box=box, allow_private=allow_private)
+    values["deadline_seconds"] = data.deadline_seconds
+    await save_for_tenant(session, MiningWorkflow, identity=identity, values=values)
     return await get_workflow(session, tenant_id=identity.tenant_id)
 
 

@@ -8,7 +8,7 @@ workflow with the same signed contract as generation (``X-BAI-Timestamp`` and
 the gateway verifies it (asking us for the job's secret) and routes it here.
 
 Rules:
-- dispatch is retried with exponential backoff and jitter up to ``publish_max_attempts``
+- dispatch is retried with exponential backoff and jitter up to ``dispatch_max_attempts``
   (never sooner than an open circuit breaker lets a call through); an unconfigured
   workflow, an unreadable secret or a refusal (4xx) fails the post at once, with the reason;
 - a job goes out only while its post is still scheduled and due: a post taken back or
@@ -22,27 +22,29 @@ Rules:
 """
 
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from cryptography.fernet import Fernet
 from sqlalchemy import exists, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_platform.callbacks import JobSigner, signer_of
-from bai_platform.destinations import DestinationRefused, check_destination
-from bai_platform.dispatching import Dispatch, retry_delay
-from bai_platform.errors import FieldInvalid, NotFound
+from bai_platform.dispatching import Dispatch, JobTable, locked_job
+from bai_platform.errors import NotFound
 from bai_platform.identity import Identity
 from bai_platform.secrets import read_secret
 from bai_platform.webhooks import DispatchFailed
+from bai_platform.worker import WorkerContext
+from bai_platform.workflow_targets import save_for_tenant, workflow_values
 from planner.models import Campaign, Post, PublishingTarget, PublishJob
 from planner.schemas import PostState, PublishingTargetUpdate
 from planner.service._common import move, now
 from planner.service.lifecycle import system_may
+from planner.settings import PlannerSettings
 
 PUBLISHER = "system:publisher"
 ACTIVE = ("queued", "dispatching", "dispatched")
@@ -53,6 +55,7 @@ UNREADABLE_SECRET = (
     "save the publishing target again"
 )
 NOT_DUE = "not sent: the post was taken back or moved to a later time"
+INTERNAL_ERROR = "the workflow could not be called (internal error)"
 
 
 class NoPublishingTarget(NotFound):
@@ -73,20 +76,9 @@ async def set_target(
     allow_private: bool,
 ) -> PublishingTarget:
     """Store (or replace) the tenant's publishing workflow; the secret is encrypted."""
-    try:
-        await check_destination(str(data.webhook_url), allow_private=allow_private)
-    except DestinationRefused as refused:
-        raise FieldInvalid("webhook_url", str(refused)) from refused
-    values = {
-        "webhook_url": str(data.webhook_url),
-        "secret": box.encrypt(data.secret.encode()),
-        "accept_secret_header": data.accept_secret_header,
-        "updated_by": identity.subject,
-        "updated_at": now(),
-    }
-    statement = insert(PublishingTarget).values(tenant_id=identity.tenant_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+    values = await workflow_values(data, box=box, allow_private=allow_private)
+    await save_for_tenant(
+        session, PublishingTarget, identity=identity, values=values, updated_at=now()
     )
     return await get_target(session, tenant_id=identity.tenant_id)
 
@@ -124,49 +116,102 @@ async def open_due_jobs(session: AsyncSession, *, limit: int = 100) -> int:
     return len(due)
 
 
-async def claim_jobs(
-    session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
-) -> list[Dispatch]:
-    """Take queued jobs whose turn has come; they go out after this transaction commits."""
-    query = (
-        select(PublishJob)
-        .where(col(PublishJob.state) == "queued", col(PublishJob.next_attempt_at) <= now())
-        .order_by(col(PublishJob.next_attempt_at))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = []
-    for job in (await session.scalars(query)).all():
+@dataclass(frozen=True, kw_only=True)
+class PublishJobs(JobTable[PublishJob]):
+    """Publishing jobs as ``bai_platform.dispatching`` sends them: ``state`` goes queued,
+    dispatching, dispatched. A pass first takes back jobs a dead worker left mid-dispatch
+    and opens jobs for due posts, and afterwards fails the overdue ones."""
+
+    callback_deadline: timedelta
+    stuck_after: timedelta
+
+    model = PublishJob
+    workflow_model = PublishingTarget
+    progress, queued, sending, sent = "state", "queued", "dispatching", "dispatched"
+    unreadable_secret = UNREADABLE_SECRET
+
+    async def before_pass(self, ctx: WorkerContext[Any]) -> None:
+        async with ctx.db.transaction() as session:
+            await self.recover_stuck(session, older_than=self.stuck_after)
+            await open_due_jobs(session)
+
+    async def after_pass(self, ctx: WorkerContext[Any]) -> None:
+        async with ctx.db.transaction() as session:
+            await self.expire_overdue(session)
+
+    def crash_message(self, exc: Exception) -> str:
+        return INTERNAL_ERROR  # the tenant sees it: no internals
+
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[PublishJob]:
+        """Queued jobs whose turn has come."""
+        query = (
+            select(PublishJob)
+            .where(col(PublishJob.state) == "queued", col(PublishJob.next_attempt_at) <= now())
+            .order_by(col(PublishJob.next_attempt_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await session.scalars(query)).all()
+
+    async def dispatch_of(self, session: AsyncSession, job: PublishJob) -> Dispatch | None:
+        """What the job sends; None when its post is no longer due (the job cancelled) or it
+        cannot go out at all (the post failed saying why: an attempt all the same)."""
         post = await session.get_one(Post, job.post_id, populate_existing=True)
         if post.state != PostState.SCHEDULED or post.scheduled_at > now():
             # Taken back or moved while the job waited for its retry: the post is not
             # due (a new job is made when it is due again).
             job.state, job.completed_at, job.last_error = "cancelled", now(), NOT_DUE
-            continue
+            return None
         job.state, job.attempts = "dispatching", job.attempts + 1
         job.next_attempt_at = now()
-        dispatch = await _dispatch_for(session, job, post, box, callback_base)
-        if dispatch is not None:
-            claimed.append(dispatch)
-    await session.flush()
-    return claimed
+        target = await self.workflow_of(session, job)
+        # An unreadable secret (the service key changed) fails its own job, not every sweep:
+        # a claim that raised would roll back and block the queue for all tenants.
+        secret = read_secret(self.box, target.secret) if target else None
+        if target is None or not secret:
+            await self.refuse(session, job, NO_TARGET if target is None else UNREADABLE_SECRET)
+            return None
+        return Dispatch(
+            job_id=job.id,
+            url=target.webhook_url,
+            secret=secret,
+            secret_header=target.accept_secret_header,
+            payload=await _payload(session, job, post, self.callback_base),
+        )
+
+    async def deadline(self, session: AsyncSession, job: PublishJob) -> timedelta:
+        return self.callback_deadline
+
+    def note_failure(self, job: PublishJob, failure: DispatchFailed) -> None:
+        job.last_error = str(failure)[:ERROR_LIMIT]
+
+    async def give_up(
+        self, session: AsyncSession, job: PublishJob, failure: DispatchFailed
+    ) -> None:
+        await self.refuse(session, job, str(failure)[:ERROR_LIMIT])
+
+    async def refuse(self, session: AsyncSession, job: PublishJob, reason: str) -> None:
+        await _finish(session, job, published=False, error=reason)
+
+    async def time_out(self, session: AsyncSession, job: PublishJob) -> None:
+        await self.refuse(session, job, "the workflow did not call back in time")
 
 
-async def _dispatch_for(
-    session: AsyncSession, job: PublishJob, post: Post, box: Fernet, callback_base: str
-) -> Dispatch | None:
-    """What the job sends; None when it cannot go out at all, and the post failed saying why
-    (an attempt all the same)."""
-    target = await session.get(PublishingTarget, job.tenant_id)
-    # An unreadable secret (the service key changed) fails its own job, not every sweep:
-    # a claim that raised would roll back and block the queue for all tenants.
-    secret = read_secret(box, target.secret) if target else None
-    if target is None or not secret:
-        error = NO_TARGET if target is None else UNREADABLE_SECRET
-        await _finish(session, job, published=False, error=error)
-        return None
+def publish_jobs(settings: PlannerSettings, box: Fernet) -> PublishJobs:
+    """The publishing jobs as the worker sends them, with ``settings``."""
+    return PublishJobs.of(
+        settings,
+        box,
+        callback_deadline=timedelta(seconds=settings.publish_callback_deadline_seconds),
+        stuck_after=timedelta(seconds=settings.dispatch_timeout_seconds * 3),
+    )
+
+
+async def _payload(
+    session: AsyncSession, job: PublishJob, post: Post, callback_base: str
+) -> dict[str, Any]:
     campaign = await session.get_one(Campaign, post.campaign_id)
-    payload = {
+    return {
         "job_id": job.id,
         "kind": "publish",
         "tenant_id": str(job.tenant_id),
@@ -174,13 +219,6 @@ async def _dispatch_for(
         "post": _post_payload(post),
         "campaign": {"id": str(campaign.id), "name": campaign.name},
     }
-    return Dispatch(
-        job_id=job.id,
-        url=target.webhook_url,
-        secret=secret,
-        secret_header=target.accept_secret_header,
-        payload=payload,
-    )
 
 
 def _post_payload(post: Post) -> dict[str, Any]:
@@ -197,80 +235,12 @@ def _post_payload(post: Post) -> dict[str, Any]:
     }
 
 
-async def record_delivered(session: AsyncSession, *, job_id: str, deadline: timedelta) -> None:
-    """The workflow took the job: wait for its callback until the deadline."""
-    job = await _locked_job(session, job_id)
-    if job is not None and job.state == "dispatching":
-        job.state, job.dispatched_at = "dispatched", now()
-        job.deadline_at = job.dispatched_at + deadline
-
-
-async def record_failed_dispatch(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    failure: DispatchFailed,
-    max_attempts: int,
-    backoff: tuple[float, float],
-) -> None:
-    """Try again later if it may help; otherwise fail the job and the post, with the reason."""
-    job = await _locked_job(session, job_id)
-    if job is None or job.state != "dispatching":
-        return
-    message = str(failure)[:ERROR_LIMIT]
-    job.last_error = message
-    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
-    if delay is not None:
-        job.state, job.next_attempt_at = "queued", now() + delay
-        return
-    await _finish(session, job, published=False, error=message)
-
-
-async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
-    """Fail dispatched jobs whose workflow never called back in time."""
-    query = (
-        select(PublishJob)
-        .where(col(PublishJob.state) == "dispatched", col(PublishJob.deadline_at) < now())
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    jobs = list((await session.scalars(query)).all())
-    for job in jobs:
-        await _finish(session, job, published=False, error="the workflow did not call back in time")
-    return len(jobs)
-
-
-async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
-    """Jobs a dead worker left mid-dispatch go back in the queue (receivers dedupe by id)."""
-    query = (
-        select(PublishJob)
-        .where(
-            col(PublishJob.state) == "dispatching",
-            col(PublishJob.next_attempt_at) < now() - older_than,
-        )
-        .with_for_update(skip_locked=True)
-    )
-    jobs = list((await session.scalars(query)).all())
-    for job in jobs:
-        job.state = "queued"
-    return len(jobs)
-
-
 # ---- callbacks -------------------------------------------------------------------------
-async def signer_for(session: AsyncSession, job_id: str, *, box: Fernet) -> JobSigner | None:
-    """How callbacks of ``job_id`` verify (None: no such job): its tenant's workflow secret."""
-    job = await session.get(PublishJob, job_id)
-    if job is None:
-        return None
-    target = await session.get(PublishingTarget, job.tenant_id)
-    return signer_of(job.tenant_id, target, box=box)
-
-
 async def apply_callback(
     session: AsyncSession, *, tenant_id: UUID, job_id: str, payload: dict[str, Any]
 ) -> None:
     """Mark the post published or failed from the workflow's answer; repeats are no-ops."""
-    job = await _locked_job(session, job_id)
+    job = await locked_job(session, PublishJob, job_id)
     if job is None or job.tenant_id != tenant_id:
         return
     status = payload.get("status")
@@ -309,10 +279,6 @@ async def _is_latest(session: AsyncSession, job: PublishJob) -> bool:
         .limit(1)
     )
     return newer is None
-
-
-async def _locked_job(session: AsyncSession, job_id: str) -> PublishJob | None:
-    return await session.get(PublishJob, job_id, with_for_update=True, populate_existing=True)
 
 
 async def cancel_active_jobs(session: AsyncSession, *, post_id: UUID, reason: str) -> None:

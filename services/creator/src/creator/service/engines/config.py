@@ -6,17 +6,12 @@ shown again. A job keeps the engine it was queued with."""
 from uuid import UUID
 
 from cryptography.fernet import Fernet
-from sqlalchemy import func
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bai_platform.destinations import (
-    DestinationRefused,
-    check_destination,
-    without_credentials,
-)
+from bai_platform.destinations import without_credentials
 from bai_platform.errors import FieldInvalid
 from bai_platform.identity import Identity
+from bai_platform.workflow_targets import check_public, save_for_tenant, workflow_values
 from creator.models import EngineSettings
 from creator.schemas import (
     BuiltinEngine,
@@ -42,13 +37,8 @@ async def set_engine(
     allow_private: bool,
 ) -> EngineSettings:
     """Store the tenant's engine, replacing the one before."""
-    engine = data.root
-    values = await _values(engine, box, allow_private)
-    values |= {"updated_by": identity.subject, "updated_at": func.now()}
-    statement = insert(EngineSettings).values(tenant_id=identity.tenant_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
-    )
+    values = await _values(data.root, box, allow_private)
+    await save_for_tenant(session, EngineSettings, identity=identity, values=values)
     row = await session.get(EngineSettings, identity.tenant_id, populate_existing=True)
     assert row is not None, "just stored"
     return row
@@ -87,15 +77,12 @@ async def _values(
         "api_key": None,
     }
     if isinstance(engine, N8nEngine):
-        await _public(str(engine.webhook_url), "webhook_url", allow_private)
-        return blank | {
-            "webhook_url": str(engine.webhook_url),
-            "secret": box.encrypt(engine.secret.encode()),
-            "accept_secret_header": engine.accept_secret_header,
-            "deadline_seconds": engine.deadline_seconds,
-        }
+        _short(str(engine.webhook_url), "webhook_url")
+        workflow = await workflow_values(engine, box=box, allow_private=allow_private)
+        return blank | workflow | {"deadline_seconds": engine.deadline_seconds}
     if isinstance(engine, OpenAICompatibleEngine):
-        await _public(str(engine.base_url), "base_url", allow_private)
+        _short(str(engine.base_url), "base_url")
+        await check_public(str(engine.base_url), field="base_url", allow_private=allow_private)
         return blank | {
             "base_url": str(engine.base_url).rstrip("/"),
             "model": engine.model,
@@ -104,10 +91,6 @@ async def _values(
     return blank
 
 
-async def _public(url: str, field: str, allow_private: bool) -> None:
+def _short(url: str, field: str) -> None:
     if len(url) > URL_LIMIT:
         raise FieldInvalid(field, f"the URL must be at most {URL_LIMIT} characters")
-    try:
-        await check_destination(url, allow_private=allow_private)
-    except DestinationRefused as refused:
-        raise FieldInvalid(field, str(refused)) from refused

@@ -29,20 +29,19 @@ Rules:
   fails the job with a message saying what was wrong.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from bai_contracts import GeneratedContent
-from bai_platform.callbacks import JobSigner, signer_of
-from bai_platform.dispatching import Dispatch, not_taken, retry_delay
-from bai_platform.secrets import read_secret
+from bai_platform.dispatching import Dispatch, JobTable, locked_job
 from bai_platform.webhooks import DispatchFailed
 from creator.models import EngineSettings, GenerationJob
 from creator.service.channels import rules_for
@@ -61,46 +60,58 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def claim(
-    session: AsyncSession, *, box: Fernet, callback_base: str, limit: int = 20
-) -> list[Dispatch]:
-    """Take queued n8n jobs whose turn has come; they go out after this commits."""
-    due = (
-        col(GenerationJob.state) == "queued",
-        col(GenerationJob.engine) == N8N,
-        # Only once billing holds its credit (creator.service.credits): a workflow that answered
-        # before the hold would end the job with nothing to commit, and the hold that came
-        # after would never be settled; a refused hold would have been written for free.
-        col(GenerationJob.credits) == "reserved",
-        col(GenerationJob.next_attempt_at) <= _now(),
-    )
-    query = (  # in turns across workspaces: one with many jobs does not fill every batch
-        select(GenerationJob)
-        .where(col(GenerationJob.id).in_(in_turns(due, limit=limit)), *due)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = []
-    for job in (await session.scalars(query)).all():
-        settings = await session.get(EngineSettings, job.tenant_id)
+@dataclass(frozen=True, kw_only=True)
+class N8nJobs(JobTable[GenerationJob]):
+    """Generation jobs of the n8n engine, as ``bai_platform.dispatching`` sends them:
+    ``state`` goes queued, dispatching, dispatched (n8n jobs only: OpenAI-compatible jobs
+    share the first two states and have their own rules)."""
+
+    model = GenerationJob
+    workflow_model = EngineSettings
+    progress, queued, sending, sent = "state", "queued", "dispatching", "dispatched"
+    scope = (col(GenerationJob.engine) == N8N,)
+    unreadable_secret = UNREADABLE_SECRET
+
+    async def due(self, session: AsyncSession, *, limit: int) -> Sequence[GenerationJob]:
+        """Queued n8n jobs whose turn has come."""
+        due = (
+            col(GenerationJob.state) == "queued",
+            col(GenerationJob.engine) == N8N,
+            # Only once billing holds its credit (creator.service.credits): a workflow that
+            # answered before the hold would end the job with nothing to commit, and the hold
+            # that came after would never be settled; a refused hold would have been written
+            # for free.
+            col(GenerationJob.credits) == "reserved",
+            col(GenerationJob.next_attempt_at) <= _now(),
+        )
+        query = (  # in turns across workspaces: one with many jobs does not fill every batch
+            select(GenerationJob)
+            .where(col(GenerationJob.id).in_(in_turns(due, limit=limit)), *due)
+            .with_for_update(skip_locked=True)
+        )
+        return (await session.scalars(query)).all()
+
+    async def dispatch_of(self, session: AsyncSession, job: GenerationJob) -> Dispatch | None:
+        settings = await self.workflow_of(session, job)
         if settings is None or settings.engine != N8N or not settings.webhook_url:
             await fail(session, job, error=NOT_N8N)
-            continue
-        secret = read_secret(box, settings.secret)
-        if secret is None:
-            await fail(session, job, error=UNREADABLE_SECRET)
-            continue
-        job.state, job.attempts, job.next_attempt_at = "dispatching", job.attempts + 1, _now()
-        claimed.append(
-            Dispatch(
-                job_id=job.id,
-                url=settings.webhook_url,
-                secret=secret,
-                secret_header=settings.accept_secret_header,
-                payload=payload_of(job, callback_base),
-            )
-        )
-    await session.flush()
-    return claimed
+            return None
+        payload = payload_of(job, self.callback_base)
+        return await self.send_to(session, job, settings, payload=payload)
+
+    async def deadline(self, session: AsyncSession, job: GenerationJob) -> timedelta:
+        """The engine's deadline for a callback."""
+        settings = await self.workflow_of(session, job)
+        return timedelta(seconds=settings.deadline_seconds if settings else 600)
+
+    def note_failure(self, job: GenerationJob, failure: DispatchFailed) -> None:
+        job.error = str(failure)[:ERROR_LIMIT]
+
+    async def refuse(self, session: AsyncSession, job: GenerationJob, reason: str) -> None:
+        await fail(session, job, error=reason)
+
+    async def time_out(self, session: AsyncSession, job: GenerationJob) -> None:
+        await fail(session, job, error="the workflow did not call back in time", state="timed_out")
 
 
 def payload_of(job: GenerationJob, callback_base: str) -> dict[str, Any]:
@@ -133,82 +144,11 @@ def payload_of(job: GenerationJob, callback_base: str) -> dict[str, Any]:
     }
 
 
-async def record_dispatched(session: AsyncSession, *, job_id: str) -> None:
-    """The workflow took the job: wait for its callback until the engine's deadline."""
-    job = await _locked(session, job_id)
-    if job is None or job.state != "dispatching":
-        return
-    settings = await session.get(EngineSettings, job.tenant_id)
-    deadline = settings.deadline_seconds if settings else 600
-    job.state, job.dispatched_at = "dispatched", _now()
-    job.deadline_at = job.dispatched_at + timedelta(seconds=deadline)
-
-
-async def record_dispatch_failure(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    failure: DispatchFailed,
-    max_attempts: int,
-    backoff: tuple[float, float],
-) -> None:
-    """Try again later when that may help; otherwise fail the job with the reason."""
-    job = await _locked(session, job_id)
-    if job is None or job.state != "dispatching":
-        return
-    job.error = str(failure)[:ERROR_LIMIT]
-    delay = retry_delay(failure, attempts=job.attempts, max_attempts=max_attempts, backoff=backoff)
-    if delay is not None:
-        job.state, job.next_attempt_at = "queued", _now() + delay
-        return
-    await fail(session, job, error=not_taken(failure, attempts=job.attempts))
-
-
-async def expire_overdue(session: AsyncSession, *, limit: int = 100) -> int:
-    """Time out dispatched jobs whose workflow never called back."""
-    query = (
-        select(GenerationJob)
-        .where(col(GenerationJob.state) == "dispatched", col(GenerationJob.deadline_at) < _now())
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    jobs = list((await session.scalars(query)).all())
-    for job in jobs:
-        await fail(session, job, error="the workflow did not call back in time", state="timed_out")
-    return len(jobs)
-
-
-async def recover_stuck(session: AsyncSession, *, older_than: timedelta) -> int:
-    """Jobs a dead worker left mid-dispatch go back in the queue (workflows dedupe by id)."""
-    query = (
-        select(GenerationJob)
-        .where(
-            col(GenerationJob.state) == "dispatching",
-            col(GenerationJob.engine) == N8N,  # OpenAI-compatible jobs have their own rule
-            col(GenerationJob.next_attempt_at) < _now() - older_than,
-        )
-        .with_for_update(skip_locked=True)
-    )
-    jobs = list((await session.scalars(query)).all())
-    for job in jobs:
-        job.state = "queued"
-    return len(jobs)
-
-
-async def signer_for(session: AsyncSession, job_id: str, *, box: Fernet) -> JobSigner | None:
-    """How callbacks of ``job_id`` verify (None: no such job): its tenant's workflow secret."""
-    job = await session.get(GenerationJob, job_id)
-    if job is None:
-        return None
-    settings = await session.get(EngineSettings, job.tenant_id)
-    return signer_of(job.tenant_id, settings, box=box)
-
-
 async def apply_callback(
     session: AsyncSession, *, tenant_id: UUID, job_id: str, payload: dict[str, Any]
 ) -> None:
     """The workflow's result: content or a failure, applied once and by the rules above."""
-    job = await _locked(session, job_id)
+    job = await locked_job(session, GenerationJob, job_id)
     if job is None or job.tenant_id != tenant_id or job.engine != N8N:
         return  # not a job any workflow of this tenant was given
     if job.state in ("completed", "failed"):
@@ -277,7 +217,3 @@ async def _latest(session: AsyncSession, job: GenerationJob) -> bool:
         .limit(1)
     )
     return newer is None
-
-
-async def _locked(session: AsyncSession, job_id: str) -> GenerationJob | None:
-    return await session.get(GenerationJob, job_id, with_for_update=True, populate_existing=True)

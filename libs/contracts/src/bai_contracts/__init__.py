@@ -22,6 +22,8 @@ from bai_contracts.callbacks import (
     CallbackOutcome,
     CallbackReceived,
     CallbackVerdict,
+    WorkflowReport,
+    WorkflowText,
     callback_delivery_subject,
     callback_subject,
 )
@@ -44,6 +46,7 @@ from bai_contracts.creator import (
     ContentGenerationStarted,
     ContentVersionChosen,
     GeneratedContent,
+    GenerationResult,
 )
 from bai_contracts.gateway import TenantCreated
 from bai_contracts.mining import ExtractionProgressed
@@ -53,6 +56,7 @@ from bai_contracts.planner import (
     MonthScheduled,
     PostGenerationRequested,
     PostStateChanged,
+    PublishResult,
     ReviewLinkExpiring,
 )
 from bai_contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
@@ -86,9 +90,11 @@ __all__ = [
     "EventContract",
     "ExtractionProgressed",
     "GeneratedContent",
+    "GenerationResult",
     "MonthScheduled",
     "PostGenerationRequested",
     "PostStateChanged",
+    "PublishResult",
     "QuotaAnswer",
     "ReleaseCredits",
     "ReserveCredits",
@@ -98,6 +104,8 @@ __all__ = [
     "TenantCreated",
     "WidgetFound",
     "WidgetLookup",
+    "WorkflowReport",
+    "WorkflowText",
     "callback_delivery_subject",
     "callback_subject",
     "quota_subject",

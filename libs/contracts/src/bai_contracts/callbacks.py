@@ -9,9 +9,10 @@ stream, with a dedupe id), and answers its verdict, which the gateway returns to
 """
 
 import base64
-from typing import Any, ClassVar, Literal
+import json
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from bai_contracts._base import EventContract
 
@@ -72,6 +73,33 @@ class CallbackVerdict(BaseModel):
     outcome: CallbackOutcome
     event_id: str | None = None
     detail: str = ""
+
+
+def _text_or_absent(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _as_text(value: object) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value)[:100]
+
+
+# A workflow's text field: anything but a string reads as absent, so that a reply of the
+# wrong shape is judged by its owner's rules (and said on the job), never a crash.
+WorkflowText = Annotated[str | None, BeforeValidator(_text_or_absent)]
+# A workflow's status: a value that is not a string is kept as its JSON, to be named as an
+# unknown status.
+WorkflowStatus = Annotated[str | None, BeforeValidator(_as_text)]
+
+
+class WorkflowReport(BaseModel):
+    """What every n8n callback body says besides its owner's own fields (each owner reads
+    its callbacks as a subclass: ``GenerationResult``, ``PublishResult``, mining's pages)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    job_id: WorkflowText = None
+    status: WorkflowStatus = None
+    error: WorkflowText = None
 
 
 class CallbackReceived(EventContract):

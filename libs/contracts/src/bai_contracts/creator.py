@@ -6,6 +6,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from bai_contracts._base import EventContract
+from bai_contracts.callbacks import WorkflowReport
 
 
 class GeneratedContent(BaseModel):
@@ -19,6 +20,14 @@ class GeneratedContent(BaseModel):
     call_to_action: str | None = None
     image_prompt: str | None = None
     alt_text: str | None = None
+
+
+class GenerationResult(WorkflowReport):
+    """An n8n workflow's callback for a ``gen_`` job: ``completed`` with ``content``, or
+    ``failed`` with an ``error``. Creator checks ``content`` against ``GeneratedContent``
+    and the channel's rules, and says on the job what was wrong."""
+
+    content: object = None
 
 
 class ContentGenerationStarted(EventContract):

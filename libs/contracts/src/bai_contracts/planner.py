@@ -7,6 +7,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from bai_contracts._base import EventContract
+from bai_contracts.callbacks import WorkflowReport, WorkflowText
 
 
 class BrandVoice(BaseModel):
@@ -21,6 +22,13 @@ class BrandVoice(BaseModel):
     avoid: list[str] = []
     examples: list[str] = []
     language: str | None = None
+
+
+class PublishResult(WorkflowReport):
+    """An n8n workflow's callback for a ``pub_`` job: ``published`` (or ``completed``) with
+    the post's ``url``, or ``failed`` with an ``error``."""
+
+    url: WorkflowText = None
 
 
 class CampaignCreated(EventContract):

@@ -54,6 +54,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from bai_contracts import WorkflowReport
 from bai_platform.db import Database
 from bai_platform.dispatching import Dispatch, JobTable, locked_job
 from bai_platform.worker import WorkerContext
@@ -202,24 +203,25 @@ async def apply_callback(
         return  # not a job any workflow of this tenant was given
     if job.state != "running":
         return  # ended (cancelled, timed out, done): later callbacks change nothing
-    body = dict(payload)
-    status = body.pop("status", None)
-    if status == "failed":
-        await _failed(session, job, body.get("error"))
+    report = WorkflowReport.model_validate(payload)
+    page_fields = {name: value for name, value in payload.items() if name != "status"}
+    if report.status == "failed":
+        await _failed(session, job, report.error)
         return
-    if status is not None:
-        _reject(job, page_number(body), 'status must be "failed" (a failure) or absent (a page)')
+    if report.status is not None:
+        reason = 'status must be "failed" (a failure) or absent (a page)'
+        _reject(job, page_number(page_fields), reason)
         return
-    try:
-        page = read_page(body, region=region_of(job.source.get("params", {})))
+    try:  # the page itself, by mining's own page contract (mining.service.pages)
+        page = read_page(page_fields, region=region_of(job.source.get("params", {})))
     except PageRejected as rejected:
-        _reject(job, page_number(body), str(rejected))
+        _reject(job, page_number(page_fields), str(rejected))
         return
     await _apply_page(session, job, page)
 
 
-async def _failed(session: AsyncSession, job: ExtractionJob, error: object) -> None:
-    reason = error.strip()[:500] if isinstance(error, str) and error.strip() else "no reason"
+async def _failed(session: AsyncSession, job: ExtractionJob, error: str | None) -> None:
+    reason = error.strip()[:500] if error and error.strip() else "no reason"
     state = "partial" if job.pages_accepted else "failed"
     await end_job(session, job, state, problem=f"the workflow reported a failure: {reason}")
 

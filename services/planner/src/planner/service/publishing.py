@@ -33,6 +33,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from bai_contracts import PublishResult
 from bai_platform.dispatching import Dispatch, JobTable, locked_job
 from bai_platform.errors import NotFound
 from bai_platform.identity import Identity
@@ -243,7 +244,8 @@ async def apply_callback(
     job = await locked_job(session, PublishJob, job_id)
     if job is None or job.tenant_id != tenant_id:
         return
-    status = payload.get("status")
+    result = PublishResult.model_validate(payload)
+    status = result.status
     if status not in ("published", "completed", "failed"):
         job.last_error = f"callback ignored: unknown status {str(status)[:50]!r}"
         return
@@ -251,10 +253,8 @@ async def apply_callback(
         return  # applied already, or a failure of a job that no longer decides anything
     if job.state not in ACTIVE and not await _is_latest(session, job):
         return
-    url = payload.get("url")
-    job.external_url = url[:2000] if isinstance(url, str) else None
-    error = payload.get("error")
-    message = (error if isinstance(error, str) else "the workflow reported a failure")[:ERROR_LIMIT]
+    job.external_url = result.url[:2000] if result.url is not None else None
+    message = (result.error or "the workflow reported a failure")[:ERROR_LIMIT]
     await _finish(
         session, job, published=status != "failed", error=None if status != "failed" else message
     )

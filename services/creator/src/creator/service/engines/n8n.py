@@ -40,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from bai_contracts import GeneratedContent
+from bai_contracts import GeneratedContent, GenerationResult
 from bai_platform.dispatching import Dispatch, JobTable, locked_job
 from bai_platform.webhooks import DispatchFailed
 from creator.models import EngineSettings, GenerationJob
@@ -157,20 +157,18 @@ async def apply_callback(
         if LATE_IGNORED not in (job.error or ""):  # repeats of the late result change nothing
             job.error = f"{job.error or ''} {LATE_IGNORED}".strip()[:ERROR_LIMIT]
         return
-    status = payload.get("status")
-    if job.state not in ACTIVE and status != "completed":
+    result = GenerationResult.model_validate(payload)
+    if job.state not in ACTIVE and result.status != "completed":
         return  # a late failure adds nothing: the job already ended without content
-    if status == "failed":
-        error = payload.get("error")
-        reason = error if isinstance(error, str) and error.strip() else "no reason given"
+    if result.status == "failed":
+        reason = result.error if result.error and result.error.strip() else "no reason given"
         await fail(session, job, error=f"the workflow reported a failure: {reason}")
         return
-    if status != "completed":
-        await fail(
-            session, job, error=f"the workflow's reply has an unknown status: {status!r:.50}"
-        )
+    if result.status != "completed":
+        unknown = f"{result.status!r:.50}"
+        await fail(session, job, error=f"the workflow's reply has an unknown status: {unknown}")
         return
-    content, problem = _content(payload.get("content"), job.channel)
+    content, problem = _content(result.content, job.channel)
     if content is None:
         await fail(session, job, error=f"the workflow's reply is not valid content: {problem}")
         return

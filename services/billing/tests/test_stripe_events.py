@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 import pytest
 import stripe
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import col
 from typer.testing import CliRunner
 
@@ -432,6 +432,21 @@ async def _handle(db: Database, event: dict[str, Any], rules: Rules) -> None:
         await HANDLERS[event["type"]](session, _event(event), rules)
 
 
+async def _waiting_on_a_lock_or_done(db: Database, worker: asyncio.Task[None]) -> None:
+    """Until ``worker`` waits for an advisory lock (another transaction holds it) or has
+    finished without waiting."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    )
+    async with asyncio.timeout(10):
+        while not worker.done():
+            async with db.transaction() as session:
+                if await session.scalar(waiting):
+                    return
+            await asyncio.sleep(0.02)
+
+
 async def test_a_refund_and_its_link_handled_at_once_by_two_workers_meet(
     billing_db: Database, rules: Rules
 ) -> None:
@@ -447,7 +462,7 @@ async def test_a_refund_and_its_link_handled_at_once_by_two_workers_meet(
         await HANDLERS["charge.refunded"](worker_a, _event(refund), rules)
         link = customer.invoice_payment(invoice_id, created=T0 + 1)
         worker_b = asyncio.create_task(_handle(billing_db, link, rules))
-        await asyncio.sleep(0.5)  # B has its turn while A is still open
+        await _waiting_on_a_lock_or_done(billing_db, worker_b)  # B's turn while A is open
     await worker_b
 
     assert ("posts", "refund", -250) in await ledger(billing_db, customer.tenant)

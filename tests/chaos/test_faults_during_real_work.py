@@ -333,7 +333,21 @@ async def test_faults_during_real_work_lose_nothing_and_charge_exactly(chaos_sta
             await db.close()
 
     print("\n" + log.table() + "\n" + verdicts.table())
+    if log.count("500"):
+        print(_unhandled_errors(stack))
     assert not verdicts.failures, "\n".join(verdicts.failures)
+
+
+def _unhandled_errors(stack: Stack) -> str:
+    """What the services logged for each 500 they answered: the tracebacks a 500 needs to be
+    understood (a 500 is a defect: every expected failure has its own problem)."""
+    found = []
+    for log in sorted(stack.logs.glob("*-api.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        for n, line in enumerate(lines):
+            if "unhandled_error" in line or "Exception in ASGI application" in line:
+                found.append(f"== {log.name}:{n + 1} ==\n" + "\n".join(lines[n : n + 40]))
+    return "\n".join(found) or "(no unhandled_error in the services' logs)"
 
 
 async def _stripe_settled(edge: httpx.AsyncClient, books: list[Books]) -> tuple[bool, object]:

@@ -3,6 +3,7 @@
 Busy means: the pool's connections are all in use for longer than the pool timeout, or
 PostgreSQL refuses a new connection for want of slots. Both happen on the session's real
 PostgreSQL: a pool of one held by another session, and a role whose connection limit is 0.
+Contention (a statement timeout, a deadlock) is busy too: rolled back, worth retrying.
 Absent means: nothing listens (a restart), or the server ends the session mid-query (a
 shutdown: ``pg_terminate_backend`` sends the same ``admin_shutdown``). A pooled connection
 the server dropped between requests is replaced unseen (``pool_pre_ping``).
@@ -20,12 +21,14 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bai_platform.app_state import platform_of
 from bai_platform.db import Database, Session
 from bai_platform.devstack import Stack
+from bai_platform.errors import database_trouble
 from bai_platform.settings import ServiceSettings
 from bai_platform.web import create_service_app
 from bai_testing.plugin import app_client, superuser_async_url
@@ -44,13 +47,16 @@ async def slow(session: Session) -> dict[str, int]:
     return {"answer": 42}
 
 
-def _app(database_url: str, *, pool_timeout: float = 0.5) -> FastAPI:
+def _app(
+    database_url: str, *, pool_timeout: float = 0.5, statement_timeout_ms: int = 15_000
+) -> FastAPI:
     settings = ServiceSettings(
         service_name="pooltest",
         database_url=SecretStr(database_url),
         db_pool_size=1,
         db_max_overflow=0,
         db_pool_timeout_seconds=pool_timeout,
+        db_statement_timeout_ms=statement_timeout_ms,
     )
     return create_service_app(settings, title="pool", routers=[router], verify_identity=False)
 
@@ -171,6 +177,45 @@ async def test_a_pooled_connection_dropped_between_requests_is_replaced(infra: S
             pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         assert await _terminate(infra, str(pid)) == 1
         assert (await client.get("/answer")).status_code == 200
+
+
+async def test_a_statement_that_runs_out_of_time_answers_503(infra: Stack) -> None:
+    async with app_client(_app(superuser_async_url(infra), statement_timeout_ms=200)) as client:
+        response = await client.get("/slow")
+        _assert_busy(response)
+        assert "nothing was changed" in response.json()["detail"]
+        assert (await client.get("/answer")).status_code == 200
+
+
+class _Driver(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "reason"),
+    [
+        ("53300", "no_slots"),  # too_many_connections
+        ("57P03", "no_slots"),  # cannot_connect_now: starting up or shutting down
+        ("57014", "contention"),  # statement_timeout
+        ("40P01", "contention"),  # deadlock_detected
+        ("40001", "contention"),  # serialization_failure
+        ("55P03", "contention"),  # lock_not_available
+        ("57P01", "unreachable"),  # admin_shutdown
+        ("57P02", "unreachable"),  # crash_shutdown
+        ("08003", "unreachable"),  # connection_does_not_exist: closed during the handshake
+        ("08006", "unreachable"),  # connection_failure
+        ("23505", None),  # unique_violation: a defect or a domain conflict, never a 503
+        ("42P01", None),  # undefined_table
+        (None, None),
+    ],
+)
+def test_which_driver_errors_are_the_database_away_for_a_moment(
+    sqlstate: str | None, reason: str | None
+) -> None:
+    error = DBAPIError("SELECT 1", {}, _Driver(sqlstate))
+    assert database_trouble(error) == reason
 
 
 class _ClaimsAConnectionFirst:

@@ -25,7 +25,10 @@ that is not there for a moment (restarting: nothing listens, it is shutting down
 up, or it dropped the connection mid-query) is ``DatabaseUnavailable``, also 503 with
 Retry-After: the transaction was rolled back, so the request may simply be sent again. That
 holds wherever it happens: in a route, in a dependency or in a middleware (the idempotency
-claim), because the last-resort handler recognises it too.
+claim), because the last-resort handler recognises it too. A statement that ran out of
+``db_statement_timeout_ms`` (waiting on a lock, mostly) and a transaction PostgreSQL chose to
+end for a deadlock or a serialization conflict are ``DatabaseBusy`` as well: rolled back,
+nothing changed, and the same request succeeds once the contention has passed.
 """
 
 from collections.abc import Mapping
@@ -47,6 +50,12 @@ PROBLEM_TYPE_BASE = "https://bai.dev/problems/"
 BUSY_SQLSTATES = frozenset({"53300", "57P03"})
 # The server ended the session: an administrator or a shutdown (57P01), a crash (57P02).
 GONE_SQLSTATES = frozenset({"57P01", "57P02"})
+# Class 08, connection_exception: the connection failed or was lost (08003, 08006, ...).
+CONNECTION_SQLSTATE_CLASS = "08"
+# The statement ran out of time (query_canceled: statement_timeout), or PostgreSQL ended the
+# transaction to let others through: deadlock_detected, serialization_failure,
+# lock_not_available.
+CONTENTION_SQLSTATES = frozenset({"57014", "40P01", "40001", "55P03"})
 
 
 class ServiceError(Exception):
@@ -218,7 +227,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def database_trouble(exc: BaseException) -> str | None:
     """Why the database cannot serve this request for a moment, or None for any other
-    failure: ``pool_timeout``, ``no_slots`` (PostgreSQL refused a new connection) or
+    failure: ``pool_timeout``, ``no_slots`` (PostgreSQL refused a new connection),
+    ``contention`` (a statement timeout, a deadlock or a serialization conflict) or
     ``unreachable`` (nothing listens, or the server ended the connection)."""
     if isinstance(exc, PoolTimeout):
         return "pool_timeout"
@@ -226,11 +236,18 @@ def database_trouble(exc: BaseException) -> str | None:
         return "unreachable"
     if not isinstance(exc, DBAPIError):
         return None
-    sqlstate = getattr(exc.orig, "sqlstate", None)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
     if sqlstate in BUSY_SQLSTATES:
         return "no_slots"
-    # connection_invalidated: SQLAlchemy's dialect recognised a lost connection.
-    if exc.connection_invalidated or sqlstate in GONE_SQLSTATES:
+    if sqlstate in CONTENTION_SQLSTATES:
+        return "contention"
+    # connection_invalidated: SQLAlchemy's dialect recognised a lost connection. It does not
+    # while a new connection is being opened (the server closed it during the handshake).
+    if (
+        exc.connection_invalidated
+        or sqlstate in GONE_SQLSTATES
+        or sqlstate.startswith(CONNECTION_SQLSTATE_CLASS)
+    ):
         return "unreachable"
     return None
 
@@ -259,6 +276,12 @@ async def database_busy_response(request: Request, exc: Exception) -> JSONRespon
     if reason == "unreachable":
         refusal = DatabaseUnavailable(
             "the database is not reachable for a moment; nothing was changed, try again shortly",
+            headers=headers,
+        )
+    elif reason == "contention":
+        refusal = DatabaseBusy(
+            "the database gave up on this request while others held what it needed; nothing"
+            " was changed, try again shortly",
             headers=headers,
         )
     else:

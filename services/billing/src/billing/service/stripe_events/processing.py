@@ -5,7 +5,6 @@ from datetime import timedelta
 import stripe
 import structlog
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -18,8 +17,6 @@ from billing.service.stripe_events.handlers import HANDLERS
 log = structlog.get_logger(__name__)
 
 ERROR_LIMIT = 500
-# deadlock_detected, serialization_failure, lock_not_available: another worker's turn.
-CONFLICTS = frozenset({"40P01", "40001", "55P03"})
 WAITING_BACKOFF_CEILING = 60  # seconds between two tries of a waiting event, at most
 STRIPE_RETRY_SECONDS = 3 * 24 * 3600  # how long Stripe retries a delivery
 
@@ -108,10 +105,9 @@ async def _process(
 
 def _waits(exc: Exception) -> bool:
     """Whether the event only has to wait: for what it needs (``NotYet``), or for a
-    conflict with another worker (deadlock, serialization) or a database away to pass."""
-    if isinstance(exc, NotYet) or database_trouble(exc):
-        return True
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in CONFLICTS
+    conflict with another worker (deadlock, serialization, a lock wait that timed out) or a
+    database away to pass."""
+    return isinstance(exc, NotYet) or database_trouble(exc) is not None
 
 
 def _try_again(stored: StripeEvent, *, waits: bool, wait_seconds: float, max_attempts: int) -> str:

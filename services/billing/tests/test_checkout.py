@@ -2,7 +2,10 @@
 official library, against a local server speaking Stripe's API, on the real database."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,7 +18,7 @@ from sqlmodel import col
 
 from bai_platform.db import Database
 from bai_testing.plugin import trusting_client
-from bai_testing.stripe_api import TEST_API_KEY, FakeStripe, parse_form, stripe_server
+from bai_testing.stripe_api import TEST_API_KEY, FakeStripe, Received, parse_form, stripe_server
 from billing.app import create_app
 from billing.models import Customer, Subscription
 from billing.settings import BillingSettings
@@ -26,6 +29,79 @@ CUSTOMERS, SESSIONS = "/v1/customers", "/v1/checkout/sessions"
 PORTAL = "/v1/billing_portal/sessions"
 
 
+@dataclass(frozen=True)
+class Workspace:
+    """The test's workspace as billing's API and database see it, and the Stripe stand-in
+    that billing's ``client`` talks to. Calls are its owner's unless ``who`` says otherwise."""
+
+    client: httpx.AsyncClient
+    fake: FakeStripe
+    db: Database
+    tenant: UUID
+    owner: dict[str, str]
+    identity_for: Headers
+
+    def member(self, role: str) -> dict[str, str]:
+        """Headers of a user with ``role`` in this workspace."""
+        return self.identity_for(self.tenant, role)
+
+    async def checkout(
+        self, plan: str = "growth", *, key: str | None = None, who: dict[str, str] | None = None
+    ) -> httpx.Response:
+        headers = (who or self.owner) | ({"Idempotency-Key": key} if key else {})
+        return await self.client.post("/v1/billing/checkout", json={"plan": plan}, headers=headers)
+
+    async def portal(self) -> httpx.Response:
+        return await self.client.post("/v1/billing/portal", headers=self.owner)
+
+    async def cancel(self) -> httpx.Response:
+        return await self.client.post("/v1/billing/subscription/cancel", headers=self.owner)
+
+    async def subscription(self, who: dict[str, str] | None = None) -> httpx.Response:
+        return await self.client.get("/v1/billing/subscription", headers=who or self.owner)
+
+    def sent(self, path: str) -> list[Received]:
+        """The POSTs to ``path`` that reached Stripe, in order."""
+        return self.fake.requests_to("POST", path)
+
+    async def stored_customer(self) -> str | None:
+        async with self.db.transaction() as session:
+            query = select(col(Customer.stripe_customer_id)).where(
+                col(Customer.tenant_id) == self.tenant
+            )
+            return await session.scalar(query)
+
+    async def link_customer(self) -> str:
+        """The workspace already has its Stripe customer."""
+        customer: str = self.fake.add_customer(metadata={"tenant_id": str(self.tenant)})["id"]
+        async with self.db.transaction() as session:
+            session.add(Customer(tenant_id=self.tenant, stripe_customer_id=customer))
+        return customer
+
+    async def subscribe(self, status: str = "active") -> str:
+        """The workspace is on Growth, at Stripe and as its events left it here."""
+        customer = await self.link_customer()
+        sub: str = self.fake.add_subscription(customer=customer, price=GROWTH_PRICE, status=status)[
+            "id"
+        ]
+        async with self.db.transaction() as session:
+            row = Subscription(
+                stripe_subscription_id=sub,
+                tenant_id=self.tenant,
+                stripe_customer_id=customer,
+                plan="growth",
+                price_id=GROWTH_PRICE,
+                status=status,
+                cancel_at_period_end=False,
+                event_created=1,
+            )
+            session.add(row)
+        return sub
+
+
+OpenWorkspace = Callable[..., AbstractAsyncContextManager[Workspace]]
+
+
 @pytest.fixture
 async def fake(billing_settings: BillingSettings) -> AsyncIterator[FakeStripe]:
     prices = {plan.stripe_price_id for plan in billing_settings.plans.values()}
@@ -33,88 +109,71 @@ async def fake(billing_settings: BillingSettings) -> AsyncIterator[FakeStripe]:
         yield server
 
 
-def _wired(settings: BillingSettings, fake: FakeStripe, **changes: Any) -> BillingSettings:
-    update = {
-        "stripe_api_key": SecretStr(TEST_API_KEY),
-        "stripe_api_base": fake.url,
-        "stripe_timeout_seconds": 2.0,
-        "public_base_url": "https://app.example.test",
-    }
-    return settings.model_copy(update=update | changes)
+@pytest.fixture
+def open_workspace(
+    billing_settings: BillingSettings,
+    fake: FakeStripe,
+    signing_key: Ed25519PrivateKey,
+    billing_db: Database,
+    tenant: UUID,
+    identity_for: Headers,
+) -> OpenWorkspace:
+    """Opens billing wired to the Stripe stand-in, with ``changes`` to its settings, and
+    yields the test's workspace as seen through it (one owner for the whole test)."""
+    owner = identity_for(tenant, "owner")
+
+    @contextlib.asynccontextmanager
+    async def open_(**changes: Any) -> AsyncIterator[Workspace]:
+        update = {
+            "stripe_api_key": SecretStr(TEST_API_KEY),
+            "stripe_api_base": fake.url,
+            "stripe_timeout_seconds": 2.0,
+            "public_base_url": "https://app.example.test",
+        }
+        settings = billing_settings.model_copy(update=update | changes)
+        async with trusting_client(create_app(settings), signing_key) as http:
+            yield Workspace(http, fake, billing_db, tenant, owner, identity_for)
+
+    return open_
 
 
 @pytest.fixture
-async def client(
-    billing_settings: BillingSettings, fake: FakeStripe, signing_key: Ed25519PrivateKey
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(_wired(billing_settings, fake))
-    async with trusting_client(app, signing_key) as http:
-        yield http
+async def workspace(open_workspace: OpenWorkspace) -> AsyncIterator[Workspace]:
+    async with open_workspace() as opened:
+        yield opened
 
 
-@pytest.fixture
-def owner(identity_for: Headers, tenant: UUID) -> dict[str, str]:
-    return identity_for(tenant, "owner")
+def assert_problem(response: httpx.Response, *, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
 
 
-async def checkout(
-    client: httpx.AsyncClient, who: dict[str, str], plan: str = "growth", key: str | None = None
-) -> httpx.Response:
-    headers = who | ({"Idempotency-Key": key} if key else {})
-    return await client.post("/v1/billing/checkout", json={"plan": plan}, headers=headers)
-
-
-async def stored_customer(db: Database, tenant: UUID) -> str | None:
-    async with db.transaction() as session:
-        query = select(col(Customer.stripe_customer_id)).where(col(Customer.tenant_id) == tenant)
-        return await session.scalar(query)
-
-
-async def link_customer(db: Database, fake: FakeStripe, tenant: UUID) -> str:
-    """A workspace that already has its Stripe customer."""
-    customer: str = fake.add_customer(metadata={"tenant_id": str(tenant)})["id"]
-    async with db.transaction() as session:
-        session.add(Customer(tenant_id=tenant, stripe_customer_id=customer))
-    return customer
-
-
-async def subscribe(db: Database, fake: FakeStripe, tenant: UUID, status: str = "active") -> str:
-    """A workspace on Growth, at Stripe and as its events left it here."""
-    customer = await link_customer(db, fake, tenant)
-    sub: str = fake.add_subscription(customer=customer, price=GROWTH_PRICE, status=status)["id"]
-    async with db.transaction() as session:
-        row = Subscription(
-            stripe_subscription_id=sub,
-            tenant_id=tenant,
-            stripe_customer_id=customer,
-            plan="growth",
-            price_id=GROWTH_PRICE,
-            status=status,
-            cancel_at_period_end=False,
-            event_created=1,
-        )
-        session.add(row)
-    return sub
+async def assert_one_customer_for_every_session(workspace: Workspace) -> None:
+    """Stripe holds one customer, it is the one stored, and every Checkout was sold to it."""
+    [customer] = workspace.fake.customers
+    assert await workspace.stored_customer() == customer
+    assert {r.params["customer"] for r in workspace.sent(SESSIONS)} == {customer}
 
 
 # ---- checkout -------------------------------------------------------------------------------
 async def test_checkout_sells_the_plans_price_to_the_workspaces_customer(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str], tenant: UUID
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
-    response = await checkout(client, owner)
+    response = await workspace.checkout()
 
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["plan"] == "growth"
     assert body["url"] == fake.checkout_sessions[body["id"]]["url"]
     [customer] = fake.customers
-    [sent] = fake.requests_to("POST", SESSIONS)
-    metadata = {"tenant_id": str(tenant), "plan": "growth"}
+    [sent] = workspace.sent(SESSIONS)
+    tenant_id = str(workspace.tenant)
+    metadata = {"tenant_id": tenant_id, "plan": "growth"}
     assert sent.params == {
         "mode": "subscription",
         "line_items": [{"price": GROWTH_PRICE, "quantity": "1"}],
         "customer": customer,
-        "client_reference_id": str(tenant),
+        "client_reference_id": tenant_id,
         "metadata": metadata,
         "subscription_data": {"metadata": metadata},
         "success_url": "https://app.example.test/billing?checkout=success",
@@ -125,82 +184,70 @@ async def test_checkout_sells_the_plans_price_to_the_workspaces_customer(
 
 
 async def test_the_customer_is_created_once_for_the_workspace_and_stored(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace,
 ) -> None:
-    assert (await checkout(client, owner, "growth")).status_code == 201
-    assert (await checkout(client, owner, "agency")).status_code == 201
+    assert (await workspace.checkout("growth")).status_code == 201
+    assert (await workspace.checkout("agency")).status_code == 201
 
-    [created] = fake.requests_to("POST", CUSTOMERS)
-    assert created.idempotency_key == f"bai-customer-{tenant}"
-    assert created.params == {"metadata": {"tenant_id": str(tenant)}}
-    [customer] = fake.customers
-    assert await stored_customer(billing_db, tenant) == customer
-    assert {r.params["customer"] for r in fake.requests_to("POST", SESSIONS)} == {customer}
+    [created] = workspace.sent(CUSTOMERS)
+    assert created.idempotency_key == f"bai-customer-{workspace.tenant}"
+    assert created.params == {"metadata": {"tenant_id": str(workspace.tenant)}}
+    await assert_one_customer_for_every_session(workspace)
 
 
-async def test_first_checkouts_at_once_share_one_customer(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
-) -> None:
+async def test_first_checkouts_at_once_share_one_customer(workspace: Workspace) -> None:
     first, second = await asyncio.gather(
-        checkout(client, owner, "growth"), checkout(client, owner, "starter")
+        workspace.checkout("growth"), workspace.checkout("starter")
     )
 
     assert (first.status_code, second.status_code) == (201, 201)
-    keys = {r.idempotency_key for r in fake.requests_to("POST", CUSTOMERS)}
-    assert keys == {f"bai-customer-{tenant}"}
-    [customer] = fake.customers
-    assert await stored_customer(billing_db, tenant) == customer
-    assert {r.params["customer"] for r in fake.requests_to("POST", SESSIONS)} == {customer}
+    keys = {r.idempotency_key for r in workspace.sent(CUSTOMERS)}
+    assert keys == {f"bai-customer-{workspace.tenant}"}
+    await assert_one_customer_for_every_session(workspace)
 
 
 async def test_a_retried_checkout_with_the_same_client_key_reuses_the_stripe_key(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
-    first = await checkout(client, owner, key="order-42")
-    again = await checkout(client, owner, key="order-42")
+    first = await workspace.checkout(key="order-42")
+    again = await workspace.checkout(key="order-42")
 
     assert first.json() == again.json()
-    first_sent, again_sent = fake.requests_to("POST", SESSIONS)
+    first_sent, again_sent = workspace.sent(SESSIONS)
     assert first_sent.idempotency_key == again_sent.idempotency_key
     assert first_sent.idempotency_key != "order-42"  # scoped, not the client's own
     assert len(fake.checkout_sessions) == 1
 
 
 async def test_the_same_client_key_for_another_plan_or_workspace_is_another_request(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str], identity_for: Headers
+    workspace: Workspace, fake: FakeStripe, identity_for: Headers
 ) -> None:
-    growth = await checkout(client, owner, "growth", key="order-42")
-    agency = await checkout(client, owner, "agency", key="order-42")
-    elsewhere = await checkout(client, identity_for(uuid4(), "owner"), "growth", key="order-42")
+    growth = await workspace.checkout("growth", key="order-42")
+    agency = await workspace.checkout("agency", key="order-42")
+    elsewhere = await workspace.checkout(
+        "growth", key="order-42", who=identity_for(uuid4(), "owner")
+    )
 
     assert [r.status_code for r in (growth, agency, elsewhere)] == [201, 201, 201]
-    keys = {r.idempotency_key for r in fake.requests_to("POST", SESSIONS)}
+    keys = {r.idempotency_key for r in workspace.sent(SESSIONS)}
     assert len(keys) == 3
     assert len(fake.checkout_sessions) == 3
 
 
 async def test_checkouts_without_a_client_key_each_get_a_fresh_stripe_key(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
+    workspace: Workspace,
 ) -> None:
-    first, second = await checkout(client, owner), await checkout(client, owner)
+    first, second = await workspace.checkout(), await workspace.checkout()
 
     assert first.json()["id"] != second.json()["id"]
-    first_sent, second_sent = fake.requests_to("POST", SESSIONS)
+    first_sent, second_sent = workspace.sent(SESSIONS)
     assert first_sent.idempotency_key != second_sent.idempotency_key
 
 
 async def test_an_unknown_plan_is_422_naming_plan_and_sends_nothing(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
-    response = await checkout(client, owner, "platinum")
+    response = await workspace.checkout("platinum")
 
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -210,88 +257,67 @@ async def test_an_unknown_plan_is_422_naming_plan_and_sends_nothing(
 
 @pytest.mark.parametrize("status", ["active", "trialing", "past_due"])
 async def test_a_subscribed_workspace_is_sent_to_the_portal_to_change_plans(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
-    status: str,
+    workspace: Workspace, fake: FakeStripe, status: str
 ) -> None:
-    await subscribe(billing_db, fake, tenant, status)
+    await workspace.subscribe(status)
 
-    response = await checkout(client, owner, "agency")
+    response = await workspace.checkout("agency")
 
-    assert response.status_code == 409
-    assert response.json()["code"] == "already_subscribed"
+    assert_problem(response, status=409, code="already_subscribed")
     assert "portal" in response.json()["detail"]
     assert fake.received == []
 
 
 async def test_a_canceled_subscription_does_not_stop_a_new_checkout(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace,
 ) -> None:
-    await subscribe(billing_db, fake, tenant, "canceled")
+    await workspace.subscribe("canceled")
 
-    response = await checkout(client, owner)
+    response = await workspace.checkout()
 
     assert response.status_code == 201
-    assert fake.requests_to("POST", CUSTOMERS) == []  # the known customer is reused
+    assert workspace.sent(CUSTOMERS) == []  # the known customer is reused
 
 
 # ---- portal ---------------------------------------------------------------------------------
-async def test_the_portal_needs_a_billing_account(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
-) -> None:
-    response = await client.post("/v1/billing/portal", headers=owner)
+async def test_the_portal_needs_a_billing_account(workspace: Workspace, fake: FakeStripe) -> None:
+    response = await workspace.portal()
 
-    assert response.status_code == 409
-    assert response.json()["code"] == "no_billing_account"
+    assert_problem(response, status=409, code="no_billing_account")
     assert fake.received == []
 
 
 async def test_the_portal_opens_for_the_workspaces_customer(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
-    customer = await link_customer(billing_db, fake, tenant)
+    customer = await workspace.link_customer()
 
-    response = await client.post("/v1/billing/portal", headers=owner)
+    response = await workspace.portal()
 
     assert response.status_code == 201, response.text
     [portal] = fake.portal_sessions.values()
     assert response.json() == {"url": portal["url"]}
-    [sent] = fake.requests_to("POST", PORTAL)
+    [sent] = workspace.sent(PORTAL)
     assert sent.params == {"customer": customer, "return_url": "https://app.example.test/billing"}
     assert sent.idempotency_key
 
 
 # ---- cancel ---------------------------------------------------------------------------------
 async def test_cancel_ends_the_subscription_at_period_end_at_stripe_and_here(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
-    sub = await subscribe(billing_db, fake, tenant)
+    sub = await workspace.subscribe()
 
-    response = await client.post("/v1/billing/subscription/cancel", headers=owner)
+    response = await workspace.cancel()
 
     assert response.status_code == 200, response.text
     assert response.json()["cancel_at_period_end"] is True
     assert response.json()["plan"] == "growth"
     assert fake.subscriptions[sub]["cancel_at_period_end"] is True
-    [sent] = fake.requests_to("POST", f"/v1/subscriptions/{sub}")
+    [sent] = workspace.sent(f"/v1/subscriptions/{sub}")
     assert sent.params == {"cancel_at_period_end": "true"}
     assert sent.idempotency_key
-    async with billing_db.transaction() as session:
+    async with workspace.db.transaction() as session:
         row = await session.get(Subscription, sub)
         assert row is not None
         assert row.cancel_at_period_end is True
@@ -299,102 +325,81 @@ async def test_cancel_ends_the_subscription_at_period_end_at_stripe_and_here(
 
 
 async def test_cancel_without_an_active_subscription_is_409(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
-    await subscribe(billing_db, fake, tenant, "canceled")
+    await workspace.subscribe("canceled")
 
-    response = await client.post("/v1/billing/subscription/cancel", headers=owner)
+    response = await workspace.cancel()
 
-    assert response.status_code == 409
-    assert response.json()["code"] == "no_active_subscription"
+    assert_problem(response, status=409, code="no_active_subscription")
     assert fake.received == []
 
 
 # ---- when Stripe fails ----------------------------------------------------------------------
 async def test_stripe_failing_to_create_the_customer_is_502_and_stores_nothing(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
     fake.fail_next(2, path=CUSTOMERS)  # the call and its retry
 
-    response = await checkout(client, owner)
+    response = await workspace.checkout()
 
-    assert response.status_code == 502
-    assert response.json()["code"] == "stripe_unavailable"
-    assert await stored_customer(billing_db, tenant) is None
-    assert fake.requests_to("POST", SESSIONS) == []
+    assert_problem(response, status=502, code="stripe_unavailable")
+    assert await workspace.stored_customer() is None
+    assert workspace.sent(SESSIONS) == []
 
 
 async def test_a_failed_checkout_keeps_the_customer_stripe_created_for_the_retry(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
     fake.fail_next(2, path=SESSIONS)  # the call and its retry
-    assert (await checkout(client, owner)).status_code == 502
+    assert (await workspace.checkout()).status_code == 502
     [customer] = fake.customers
-    assert await stored_customer(billing_db, tenant) == customer
+    assert await workspace.stored_customer() == customer
 
-    assert (await checkout(client, owner)).status_code == 201
-    assert len(fake.requests_to("POST", CUSTOMERS)) == 1
+    assert (await workspace.checkout()).status_code == 201
+    assert len(workspace.sent(CUSTOMERS)) == 1
 
 
 async def test_a_passing_stripe_500_is_retried_with_the_same_key(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
     fake.fail_next(1, path=SESSIONS)
 
-    response = await checkout(client, owner)
+    response = await workspace.checkout()
 
     assert response.status_code == 201
-    failed, retried = fake.requests_to("POST", SESSIONS)
+    failed, retried = workspace.sent(SESSIONS)
     assert failed.idempotency_key == retried.idempotency_key
     assert len(fake.checkout_sessions) == 1
 
 
 async def test_a_stripe_that_does_not_answer_in_time_is_retried_then_502(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
+    workspace: Workspace, fake: FakeStripe
 ) -> None:
     fake.hang_next(1, path=SESSIONS)
-    assert (await checkout(client, owner)).status_code == 201
+    assert (await workspace.checkout()).status_code == 201
 
     fake.hang_next(2, path=SESSIONS)
-    response = await checkout(client, owner)
+    response = await workspace.checkout()
 
-    assert response.status_code == 502
-    assert response.json()["code"] == "stripe_unavailable"
+    assert_problem(response, status=502, code="stripe_unavailable")
 
 
-async def test_an_answer_over_the_size_cap_is_502(
-    client: httpx.AsyncClient, fake: FakeStripe, owner: dict[str, str]
-) -> None:
+async def test_an_answer_over_the_size_cap_is_502(workspace: Workspace, fake: FakeStripe) -> None:
     fake.oversize_next(1)
 
-    response = await checkout(client, owner)
+    response = await workspace.checkout()
 
     assert response.status_code == 502
     assert len(fake.received) == 1  # refused, not retried
 
 
 async def test_a_refused_api_key_is_502_and_never_echoed(
-    billing_settings: BillingSettings,
-    fake: FakeStripe,
-    signing_key: Ed25519PrivateKey,
-    owner: dict[str, str],
+    open_workspace: OpenWorkspace, fake: FakeStripe
 ) -> None:
     wrong = "sk_test_wrong_key_that_must_stay_secret"
-    settings = _wired(billing_settings, fake, stripe_api_key=SecretStr(wrong))
-    async with trusting_client(create_app(settings), signing_key) as client:
-        response = await checkout(client, owner)
+    async with open_workspace(stripe_api_key=SecretStr(wrong)) as workspace:
+        response = await workspace.checkout()
 
     assert response.status_code == 502
     assert "sk_" not in response.text
@@ -403,18 +408,10 @@ async def test_a_refused_api_key_is_502_and_never_echoed(
 
 
 async def test_without_an_api_key_billing_is_not_configured(
-    billing_settings: BillingSettings,
-    fake: FakeStripe,
-    signing_key: Ed25519PrivateKey,
-    owner: dict[str, str],
+    open_workspace: OpenWorkspace, fake: FakeStripe
 ) -> None:
-    settings = _wired(billing_settings, fake, stripe_api_key=SecretStr(""))
-    async with trusting_client(create_app(settings), signing_key) as client:
-        answers = [
-            await checkout(client, owner),
-            await client.post("/v1/billing/portal", headers=owner),
-            await client.post("/v1/billing/subscription/cancel", headers=owner),
-        ]
+    async with open_workspace(stripe_api_key=SecretStr("")) as workspace:
+        answers = [await workspace.checkout(), await workspace.portal(), await workspace.cancel()]
 
     assert [a.status_code for a in answers] == [503, 503, 503]
     assert {a.json()["code"] for a in answers} == {"billing_not_configured"}
@@ -424,37 +421,27 @@ async def test_without_an_api_key_billing_is_not_configured(
 @pytest.mark.parametrize("role", ["viewer", "editor"])
 @pytest.mark.parametrize("path", ["/checkout", "/portal", "/subscription/cancel"])
 async def test_only_owners_and_admins_change_billing(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    identity_for: Headers,
-    tenant: UUID,
-    billing_db: Database,
-    role: str,
-    path: str,
+    workspace: Workspace, fake: FakeStripe, role: str, path: str
 ) -> None:
-    await subscribe(billing_db, fake, tenant)
+    await workspace.subscribe()
 
-    response = await client.post(
-        f"/v1/billing{path}", json={"plan": "growth"}, headers=identity_for(tenant, role)
+    response = await workspace.client.post(
+        f"/v1/billing{path}", json={"plan": "growth"}, headers=workspace.member(role)
     )
 
     assert response.status_code == 403
     assert fake.received == []
 
 
-async def test_an_admin_may_check_out(
-    client: httpx.AsyncClient, fake: FakeStripe, identity_for: Headers, tenant: UUID
-) -> None:
-    response = await checkout(client, identity_for(tenant, "admin"))
+async def test_an_admin_may_check_out(workspace: Workspace) -> None:
+    response = await workspace.checkout(who=workspace.member("admin"))
 
     assert response.status_code == 201
 
 
 # ---- reads ----------------------------------------------------------------------------------
-async def test_the_plans_are_the_catalogue(
-    client: httpx.AsyncClient, identity_for: Headers, tenant: UUID
-) -> None:
-    response = await client.get("/v1/billing/plans", headers=identity_for(tenant, "viewer"))
+async def test_the_plans_are_the_catalogue(workspace: Workspace) -> None:
+    response = await workspace.client.get("/v1/billing/plans", headers=workspace.member("viewer"))
 
     assert response.status_code == 200
     plans = {p["id"]: p for p in response.json()}
@@ -463,26 +450,18 @@ async def test_the_plans_are_the_catalogue(
     assert plans["growth"]["monthly_credits"]["posts"] == 500
 
 
-async def test_a_workspace_without_a_subscription_says_none(
-    client: httpx.AsyncClient, owner: dict[str, str]
-) -> None:
-    response = await client.get("/v1/billing/subscription", headers=owner)
+async def test_a_workspace_without_a_subscription_says_none(workspace: Workspace) -> None:
+    response = await workspace.subscription()
 
     assert response.status_code == 200
     assert response.json()["plan"] is None
     assert response.json()["status"] == "none"
 
 
-async def test_the_subscription_shown_is_the_live_one(
-    client: httpx.AsyncClient,
-    fake: FakeStripe,
-    identity_for: Headers,
-    tenant: UUID,
-    billing_db: Database,
-) -> None:
-    await subscribe(billing_db, fake, tenant, "past_due")
+async def test_the_subscription_shown_is_the_live_one(workspace: Workspace) -> None:
+    await workspace.subscribe("past_due")
 
-    response = await client.get("/v1/billing/subscription", headers=identity_for(tenant, "viewer"))
+    response = await workspace.subscription(who=workspace.member("viewer"))
 
     assert response.json()["plan"] == "growth"
     assert response.json()["status"] == "past_due"
@@ -529,20 +508,15 @@ def test_stripe_forms_unfold_into_nested_params() -> None:
 
 # ---- no database connection is held while Stripe answers ------------------------------------
 @pytest.fixture
-async def one_connection_client(
-    billing_settings: BillingSettings, fake: FakeStripe, signing_key: Ed25519PrivateKey
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with a pool of one connection: a request holding it shuts out every other."""
-    settings = _wired(
-        billing_settings,
-        fake,
+async def one_connection_workspace(open_workspace: OpenWorkspace) -> AsyncIterator[Workspace]:
+    """Billing with a pool of one connection: a request holding it shuts out every other."""
+    async with open_workspace(
         db_pool_size=1,
         db_max_overflow=0,
         db_pool_timeout_seconds=1.0,
         stripe_timeout_seconds=10.0,  # Stripe's hang lasts until the test releases it
-    )
-    async with trusting_client(create_app(settings), signing_key) as http:
-        yield http
+    ) as opened:
+        yield opened
 
 
 @pytest.mark.parametrize(
@@ -550,33 +524,21 @@ async def one_connection_client(
     [("checkout", CUSTOMERS), ("checkout", SESSIONS), ("portal", PORTAL), ("cancel", "sub")],
 )
 async def test_while_stripe_answers_the_database_connection_serves_other_requests(
-    one_connection_client: httpx.AsyncClient,
-    fake: FakeStripe,
-    owner: dict[str, str],
-    tenant: UUID,
-    billing_db: Database,
-    action: str,
-    path: str,
+    one_connection_workspace: Workspace, fake: FakeStripe, action: str, path: str
 ) -> None:
-    http = one_connection_client
+    workspace = one_connection_workspace
     if action == "portal":
-        await link_customer(billing_db, fake, tenant)
+        await workspace.link_customer()
     if action == "cancel":
-        path = f"/v1/subscriptions/{await subscribe(billing_db, fake, tenant)}"
-    route = {"checkout": "/v1/billing/checkout", "portal": "/v1/billing/portal"}
+        path = f"/v1/subscriptions/{await workspace.subscribe()}"
+    act = {"checkout": workspace.checkout, "portal": workspace.portal, "cancel": workspace.cancel}
     fake.hang_next(1, path=path)
-    call = asyncio.create_task(
-        http.post(
-            route.get(action, "/v1/billing/subscription/cancel"),
-            json={"plan": "growth"} if action == "checkout" else None,
-            headers=owner,
-        )
-    )
+    call = asyncio.create_task(act[action]())
     async with asyncio.timeout(10):
-        while not fake.requests_to("POST", path):  # Stripe has the call and holds it
+        while not workspace.sent(path):  # Stripe has the call and holds it
             await asyncio.sleep(0.02)
 
-    meanwhile = await http.get("/v1/billing/subscription", headers=owner)
+    meanwhile = await workspace.subscription()
     fake.release_hangs()  # the hung call answers 503; the library's retry goes through
 
     assert meanwhile.status_code == 200, meanwhile.text

@@ -67,11 +67,9 @@ async def mining_db(mining_settings: MiningSettings) -> AsyncIterator[Database]:
         await database.dispose()
 
 
-@pytest.fixture
-async def end_the_tests_jobs(mining_db: Database, tenant: UUID) -> AsyncIterator[None]:
-    """Jobs the test left queued or running are ended, so later tests' passes leave them be."""
-    yield
-    async with mining_db.transaction() as session:
+async def end_jobs_of(db: Database, tenant: UUID) -> None:
+    """End the jobs ``tenant`` has queued or running, so later tests' passes leave them be."""
+    async with db.transaction() as session:
         await session.execute(
             update(ExtractionJob)
             .where(
@@ -80,6 +78,13 @@ async def end_the_tests_jobs(mining_db: Database, tenant: UUID) -> AsyncIterator
             )
             .values(state="cancelled", problems=["ended by the test"])
         )
+
+
+@pytest.fixture
+async def end_the_tests_jobs(mining_db: Database, tenant: UUID) -> AsyncIterator[None]:
+    """Jobs the test left queued or running are ended, so later tests' passes leave them be."""
+    yield
+    await end_jobs_of(mining_db, tenant)
 
 
 @pytest.fixture

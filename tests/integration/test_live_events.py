@@ -93,18 +93,23 @@ async def test_a_status_change_reaches_the_workspace_within_a_second(
         campaign_id, created_at = await _create(edge, account, "Live launch")
         event = await mine.wait_for(_campaign(campaign_id))
         assert mine.arrived[event["id"]] - created_at < 1.0
-        await asyncio.sleep(0.5)
-        assert not any(e.get("event") == CREATED for e in theirs.events)
+        # The stranger's own event comes after mine through the same feed: once it is
+        # there, mine would have been too, had it leaked.
+        their_id, _ = await _create(edge, stranger, "Their launch")
+        await theirs.wait_for(_campaign(their_id), within=15.0)
+        assert not any(_campaign(campaign_id)(e) for e in theirs.events)
 
 
 async def test_last_event_id_resumes_what_was_missed(
     edge: httpx.AsyncClient, account: Account
 ) -> None:
-    async with listening(edge, account) as first:
-        seen, _ = await _create(edge, account, "Seen")
-        last = (await first.wait_for(_campaign(seen)))["id"]
-    missed, _ = await _create(edge, account, "Missed while away")
-    await asyncio.sleep(0.5)
+    async with listening(edge, account) as witness:
+        async with listening(edge, account) as first:
+            seen, _ = await _create(edge, account, "Seen")
+            last = (await first.wait_for(_campaign(seen)))["id"]
+        missed, _ = await _create(edge, account, "Missed while away")
+        # Sent while nobody resumed: it can only come back as a replay.
+        await witness.wait_for(_campaign(missed), within=15.0)
     async with listening(edge, account, last_event_id=last) as resumed:
         await resumed.wait_for(_campaign(missed), within=2.0)
         assert not any(_campaign(seen)(e) for e in resumed.events)

@@ -7,6 +7,7 @@ service processes ignores the refusals provoked here.
 """
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -66,12 +67,19 @@ async def _last_sequence(admin: NatsClient, stream: str) -> int:
 
 
 async def _refusals_of(action: Callable[[], Awaitable[object]]) -> list[str]:
-    """Run ``action`` and collect the permission violations the connection logged."""
+    """Run ``action`` and collect the permission violations the connection logged: the
+    server's -ERR arrives after the PUB or SUB, so this waits (5 s at most) for the first."""
+
+    def refusals() -> list[str]:  # nats-py hands the server's -ERR over in lower case
+        return [e["error"] for e in logs if e["event"] == "nats_permissions_violation"]
+
     with capture_logs() as logs:
         await action()
-        await asyncio.sleep(0.3)  # the server's -ERR arrives after the PUB
-    # nats-py hands the server's -ERR over in lower case.
-    return [e["error"] for e in logs if e["event"] == "nats_permissions_violation"]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while not refusals():
+                    await asyncio.sleep(0.02)
+    return refusals()
 
 
 async def test_billing_publishes_its_own_subscription_changes(

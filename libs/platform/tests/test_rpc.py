@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from structlog.testing import capture_logs
 
 from bai_platform.rpc import Endpoint, Unreachable, ask, serve_rpc
 from bai_platform.settings import ServiceSettings
@@ -132,8 +133,13 @@ async def test_a_question_asked_while_its_service_restarts_is_answered_once_it_i
     async def echo(session: AsyncSession, question: Question) -> Answer:
         return Answer(n=question.n)
 
-    asked = asyncio.create_task(ask(sandbox.nc, subject(sandbox), Question(n=7), Answer, within=5))
-    await asyncio.sleep(0.3)  # nobody serves the subject yet: "no responders", asked again
-    assert not asked.done()
+    with capture_logs() as logs:
+        asked = asyncio.create_task(
+            ask(sandbox.nc, subject(sandbox), Question(n=7), Answer, within=5)
+        )
+        async with asyncio.timeout(3):  # nobody serves the subject yet: "no responders"
+            while not any(e["event"] == "rpc_no_responders" for e in logs):
+                await asyncio.sleep(0.01)
+    assert not asked.done()  # and it is asked again
     async with serving(sandbox, Endpoint("echo", subject(sandbox), Question, echo)):
         assert (await asked).n == 7

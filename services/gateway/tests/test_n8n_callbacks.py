@@ -20,6 +20,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
+from structlog.testing import capture_logs
 
 from bai_contracts import (
     CallbackDelivery,
@@ -216,8 +217,11 @@ async def test_a_callback_waits_for_an_owner_that_is_restarting(
     body = _body(job_id)
     await owner.stop()
     try:
-        sent = asyncio.create_task(_post(client, job_id, body, _signed(body)))
-        await asyncio.sleep(0.5)  # the restart's gap: the gateway finds no responders
+        with capture_logs() as logs:
+            sent = asyncio.create_task(_post(client, job_id, body, _signed(body)))
+            async with asyncio.timeout(3):  # the restart's gap: the gateway finds no responders
+                while not any(e["event"] == "rpc_no_responders" for e in logs):
+                    await asyncio.sleep(0.01)
         assert not sent.done(), (await sent).text
     finally:
         await owner.listen()

@@ -109,6 +109,11 @@ class ConsumerRunner:
         self.ready = asyncio.Event()
         self._database_away = False
 
+    @property
+    def database_away(self) -> bool:
+        """Whether the runner is waiting for its database to answer, fetching nothing."""
+        return self._database_away
+
     async def run(self, stop: asyncio.Event) -> None:
         sub = self._sub
         await self._js.add_consumer(sub.stream, sub.consumer_config())

@@ -159,6 +159,7 @@ async def ask(
         except NoRespondersError as exc:
             if remaining <= pause:
                 raise Unreachable(f"no answer on {subject}: {type(exc).__name__}") from exc
+            log.info("rpc_no_responders", subject=subject, retry_in=pause)
         except (NatsTimeout, NatsError) as exc:
             raise Unreachable(f"no answer on {subject}: {type(exc).__name__}") from exc
         await asyncio.sleep(pause)

@@ -10,12 +10,12 @@ so assertions only look at the test's own tenant, post, job and path.
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import httpx
@@ -53,6 +53,13 @@ TARGET_URL = "/v1/planner/publishing-target"
 SECRET = "n8n-publishing-secret-0123456789"
 TEXT = "Fresh pastries every morning at 8"
 NO_TARGET = "no publishing workflow is configured"
+EXAMPLE_URL = "https://n8n.example.com/webhook/publish"
+ACCEPTED: dict[str, Any] = {"accepted": True}
+CRASHED: dict[str, Any] = {"message": "workflow crashed"}
+
+
+def _a_second_ago() -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=1)
 
 
 # ---- the tenants' workflows: one local HTTP server ---------------------------------------
@@ -80,7 +87,7 @@ def _app(workflows: Workflows) -> Starlette:
     async def hook(request: Request) -> Response:
         name = request.path_params["name"]
         workflows.requests.append(Received(name, dict(request.headers), await request.body()))
-        status, body = workflows.answers.get(name, (200, {"accepted": True}))
+        status, body = workflows.answers.get(name, (200, ACCEPTED))
         return JSONResponse(body, status_code=status)
 
     return Starlette(routes=[Route("/hook/{name}", hook, methods=["POST"])])
@@ -101,6 +108,10 @@ class Hook:
     workflows: Workflows
     name: str
 
+    @classmethod
+    def new(cls, workflows: Workflows) -> "Hook":
+        return cls(workflows, uuid4().hex)
+
     @property
     def url(self) -> str:
         return f"{self.workflows.base}/hook/{self.name}"
@@ -114,7 +125,7 @@ class Hook:
 
 @pytest.fixture
 def hook(workflows: Workflows) -> Hook:
-    return Hook(workflows, uuid4().hex)
+    return Hook.new(workflows)
 
 
 # ---- the publisher, one sweep at a time --------------------------------------------------
@@ -183,17 +194,36 @@ def publisher(publisher_for: PublisherFor) -> OnePass:
 
 
 # ---- the tenant's data -------------------------------------------------------------------
+async def _put_target(
+    client: httpx.AsyncClient, headers: dict[str, str], url: str, secret: str = SECRET
+) -> httpx.Response:
+    body = {"webhook_url": url, "secret": secret}
+    return await client.put(TARGET_URL, json=body, headers=headers)
+
+
+class PutTarget(Protocol):
+    """The test's tenant's target, as a member of ``role`` sets it: the response."""
+
+    async def __call__(self, role: str, url: str, secret: str = SECRET) -> httpx.Response: ...
+
+
+@pytest.fixture
+def put_target(client: httpx.AsyncClient, identity_for: IdentityFor, tenant: UUID) -> PutTarget:
+    async def put(role: str, url: str, secret: str = SECRET) -> httpx.Response:
+        return await _put_target(client, identity_for(tenant, role), url, secret)
+
+    return put
+
+
 SetTarget = Callable[[UUID, str], Awaitable[None]]
 
 
 @pytest.fixture
 def set_target(client: httpx.AsyncClient, identity_for: IdentityFor) -> SetTarget:
+    """A tenant's owner sets its workflow's URL (and SECRET)."""
+
     async def put(tenant_id: UUID, url: str) -> None:
-        response = await client.put(
-            TARGET_URL,
-            json={"webhook_url": url, "secret": SECRET},
-            headers=identity_for(tenant_id, "owner"),
-        )
+        response = await _put_target(client, identity_for(tenant_id, "owner"), url)
         assert response.status_code == 200, response.text
 
     return put
@@ -207,7 +237,7 @@ def due_post(planner_db: Database, brand: str) -> DuePost:
     """A scheduled post of the tenant, due a second ago; its id."""
 
     async def make(tenant_id: UUID) -> UUID:
-        at = datetime.now(UTC) - timedelta(seconds=1)
+        at = _a_second_ago()
         campaign = Campaign(
             tenant_id=tenant_id,
             brand_id=UUID(brand),
@@ -258,6 +288,16 @@ class Rows:
         [job] = await self.jobs(post_id)
         return job
 
+    async def outcome(self, post_id: UUID) -> tuple[str, str | None]:
+        """The post's state and last error."""
+        post = await self.post(post_id)
+        return post.state, post.last_error
+
+    async def progress(self, post_id: UUID) -> tuple[str, int]:
+        """The state and attempts of the post's one job."""
+        job = await self.job(post_id)
+        return job.state, job.attempts
+
     async def history(self, post_id: UUID) -> list[PostTransition]:
         async with self.db.transaction() as session:
             query = select(PostTransition).where(col(PostTransition.post_id) == post_id)
@@ -279,12 +319,92 @@ class Rows:
 
     async def retry_now(self, job_id: str) -> None:
         """The backoff is over."""
-        await self.change_job(job_id, next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+        await self.change_job(job_id, next_attempt_at=_a_second_ago())
+
+    async def miss_deadline(self, job_id: str) -> None:
+        """The workflow's time to call back is over."""
+        await self.change_job(job_id, deadline_at=_a_second_ago())
 
 
 @pytest.fixture
 def rows(planner_db: Database) -> Rows:
     return Rows(planner_db)
+
+
+# ---- the test's post, on its way -----------------------------------------------------------
+TargetedPost = Callable[[UUID, Hook], Awaitable[UUID]]
+
+
+@pytest.fixture
+def targeted_post(set_target: SetTarget, due_post: DuePost) -> TargetedPost:
+    """A due post of a tenant whose publishing workflow is ``hook``; its id."""
+
+    async def make(tenant_id: UUID, hook: Hook) -> UUID:
+        await set_target(tenant_id, hook.url)
+        return await due_post(tenant_id)
+
+    return make
+
+
+@pytest.fixture
+async def post_id(targeted_post: TargetedPost, tenant: UUID, hook: Hook) -> UUID:
+    """A due post of the test's tenant, whose workflow is the test's hook; not yet swept."""
+    return await targeted_post(tenant, hook)
+
+
+@pytest.fixture
+async def job(post_id: UUID, publisher: OnePass, rows: Rows) -> PublishJob:
+    """The post's job, after one sweep dispatched it (the hook answered 200)."""
+    await publisher()
+    return await rows.job(post_id)
+
+
+@pytest.fixture
+async def timed_out(job: PublishJob, publisher: OnePass, rows: Rows) -> PublishJob:
+    """The dispatched job, once a sweep found it past its deadline (it failed the post)."""
+    await rows.miss_deadline(job.id)
+    await publisher()
+    return job
+
+
+@pytest.fixture
+async def queued(hook: Hook, post_id: UUID, publisher: OnePass, rows: Rows) -> PublishJob:
+    """The post's job, queued again after its first try crashed; the hook now answers 200."""
+    hook.answer(500, CRASHED)
+    await publisher()
+    job = await rows.job(post_id)
+    hook.answer(200, ACCEPTED)
+    return job
+
+
+@dataclass
+class Editor:
+    """An editor of the test's tenant, changing a post through the API."""
+
+    client: httpx.AsyncClient
+    identity_for: IdentityFor
+    tenant: UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.identity_for(self.tenant, "editor")
+
+    async def move(self, post_id: UUID, to: str) -> None:
+        url = f"/v1/planner/posts/{post_id}/transitions"
+        response = await self.client.post(url, json={"to": to}, headers=self.headers)
+        assert response.status_code == 200, response.text
+
+    async def reschedule(self, post_id: UUID, at: datetime) -> None:
+        body = {"scheduled_at": at.isoformat()}
+        response = await self.client.patch(
+            f"/v1/planner/posts/{post_id}", json=body, headers=self.headers
+        )
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def editor(client: httpx.AsyncClient, identity_for: IdentityFor, tenant: UUID) -> Editor:
+    return Editor(client, identity_for, tenant)
 
 
 def _callback(tenant_id: UUID, job_id: str, **payload: Any) -> Envelope:
@@ -325,20 +445,13 @@ async def _state_changes(outbox_of: OutboxOf, tenant_id: UUID) -> list[PostState
 # ---- the publishing target ---------------------------------------------------------------
 @pytest.mark.parametrize("role", ["owner", "admin"])
 async def test_owners_and_admins_store_the_target_with_its_secret_encrypted(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    identity_for: IdentityFor,
-    rows: Rows,
-    box: Fernet,
-    role: str,
+    put_target: PutTarget, tenant: UUID, rows: Rows, box: Fernet, role: str
 ) -> None:
-    body = {"webhook_url": "https://n8n.example.com/webhook/publish", "secret": SECRET}
-
-    response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, role))
+    response = await put_target(role, EXAMPLE_URL)
 
     assert response.status_code == 200, response.text
     assert set(response.json()) == {"webhook_url", "accept_secret_header", "updated_at"}
-    assert response.json()["webhook_url"] == body["webhook_url"]
+    assert response.json()["webhook_url"] == EXAMPLE_URL
     stored = await rows.target(tenant)
     assert stored is not None
     assert SECRET.encode() not in stored.secret
@@ -346,7 +459,11 @@ async def test_owners_and_admins_store_the_target_with_its_secret_encrypted(
 
 
 async def test_reading_the_target_never_shows_the_secret(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, hook: Hook, set_target: Any
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    hook: Hook,
+    set_target: SetTarget,
 ) -> None:
     await set_target(tenant, hook.url)
 
@@ -368,33 +485,23 @@ async def test_a_workspace_without_a_target_reads_404(
 
 @pytest.mark.parametrize("role", ["editor", "viewer"])
 async def test_editors_and_viewers_may_not_set_the_target(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, rows: Rows, role: str
+    put_target: PutTarget, tenant: UUID, rows: Rows, role: str
 ) -> None:
-    body = {"webhook_url": "https://n8n.example.com/webhook/publish", "secret": SECRET}
-
-    response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, role))
+    response = await put_target(role, EXAMPLE_URL)
 
     assert response.status_code == 403, response.text
     assert await rows.target(tenant) is None
 
 
 @pytest.mark.parametrize(
-    "body",
-    [
-        {"webhook_url": "not a url", "secret": SECRET},
-        {"webhook_url": "ftp://n8n.example.com/publish", "secret": SECRET},
-        {"webhook_url": "https://n8n.example.com/webhook/publish", "secret": "too-short"},
-    ],
+    ("url", "secret"),
+    [("not a url", SECRET), ("ftp://n8n.example.com/publish", SECRET), (EXAMPLE_URL, "too-short")],
     ids=["not-a-url", "not-http", "short-secret"],
 )
 async def test_a_bad_url_or_a_short_secret_is_422(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    identity_for: IdentityFor,
-    rows: Rows,
-    body: dict[str, str],
+    put_target: PutTarget, tenant: UUID, rows: Rows, url: str, secret: str
 ) -> None:
-    response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, "owner"))
+    response = await put_target("owner", url, secret)
 
     assert response.status_code == 422, response.text
     assert await rows.target(tenant) is None
@@ -404,15 +511,11 @@ async def test_a_bad_url_or_a_short_secret_is_422(
 async def test_a_due_post_is_dispatched_once_signed_with_the_tenants_secret(
     tenant: UUID,
     hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
+    post_id: UUID,
     publisher: OnePass,
     rows: Rows,
     planner_settings: PlannerSettings,
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-
     await publisher()
 
     [got] = hook.received()
@@ -447,21 +550,8 @@ async def test_a_due_post_is_dispatched_once_signed_with_the_tenants_secret(
 
 
 async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_job(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
-    planner_db: Database,
-    box: Fernet,
-    jobs: PublishJobs,
+    tenant: UUID, job: PublishJob, planner_db: Database, jobs: PublishJobs
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-
     async with planner_db.transaction() as session:
         known = await jobs.signer_for(session, job.id)
         unknown = await jobs.signer_for(session, "pub_nosuchjob0000000000")
@@ -475,55 +565,35 @@ async def test_verification_names_the_jobs_tenant_and_secret_and_knows_no_other_
 # ---- callbacks ---------------------------------------------------------------------------
 async def test_a_published_callback_publishes_the_post_once(
     tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
+    post_id: UUID,
+    job: PublishJob,
     rows: Rows,
     deliver: Deliver,
     outbox_of: OutboxOf,
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-
     await deliver(tenant, job.id, status="published", url="https://instagram.com/p/1")
     applied = await rows.job(post_id)
     await deliver(tenant, job.id, status="published", url="https://instagram.com/p/2")
     await deliver(tenant, job.id, status="failed", error="a stale retry")
 
-    post = await rows.post(post_id)
-    assert (post.state, post.last_error) == ("published", None)
+    assert await rows.outcome(post_id) == ("published", None)
     [moved] = await rows.history(post_id)
     assert (moved.from_state, moved.to_state) == ("scheduled", "published")
     assert moved.actor == "system:publisher"
     [event] = await _state_changes(outbox_of, tenant)
     assert (event.post_id, event.to_state, event.actor) == (post_id, "published", moved.actor)
-    job = await rows.job(post_id)
-    assert (job.state, job.external_url) == ("succeeded", "https://instagram.com/p/1")
-    assert job.completed_at is not None
-    assert job.completed_at == applied.completed_at
+    after = await rows.job(post_id)
+    assert (after.state, after.external_url) == ("succeeded", "https://instagram.com/p/1")
+    assert after.completed_at is not None
+    assert after.completed_at == applied.completed_at
 
 
 async def test_a_failed_callback_fails_the_post_with_the_workflows_message(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
-    deliver: Deliver,
+    tenant: UUID, post_id: UUID, job: PublishJob, rows: Rows, deliver: Deliver
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-
     await deliver(tenant, job.id, status="failed", error="Instagram token expired")
 
-    post = await rows.post(post_id)
-    assert (post.state, post.last_error) == ("failed", "Instagram token expired")
+    assert await rows.outcome(post_id) == ("failed", "Instagram token expired")
     [moved] = await rows.history(post_id)
     assert (moved.to_state, moved.actor, moved.note) == (
         "failed",
@@ -534,19 +604,8 @@ async def test_a_failed_callback_fails_the_post_with_the_workflows_message(
 
 
 async def test_a_callback_naming_another_tenant_changes_nothing(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
-    deliver: Deliver,
-    outbox_of: OutboxOf,
+    post_id: UUID, job: PublishJob, rows: Rows, deliver: Deliver, outbox_of: OutboxOf
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
     intruder = uuid4()
 
     await deliver(intruder, job.id, status="published", url="https://instagram.com/p/evil")
@@ -561,20 +620,8 @@ async def test_a_callback_naming_another_tenant_changes_nothing(
 
 @pytest.mark.parametrize("status", ["done", None, 7])
 async def test_a_malformed_status_is_recorded_on_the_job_and_moves_nothing(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
-    deliver: Deliver,
-    status: object,
+    tenant: UUID, post_id: UUID, job: PublishJob, rows: Rows, deliver: Deliver, status: object
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-
     await deliver(tenant, job.id, status=status, url="https://instagram.com/p/1")
 
     assert (await rows.post(post_id)).state == "scheduled"
@@ -586,16 +633,9 @@ async def test_a_malformed_status_is_recorded_on_the_job_and_moves_nothing(
 
 # ---- failures and retries ----------------------------------------------------------------
 async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
+    hook: Hook, post_id: UUID, publisher: OnePass, rows: Rows
 ) -> None:
-    hook.answer(500, {"message": "workflow crashed"})
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
+    hook.answer(500, CRASHED)
     before = datetime.now(UTC)
 
     await publisher()
@@ -605,21 +645,13 @@ async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
     assert (job.state, job.attempts) == ("queued", 1)
     assert job.next_attempt_at > before
     assert job.last_error == "n8n answered 500: workflow crashed"
-    post = await rows.post(post_id)
-    assert (post.state, post.last_error) == ("scheduled", None)
+    assert await rows.outcome(post_id) == ("scheduled", None)
 
 
 async def test_after_the_last_retryable_failure_the_post_fails_with_the_reason(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher_for: PublisherFor,
-    rows: Rows,
+    hook: Hook, post_id: UUID, publisher_for: PublisherFor, rows: Rows
 ) -> None:
     hook.answer(503, {"message": "n8n is restarting"})
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
     publisher = publisher_for(dispatch_max_attempts=3)
 
     await publisher()
@@ -629,33 +661,22 @@ async def test_after_the_last_retryable_failure_the_post_fails_with_the_reason(
         await publisher()
 
     assert len(hook.received()) == 3
-    post = await rows.post(post_id)
-    assert (post.state, post.last_error) == ("failed", "n8n answered 503: n8n is restarting")
-    job = await rows.job(post_id)
-    assert (job.state, job.attempts) == ("failed", 3)
+    assert await rows.outcome(post_id) == ("failed", "n8n answered 503: n8n is restarting")
+    assert await rows.progress(post_id) == ("failed", 3)
     [moved] = await rows.history(post_id)
     assert (moved.to_state, moved.actor) == ("failed", "system:publisher")
 
 
 async def test_a_refusal_fails_the_post_at_once(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
+    hook: Hook, post_id: UUID, publisher: OnePass, rows: Rows
 ) -> None:
     hook.answer(400, {"message": "unknown channel"})
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
 
     await publisher()
 
     assert len(hook.received()) == 1
-    post = await rows.post(post_id)
-    assert (post.state, post.last_error) == ("failed", "n8n answered 400: unknown channel")
-    job = await rows.job(post_id)
-    assert (job.state, job.attempts) == ("failed", 1)
+    assert await rows.outcome(post_id) == ("failed", "n8n answered 400: unknown channel")
+    assert await rows.progress(post_id) == ("failed", 1)
 
 
 async def test_without_a_publishing_target_the_post_fails_at_once(
@@ -673,21 +694,12 @@ async def test_without_a_publishing_target_the_post_fails_at_once(
 
 # ---- deadlines ---------------------------------------------------------------------------
 async def test_a_dispatched_job_past_its_deadline_fails_the_post(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
+    hook: Hook, post_id: UUID, job: PublishJob, publisher: OnePass, rows: Rows
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
     await publisher()
     assert (await rows.job(post_id)).state == "dispatched"  # the deadline is an hour off
 
-    await rows.change_job(job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
+    await rows.miss_deadline(job.id)
     await publisher()
 
     post = await rows.post(post_id)
@@ -698,59 +710,33 @@ async def test_a_dispatched_job_past_its_deadline_fails_the_post(
 
 
 async def test_a_late_published_callback_for_the_latest_job_still_publishes_the_post(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
-    deliver: Deliver,
+    tenant: UUID, post_id: UUID, timed_out: PublishJob, rows: Rows, deliver: Deliver
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-    await rows.change_job(job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await publisher()
     assert (await rows.post(post_id)).state == "failed"
 
-    await deliver(tenant, job.id, status="published", url="https://instagram.com/p/late")
+    await deliver(tenant, timed_out.id, status="published", url="https://instagram.com/p/late")
 
-    post = await rows.post(post_id)
-    assert (post.state, post.last_error) == ("published", None)
+    assert await rows.outcome(post_id) == ("published", None)
     assert [t.to_state for t in await rows.history(post_id)] == ["failed", "published"]
     assert (await rows.job(post_id)).state == "succeeded"
 
 
 async def test_a_late_published_callback_for_a_replaced_job_changes_nothing(
-    client: httpx.AsyncClient,
-    identity_for: IdentityFor,
     tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
+    editor: Editor,
+    post_id: UUID,
+    timed_out: PublishJob,
     publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    first = await rows.job(post_id)
-    await rows.change_job(first.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await publisher()
     for state in ("approved", "scheduled"):  # the editor sends it again
-        response = await client.post(
-            f"/v1/planner/posts/{post_id}/transitions",
-            json={"to": state},
-            headers=identity_for(tenant, "editor"),
-        )
-        assert response.status_code == 200, response.text
+        await editor.move(post_id, state)
     await publisher()
     old, new = await rows.jobs(post_id)
-    assert (old.id, old.state, new.state) == (first.id, "failed", "dispatched")
+    assert (old.id, old.state, new.state) == (timed_out.id, "failed", "dispatched")
 
-    await deliver(tenant, first.id, status="published", url="https://instagram.com/p/old")
+    await deliver(tenant, timed_out.id, status="published", url="https://instagram.com/p/old")
 
     assert (await rows.post(post_id)).state == "scheduled"
     assert [j.state for j in await rows.jobs(post_id)] == ["failed", "dispatched"]
@@ -758,122 +744,76 @@ async def test_a_late_published_callback_for_a_replaced_job_changes_nothing(
 
 # ---- what the dispatch must survive ------------------------------------------------------
 async def test_a_job_left_mid_dispatch_goes_out_again_under_the_same_event_id(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
+    hook: Hook, post_id: UUID, job: PublishJob, publisher: OnePass, rows: Rows
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     await rows.change_job(job.id, state="dispatching", next_attempt_at=an_hour_ago)  # died
 
     await publisher()
 
     assert [r.headers["x-bai-event-id"] for r in hook.received()] == [job.id, job.id]
-    after = await rows.job(post_id)
-    assert (after.state, after.attempts) == ("dispatched", 2)
+    assert await rows.progress(post_id) == ("dispatched", 2)
 
 
 async def test_a_queued_job_whose_post_was_taken_back_is_not_sent(
-    client: httpx.AsyncClient,
-    identity_for: IdentityFor,
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
+    editor: Editor, hook: Hook, post_id: UUID, queued: PublishJob, publisher: OnePass, rows: Rows
 ) -> None:
-    hook.answer(500, {"message": "workflow crashed"})
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-    hook.answer(200, {"accepted": True})
-    response = await client.post(
-        f"/v1/planner/posts/{post_id}/transitions",
-        json={"to": "approved"},
-        headers=identity_for(tenant, "editor"),
-    )
-    assert response.status_code == 200, response.text
+    await editor.move(post_id, "approved")
 
-    await rows.retry_now(job.id)
+    await rows.retry_now(queued.id)
     await publisher()
 
     assert len(hook.received()) == 1
-    after = await rows.job(post_id)
-    assert (after.state, after.attempts) == ("cancelled", 1)
+    assert await rows.progress(post_id) == ("cancelled", 1)
     assert (await rows.post(post_id)).state == "approved"
 
 
 async def test_a_queued_job_whose_post_was_moved_later_waits_for_the_new_time(
-    client: httpx.AsyncClient,
-    identity_for: IdentityFor,
     tenant: UUID,
+    editor: Editor,
     hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
+    post_id: UUID,
+    queued: PublishJob,
     publisher: OnePass,
     rows: Rows,
     deliver: Deliver,
 ) -> None:
-    hook.answer(500, {"message": "workflow crashed"})
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
-    hook.answer(200, {"accepted": True})
-    tomorrow = datetime.now(UTC) + timedelta(days=1)
-    response = await client.patch(
-        f"/v1/planner/posts/{post_id}",
-        json={"scheduled_at": tomorrow.isoformat()},
-        headers=identity_for(tenant, "editor"),
-    )
-    assert response.status_code == 200, response.text
+    await editor.reschedule(post_id, datetime.now(UTC) + timedelta(days=1))
 
-    await rows.retry_now(job.id)
+    await rows.retry_now(queued.id)
     await publisher()
 
     assert len(hook.received()) == 1
     assert (await rows.job(post_id)).state == "cancelled"
     # The first try's failure, reported late, does not fail the post waiting for its time.
-    await deliver(tenant, job.id, status="failed", error="Instagram token expired")
+    await deliver(tenant, queued.id, status="failed", error="Instagram token expired")
     assert (await rows.post(post_id)).state == "scheduled"
 
-    await rows.change_post(post_id, scheduled_at=datetime.now(UTC) - timedelta(seconds=1))
+    await rows.change_post(post_id, scheduled_at=_a_second_ago())
     await publisher()
 
     cancelled, sent = await rows.jobs(post_id)
-    assert (cancelled.id, sent.state) == (job.id, "dispatched")
-    assert [r.headers["x-bai-event-id"] for r in hook.received()] == [job.id, sent.id]
+    assert (cancelled.id, sent.state) == (queued.id, "dispatched")
+    assert [r.headers["x-bai-event-id"] for r in hook.received()] == [queued.id, sent.id]
 
 
 async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
     workflows: Workflows,
     tenant: UUID,
     hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
+    post_id: UUID,
+    targeted_post: TargetedPost,
     publisher: OnePass,
     rows: Rows,
     planner_db: Database,
-    box: Fernet,
     jobs: PublishJobs,
 ) -> None:
-    await set_target(tenant, hook.url)
     under_an_old_key = Fernet(Fernet.generate_key()).encrypt(SECRET.encode())
     async with planner_db.transaction() as session:
         target = await session.get_one(PublishingTarget, tenant)
         target.secret = under_an_old_key
-    post_id = await due_post(tenant)
-    other, other_hook = uuid4(), Hook(workflows, uuid4().hex)
-    await set_target(other, other_hook.url)
-    other_post_id = await due_post(other)
+    other_hook = Hook.new(workflows)
+    other_post_id = await targeted_post(uuid4(), other_hook)
 
     await publisher()
 
@@ -890,29 +830,15 @@ async def test_an_unreadable_secret_fails_its_post_and_holds_up_no_other(
 
 
 class _Crashing(WebhookDispatcher):
-    async def dispatch(
-        self,
-        *,
-        url: str,
-        payload: Mapping[str, Any],
-        secret: str,
-        secret_header: bool = False,
-        event_id: str | None = None,
-    ) -> Delivered:
+    """A dispatcher with a bug: every call raises."""
+
+    async def dispatch(self, **_: Any) -> Delivered:
         raise RuntimeError("a bug in the dispatcher")
 
 
 async def test_an_unexpected_dispatch_error_is_an_attempt_like_any_other(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher_for: PublisherFor,
-    rows: Rows,
-    http: httpx.AsyncClient,
+    post_id: UUID, publisher_for: PublisherFor, rows: Rows, http: httpx.AsyncClient
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
     publisher = publisher_for(dispatcher=_Crashing(client=http), dispatch_max_attempts=2)
 
     await publisher()
@@ -931,19 +857,8 @@ async def test_an_unexpected_dispatch_error_is_an_attempt_like_any_other(
 
 
 async def test_an_open_circuit_puts_the_retry_off_until_it_may_close(
-    tenant: UUID,
-    hook: Hook,
-    set_target: SetTarget,
-    due_post: DuePost,
-    publisher: OnePass,
-    rows: Rows,
-    planner_db: Database,
-    jobs: PublishJobs,
+    post_id: UUID, job: PublishJob, rows: Rows, planner_db: Database, jobs: PublishJobs
 ) -> None:
-    await set_target(tenant, hook.url)
-    post_id = await due_post(tenant)
-    await publisher()
-    job = await rows.job(post_id)
     await rows.change_job(job.id, state="dispatching")
     before = datetime.now(UTC)
 
@@ -976,10 +891,9 @@ async def test_a_workflow_on_an_internal_address_is_refused_unless_allowed(
     url: str,
 ) -> None:
     strict = planner_settings.model_copy(update={"allow_private_destinations": False})
-    body = {"webhook_url": url, "secret": SECRET}
 
     async with trusting_client(create_app(strict), signing_key) as client:
-        response = await client.put(TARGET_URL, json=body, headers=identity_for(tenant, "owner"))
+        response = await _put_target(client, identity_for(tenant, "owner"), url)
 
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"] == ["body", "webhook_url"]

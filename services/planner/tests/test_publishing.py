@@ -373,6 +373,7 @@ async def queued(hook: Hook, post_id: UUID, publisher: OnePass, rows: Rows) -> P
     hook.answer(500, CRASHED)
     await publisher()
     job = await rows.job(post_id)
+    assert (job.state, job.attempts) == ("queued", 1)  # the first try was made, and failed
     hook.answer(200, ACCEPTED)
     return job
 

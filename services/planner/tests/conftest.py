@@ -6,6 +6,7 @@ shared by the whole session.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 from uuid import UUID, uuid4
 
 import httpx
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlmodel import col
 
-from bai_contracts import ContentGenerated, GeneratedContent
+from bai_contracts import ContentGenerated, EventContract, GeneratedContent
 from bai_platform.db import Database
 from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
@@ -23,6 +24,10 @@ from planner.app import create_app
 from planner.models import Brand, Campaign, Post, outbox
 from planner.service.generation import apply_generated
 from planner.settings import PlannerSettings
+
+IdentityFor = Callable[[UUID, str], dict[str, str]]
+OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
+EventT = TypeVar("EventT", bound=EventContract)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +74,13 @@ def campaigns_of(planner_db: Database) -> Callable[[UUID], Awaitable[list[Campai
 
 
 @pytest.fixture
-def outbox_of(planner_db: Database) -> Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]:
+def editor(tenant: UUID, identity_for: IdentityFor) -> dict[str, str]:
+    """Headers of an editor of the test's tenant."""
+    return identity_for(tenant, "editor")
+
+
+@pytest.fixture
+def outbox_of(planner_db: Database) -> OutboxOf:
     """Every outbox row whose envelope names the tenant, as (row subject, envelope)."""
 
     async def read(tenant_id: UUID) -> list[tuple[str, Envelope]]:
@@ -77,6 +88,20 @@ def outbox_of(planner_db: Database) -> Callable[[UUID], Awaitable[list[tuple[str
             rows = (await session.execute(select(outbox.c.subject, outbox.c.payload))).all()
         pairs = [(row.subject, Envelope.model_validate_json(row.payload)) for row in rows]
         return [(subject, e) for subject, e in pairs if e.tenantid == str(tenant_id)]
+
+    return read
+
+
+class Announced(Protocol):
+    async def __call__(self, contract: type[EventT]) -> list[EventT]: ...
+
+
+@pytest.fixture
+def announced(tenant: UUID, outbox_of: OutboxOf) -> Announced:
+    """The test tenant's outbox events on ``contract``'s subject, read as ``contract``."""
+
+    async def read(contract: type[EventT]) -> list[EventT]:
+        return [e.payload(contract) for s, e in await outbox_of(tenant) if s == contract.subject]
 
     return read
 

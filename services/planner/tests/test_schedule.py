@@ -13,12 +13,11 @@ from sqlmodel import col
 
 from bai_contracts import MonthScheduled, PostGenerationRequested
 from bai_platform.db import Database
-from bai_platform.envelope import Envelope
 from planner.models import Post
 
-IdentityFor = Callable[[UUID, str], dict[str, str]]
-OutboxOf = Callable[[UUID], Awaitable[list[tuple[str, Envelope]]]]
-REQUESTED = PostGenerationRequested.subject
+from .conftest import Announced, IdentityFor, OutboxOf
+
+CAMPAIGNS = "/v1/planner/campaigns"
 
 # December 2026 starts on a Tuesday. Instagram 3 a week (Mon, Wed, Fri): Wednesdays 2, 9,
 # 16, 23, 30 (5), Fridays 4, 11, 18, 25 (4), Mondays 7, 14, 21, 28 (4) = 13. LinkedIn 2 a
@@ -42,7 +41,7 @@ def december(brand: str, **extra: Any) -> dict[str, Any]:
 async def new_campaign(
     client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]
 ) -> str:
-    response = await client.post("/v1/planner/campaigns", json=body, headers=headers)
+    response = await client.post(CAMPAIGNS, json=body, headers=headers)
     assert response.status_code == 201, response.text
     campaign_id: str = response.json()["id"]
     return campaign_id
@@ -51,138 +50,137 @@ async def new_campaign(
 async def schedule(
     client: httpx.AsyncClient, headers: dict[str, str], campaign_id: str, month: str = "2026-12"
 ) -> httpx.Response:
-    url = f"/v1/planner/campaigns/{campaign_id}/schedule"
+    url = f"{CAMPAIGNS}/{campaign_id}/schedule"
     return await client.post(url, json={"month": month}, headers=headers)
 
 
-async def posts_of(planner_db: Database, campaign_id: str) -> list[Post]:
-    async with planner_db.transaction() as session:
-        query = (
-            select(Post)
-            .where(col(Post.campaign_id) == UUID(campaign_id))
-            .order_by(col(Post.scheduled_at))
-        )
-        return list((await session.scalars(query)).all())
+async def calendar(
+    client: httpx.AsyncClient, headers: dict[str, str], campaign_id: str, **params: Any
+) -> httpx.Response:
+    """GET the campaign's calendar of posts with ``params`` as the query."""
+    return await client.get(f"{CAMPAIGNS}/{campaign_id}/posts", params=params, headers=headers)
+
+
+StoredPosts = Callable[[str], Awaitable[list[Post]]]
+
+
+@pytest.fixture
+def stored_posts(planner_db: Database) -> StoredPosts:
+    """The campaign's stored posts, in time order."""
+
+    async def read(campaign_id: str) -> list[Post]:
+        async with planner_db.transaction() as session:
+            query = (
+                select(Post)
+                .where(col(Post.campaign_id) == UUID(campaign_id))
+                .order_by(col(Post.scheduled_at))
+            )
+            return list((await session.scalars(query)).all())
+
+    return read
+
+
+@pytest.fixture
+async def campaign_id(client: httpx.AsyncClient, editor: dict[str, str], brand: str) -> str:
+    """The December campaign, made by an editor and not scheduled yet."""
+    return await new_campaign(client, editor, december(brand))
+
+
+@pytest.fixture
+async def scheduled(client: httpx.AsyncClient, editor: dict[str, str], campaign_id: str) -> str:
+    """The December campaign, scheduled once by an editor: its id."""
+    response = await schedule(client, editor, campaign_id)
+    assert response.status_code == 202, response.text
+    return campaign_id
 
 
 async def test_scheduling_december_lays_out_the_cadence_and_asks_for_every_posts_content(
     client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
-    outbox_of: OutboxOf,
+    editor: dict[str, str],
+    campaign_id: str,
+    stored_posts: StoredPosts,
+    announced: Announced,
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-
-    response = await schedule(client, headers, campaign_id)
+    response = await schedule(client, editor, campaign_id)
 
     assert response.status_code == 202, response.text
     assert response.json() == {"month": "2026-12", "created": DECEMBER_POSTS, "existing": 0}
-    posts = await posts_of(planner_db, campaign_id)
+    posts = await stored_posts(campaign_id)
     assert len(posts) == DECEMBER_POSTS
     assert {p.state for p in posts} == {"generating"}
     instagram = [p for p in posts if p.channel == "instagram"]
     assert {p.local_date.weekday() for p in instagram} == {0, 2, 4}
     # 10:00 in Madrid is 09:00 UTC all December.
     assert {p.scheduled_at.astimezone(UTC).hour for p in posts} == {9}
-    requests = [e for s, e in await outbox_of(tenant) if s == REQUESTED]
+    requests = await announced(PostGenerationRequested)
     assert len(requests) == DECEMBER_POSTS
-    asked = {e.payload(PostGenerationRequested).post_id for e in requests}
+    asked = {r.post_id for r in requests}
     assert asked == {p.id for p in posts}
 
 
 async def test_the_generation_request_carries_the_brief_and_the_brands_voice(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    outbox_of: OutboxOf,
+    scheduled: str, announced: Announced
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-    await schedule(client, headers, campaign_id)
+    asked = (await announced(PostGenerationRequested))[0]
 
-    request = next(e for s, e in await outbox_of(tenant) if s == REQUESTED)
-
-    asked = request.payload(PostGenerationRequested)
     assert asked.brief == "Launch the winter blend"
     assert asked.campaign_name == "December push"
     assert asked.voice.tone == "warm"
     assert asked.voice.keywords == ["coffee"]
     assert asked.voice.avoid == ["cheap"]
-    assert str(asked.campaign_id) == campaign_id
+    assert str(asked.campaign_id) == scheduled
 
 
 async def test_scheduling_the_same_month_twice_creates_nothing_new(
     client: httpx.AsyncClient,
     tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
+    editor: dict[str, str],
+    scheduled: str,
+    stored_posts: StoredPosts,
     outbox_of: OutboxOf,
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-    await schedule(client, headers, campaign_id)
     events_before = len(await outbox_of(tenant))
 
-    again = await schedule(client, headers, campaign_id)
+    again = await schedule(client, editor, scheduled)
 
     assert again.status_code == 202
     assert again.json() == {"month": "2026-12", "created": 0, "existing": DECEMBER_POSTS}
-    assert len(await posts_of(planner_db, campaign_id)) == DECEMBER_POSTS
+    assert len(await stored_posts(scheduled)) == DECEMBER_POSTS
     assert len(await outbox_of(tenant)) == events_before
 
 
 async def test_concurrent_schedules_of_one_month_create_each_post_once(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
+    client: httpx.AsyncClient, editor: dict[str, str], campaign_id: str, stored_posts: StoredPosts
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-
-    answers = await asyncio.gather(*(schedule(client, headers, campaign_id) for _ in range(4)))
+    answers = await asyncio.gather(*(schedule(client, editor, campaign_id) for _ in range(4)))
 
     assert {a.status_code for a in answers} == {202}
     assert sum(a.json()["created"] for a in answers) == DECEMBER_POSTS
-    assert len(await posts_of(planner_db, campaign_id)) == DECEMBER_POSTS
+    assert len(await stored_posts(campaign_id)) == DECEMBER_POSTS
 
 
 async def test_a_campaign_of_half_a_month_gets_posts_only_on_its_days(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
+    client: httpx.AsyncClient, editor: dict[str, str], brand: str, stored_posts: StoredPosts
 ) -> None:
-    headers = identity_for(tenant, "editor")
     body = december(brand, starts_on="2026-12-10", ends_on="2026-12-20")
-    campaign_id = await new_campaign(client, headers, body)
+    campaign_id = await new_campaign(client, editor, body)
 
-    await schedule(client, headers, campaign_id)
+    await schedule(client, editor, campaign_id)
 
-    days = {p.local_date.day for p in await posts_of(planner_db, campaign_id)}
+    days = {p.local_date.day for p in await stored_posts(campaign_id)}
     assert days
     assert min(days) >= 10
     assert max(days) <= 20
 
 
 async def test_the_calendar_of_a_month_lists_its_posts_in_time_order(
-    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, scheduled: str
 ) -> None:
-    headers = identity_for(tenant, "viewer")
-    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
-    await schedule(client, identity_for(tenant, "editor"), campaign_id)
-    url = f"/v1/planner/campaigns/{campaign_id}/posts"
+    viewer = identity_for(tenant, "viewer")
 
-    first = await client.get(url, params={"month": "2026-12", "limit": 15}, headers=headers)
-    rest = await client.get(
-        url, params={"month": "2026-12", "cursor": first.json()["next_cursor"]}, headers=headers
+    first = await calendar(client, viewer, scheduled, month="2026-12", limit=15)
+    rest = await calendar(
+        client, viewer, scheduled, month="2026-12", cursor=first.json()["next_cursor"]
     )
 
     items = first.json()["items"] + rest.json()["items"]
@@ -191,20 +189,15 @@ async def test_the_calendar_of_a_month_lists_its_posts_in_time_order(
     times = [datetime.fromisoformat(i["scheduled_at"]) for i in items]
     assert times == sorted(times)
     assert {"id", "channel", "scheduled_at", "state"} <= set(items[0])
-    november = await client.get(url, params={"month": "2026-11"}, headers=headers)
+    november = await calendar(client, viewer, scheduled, month="2026-11")
     assert november.json()["items"] == []
 
 
 async def test_channel_and_state_filters_narrow_the_calendar(
-    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+    client: httpx.AsyncClient, editor: dict[str, str], scheduled: str
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-    await schedule(client, headers, campaign_id)
-    url = f"/v1/planner/campaigns/{campaign_id}/posts"
-
-    linkedin = await client.get(url, params={"channel": "linkedin"}, headers=headers)
-    drafts = await client.get(url, params={"state": "draft_ready"}, headers=headers)
+    linkedin = await calendar(client, editor, scheduled, channel="linkedin")
+    drafts = await calendar(client, editor, scheduled, state="draft_ready")
 
     assert {i["channel"] for i in linkedin.json()["items"]} == {"linkedin"}
     assert len(linkedin.json()["items"]) == 9
@@ -212,13 +205,9 @@ async def test_channel_and_state_filters_narrow_the_calendar(
 
 
 async def test_the_campaign_shows_its_progress_per_state(
-    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+    client: httpx.AsyncClient, editor: dict[str, str], scheduled: str
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-    await schedule(client, headers, campaign_id)
-
-    response = await client.get(f"/v1/planner/campaigns/{campaign_id}", headers=headers)
+    response = await client.get(f"{CAMPAIGNS}/{scheduled}", headers=editor)
 
     assert response.json()["progress"] == {
         "total": DECEMBER_POSTS,
@@ -229,89 +218,73 @@ async def test_the_campaign_shows_its_progress_per_state(
 @pytest.mark.parametrize("month", ["2026-11", "2027-01"])
 async def test_a_month_outside_the_campaign_is_422_naming_the_month(
     client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
+    editor: dict[str, str],
+    campaign_id: str,
+    stored_posts: StoredPosts,
     month: str,
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-
-    response = await schedule(client, headers, campaign_id, month)
+    response = await schedule(client, editor, campaign_id, month)
 
     assert response.status_code == 422, response.text
     problem = response.json()
     assert problem["errors"][0]["loc"] == ["body", "month"]
     assert month in problem["detail"]
-    assert await posts_of(planner_db, campaign_id) == []
+    assert await stored_posts(campaign_id) == []
 
 
 @pytest.mark.parametrize("month", ["2026-13", "2026-1", "december", ""])
 async def test_a_malformed_month_is_422(
-    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor, month: str
+    client: httpx.AsyncClient, editor: dict[str, str], campaign_id: str, month: str
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-
-    response = await schedule(client, headers, campaign_id, month)
+    response = await schedule(client, editor, campaign_id, month)
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "month"]
 
 
-async def test_another_tenants_campaign_cannot_be_scheduled_and_gets_no_posts(
+@pytest.mark.parametrize(
+    ("other_tenant", "role", "status"),
+    [
+        pytest.param(True, "owner", 404, id="another-tenants-owner-404"),
+        pytest.param(False, "viewer", 403, id="a-viewer-403"),
+    ],
+)
+async def test_who_may_not_schedule_is_refused_and_the_campaign_gets_no_posts(
     client: httpx.AsyncClient,
     tenant: UUID,
-    brand: str,
     identity_for: IdentityFor,
-    planner_db: Database,
+    campaign_id: str,
+    stored_posts: StoredPosts,
+    other_tenant: bool,
+    role: str,
+    status: int,
 ) -> None:
-    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
-    intruder = identity_for(UUID(int=tenant.int ^ 1), "owner")
+    caller = UUID(int=tenant.int ^ 1) if other_tenant else tenant
 
-    response = await schedule(client, intruder, campaign_id)
+    response = await schedule(client, identity_for(caller, role), campaign_id)
 
-    assert response.status_code == 404
-    assert await posts_of(planner_db, campaign_id) == []
+    assert response.status_code == status
+    assert await stored_posts(campaign_id) == []
 
 
 async def test_an_archived_campaign_cannot_be_scheduled(
-    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+    client: httpx.AsyncClient, editor: dict[str, str], campaign_id: str
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
     archived = await client.patch(
-        f"/v1/planner/campaigns/{campaign_id}", json={"state": "archived"}, headers=headers
+        f"{CAMPAIGNS}/{campaign_id}", json={"state": "archived"}, headers=editor
     )
     assert archived.status_code == 200, archived.text
 
-    response = await schedule(client, headers, campaign_id)
+    response = await schedule(client, editor, campaign_id)
 
     assert response.status_code == 409
     assert response.json()["code"] == "campaign_closed"
 
 
-async def test_a_viewer_cannot_schedule(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
-) -> None:
-    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
-
-    response = await schedule(client, identity_for(tenant, "viewer"), campaign_id)
-
-    assert response.status_code == 403
-    assert await posts_of(planner_db, campaign_id) == []
-
-
 async def test_a_schedule_with_idempotency_key_replays_its_first_answer(
-    client: httpx.AsyncClient, tenant: UUID, brand: str, identity_for: IdentityFor
+    client: httpx.AsyncClient, editor: dict[str, str], campaign_id: str
 ) -> None:
-    headers = {**identity_for(tenant, "editor"), "Idempotency-Key": "schedule-dec"}
-    campaign_id = await new_campaign(client, identity_for(tenant, "editor"), december(brand))
+    headers = {**editor, "Idempotency-Key": "schedule-dec"}
 
     first = await schedule(client, headers, campaign_id)
     second = await schedule(client, headers, campaign_id)
@@ -329,21 +302,14 @@ async def test_a_schedule_with_idempotency_key_replays_its_first_answer(
 
 
 async def test_posts_of_a_month_count_once_per_slot_in_the_database(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
+    client: httpx.AsyncClient, editor: dict[str, str], scheduled: str, planner_db: Database
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-    await schedule(client, headers, campaign_id)
-    await schedule(client, headers, campaign_id)
+    await schedule(client, editor, scheduled)
 
     async with planner_db.transaction() as session:
         slots = select(func.count()).select_from(
             select(col(Post.channel), col(Post.local_date), col(Post.local_time))
-            .where(col(Post.campaign_id) == UUID(campaign_id))
+            .where(col(Post.campaign_id) == UUID(scheduled))
             .distinct()
             .subquery()
         )
@@ -352,21 +318,17 @@ async def test_posts_of_a_month_count_once_per_slot_in_the_database(
 
 async def test_a_schedule_announces_the_month_once_and_starts_each_posts_history(
     client: httpx.AsyncClient,
-    tenant: UUID,
-    brand: str,
-    identity_for: IdentityFor,
-    planner_db: Database,
-    outbox_of: OutboxOf,
+    editor: dict[str, str],
+    scheduled: str,
+    stored_posts: StoredPosts,
+    announced: Announced,
 ) -> None:
-    headers = identity_for(tenant, "editor")
-    campaign_id = await new_campaign(client, headers, december(brand))
-    await schedule(client, headers, campaign_id)
-    await schedule(client, headers, campaign_id)
+    await schedule(client, editor, scheduled)
 
-    [announced] = [e for s, e in await outbox_of(tenant) if s == MonthScheduled.subject]
-    assert announced.payload(MonthScheduled).created == DECEMBER_POSTS
-    post = (await posts_of(planner_db, campaign_id))[0]
-    history = await client.get(f"/v1/planner/posts/{post.id}/history", headers=headers)
+    [month] = await announced(MonthScheduled)
+    assert month.created == DECEMBER_POSTS
+    post = (await stored_posts(scheduled))[0]
+    history = await client.get(f"/v1/planner/posts/{post.id}/history", headers=editor)
     [entry] = history.json()["items"]
     assert (entry["from_state"], entry["to_state"], entry["note"]) == (
         None,

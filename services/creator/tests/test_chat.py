@@ -2,7 +2,7 @@
 limits and chat credits."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,14 +25,12 @@ from bai_platform.devstack import Stack
 from bai_platform.envelope import Envelope
 from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.messaging import connect
-from bai_platform.secrets import fernet_for
 from bai_testing.billing import BillingStandIn, billing_stand_in
 from bai_testing.plugin import TEST_KID, trusting_client
 from bai_testing.servers import dripping_body, served
 from creator.app import create_app
 from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
 from creator.service import chat
-from creator.service.engines.config import ENGINE_SECRETS
 from creator.settings import CreatorSettings
 
 IdentityFor = Callable[[UUID, str], dict[str, str]]
@@ -96,6 +94,60 @@ async def new_widget(client: httpx.AsyncClient, headers: dict[str, str]) -> dict
     return widget
 
 
+@dataclass
+class Conversation:
+    """A visitor's conversation: what starting it answered, and the visitor's messages."""
+
+    client: httpx.AsyncClient
+    visitor: dict[str, str]
+    started: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.started["id"])
+
+    @property
+    def messages(self) -> str:
+        return f"/v1/creator/chat/{self.id}/messages"
+
+    async def say(self, text: str = "Hi", headers: dict[str, str] | None = None) -> httpx.Response:
+        """The visitor (or whoever ``headers`` name) writes ``text`` in the conversation."""
+        return await self.client.post(
+            self.messages, json={"text": text}, headers=headers or self.visitor
+        )
+
+
+async def start_conversation(client: httpx.AsyncClient, visitor: dict[str, str]) -> Conversation:
+    started = await client.post("/v1/creator/chat/conversations", headers=visitor)
+    return Conversation(client, visitor, started.json())
+
+
+OpenConversation = Callable[[httpx.AsyncClient], Awaitable[Conversation]]
+
+
+@pytest.fixture
+def open_conversation(
+    tenant: UUID, identity_for: IdentityFor, visitor: Visitor
+) -> OpenConversation:
+    """An editor of the test's workspace makes a widget on ``client``'s app, and a visitor
+    of it starts a conversation."""
+
+    async def open_(client: httpx.AsyncClient) -> Conversation:
+        widget = await new_widget(client, identity_for(tenant, "editor"))
+        return await start_conversation(client, visitor(tenant, widget["id"]))
+
+    return open_
+
+
+def billing_asked(billing: BillingStandIn, tenant: UUID) -> list[tuple[str, dict[str, object]]]:
+    """What billing was asked for the workspace, in order."""
+    return [(op, body) for op, body in billing.asked if body["tenant_id"] == str(tenant)]
+
+
+def billing_ops(billing: BillingStandIn, tenant: UUID) -> list[str]:
+    return [op for op, _ in billing_asked(billing, tenant)]
+
+
 async def test_a_widget_gets_a_public_key_and_normalised_origins(
     client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor
 ) -> None:
@@ -151,32 +203,22 @@ async def test_the_gateway_learns_a_widgets_workspace_and_origins(
 
 @pytest.mark.usefixtures("billing")
 async def test_a_visitor_is_greeted_and_answered_from_the_widgets_knowledge(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    identity_for: IdentityFor,
-    visitor: Visitor,
-    creator_db: Database,
+    client: httpx.AsyncClient, open_conversation: OpenConversation, creator_db: Database
 ) -> None:
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
+    conversation = await open_conversation(client)
+    answer = await conversation.say("When do you open?")
 
-    started = await client.post("/v1/creator/chat/conversations", headers=me)
-    conversation = started.json()["id"]
-    answer = await client.post(
-        f"/v1/creator/chat/{conversation}/messages", json={"text": "When do you open?"}, headers=me
-    )
-
-    assert started.json()["greeting"] == "Hi! Ask us anything."
+    assert conversation.started["greeting"] == "Hi! Ask us anything."
     assert answer.status_code == 200, answer.text
     assert answer.json()["reply"] == "Happy to help! We open every day from 8:00 to 20:00."
-    history = await client.get(f"/v1/creator/chat/{conversation}/messages", headers=me)
+    history = await client.get(conversation.messages, headers=conversation.visitor)
     assert [m["role"] for m in history.json()["items"]] == ["visitor", "assistant"]
     async with creator_db.transaction() as session:
         rows = (await session.execute(select(outbox.c.payload))).all()
     replies = [
         e
         for e in (Envelope.model_validate_json(r.payload) for r in rows)
-        if e.type == ChatReplied.subject and e.subject == conversation
+        if e.type == ChatReplied.subject and e.subject == conversation.id
     ]
     assert len(replies) == 1
 
@@ -184,17 +226,14 @@ async def test_a_visitor_is_greeted_and_answered_from_the_widgets_knowledge(
 async def test_each_reply_holds_and_commits_one_chat_credit(
     client: httpx.AsyncClient,
     tenant: UUID,
-    identity_for: IdentityFor,
-    visitor: Visitor,
+    open_conversation: OpenConversation,
     billing: BillingStandIn,
 ) -> None:
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
-    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+    conversation = await open_conversation(client)
 
-    await client.post(f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me)
+    await conversation.say()
 
-    mine = [(op, body) for op, body in billing.asked if body["tenant_id"] == str(tenant)]
+    mine = billing_asked(billing, tenant)
     assert [op for op, _ in mine] == ["reserve", "commit"]
     assert mine[0][1]["kind"] == "chat_messages"
     assert mine[0][1]["reference"] == mine[1][1]["reference"]
@@ -202,54 +241,37 @@ async def test_each_reply_holds_and_commits_one_chat_credit(
 
 async def test_without_chat_credits_the_visitor_gets_402_and_nothing_is_stored(
     client: httpx.AsyncClient,
-    tenant: UUID,
-    identity_for: IdentityFor,
-    visitor: Visitor,
+    open_conversation: OpenConversation,
     billing: BillingStandIn,
     creator_db: Database,
 ) -> None:
     billing.refuse = True
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
-    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+    conversation = await open_conversation(client)
 
-    answer = await client.post(
-        f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me
-    )
+    answer = await conversation.say()
 
     assert (answer.status_code, answer.json()["code"]) == (402, "insufficient_credits")
-    assert await _messages(creator_db, conversation) == 0
+    assert await _messages(creator_db, conversation.id) == 0
 
 
 async def test_with_billing_away_the_visitor_gets_503_and_nothing_is_stored(
-    client: httpx.AsyncClient,
-    tenant: UUID,
-    identity_for: IdentityFor,
-    visitor: Visitor,
-    creator_db: Database,
+    client: httpx.AsyncClient, open_conversation: OpenConversation, creator_db: Database
 ) -> None:
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
-    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+    conversation = await open_conversation(client)
 
-    answer = await client.post(
-        f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me
-    )
+    answer = await conversation.say()
 
     assert answer.status_code == 503
-    assert await _messages(creator_db, conversation) == 0
+    assert await _messages(creator_db, conversation.id) == 0
 
 
 @pytest.mark.usefixtures("billing")
 async def test_a_visitor_over_the_hourly_limit_gets_429_with_retry_after(
-    client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, visitor: Visitor
+    client: httpx.AsyncClient, open_conversation: OpenConversation
 ) -> None:
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
-    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
-    url = f"/v1/creator/chat/{conversation}/messages"
+    conversation = await open_conversation(client)
 
-    answers = [await client.post(url, json={"text": f"Hi {n}"}, headers=me) for n in range(4)]
+    answers = [await conversation.say(f"Hi {n}") for n in range(4)]
 
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert "retry-after" in answers[-1].headers
@@ -260,14 +282,15 @@ async def test_a_conversation_is_its_visitors_alone(
     client: httpx.AsyncClient, tenant: UUID, identity_for: IdentityFor, visitor: Visitor
 ) -> None:
     widget = await new_widget(client, identity_for(tenant, "editor"))
-    conversation = (
-        await client.post("/v1/creator/chat/conversations", headers=visitor(tenant, widget["id"]))
-    ).json()["id"]
-    url = f"/v1/creator/chat/{conversation}/messages"
+    conversation = await start_conversation(client, visitor(tenant, widget["id"]))
 
-    stranger = await client.get(url, headers=visitor(tenant, widget["id"], "vis_two"))
-    other_tenant = await client.get(url, headers=visitor(UUID(int=tenant.int ^ 1), widget["id"]))
-    team = await client.post(url, json={"text": "Hi"}, headers=identity_for(tenant, "owner"))
+    stranger = await client.get(
+        conversation.messages, headers=visitor(tenant, widget["id"], "vis_two")
+    )
+    other_tenant = await client.get(
+        conversation.messages, headers=visitor(UUID(int=tenant.int ^ 1), widget["id"])
+    )
+    team = await conversation.say(headers=identity_for(tenant, "owner"))
 
     assert (stranger.status_code, other_tenant.status_code, team.status_code) == (404, 404, 403)
 
@@ -341,22 +364,9 @@ async def test_a_widget_on_the_builtin_engine_answers_even_when_the_workspace_en
     identity_for: IdentityFor,
     visitor: Visitor,
     creator_db: Database,
-    creator_settings: CreatorSettings,
+    engine_box: Fernet,
 ) -> None:
-    box = fernet_for(creator_settings.secret_key, ENGINE_SECRETS)
-    async with creator_db.transaction() as session:  # an engine nobody answers for
-        session.add(
-            EngineSettings(
-                tenant_id=tenant,
-                engine="openai_compatible",
-                base_url="http://127.0.0.1:9/v1",
-                model="gpt-test",
-                api_key=box.encrypt(b"sk-none"),
-                accept_secret_header=False,
-                deadline_seconds=600,
-                updated_by="test",
-            )
-        )
+    await _on_engine(creator_db, engine_box, tenant, "http://127.0.0.1:9/v1")  # nobody answers
     editor = identity_for(tenant, "editor")
     on_workspace = await new_widget(client, editor)
     builtin = (
@@ -367,17 +377,8 @@ async def test_a_widget_on_the_builtin_engine_answers_even_when_the_workspace_en
 
     answers = []
     for widget in (builtin, on_workspace):
-        me = visitor(tenant, widget["id"])
-        conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()[
-            "id"
-        ]
-        answers.append(
-            await client.post(
-                f"/v1/creator/chat/{conversation}/messages",
-                json={"text": "When do you open?"},
-                headers=me,
-            )
-        )
+        conversation = await start_conversation(client, visitor(tenant, widget["id"]))
+        answers.append(await conversation.say("When do you open?"))
 
     assert answers[0].status_code == 200
     assert "8:00 to 20:00" in answers[0].json()["reply"]
@@ -451,56 +452,58 @@ async def _on_engine(
         )
 
 
+OnSlowEngine = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def on_slow_engine(
+    creator_db: Database, engine_box: Fernet, tenant: UUID, slow_engine: SlowEngine
+) -> OnSlowEngine:
+    """The test's workspace answers with the slow engine (an n8n workflow there with ``n8n``)."""
+
+    async def use(*, n8n: bool = False) -> None:
+        await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url, n8n=n8n)
+
+    return use
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("n8n", [False, True], ids=["openai_compatible", "n8n"])
 async def test_a_reply_past_the_deadline_answers_504_releases_its_credit_and_keeps_nothing(
     n8n: bool,
     one_connection_client: httpx.AsyncClient,
     tenant: UUID,
-    identity_for: IdentityFor,
-    visitor: Visitor,
+    open_conversation: OpenConversation,
     billing: BillingStandIn,
     creator_db: Database,
-    engine_box: Fernet,
-    slow_engine: SlowEngine,
+    on_slow_engine: OnSlowEngine,
 ) -> None:
-    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url, n8n=n8n)
-    client = one_connection_client
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
-    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
+    await on_slow_engine(n8n=n8n)
+    conversation = await open_conversation(one_connection_client)
 
-    answer = await client.post(
-        f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me
-    )
+    answer = await conversation.say()
 
     assert answer.status_code == 504, answer.text
     assert answer.json()["code"] == "reply_timed_out"
     assert "did not answer within 2 s" in answer.json()["detail"]
-    mine = [op for op, body in billing.asked if body["tenant_id"] == str(tenant)]
-    assert mine == ["reserve", "release"]
-    assert await _messages(creator_db, conversation) == 0
+    assert billing_ops(billing, tenant) == ["reserve", "release"]
+    assert await _messages(creator_db, conversation.id) == 0
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.usefixtures("billing")
 async def test_while_an_engine_writes_a_reply_the_app_holds_no_database_connection(
     one_connection_client: httpx.AsyncClient,
     tenant: UUID,
     identity_for: IdentityFor,
-    visitor: Visitor,
-    billing: BillingStandIn,
-    creator_db: Database,
-    engine_box: Fernet,
+    open_conversation: OpenConversation,
     slow_engine: SlowEngine,
+    on_slow_engine: OnSlowEngine,
 ) -> None:
-    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url)
+    await on_slow_engine()
     client = one_connection_client
-    widget = await new_widget(client, identity_for(tenant, "editor"))
-    me = visitor(tenant, widget["id"])
-    conversation = (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
-    waiting = asyncio.create_task(
-        client.post(f"/v1/creator/chat/{conversation}/messages", json={"text": "Hi"}, headers=me)
-    )
+    conversation = await open_conversation(client)
+    waiting = asyncio.create_task(conversation.say())
     await asyncio.wait_for(slow_engine.asked.wait(), 30)
 
     # The pool has one connection: this is served only if the chat is not sitting on it.
@@ -518,30 +521,22 @@ async def test_a_workspace_at_its_chat_cap_answers_503_busy_and_spends_nothing(
     visitor: Visitor,
     billing: BillingStandIn,
     creator_db: Database,
-    engine_box: Fernet,
     slow_engine: SlowEngine,
+    on_slow_engine: OnSlowEngine,
 ) -> None:
-    await _on_engine(creator_db, engine_box, tenant, slow_engine.base_url)
+    await on_slow_engine()
     client = one_connection_client  # one reply in flight per workspace
     widget = await new_widget(client, identity_for(tenant, "editor"))
-    first, second = visitor(tenant, widget["id"]), visitor(tenant, widget["id"], "vis_two")
-    started = [
-        (await client.post("/v1/creator/chat/conversations", headers=me)).json()["id"]
-        for me in (first, second)
-    ]
-    waiting = asyncio.create_task(
-        client.post(f"/v1/creator/chat/{started[0]}/messages", json={"text": "Hi"}, headers=first)
-    )
+    first = await start_conversation(client, visitor(tenant, widget["id"]))
+    second = await start_conversation(client, visitor(tenant, widget["id"], "vis_two"))
+    waiting = asyncio.create_task(first.say())
     await asyncio.wait_for(slow_engine.asked.wait(), 30)
 
-    busy = await client.post(
-        f"/v1/creator/chat/{started[1]}/messages", json={"text": "Hi"}, headers=second
-    )
+    busy = await second.say()
 
     assert busy.status_code == 503, busy.text
     assert busy.json()["code"] == "assistant_busy"
     assert "retry-after" in busy.headers
     assert (await waiting).status_code == 504
-    mine = [op for op, body in billing.asked if body["tenant_id"] == str(tenant)]
-    assert mine == ["reserve", "release"]  # the first message's only
-    assert await _messages(creator_db, started[1]) == 0
+    assert billing_ops(billing, tenant) == ["reserve", "release"]  # the first message's only
+    assert await _messages(creator_db, second.id) == 0

@@ -157,9 +157,23 @@ async def change_job(creator_db: Database, job_id: str, **values: Any) -> None:
         )
 
 
+def ago(**delta: float) -> datetime:
+    return datetime.now(UTC) - timedelta(**delta)
+
+
 async def retry_now(creator_db: Database, job_id: str) -> None:
     """The job's backoff is over."""
-    await change_job(creator_db, job_id, next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+    await change_job(creator_db, job_id, next_attempt_at=ago(seconds=1))
+
+
+async def pass_deadline(creator_db: Database, job_id: str) -> None:
+    """The job's deadline for a callback is over."""
+    await change_job(creator_db, job_id, deadline_at=ago(seconds=1))
+
+
+async def leave_mid_dispatch(creator_db: Database, job_id: str, *, since: datetime) -> None:
+    """A worker claimed the job at ``since`` and died before recording what came of it."""
+    await change_job(creator_db, job_id, state="dispatching", next_attempt_at=since)
 
 
 async def versions_of(creator_db: Database, post_id: UUID) -> list[ContentVersion]:
@@ -189,6 +203,37 @@ async def failures(creator_db: Database, job_id: str) -> list[ContentFailed]:
         for e in await announced(creator_db, job_id)
         if e.type == ContentFailed.subject
     ]
+
+
+async def assert_no_content(creator_db: Database, job: GenerationJob) -> None:
+    """The job's post got no version and no content was announced for the job."""
+    assert await versions_of(creator_db, job.post_id) == []
+    assert await generated(creator_db, job.id) == []
+
+
+async def assert_dispatched_once(
+    creator_db: Database, workflow: Workflow, job: GenerationJob
+) -> None:
+    """The job reached the workflow once, and waits for its callback."""
+    assert len(sent_for(workflow, job.id)) == 1
+    assert (await job_of(creator_db, job.post_id)).state == "dispatched"
+
+
+async def assert_failed_for_good(
+    creator_db: Database,
+    workflow: Workflow,
+    asked: PostGenerationRequested,
+    *,
+    attempts: int,
+    reason: str,
+) -> None:
+    """The post's job reached the workflow ``attempts`` times, then failed for ``reason``,
+    and its failure was announced."""
+    job = await job_of(creator_db, asked.post_id)
+    assert len(sent_for(workflow, job.id)) == attempts
+    assert (job.state, job.attempts, job.error) == ("failed", attempts, reason)
+    [failed] = await failures(creator_db, job.id)
+    assert failed.error == reason
 
 
 CallBack = Callable[..., Awaitable[None]]
@@ -315,23 +360,39 @@ async def sweep(creator_db: Database, *, stuck_after: timedelta = timedelta(seco
         await SWEPT.expire_overdue(session)
 
 
+Queued = Callable[..., Awaitable[PostGenerationRequested]]
+
+
+@pytest.fixture
+def queued(creator_db: Database, tenant: UUID, workflow: Workflow, use_engine: UseEngine) -> Queued:
+    """The test's workspace chooses n8n (at its ``workflow`` unless given another ``url``,
+    with any more of ``engine``'s settings) and the planner asks for a post: its job waits
+    in the queue, its credit held unless ``held`` is false."""
+
+    async def make(
+        asked: PostGenerationRequested | None = None,
+        *,
+        url: str = "",
+        held: bool = True,
+        **engine: Any,
+    ) -> PostGenerationRequested:
+        asked = asked or request()
+        await use_engine(tenant, url or workflow.url, **engine)
+        await ask(creator_db, tenant, asked, held=held)
+        return asked
+
+    return make
+
+
 Dispatched_ = Callable[..., Awaitable[GenerationJob]]
 
 
 @pytest.fixture
-def dispatched(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
-) -> Dispatched_:
+def dispatched(creator_db: Database, queued: Queued, sender: OnePass) -> Dispatched_:
     """A job of the test's tenant that its workflow took; it waits for the callback."""
 
     async def make(asked: PostGenerationRequested | None = None) -> GenerationJob:
-        asked = asked or request()
-        await use_engine(tenant, workflow.url)
-        await ask(creator_db, tenant, asked)
+        asked = await queued(asked)
         await sender()
         job = (await jobs_of(creator_db, asked.post_id))[-1]
         assert job.state == "dispatched", job.error
@@ -340,14 +401,28 @@ def dispatched(
     return make
 
 
+TimedOut = Callable[[], Awaitable[GenerationJob]]
+
+
+@pytest.fixture
+def timed_out(creator_db: Database, dispatched: Dispatched_) -> TimedOut:
+    """A dispatched job (as it was then) whose deadline passed with no callback: the sweeper
+    timed it out."""
+
+    async def make() -> GenerationJob:
+        job = await dispatched()
+        await pass_deadline(creator_db, job.id)
+        await sweep(creator_db)
+        return job
+
+    return make
+
+
 # ---- dispatch ----------------------------------------------------------------------------
 async def test_a_request_of_an_n8n_workspace_makes_a_queued_n8n_job(
-    creator_db: Database, tenant: UUID, workflow: Workflow, use_engine: UseEngine
+    creator_db: Database, workflow: Workflow, queued: Queued
 ) -> None:
-    await use_engine(tenant, workflow.url)
-    asked = request()
-
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
 
     job = await job_of(creator_db, asked.post_id)
     assert (job.engine, job.state, job.attempts) == ("n8n", "queued", 0)
@@ -355,15 +430,9 @@ async def test_a_request_of_an_n8n_workspace_makes_a_queued_n8n_job(
 
 
 async def test_a_queued_job_is_dispatched_once_signed_with_the_workspaces_secret(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
+    creator_db: Database, tenant: UUID, workflow: Workflow, queued: Queued, sender: OnePass
 ) -> None:
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
 
     await sender()
 
@@ -406,23 +475,16 @@ async def test_a_queued_job_is_dispatched_once_signed_with_the_workspaces_secret
 
     await sender()
 
-    assert len(sent_for(workflow, job.id)) == 1
-    assert (await job_of(creator_db, asked.post_id)).state == "dispatched"
+    await assert_dispatched_once(creator_db, workflow, job)
 
 
 async def test_a_job_is_dispatched_only_once_billing_holds_its_credit(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
+    creator_db: Database, workflow: Workflow, queued: Queued, sender: OnePass
 ) -> None:
     # Found by the callback storm (tests/chaos): a workflow that answered at once, before
     # billing's hold was recorded, completed the job with no credit to commit; the hold
     # recorded after it was never settled, so the workspace lost that credit for good.
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked, held=False)
+    asked = await queued(held=False)
 
     await sender()
 
@@ -432,20 +494,13 @@ async def test_a_job_is_dispatched_only_once_billing_holds_its_credit(
     await hold_credit(creator_db, asked.post_id)
     await sender()
 
-    assert len(sent_for(workflow, job.id)) == 1
-    assert (await job_of(creator_db, asked.post_id)).state == "dispatched"
+    await assert_dispatched_once(creator_db, workflow, job)
 
 
 async def test_a_workflow_that_asks_for_it_gets_the_secret_header_too(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
+    creator_db: Database, workflow: Workflow, queued: Queued, sender: OnePass
 ) -> None:
-    await use_engine(tenant, workflow.url, accept_secret_header=True)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued(accept_secret_header=True)
 
     await sender()
 
@@ -565,8 +620,7 @@ async def test_a_failed_callback_fails_the_job_with_the_workflows_reason(
         job.post_id,
         reason,
     )
-    assert await versions_of(creator_db, job.post_id) == []
-    assert await generated(creator_db, job.id) == []
+    await assert_no_content(creator_db, job)
 
 
 @pytest.mark.parametrize(
@@ -621,8 +675,7 @@ async def test_a_malformed_reply_fails_the_job_saying_what_was_wrong(
     assert reason in (after.error or "")
     [failed] = await failures(creator_db, job.id)
     assert failed.error == after.error
-    assert await versions_of(creator_db, job.post_id) == []
-    assert await generated(creator_db, job.id) == []
+    await assert_no_content(creator_db, job)
 
 
 async def test_a_reply_that_fits_the_channel_exactly_is_accepted(
@@ -638,7 +691,7 @@ async def test_a_reply_that_fits_the_channel_exactly_is_accepted(
 
 
 async def test_a_callback_naming_another_tenant_changes_nothing(
-    creator_db: Database, tenant: UUID, dispatched: Dispatched_, call_back: CallBack
+    creator_db: Database, dispatched: Dispatched_, call_back: CallBack
 ) -> None:
     job = await dispatched()
     intruder = uuid4()
@@ -648,8 +701,7 @@ async def test_a_callback_naming_another_tenant_changes_nothing(
 
     after = await job_of(creator_db, job.post_id)
     assert (after.state, after.error, after.completed_at) == ("dispatched", None, None)
-    assert await versions_of(creator_db, job.post_id) == []
-    assert await generated(creator_db, job.id) == []
+    await assert_no_content(creator_db, job)
     assert await failures(creator_db, job.id) == []
 
 
@@ -664,22 +716,15 @@ async def test_a_callback_for_a_builtin_job_changes_nothing(
 
     after = await job_of(creator_db, asked.post_id)
     assert (after.engine, after.state) == ("builtin", "queued")
-    assert await versions_of(creator_db, asked.post_id) == []
-    assert await generated(creator_db, job.id) == []
+    await assert_no_content(creator_db, job)
 
 
 # ---- dispatch failures -------------------------------------------------------------------
 async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
+    creator_db: Database, workflow: Workflow, queued: Queued, sender: OnePass
 ) -> None:
     workflow.status = 500
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
     before = datetime.now(UTC)
 
     await sender()
@@ -694,16 +739,10 @@ async def test_a_workflow_answering_500_leaves_the_job_queued_for_later(
 
 
 async def test_after_the_last_retryable_failure_the_job_fails_naming_the_attempts(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender_for: SenderFor,
+    creator_db: Database, workflow: Workflow, queued: Queued, sender_for: SenderFor
 ) -> None:
     workflow.status = 503
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
     sender = sender_for(dispatch_max_attempts=3)
 
     await sender()
@@ -713,34 +752,20 @@ async def test_after_the_last_retryable_failure_the_job_fails_naming_the_attempt
         await retry_now(creator_db, job.id)
         await sender()
 
-    job = await job_of(creator_db, asked.post_id)
-    assert len(sent_for(workflow, job.id)) == 3
     reason = "the workflow did not take the job after 3 attempts: n8n answered 503: workflow failed"
-    assert (job.state, job.attempts, job.error) == ("failed", 3, reason)
-    [failed] = await failures(creator_db, job.id)
-    assert failed.error == reason
+    await assert_failed_for_good(creator_db, workflow, asked, attempts=3, reason=reason)
 
 
 async def test_a_refusal_fails_the_job_at_once(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
+    creator_db: Database, workflow: Workflow, queued: Queued, sender: OnePass
 ) -> None:
     workflow.status = 400
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
 
     await sender()
 
-    job = await job_of(creator_db, asked.post_id)
-    assert len(sent_for(workflow, job.id)) == 1
     reason = "the workflow did not take the job after 1 attempt: n8n answered 400: workflow failed"
-    assert (job.state, job.attempts, job.error) == ("failed", 1, reason)
-    [failed] = await failures(creator_db, job.id)
-    assert failed.error == reason
+    await assert_failed_for_good(creator_db, workflow, asked, attempts=1, reason=reason)
 
 
 async def test_a_job_of_a_workspace_back_on_builtin_fails_without_being_sent(
@@ -748,11 +773,10 @@ async def test_a_job_of_a_workspace_back_on_builtin_fails_without_being_sent(
     tenant: UUID,
     workflow: Workflow,
     use_engine: UseEngine,
+    queued: Queued,
     sender: OnePass,
 ) -> None:
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
     await use_engine(tenant, type="builtin")
 
     await sender()
@@ -766,18 +790,12 @@ async def test_a_job_of_a_workspace_back_on_builtin_fails_without_being_sent(
 
 
 async def test_an_unreadable_secret_fails_the_job_without_sending_it(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender: OnePass,
+    creator_db: Database, tenant: UUID, workflow: Workflow, queued: Queued, sender: OnePass
 ) -> None:
-    await use_engine(tenant, workflow.url)
-    async with creator_db.transaction() as session:
+    asked = await queued()
+    async with creator_db.transaction() as session:  # the secret is read when the job is sent
         row = await session.get_one(EngineSettings, tenant)
         row.secret = Fernet(Fernet.generate_key()).encrypt(SECRET.encode())  # an old key
-    asked = request()
-    await ask(creator_db, tenant, asked)
 
     await sender()
 
@@ -800,16 +818,9 @@ class _Crashing(WebhookDispatcher):
 
 
 async def test_an_unexpected_dispatch_error_leaves_the_job_queued_for_later(
-    creator_db: Database,
-    tenant: UUID,
-    workflow: Workflow,
-    use_engine: UseEngine,
-    sender_for: SenderFor,
-    http: httpx.AsyncClient,
+    creator_db: Database, queued: Queued, sender_for: SenderFor, http: httpx.AsyncClient
 ) -> None:
-    await use_engine(tenant, workflow.url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued()
 
     await sender_for(dispatcher=_Crashing(client=http))()
 
@@ -827,16 +838,10 @@ def _closed_port_url() -> str:
 
 
 async def test_a_dead_workflow_opens_the_breaker_and_the_retry_waits_for_it(
-    creator_db: Database,
-    tenant: UUID,
-    use_engine: UseEngine,
-    sender_for: SenderFor,
-    calls: Calls,
+    creator_db: Database, queued: Queued, sender_for: SenderFor, calls: Calls
 ) -> None:
     url = _closed_port_url()
-    await use_engine(tenant, url)
-    asked = request()
-    await ask(creator_db, tenant, asked)
+    asked = await queued(url=url)
     sender = sender_for(failure_threshold=1, open_seconds=600)
     before = datetime.now(UTC)
 
@@ -865,7 +870,7 @@ async def test_a_dispatched_job_past_its_deadline_times_out(
     await sweep(creator_db)
     assert (await job_of(creator_db, job.post_id)).state == "dispatched"  # not due yet
 
-    await change_job(creator_db, job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
+    await pass_deadline(creator_db, job.id)
     await sweep(creator_db)
 
     after = await job_of(creator_db, job.post_id)
@@ -875,11 +880,9 @@ async def test_a_dispatched_job_past_its_deadline_times_out(
 
 
 async def test_a_late_result_for_the_posts_latest_job_is_still_applied(
-    creator_db: Database, tenant: UUID, dispatched: Dispatched_, call_back: CallBack
+    creator_db: Database, tenant: UUID, timed_out: TimedOut, call_back: CallBack
 ) -> None:
-    job = await dispatched()
-    await change_job(creator_db, job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await sweep(creator_db)
+    job = await timed_out()
 
     await call_back(tenant, job.id, status="completed", content=content())
 
@@ -891,11 +894,9 @@ async def test_a_late_result_for_the_posts_latest_job_is_still_applied(
 
 
 async def test_a_late_result_for_a_retried_post_is_recorded_and_ignored(
-    creator_db: Database, tenant: UUID, dispatched: Dispatched_, call_back: CallBack
+    creator_db: Database, tenant: UUID, timed_out: TimedOut, call_back: CallBack
 ) -> None:
-    first = await dispatched()
-    await change_job(creator_db, first.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await sweep(creator_db)
+    first = await timed_out()
     await ask(creator_db, tenant, request(first.post_id))  # the planner asks again
 
     await call_back(tenant, first.id, status="completed", content=content())
@@ -903,16 +904,13 @@ async def test_a_late_result_for_a_retried_post_is_recorded_and_ignored(
     old, new = await jobs_of(creator_db, first.post_id)
     assert (old.id, old.state, new.state) == (first.id, "timed_out", "queued")
     assert old.error == f"{DID_NOT_CALL_BACK} (a late result was ignored: the post was retried)"
-    assert await versions_of(creator_db, first.post_id) == []
-    assert await generated(creator_db, first.id) == []
+    await assert_no_content(creator_db, first)
 
 
 async def test_a_repeated_late_result_for_a_retried_post_is_noted_once(
-    creator_db: Database, tenant: UUID, dispatched: Dispatched_, call_back: CallBack
+    creator_db: Database, tenant: UUID, timed_out: TimedOut, call_back: CallBack
 ) -> None:
-    first = await dispatched()
-    await change_job(creator_db, first.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await sweep(creator_db)
+    first = await timed_out()
     await ask(creator_db, tenant, request(first.post_id))
     await call_back(tenant, first.id, status="completed", content=content())
     noted = (await jobs_of(creator_db, first.post_id))[0].error
@@ -922,18 +920,29 @@ async def test_a_repeated_late_result_for_a_retried_post_is_noted_once(
     assert (await jobs_of(creator_db, first.post_id))[0].error == noted
 
 
+async def test_a_late_failure_after_a_timeout_announces_nothing_more(
+    creator_db: Database, tenant: UUID, timed_out: TimedOut, call_back: CallBack
+) -> None:
+    job = await timed_out()
+
+    await call_back(tenant, job.id, status="failed", error="too late")
+    await call_back(tenant, job.id, status="nonsense")
+
+    after = await job_of(creator_db, job.post_id)
+    assert (after.state, after.error) == ("timed_out", DID_NOT_CALL_BACK)
+    assert len(await failures(creator_db, job.id)) == 1
+
+
 # ---- a worker that died mid-dispatch -----------------------------------------------------
 async def test_recovery_puts_a_job_left_mid_dispatch_back_in_the_queue(
     creator_db: Database, dispatched: Dispatched_
 ) -> None:
     job = await dispatched()
-    lately = datetime.now(UTC) - timedelta(seconds=5)
-    await change_job(creator_db, job.id, state="dispatching", next_attempt_at=lately)
+    await leave_mid_dispatch(creator_db, job.id, since=ago(seconds=5))
     await sweep(creator_db, stuck_after=timedelta(seconds=30))
     assert (await job_of(creator_db, job.post_id)).state == "dispatching"  # may still be live
 
-    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    await change_job(creator_db, job.id, next_attempt_at=an_hour_ago)
+    await change_job(creator_db, job.id, next_attempt_at=ago(hours=1))
     await sweep(creator_db, stuck_after=timedelta(seconds=30))
 
     assert (await job_of(creator_db, job.post_id)).state == "queued"
@@ -943,8 +952,7 @@ async def test_a_recovered_job_goes_out_again_under_the_same_event_id(
     creator_db: Database, workflow: Workflow, dispatched: Dispatched_, sender: OnePass
 ) -> None:
     job = await dispatched()
-    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    await change_job(creator_db, job.id, state="dispatching", next_attempt_at=an_hour_ago)
+    await leave_mid_dispatch(creator_db, job.id, since=ago(hours=1))
     await sweep(creator_db)
 
     await sender()
@@ -952,18 +960,3 @@ async def test_a_recovered_job_goes_out_again_under_the_same_event_id(
     assert [d.headers["x-bai-event-id"] for d in sent_for(workflow, job.id)] == [job.id, job.id]
     after = await job_of(creator_db, job.post_id)
     assert (after.state, after.attempts) == ("dispatched", 2)
-
-
-async def test_a_late_failure_after_a_timeout_announces_nothing_more(
-    creator_db: Database, tenant: UUID, dispatched: Dispatched_, call_back: CallBack
-) -> None:
-    job = await dispatched()
-    await change_job(creator_db, job.id, deadline_at=datetime.now(UTC) - timedelta(seconds=1))
-    await sweep(creator_db)
-
-    await call_back(tenant, job.id, status="failed", error="too late")
-    await call_back(tenant, job.id, status="nonsense")
-
-    after = await job_of(creator_db, job.post_id)
-    assert (after.state, after.error) == ("timed_out", DID_NOT_CALL_BACK)
-    assert len(await failures(creator_db, job.id)) == 1

@@ -206,13 +206,17 @@ async def sign_up(gateway: httpx.AsyncClient) -> Account:
     expect(response, 201, "sign up")
     tokens = response.json()
     access_token = str(tokens["access_token"])
-    api_key = await create_api_key(gateway, await identity_of(gateway, access_token))
+    to_keys = {"X-Forwarded-Uri": "/v1/auth/api-keys", "X-Forwarded-Method": "POST"}
+    api_key = await create_api_key(gateway, await identity_of(gateway, access_token, to_keys))
     return Account(email, password, access_token, str(tokens["refresh_token"]), api_key)
 
 
-async def identity_of(gateway: httpx.AsyncClient, credential: str) -> str:
-    """One ForwardAuth decision, checked: 200 with an ``X-BAI-Identity``."""
-    response = await gateway.get(VERIFY_PATH, headers=_headers(credential))
+async def identity_of(
+    gateway: httpx.AsyncClient, credential: str, forwarded: dict[str, str] = FORWARDED
+) -> str:
+    """One ForwardAuth decision, checked: 200 with an ``X-BAI-Identity`` (for the service
+    of the ``forwarded`` path: an identity is good for that service only)."""
+    response = await gateway.get(VERIFY_PATH, headers={**forwarded, **bearer(credential)})
     expect(response, 200, f"ForwardAuth {VERIFY_PATH}")
     identity = response.headers.get(IDENTITY_HEADER)
     if not identity:

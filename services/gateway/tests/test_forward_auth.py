@@ -11,10 +11,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
+from bai_platform.app_state import held
 from bai_platform.errors import Unauthorized
 from bai_platform.identity import IDENTITY_HEADER, IDENTITY_TYP, IdentityVerifier, mint_identity
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 from .conftest import Account, TokenForge, assert_problem, b64url, hs256_token
 
@@ -272,3 +277,48 @@ async def test_forwarded_query_string_without_a_token_is_allowed(
     uri = "/v1/planner/campaigns?page_size=20&cursor=abc"
     response = await _verify(client, account.access_token, **{"X-Forwarded-Uri": uri})
     assert response.status_code == 200, response.text
+
+
+# ---- the ForwardAuth endpoint ahead of the middleware stack (gateway.verify_api) --------
+def _decide_raising(app: FastAPI, monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    async def decide(**_: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(held(app, GatewayState).forward_auth, "decide", decide)
+
+
+async def test_a_database_away_during_a_decision_is_503_with_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _decide_raising(app, monkeypatch, ConnectionRefusedError("nothing listens"))
+    response = await _verify(client, account.access_token)
+    assert_problem(response, status=503, code="database_unavailable")
+    assert int(response.headers["retry-after"]) >= 1
+    assert IDENTITY_HEADER.lower() not in response.headers
+
+
+async def test_an_unexpected_failure_of_a_decision_is_a_logged_500_problem(
+    app: FastAPI, client: httpx.AsyncClient, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _decide_raising(app, monkeypatch, RuntimeError("a defect"))
+    with capture_logs() as logs:
+        response = await _verify(client, account.access_token)
+    assert_problem(response, status=500, code="internal_error")
+    assert "a defect" not in response.text
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["unhandled_error"]
+
+
+async def test_decisions_are_counted_by_status_under_their_route(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    def counted(status: int) -> float:
+        labels = {"service": "gateway", "method": "GET", "route": "/auth/verify"}
+        value = REGISTRY.get_sample_value(
+            "bai_http_requests_total", {**labels, "status": str(status)}
+        )
+        return value or 0.0
+
+    before = counted(200), counted(401)
+    assert (await _verify(client, account.access_token)).status_code == 200
+    _assert_refused(await _verify(client, "not-a-token"))
+    assert (counted(200), counted(401)) == (before[0] + 1, before[1] + 1)

@@ -1,7 +1,7 @@
-"""Gateway HTTP routes: public auth, JWKS, the ForwardAuth decision and the caller's identity."""
+"""Gateway HTTP routes: public auth, JWKS and the caller's identity (the ForwardAuth decision
+is ``gateway.verify_api``)."""
 
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
@@ -11,8 +11,8 @@ from starlette.background import BackgroundTask
 
 from bai_platform.app_state import held, platform_of
 from bai_platform.db import Session
-from bai_platform.errors import NotFound, ServiceError, problem_response
-from bai_platform.identity import IDENTITY_HEADER, CurrentIdentity
+from bai_platform.errors import NotFound
+from bai_platform.identity import CurrentIdentity
 from bai_platform.openapi_links import ANSWER_ID, leads_to, link_to
 from gateway import openapi
 from gateway.deps import LIMIT_BY_IP, Auth, Decider
@@ -107,39 +107,6 @@ async def me(identity: CurrentIdentity) -> MeResponse:
 async def jwks(request: Request, response: Response) -> dict[str, list[dict[str, str]]]:
     response.headers["Cache-Control"] = "public, max-age=300"
     return held(request, GatewayState).auth.ring.jwks()
-
-
-@router.api_route(
-    "/auth/verify",
-    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-    include_in_schema=False,
-)
-async def verify(
-    decider: Decider,
-    authorization: Annotated[str | None, Header()] = None,
-    x_forwarded_uri: Annotated[str | None, Header()] = None,
-    x_forwarded_method: Annotated[str | None, Header()] = None,
-    origin: Annotated[str | None, Header()] = None,
-) -> Response:
-    try:
-        allowed = await decider.decide(
-            authorization=authorization,
-            forwarded_uri=x_forwarded_uri,
-            method=x_forwarded_method,
-            origin=origin,
-        )
-    except ServiceError as exc:  # Traefik relays this answer: name the caller's path in it
-        path = urlsplit(x_forwarded_uri or "").path or None
-        return problem_response(
-            status=exc.status_code,
-            code=exc.code,
-            detail=exc.detail,
-            instance=path,
-            headers=exc.headers,
-        )
-    # Traefik copies these onto the forwarded request; the service echoes the RateLimit
-    # fields on its answer (bai_platform.web.RateLimitEcho).
-    return Response(status_code=200, headers={IDENTITY_HEADER: allowed.identity, **allowed.headers})
 
 
 @router.post(

@@ -9,6 +9,7 @@ from gateway.edge_api import router as edge_router
 from gateway.models import idempotency
 from gateway.settings import GatewaySettings
 from gateway.state import lifespan
+from gateway.verify_api import ForwardAuthEndpoint
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -26,4 +27,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # .runtime); resolving twice gives the same client.
     trusted = [str(network) for network in resolved.trusted_proxies]
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
+    # Outside even that: Traefik's ForwardAuth question, asked before every protected
+    # request, needs none of the stack (gateway.verify_api).
+    app.add_middleware(ForwardAuthEndpoint)
     return app

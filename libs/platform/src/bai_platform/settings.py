@@ -56,8 +56,12 @@ class ServiceSettings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql+asyncpg://bai@127.0.0.1:5432/bai")
     database_read_url: SecretStr | None = None
     db_schema: str = ""
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # Connections are opened as needed up to db_pool_size and then kept. Overflow ones are
+    # closed as soon as they are handed back to a full pool: under steady concurrency above
+    # the pool size every request would open and close one (a PostgreSQL backend each), so
+    # the default keeps all twenty instead (bench/README.md, edge_vs_direct).
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
     # How long a request waits for a pooled connection before it is 503 database_busy:
     # short, so a busy pool answers soon with Retry-After instead of late.
     db_pool_timeout_seconds: float = Field(default=2.5, gt=0)

@@ -6,7 +6,8 @@ PostgreSQL: a pool of one held by another session, and a role whose connection l
 Contention (a statement timeout, a deadlock) is busy too: rolled back, worth retrying.
 Absent means: nothing listens (a restart), or the server ends the session mid-query (a
 shutdown: ``pg_terminate_backend`` sends the same ``admin_shutdown``). A pooled connection
-the server dropped between requests is replaced unseen (``pool_pre_ping``).
+the server dropped while it sat idle is pinged and replaced unseen; one dropped while in
+steady use (not pinged, to save a round trip per request) fails one request with a 503.
 """
 
 import asyncio
@@ -48,7 +49,11 @@ async def slow(session: Session) -> dict[str, int]:
 
 
 def _app(
-    database_url: str, *, pool_timeout: float = 0.5, statement_timeout_ms: int = 15_000
+    database_url: str,
+    *,
+    pool_timeout: float = 0.5,
+    statement_timeout_ms: int = 15_000,
+    ping_after_idle: float = 5.0,
 ) -> FastAPI:
     settings = ServiceSettings(
         service_name="pooltest",
@@ -57,6 +62,7 @@ def _app(
         db_max_overflow=0,
         db_pool_timeout_seconds=pool_timeout,
         db_statement_timeout_ms=statement_timeout_ms,
+        db_ping_after_idle_seconds=ping_after_idle,
     )
     return create_service_app(settings, title="pool", routers=[router], verify_identity=False)
 
@@ -169,13 +175,41 @@ async def test_a_session_the_server_ends_mid_query_answers_503(infra: Stack) -> 
         assert (await client.get("/answer")).status_code == 200  # a new connection serves
 
 
-async def test_a_pooled_connection_dropped_between_requests_is_replaced(infra: Stack) -> None:
-    app = _app(superuser_async_url(infra))
+async def _drop_the_pooled_connection(infra: Stack, app: FastAPI) -> None:
+    async with platform_of(app).db.engine.connect() as conn:  # the pool's only connection
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert await _terminate(infra, str(pid)) == 1
+
+
+async def test_a_pooled_connection_dropped_while_idle_is_replaced_unseen(infra: Stack) -> None:
+    app = _app(superuser_async_url(infra), ping_after_idle=0.05)
     async with app_client(app) as client:
         assert (await client.get("/answer")).status_code == 200
-        async with platform_of(app).db.engine.connect() as conn:  # the pool's only connection
-            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        assert await _terminate(infra, str(pid)) == 1
+        await _drop_the_pooled_connection(infra, app)
+        await asyncio.sleep(0.1)  # idle past the threshold: pinged, found gone, replaced
+        assert (await client.get("/answer")).status_code == 200
+
+
+async def test_with_a_ping_before_every_use_a_dropped_connection_is_never_seen(
+    infra: Stack,
+) -> None:
+    app = _app(superuser_async_url(infra), ping_after_idle=0)
+    async with app_client(app) as client:
+        assert (await client.get("/answer")).status_code == 200
+        await _drop_the_pooled_connection(infra, app)
+        assert (await client.get("/answer")).status_code == 200
+
+
+async def test_a_connection_in_steady_use_that_was_dropped_fails_one_request_with_503(
+    infra: Stack,
+) -> None:
+    """Not pinged (it was just used): the request on it is 503 database_unavailable, and
+    the pool replaces it, so the next request is served."""
+    app = _app(superuser_async_url(infra), ping_after_idle=60)
+    async with app_client(app) as client:
+        assert (await client.get("/answer")).status_code == 200
+        await _drop_the_pooled_connection(infra, app)
+        _assert_busy(await client.get("/answer"), "database_unavailable")
         assert (await client.get("/answer")).status_code == 200
 
 

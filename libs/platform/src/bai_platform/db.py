@@ -13,6 +13,7 @@ still cannot read or change another's rows. Workers and RPC handlers act for the
 and see every workspace; their queries say which rows they mean.
 """
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -21,6 +22,7 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, Table, column, event, func, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -144,14 +146,50 @@ def _engine(url: str, settings: ServiceSettings) -> AsyncEngine:
         "application_name": settings.service_name,
         "statement_timeout": str(settings.db_statement_timeout_ms),
     }
-    return create_async_engine(
+    idle = settings.db_ping_after_idle_seconds
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        pool_pre_ping=True,
+        pool_pre_ping=idle == 0,
+        # The connection handed back last goes out first: under light load the same few
+        # stay busy (never pinged) and the rest idle, to be pinged once they are used again.
+        pool_use_lifo=True,
         connect_args={"server_settings": server_settings},
     )
+    if idle > 0:
+        _ping_after_idle(engine, idle)
+    return engine
+
+
+def _ping_after_idle(engine: AsyncEngine, seconds: float) -> None:
+    """Ping a pooled connection before use only when it has been idle ``seconds``.
+
+    A ping on every checkout (``pool_pre_ping``) costs a round trip per request. A
+    connection in steady use does not need one: if the server dropped it (a restart), the
+    request on it fails as ``database_unavailable`` (503, Retry-After), and SQLAlchemy then
+    replaces every connection of the pool that is older than the failure. One that sat
+    idle, which a restart, an idle timeout or a middlebox may have closed unseen, is
+    checked first and silently replaced.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from_now(_: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _alive_after_idle(dbapi_connection: Any, record: Any, _: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < seconds:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:  # the pool replaces it and tries again
+            raise DisconnectionError(f"a pooled connection idle {seconds:g} s is gone") from exc
+
+
+_IDLE_SINCE = "bai.idle_since"
 
 
 class Database:

@@ -66,6 +66,8 @@ class ServiceSettings(BaseSettings):
     # short, so a busy pool answers soon with Retry-After instead of late.
     db_pool_timeout_seconds: float = Field(default=2.5, gt=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    # A pooled connection idle this long is pinged before use (0: before every use).
+    db_ping_after_idle_seconds: float = Field(default=5.0, ge=0)
 
     nats_url: str = "nats://127.0.0.1:4222"
     # This service's NATS user (empty: the service name) and its password; without a

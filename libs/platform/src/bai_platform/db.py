@@ -163,6 +163,9 @@ def _engine(url: str, settings: ServiceSettings) -> AsyncEngine:
     return engine
 
 
+_IDLE_SINCE = "bai.idle_since"  # connection record info: when it was last handed back
+
+
 def _ping_after_idle(engine: AsyncEngine, seconds: float) -> None:
     """Ping a pooled connection before use only when it has been idle ``seconds``.
 
@@ -187,9 +190,6 @@ def _ping_after_idle(engine: AsyncEngine, seconds: float) -> None:
             dbapi_connection.ping()
         except Exception as exc:  # the pool replaces it and tries again
             raise DisconnectionError(f"a pooled connection idle {seconds:g} s is gone") from exc
-
-
-_IDLE_SINCE = "bai.idle_since"
 
 
 class Database:

@@ -252,7 +252,9 @@ def database_trouble(exc: BaseException) -> str | None:
     return None
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The last resort: a database away for a moment is still a 503, anything else a
+    logged 500 without internals."""
     if database_trouble(exc):  # raised outside the routes (a middleware): still a 503
         return await database_busy_response(request, exc)
     structlog.get_logger("bai.errors").exception("unhandled_error", path=request.url.path)
@@ -306,4 +308,4 @@ def install_error_handlers(app: FastAPI, *, busy_retry_after_seconds: int = 2) -
     app.add_exception_handler(ConnectionError, _driver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error_response)

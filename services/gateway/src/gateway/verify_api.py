@@ -19,23 +19,15 @@ every route, and anything else a logged 500 problem.
 import time
 from urllib.parse import urlsplit
 
-import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bai_platform.app_state import held
 from bai_platform.edge import AUTH_VERIFY_PATH
-from bai_platform.errors import (
-    ServiceError,
-    database_busy_response,
-    database_trouble,
-    problem_response,
-)
+from bai_platform.errors import ServiceError, problem_response, unexpected_error_response
 from bai_platform.identity import IDENTITY_HEADER
 from bai_platform.telemetry import LATENCY, REQUESTS
 from gateway.state import GatewayState
-
-log = structlog.get_logger(__name__)
 
 _WANTED = {
     b"authorization": "authorization",
@@ -90,17 +82,7 @@ class ForwardAuthEndpoint:
             await refusal(scope, receive, send)
             return exc.status_code
         except Exception as exc:
-            request = Request(scope, receive)
-            if database_trouble(exc):
-                failure = await database_busy_response(request, exc)
-            else:
-                log.exception("unhandled_error", path=AUTH_VERIFY_PATH)
-                failure = problem_response(
-                    status=500,
-                    code="internal_error",
-                    instance=AUTH_VERIFY_PATH,
-                    detail="Something went wrong on our side; it has been logged.",
-                )
+            failure = await unexpected_error_response(Request(scope, receive), exc)
             await failure(scope, receive, send)
             return failure.status_code
         headers = [(_IDENTITY, allowed.identity.encode("latin-1"))]

@@ -32,7 +32,7 @@ from planner.schemas import (
     TransitionRead,
     TransitionRequest,
 )
-from planner.service import brands, campaigns, posts
+from planner.service import brands, campaigns, posts, reads
 
 router = APIRouter(prefix="/v1/planner", tags=["planner"])
 
@@ -92,12 +92,8 @@ async def create_campaign(body: CampaignCreate, identity: Editor, session: Sessi
 async def list_campaigns(
     identity: CurrentIdentity, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> CampaignPage:
-    rows, next_cursor = await campaigns.list_campaigns(
-        session, tenant_id=identity.tenant_id, limit=limit, cursor=cursor
-    )
-    return CampaignPage(
-        items=[CampaignRead.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    rows, next_cursor = await reads.campaign_page(session, limit=limit, cursor=cursor)
+    return CampaignPage.model_validate({"items": rows, "next_cursor": next_cursor})
 
 
 @router.get("/campaigns/{campaign_id}")
@@ -105,11 +101,8 @@ async def get_campaign(
     campaign_id: UUID, identity: CurrentIdentity, session: ReadSession
 ) -> CampaignRead:
     """The campaign with its progress: how many posts are in each state."""
-    campaign = await campaigns.get_campaign(
-        session, tenant_id=identity.tenant_id, campaign_id=campaign_id
-    )
-    read = CampaignRead.model_validate(campaign)
-    read.progress = await campaigns.progress(session, campaign_id=campaign.id)
+    read = CampaignRead.model_validate(await reads.campaign(session, campaign_id=campaign_id))
+    read.progress = await reads.progress(session, campaign_id=campaign_id)
     return read
 
 
@@ -149,14 +142,14 @@ async def campaign_posts(
     cursor: Cursor = None,
 ) -> PostPage:
     """The campaign's calendar: posts in time order, a month of the brand's calendar."""
-    await campaigns.get_campaign(session, tenant_id=identity.tenant_id, campaign_id=campaign_id)
+    await reads.campaign(session, campaign_id=campaign_id)
     where = posts.PostFilter(
         campaign_id=campaign_id,
         month=month,
         channels=tuple(channel or ()),
         states=tuple(state or ()),
     )
-    return await _post_page(session, identity.tenant_id, where, limit, cursor)
+    return await _post_page(session, where, limit, cursor)
 
 
 # ---- posts -----------------------------------------------------------------------------
@@ -180,22 +173,19 @@ async def list_posts(
         channels=tuple(channel or ()),
         states=tuple(state or ()),
     )
-    return await _post_page(session, identity.tenant_id, where, limit, cursor)
+    return await _post_page(session, where, limit, cursor)
 
 
 async def _post_page(
-    session: ReadSession, tenant_id: UUID, where: posts.PostFilter, limit: int, cursor: str | None
+    session: ReadSession, where: posts.PostFilter, limit: int, cursor: str | None
 ) -> PostPage:
-    rows, next_cursor = await posts.list_posts(
-        session, tenant_id=tenant_id, where=where, limit=limit, cursor=cursor
-    )
-    return PostPage(items=[PostRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+    rows, next_cursor = await reads.post_page(session, where=where, limit=limit, cursor=cursor)
+    return PostPage.model_validate({"items": rows, "next_cursor": next_cursor})
 
 
 @router.get("/posts/{post_id}")
 async def get_post(post_id: UUID, identity: CurrentIdentity, session: ReadSession) -> PostRead:
-    post = await posts.get_post(session, tenant_id=identity.tenant_id, post_id=post_id)
-    return PostRead.model_validate(post)
+    return PostRead.model_validate(await reads.post(session, post_id=post_id))
 
 
 @router.patch("/posts/{post_id}")

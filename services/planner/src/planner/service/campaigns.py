@@ -4,7 +4,7 @@ from typing import Any
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -14,7 +14,6 @@ from bai_platform.envelope import new_event
 from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit_many
-from bai_platform.pagination import decode_cursor, encode_cursor
 from planner.models import Brand, Campaign, Post, PostTransition, ScheduleRun, outbox
 from planner.schemas import (
     DEFAULT_CADENCE,
@@ -24,7 +23,6 @@ from planner.schemas import (
     CampaignState,
     CampaignUpdate,
     PostState,
-    Progress,
     ScheduleResult,
 )
 from planner.service._common import CampaignNotFound, announce, now
@@ -91,17 +89,6 @@ async def get_campaign(
     return campaign
 
 
-async def progress(session: AsyncSession, *, campaign_id: UUID) -> Progress:
-    """Posts of the campaign per state."""
-    rows = await session.execute(
-        select(col(Post.state), func.count())
-        .where(col(Post.campaign_id) == campaign_id)
-        .group_by(col(Post.state))
-    )
-    counts = {PostState(state): n for state, n in rows}
-    return Progress(total=sum(counts.values()), by_state=counts)
-
-
 async def update_campaign(
     session: AsyncSession, *, identity: Identity, campaign_id: UUID, data: CampaignUpdate
 ) -> Campaign:
@@ -124,28 +111,6 @@ async def update_campaign(
     campaign.updated_at = now()
     await session.flush()
     return campaign
-
-
-async def list_campaigns(
-    session: AsyncSession, *, tenant_id: UUID, limit: int, cursor: str | None
-) -> tuple[list[Campaign], str | None]:
-    """A page of the tenant's campaigns, newest first, and the cursor of the next page."""
-    query = (
-        select(Campaign)
-        .where(col(Campaign.tenant_id) == tenant_id)
-        .order_by(col(Campaign.created_at).desc(), col(Campaign.id).desc())
-        .limit(limit + 1)
-    )
-    if cursor:
-        created_at, row_id = decode_cursor(cursor)
-        query = query.where(
-            tuple_(col(Campaign.created_at), col(Campaign.id)) < tuple_(created_at, row_id)
-        )
-    rows = list((await session.scalars(query)).all())
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last.created_at, last.id)
 
 
 async def schedule_month(

@@ -55,7 +55,7 @@ async def create_job(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: JobId, identity: CurrentIdentity, session: ReadSession) -> JobRead:
-    return jobs.job_read(await jobs.get_job(session, tenant_id=identity.tenant_id, job_id=job_id))
+    return await jobs.read_job(session, job_id=job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

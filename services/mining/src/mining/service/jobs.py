@@ -1,19 +1,22 @@
 """Extraction jobs: created queued, run by the worker, readable with their progress."""
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from bai_contracts import ExtractionProgressed
+from bai_platform.db import table_of
 from bai_platform.envelope import new_event
 from bai_platform.errors import Conflict, NotFound, TooManyRequests
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
+from bai_platform.reads import TENANT, ReadQuery
 from mining.models import ExtractionJob, Lead, outbox
 from mining.schemas import JobCreate, JobRead, Progress
 from mining.service.workflows import require_workflow
@@ -21,6 +24,10 @@ from mining.service.workflows import require_workflow
 ENDED = ("succeeded", "partial", "failed", "cancelled")
 PROBLEMS_KEPT = 20
 N8N = "n8n"
+
+
+_JOBS = table_of(ExtractionJob)
+_JOB_COLUMNS = [c for c in _JOBS.c if c.key in (*JobRead.model_fields, *Progress.model_fields)]
 
 
 class JobNotFound(NotFound):
@@ -175,16 +182,26 @@ async def announce(session: AsyncSession, job: ExtractionJob) -> None:
 
 
 def job_read(job: ExtractionJob) -> JobRead:
-    return JobRead(
-        id=job.id,
-        state=job.state,
-        source=job.source,
-        limits=job.limits,
-        progress=Progress(
-            pages_fetched=job.pages_fetched, items_found=job.items_found, errors=job.errors
-        ),
-        problems=job.problems,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
+    return job_read_of({c.key: getattr(job, c.key) for c in _JOB_COLUMNS})
+
+
+def job_read_of(job: Mapping[str, Any]) -> JobRead:
+    """What a client sees of a job, from its row (an entity's attributes or a read's row)."""
+    progress = {name: job[name] for name in ("pages_fetched", "items_found", "errors")}
+    return JobRead.model_validate({**job, "progress": Progress.model_validate(progress)})
+
+
+# The job's poll (a client asks every second while it runs): a read without the ORM.
+_JOB = ReadQuery(
+    select(*_JOB_COLUMNS).where(
+        _JOBS.c.tenant_id == bindparam(TENANT), _JOBS.c.id == bindparam("job_id")
     )
+)
+
+
+async def read_job(session: AsyncSession, *, job_id: str) -> JobRead:
+    """The workspace's job as a client sees it; another workspace's is unknown."""
+    row = await _JOB.first(session, job_id=job_id)
+    if row is None:
+        raise JobNotFound("no such extraction job in this workspace")
+    return job_read_of(row)

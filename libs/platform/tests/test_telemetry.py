@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from bai_contracts import EventContract
 from bai_platform.envelope import new_event
 from bai_platform.settings import ServiceSettings
-from bai_platform.telemetry import configure_logging, install_telemetry
+from bai_platform.telemetry import configure_logging, install_telemetry, tracer_provider
 
 
 class Pinged(EventContract):
@@ -75,3 +75,19 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
         'bai_http_requests_total{method="GET",route="/things/{thing_id}",'
         'service="metricstest",status="200"} 2.0'
     ) in metrics
+
+
+@pytest.mark.parametrize(("exporter", "recorded"), [("none", False), ("console", True)])
+def test_spans_are_recorded_only_when_exported(exporter: str, recorded: bool) -> None:
+    settings = ServiceSettings(otel_exporter=exporter)
+    provider = tracer_provider(settings, process="api")
+    try:
+        with provider.get_tracer("test").start_as_current_span("request") as span:
+            context, recording = span.get_span_context(), span.is_recording()
+            envelope = new_event(Pinged(), source="test", tenant_id=None)
+    finally:
+        provider.shutdown()
+    assert recording is recorded
+    assert context.is_valid  # logs and traceparent headers still name the trace
+    assert envelope.traceparent is not None
+    assert envelope.traceparent.split("-")[1] == format(context.trace_id, "032x")

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Response
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,14 +91,24 @@ def _exporter(settings: ServiceSettings) -> SpanExporter | None:
     return None
 
 
-def configure_tracing(settings: ServiceSettings, *, process: str) -> TracerProvider:
+def tracer_provider(settings: ServiceSettings, *, process: str) -> TracerProvider:
+    """The process's tracer provider, exporting where the settings say."""
     resource = Resource.create(
         {"service.name": f"bai-{settings.service_name}", "service.instance.role": process}
     )
-    provider = TracerProvider(resource=resource)
     exporter = _exporter(settings)
+    # Spans that no exporter would send are not recorded: their trace and span ids still
+    # name the logs and travel in traceparent headers, but the attributes, events and
+    # timings nobody reads are skipped (a tenth of a service's CPU per request under load).
+    sampler = sampling.DEFAULT_ON if exporter is not None else sampling.ALWAYS_OFF
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def configure_tracing(settings: ServiceSettings, *, process: str) -> TracerProvider:
+    provider = tracer_provider(settings, process=process)
     trace.set_tracer_provider(provider)
     return provider
 

@@ -4,6 +4,7 @@ limits and chat credits."""
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,7 +30,7 @@ from bai_testing.billing import BillingStandIn, billing_stand_in
 from bai_testing.plugin import TEST_KID, trusting_client
 from bai_testing.servers import dripping_body, served
 from creator.app import create_app
-from creator.models import ChatMessage, ChatWidget, EngineSettings, outbox
+from creator.models import ChatMessage, ChatWidget, ChatWidgetDay, EngineSettings, outbox
 from creator.service import chat
 from creator.settings import CreatorSettings
 
@@ -275,6 +276,85 @@ async def test_a_visitor_over_the_hourly_limit_gets_429_with_retry_after(
 
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert "retry-after" in answers[-1].headers
+
+
+async def _widget_with_a_daily_limit(
+    client: httpx.AsyncClient, headers: dict[str, str], limit: int
+) -> str:
+    body = {**WIDGET, "engine": "builtin", "widget_daily_limit": limit}
+    response = await client.post("/v1/creator/widgets", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _day_count(creator_db: Database, widget_id: str, day: date) -> int | None:
+    async with creator_db.transaction() as session:
+        row = await session.get(ChatWidgetDay, (UUID(widget_id), day))
+        return None if row is None else row.messages
+
+
+@pytest.mark.usefixtures("billing")
+async def test_a_widget_over_its_daily_limit_gets_429_until_the_next_utc_day(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    creator_db: Database,
+) -> None:
+    widget_id = await _widget_with_a_daily_limit(client, identity_for(tenant, "editor"), 2)
+    visitors = [f"vis_{n}" for n in range(3)]  # each far below the hourly limit
+    conversations = [
+        await start_conversation(client, visitor(tenant, widget_id, v)) for v in visitors
+    ]
+
+    answers = [await c.say() for c in conversations]
+
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1].json()["detail"] == "this chat has answered all it may today"
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+    assert 0 < int(answers[-1].headers["retry-after"]) <= (midnight - now).total_seconds() + 1
+    assert await _day_count(creator_db, widget_id, now.date()) == 2  # the refusal not counted
+    assert await _messages(creator_db, conversations[-1].id) == 0
+
+
+@pytest.mark.usefixtures("billing")
+async def test_yesterdays_messages_do_not_count_against_today(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    creator_db: Database,
+) -> None:
+    widget_id = await _widget_with_a_daily_limit(client, identity_for(tenant, "editor"), 1)
+    today = datetime.now(UTC).date()
+    async with creator_db.transaction() as session:
+        session.add(
+            ChatWidgetDay(widget_id=UUID(widget_id), day=today - timedelta(days=1), messages=1)
+        )
+    conversation = await start_conversation(client, visitor(tenant, widget_id))
+
+    answers = [await conversation.say(f"Hi {n}") for n in range(2)]
+
+    assert [a.status_code for a in answers] == [200, 429]
+    assert await _day_count(creator_db, widget_id, today) == 1
+
+
+async def test_a_message_without_a_reply_is_not_counted_in_the_widgets_day(
+    client: httpx.AsyncClient,
+    tenant: UUID,
+    identity_for: IdentityFor,
+    visitor: Visitor,
+    creator_db: Database,
+) -> None:
+    """Billing away: the message is taken back, and so is its place in the day's count."""
+    widget_id = await _widget_with_a_daily_limit(client, identity_for(tenant, "editor"), 1)
+    conversation = await start_conversation(client, visitor(tenant, widget_id))
+
+    answer = await conversation.say()
+
+    assert answer.status_code == 503
+    assert await _day_count(creator_db, widget_id, datetime.now(UTC).date()) == 0
 
 
 @pytest.mark.usefixtures("billing")

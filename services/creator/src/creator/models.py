@@ -168,6 +168,17 @@ class ChatMessage(CreatorTable, TenantOwned, table=True):
     created_at: datetime = created_now()
 
 
+class ChatWidgetDay(CreatorTable, table=True):
+    """Visitors' messages a widget took on one UTC day: its daily limit, counted in one
+    row instead of over the day's messages (which a busy widget has by the thousand)."""
+
+    __tablename__ = "chat_widget_days"
+
+    widget_id: UUID = Field(foreign_key="chat_widgets.id", primary_key=True)
+    day: date = Field(primary_key=True)
+    messages: int
+
+
 class Outbox(CreatorTable, OutboxRecord, table=True):
     """Events of this service waiting to be published (``bai_platform.outbox``)."""
 

@@ -20,11 +20,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
 from nats.aio.client import Client as NatsClient
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -42,7 +43,14 @@ from bai_platform.errors import ServiceError, ServiceUnavailable, TooManyRequest
 from bai_platform.identity import Identity
 from bai_platform.outbox import emit
 from bai_platform.rpc import Unreachable, ask
-from creator.models import ChatMessage, ChatWidget, Conversation, EngineSettings, outbox
+from creator.models import (
+    ChatMessage,
+    ChatWidget,
+    ChatWidgetDay,
+    Conversation,
+    EngineSettings,
+    outbox,
+)
 from creator.service.chat import Writer, own_conversation
 
 HISTORY = 10
@@ -117,7 +125,7 @@ async def reply(
         try:
             await _hold_credit(nc, tenant_id, reference)
         except BaseException:
-            await _take_back(db, turn.message_id)
+            await _take_back(db, turn)
             raise
         try:
             answer = await _written(write, turn, text, deadline_seconds)
@@ -125,7 +133,7 @@ async def reply(
                 await _keep(session, turn, text, answer)
         except BaseException:  # a failure, the deadline, or the visitor leaving
             await _settle(nc, ReleaseCredits, tenant_id, reference)
-            await _take_back(db, turn.message_id)
+            await _take_back(db, turn)
             raise
         await _settle(nc, CommitCredits, tenant_id, reference)
         return answer
@@ -140,6 +148,7 @@ class Turn:
     history: list[ChatMessage]
     engine: EngineSettings | None
     message_id: int
+    day: date  # the UTC day whose count the message is in
 
 
 async def _take_message(db: Database, identity: Identity, conversation_id: UUID, text: str) -> Turn:
@@ -150,13 +159,13 @@ async def _take_message(db: Database, identity: Identity, conversation_id: UUID,
         widget = await session.get_one(
             ChatWidget, conversation.widget_id, with_for_update=True, populate_existing=True
         )
-        await _within_limits(session, widget, conversation.visitor)
+        day = await _within_limits(session, widget, conversation.visitor)
         history = await _history(session, conversation.id)
         message = _message(widget, conversation, "visitor", text)
         session.add(message)
         await session.flush()
         engine = await session.get(EngineSettings, widget.tenant_id)
-    return Turn(widget, conversation, history, engine, message.id)
+    return Turn(widget, conversation, history, engine, message.id, day)
 
 
 async def _written(
@@ -177,38 +186,72 @@ async def _written(
         raise ReplyFailed("the assistant could not answer right now; please try again") from exc
 
 
-async def _take_back(db: Database, message_id: int) -> None:
+async def _take_back(db: Database, turn: Turn) -> None:
     """A message that got no reply is not kept (nor counted against the limits)."""
     async with db.transaction() as session:
-        await session.execute(delete(ChatMessage).where(col(ChatMessage.id) == message_id))
+        await session.execute(delete(ChatMessage).where(col(ChatMessage.id) == turn.message_id))
+        await session.execute(
+            update(ChatWidgetDay)
+            .where(
+                col(ChatWidgetDay.widget_id) == turn.widget.id, col(ChatWidgetDay.day) == turn.day
+            )
+            .values(messages=col(ChatWidgetDay.messages) - 1)
+        )
 
 
-async def _within_limits(session: AsyncSession, widget: ChatWidget, visitor: str) -> None:
+async def _within_limits(session: AsyncSession, widget: ChatWidget, visitor: str) -> date:
+    """Check the visitor's hourly and the widget's daily limit, counting the message in the
+    widget's day (undone with the transaction when it is refused); the day it counts in.
+
+    Neither count grows with the widget's traffic: the visitor's stops at the limit, and
+    the widget's day is one row.
+    """
     now = datetime.now(UTC)
-    mine = await _count(
-        session, col(ChatMessage.visitor) == visitor, since=now - timedelta(hours=1)
-    )
-    if mine >= widget.visitor_hourly_limit:
+    limit = widget.visitor_hourly_limit
+    if (
+        await _visitor_messages(session, visitor, since=now - timedelta(hours=1), up_to=limit)
+        >= limit
+    ):
+        raise TooManyRequests(f"at most {limit} messages an hour", headers={"Retry-After": "600"})
+    today = now.date()
+    if await _count_in_the_day(session, widget.id, today) > widget.widget_daily_limit:
+        midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
         raise TooManyRequests(
-            f"at most {widget.visitor_hourly_limit} messages an hour",
-            headers={"Retry-After": "600"},
+            "this chat has answered all it may today",
+            headers={"Retry-After": str(max(1, int((midnight - now).total_seconds())))},
         )
-    everyone = await _count(
-        session, col(ChatMessage.widget_id) == widget.id, since=now - timedelta(days=1)
-    )
-    if everyone >= widget.widget_daily_limit:
-        raise TooManyRequests(
-            "this chat has answered all it may today", headers={"Retry-After": "3600"}
-        )
+    return today
 
 
-async def _count(session: AsyncSession, who: ColumnElement[bool], *, since: datetime) -> int:
-    query = select(func.count()).where(
-        who,
-        col(ChatMessage.role) == "visitor",
-        col(ChatMessage.created_at) >= since,
+async def _visitor_messages(
+    session: AsyncSession, visitor: str, *, since: datetime, up_to: int
+) -> int:
+    """The visitor's messages since ``since``, counted up to ``up_to``."""
+    recent = (
+        select(col(ChatMessage.id))
+        .where(
+            col(ChatMessage.visitor) == visitor,
+            col(ChatMessage.role) == "visitor",
+            col(ChatMessage.created_at) >= since,
+        )
+        .limit(up_to)
+        .subquery()
     )
-    return int(await session.scalar(query) or 0)
+    return int(await session.scalar(select(func.count()).select_from(recent)) or 0)
+
+
+async def _count_in_the_day(session: AsyncSession, widget_id: UUID, day: date) -> int:
+    """One more message in the widget's day; how many it has now."""
+    statement = (
+        insert(ChatWidgetDay)
+        .values(widget_id=widget_id, day=day, messages=1)
+        .on_conflict_do_update(
+            index_elements=[col(ChatWidgetDay.widget_id), col(ChatWidgetDay.day)],
+            set_={"messages": col(ChatWidgetDay.messages) + 1},
+        )
+        .returning(col(ChatWidgetDay.messages))
+    )
+    return int(await session.scalar(statement) or 0)
 
 
 async def _hold_credit(nc: NatsClient | None, tenant_id: UUID, reference: str) -> None:

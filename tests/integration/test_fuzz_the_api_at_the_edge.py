@@ -24,10 +24,12 @@ cases schemathesis makes, sent by a client that reads only the first bytes (fuzz
 with credentials real and broken, under the same checks.
 
 Bounded and repeatable: ``BAI_FUZZ_EXAMPLES`` cases per operation in the fuzzing phase
-and up to ten times as many stateful scenarios (a few in ``make test``, more in ``make fuzz``),
-the coverage phase's fixed set, one fixed seed and no example database, so a commit sends
-the same cases every run. On failure the message is schemathesis's report, with a curl
-line for each failing case.
+and up to twenty times as many stateful scenarios of up to ten steps (a few in ``make
+test``, more in ``make fuzz``), the coverage phase's fixed set, one fixed seed and no
+example database, so a commit sends the same cases every run. On failure the message is
+schemathesis's report, with a curl line for each failing case. The run also prints its
+walks along the document's links (fuzz_walks): how many steps took an id through one, what
+they reached, the longest walk.
 """
 
 import asyncio
@@ -50,6 +52,7 @@ from bai_testing.stripe_api import TEST_API_KEY, stripe_server
 from .conftest import Account, new_brand, sign_up
 from .fuzz_live_events import PATH as LIVE_EVENTS
 from .fuzz_live_events import Credentials, fuzz
+from .fuzz_walks import Walks
 from .test_chat_at_the_edge import ORIGIN, WIDGET
 from .test_live_events import listening
 
@@ -76,6 +79,7 @@ REQUESTS_PER_SECOND = 250
 # Few live connections per workspace: a stream the gateway kept after its client left would
 # soon refuse the workspace's next one (test_the_live_stream_...).
 LIVE_CONNECTIONS = 8
+MAX_STEPS = 10
 
 
 def _service_env(stripe_url: str) -> dict[str, str]:
@@ -118,9 +122,14 @@ async def _token(edge_url: str) -> str:
 
 def _config(workdir: Path) -> Path:
     """What the CLI has no flag for: the stateful phase's own number of scenarios (each a
-    walk along the links, so it needs more of them than an operation needs cases)."""
+    walk along the links, so it needs more of them than an operation needs cases), and
+    walks long enough to reach a post from a new brand (brand, campaign, month, posts, a
+    post, its edit, its moves)."""
     path = workdir / "schemathesis.toml"
-    path.write_text(f"[phases.stateful.generation]\nmax-examples = {10 * EXAMPLES}\n")
+    path.write_text(
+        f"[phases.stateful]\nmax-steps = {MAX_STEPS}\n"
+        f"[phases.stateful.generation]\nmax-examples = {20 * EXAMPLES}\n"
+    )
     return path
 
 
@@ -141,6 +150,8 @@ def _command(edge_url: str, token: str, config: Path) -> list[str]:
         *("--workers", "1"),
         *("--rate-limit", f"{REQUESTS_PER_SECOND}/s"),
         *("--request-timeout", "15"),
+        # Every event of the run, for the walks along links (fuzz_walks).
+        *("--report", "ndjson", "--report-dir", str(config.parent)),
     ]
 
 
@@ -170,6 +181,10 @@ async def test_every_answer_at_the_edge_is_declared_and_no_input_makes_a_server_
     exit_code, report = await _schemathesis(fuzz_edge, token, tmp_path)
     assert exit_code == 0, report
     print(report)  # `make fuzz` shows schemathesis's summary (pytest -s)
+    walks = Walks.read(tmp_path)
+    print(walks.table())
+    assert walks.steps > 0, "the stateful phase followed none of the document's links"
+    assert walks.deepest >= 2, "no walk went on from an answer reached through a link"
 
 
 async def _credentials(edge: httpx.AsyncClient, owner: Account) -> Credentials:

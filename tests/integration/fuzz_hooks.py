@@ -8,18 +8,43 @@
   engines, publishing targets, crawl targets), so every ``uri`` the fuzz sends names a
   closed port on the loopback. Saved, such a URL is refused or fails to connect; nothing
   leaves the machine, whatever a generated case manages to schedule.
+- New brands and schedules get names of their own in the stateful phase: a workspace's names
+  are unique (409), and hypothesis draws the same few names again and again, so most walks
+  would end at their first step.
+- The formats the document names beyond JSON Schema's (``time-zone``, ``cron``) are
+  generated as such: a brand, a schedule, a campaign's first step is then made often enough
+  for the stateful phase to walk on from it (a random string is never a time zone).
 """
 
+import itertools
 import json
 from typing import Any
+from zoneinfo import available_timezones
 
 import schemathesis
 from hypothesis import strategies as st
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_MEMBERS = ("type", "title", "status", "code")
+NAMED = {("POST", "/v1/planner/brands"), ("POST", "/v1/mining/schedules")}
+NAME_NUMBERS = itertools.count(1)
 DEAD_END = "http://127.0.0.1:9"  # the discard port: nothing listens there
 PATHS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", max_size=12)
+ZONES = st.sampled_from(sorted(available_timezones() - {"localtime"}))
+
+
+def _cron_field(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.sampled_from(["*", f"*/{high - low}"]) | st.integers(low, high).map(str)
+
+
+# minute, hour, day of the month, month, day of the week
+CRONS = st.tuples(
+    _cron_field(0, 59),
+    _cron_field(0, 23),
+    _cron_field(1, 28),
+    _cron_field(1, 12),
+    _cron_field(0, 6),
+).map(" ".join)
 
 
 def problem_failure(status: int, content_type: str, body: bytes) -> str | None:
@@ -53,4 +78,20 @@ def problem_json_on_every_4xx(
     return None
 
 
+@schemathesis.hook
+def before_call(
+    ctx: schemathesis.HookContext, case: schemathesis.Case[Any], kwargs: dict[str, Any]
+) -> None:
+    body = case.body if isinstance(case.body, dict) else {}
+    name = body.get("name")
+    if _walking(case) and (case.method, case.path) in NAMED and isinstance(name, str):
+        body["name"] = f"{name[:180]} {next(NAME_NUMBERS)}"
+
+
+def _walking(case: schemathesis.Case[Any]) -> bool:
+    return case.meta is not None and case.meta.phase.name.value == "stateful"
+
+
 schemathesis.openapi.format("uri", PATHS.map(lambda path: f"{DEAD_END}/{path}"))
+schemathesis.openapi.format("time-zone", ZONES)
+schemathesis.openapi.format("cron", CRONS)

@@ -1,10 +1,15 @@
-"""The edge's OpenAPI document merges the services' and keeps their schema names apart."""
+"""The edge's OpenAPI document merges the services' and keeps their schema names apart; the
+gateway's own operations declare what they answer."""
 
+import json
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from jsonschema import Draft202012Validator
 
 from gateway.openapi import aggregate
+from gateway.service.live import Hub, _missed, frame
 
 
 def _document(schema: str) -> dict[str, Any]:
@@ -43,3 +48,21 @@ async def test_paths_are_merged_and_schema_names_prefixed_by_service() -> None:
     assert schema == {"$ref": "#/components/schemas/planner.Item"}
     assert "planner.Item" in merged["components"]["schemas"]
     assert merged["x-bai-unavailable"] == ["mining"]
+
+
+def _as_read(frame: bytes) -> dict[str, str]:
+    """One SSE frame as a client reads it: its fields by name."""
+    lines = frame.decode().removesuffix("\n\n").split("\n")
+    return dict(line.split(": ", 1) for line in lines)
+
+
+def test_the_live_stream_declares_the_events_it_sends(app: FastAPI) -> None:
+    answer = app.openapi()["paths"]["/v1/events"]["get"]["responses"]["200"]
+    assert list(answer["content"]) == ["text/event-stream"]
+    schema = Draft202012Validator(answer["content"]["text/event-stream"]["schema"])
+    status = frame("PLANNER:7", "bai.planner.campaign.created.v1", {"data": {"id": 1}})
+    (reset,) = _missed(Hub(retention_seconds=60, max_per_tenant=1), "t1", "PLANNER:1")
+    for sent in (_as_read(status), _as_read(reset)):
+        assert list(schema.iter_errors(sent)) == []
+        assert isinstance(json.loads(sent["data"]), dict)
+    assert list(schema.iter_errors({"id": "PLANNER:7"}))  # an event without data is not one

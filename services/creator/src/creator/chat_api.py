@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1/creator", tags=["chat"])
 
 # A created widget's id, linked to the operations that take it (bai_platform.openapi_links).
 WIDGET_LINKS = leads_to(201, {"widget_id": ANSWER_ID})
+WIDGET_READ_LINKS = leads_to(200, {"widget_id": ANSWER_ID})
 
 
 @router.post("/widgets", status_code=status.HTTP_201_CREATED, responses=WIDGET_LINKS)
@@ -48,7 +49,7 @@ async def list_widgets(identity: CurrentIdentity, session: ReadSession) -> Widge
     return WidgetPage(items=[WidgetRead.model_validate(r) for r in rows])
 
 
-@router.get("/widgets/{widget_id}")
+@router.get("/widgets/{widget_id}", responses=WIDGET_READ_LINKS)
 async def get_widget(
     widget_id: UUID, identity: CurrentIdentity, session: ReadSession
 ) -> WidgetRead:
@@ -56,7 +57,7 @@ async def get_widget(
     return WidgetRead.model_validate(widget)
 
 
-@router.patch("/widgets/{widget_id}")
+@router.patch("/widgets/{widget_id}", responses=WIDGET_READ_LINKS)
 async def update_widget(
     widget_id: UUID, body: WidgetUpdate, identity: Editor, session: Session
 ) -> WidgetRead:

@@ -122,7 +122,14 @@ def _origin(value: str) -> str:
     return normalised
 
 
-Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(_origin)]
+# The pattern is documented (clients, and the fuzz's generator, then send origins); _origin
+# also takes one in capitals or with a trailing slash, and says what is wrong in words.
+Origin = Annotated[
+    str,
+    StringConstraints(max_length=300),
+    AfterValidator(_origin),
+    Field(json_schema_extra={"pattern": ORIGIN.pattern, "examples": ["https://www.example.com"]}),
+]
 Snippet = Annotated[str, StringConstraints(min_length=1, max_length=4000), NoNul]
 
 

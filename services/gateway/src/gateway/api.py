@@ -64,6 +64,33 @@ INVITATION_LINKS = leads_to(
 
 NO_STORE = {"Cache-Control": "no-store"}
 
+# The live stream's answer: Server-Sent Events. Before OpenAPI 3.2's ``itemSchema``, an event
+# stream's ``schema`` describes one event, as clients (and schemathesis) parse it: ``id``,
+# ``event`` and JSON ``data``; the ``retry`` hint and ``:`` heartbeats carry no data.
+LIVE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "id": {
+            "type": "string",
+            "description": "`<stream>:<sequence>`: send it back as Last-Event-ID to resume.",
+        },
+        "event": {
+            "type": "string",
+            "description": "The event's type, or `reset` when Last-Event-ID is too old: refetch.",
+            "examples": ["bai.planner.campaign.created.v1", "reset"],
+        },
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
+LIVE_EVENTS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The workspace's events as they happen, after the missed ones.",
+        "content": {"text/event-stream": {"schema": LIVE_EVENT}},
+    }
+}
+
 
 @router.post("/v1/auth/signup", status_code=status.HTTP_201_CREATED, dependencies=[LIMIT_BY_IP])
 async def signup(
@@ -281,7 +308,7 @@ async def n8n_callback(
     return CallbackAccepted(event_id=event_id)
 
 
-@router.get("/v1/events", tags=["live"], response_class=StreamingResponse)
+@router.get("/v1/events", tags=["live"], response_class=StreamingResponse, responses=LIVE_EVENTS)
 async def live_events(
     identity: CurrentIdentity,
     request: Request,

@@ -33,6 +33,7 @@ JobId = Annotated[str, Path(max_length=64)]
 
 # The ids answers carry, linked to the operations that take them (bai_platform.openapi_links).
 JOB_LINKS = leads_to(202, {"job_id": ANSWER_ID})
+JOB_READ_LINKS = leads_to(200, {"job_id": ANSWER_ID})
 SCHEDULE_LINKS = leads_to(201, {"schedule_id": ANSWER_ID})
 
 
@@ -53,12 +54,12 @@ async def create_job(
     return jobs.job_read(job)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=JOB_READ_LINKS)
 async def get_job(job_id: JobId, identity: CurrentIdentity, session: ReadSession) -> JobRead:
     return await jobs.read_job(session, job_id=job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=JOB_LINKS)
 async def cancel_job(job_id: JobId, identity: Editor, session: Session) -> JobRead:
     """Stop the job: a queued one at once, a running one after its current page."""
     return jobs.job_read(await jobs.cancel_job(session, identity=identity, job_id=job_id))

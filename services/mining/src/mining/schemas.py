@@ -140,10 +140,20 @@ class ScheduleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    # The formats are documented (clients, and the fuzz's generator, then send crons and
+    # zones); the validators check them with messages people can read.
     cron: Annotated[
-        str, StringConstraints(strip_whitespace=True, max_length=100), AfterValidator(_cron)
+        str,
+        StringConstraints(strip_whitespace=True, max_length=100),
+        AfterValidator(_cron),
+        Field(json_schema_extra={"format": "cron", "examples": ["0 9 * * 1"]}),
     ]
-    timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(_zone)] = "UTC"
+    timezone: Annotated[
+        str,
+        StringConstraints(max_length=64),
+        AfterValidator(_zone),
+        Field(json_schema_extra={"format": "time-zone", "examples": ["Europe/Madrid"]}),
+    ] = "UTC"
     job: JobCreate
 
 

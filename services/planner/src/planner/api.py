@@ -48,6 +48,18 @@ BRAND_LINKS = leads_to(
 CAMPAIGN_LINKS = leads_to(201, {"campaign_id": ANSWER_ID})
 SCHEDULED_LINKS = leads_to(202, {"campaign_id": "$request.path.campaign_id"})
 POST_LINKS = leads_to(200, {"post_id": FIRST_ITEM_ID})
+# A read or changed resource leads on too: a post just edited is then moved along its states.
+BRAND_READ_LINKS = leads_to(
+    200,
+    {"brand_id": ANSWER_ID},
+    create_campaign=link_to("post", "/v1/planner/campaigns", body={"brand_id": ANSWER_ID}),
+)
+CAMPAIGN_READ_LINKS = leads_to(
+    200, {"campaign_id": ANSWER_ID, "brand_id": "$response.body#/brand_id"}
+)
+POST_IDS = {"post_id": ANSWER_ID, "campaign_id": "$response.body#/campaign_id"}
+POST_READ_LINKS = leads_to(200, POST_IDS)
+REGENERATED_LINKS = leads_to(202, POST_IDS)
 
 
 # ---- brands ----------------------------------------------------------------------------
@@ -67,13 +79,13 @@ async def list_brands(
     return BrandPage(items=[BrandRead.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/brands/{brand_id}")
+@router.get("/brands/{brand_id}", responses=BRAND_READ_LINKS)
 async def get_brand(brand_id: UUID, identity: CurrentIdentity, session: ReadSession) -> BrandRead:
     brand = await brands.get_brand(session, tenant_id=identity.tenant_id, brand_id=brand_id)
     return BrandRead.model_validate(brand)
 
 
-@router.patch("/brands/{brand_id}")
+@router.patch("/brands/{brand_id}", responses=BRAND_READ_LINKS)
 async def update_brand(
     brand_id: UUID, body: BrandUpdate, identity: Editor, session: Session
 ) -> BrandRead:
@@ -96,7 +108,7 @@ async def list_campaigns(
     return CampaignPage.model_validate({"items": rows, "next_cursor": next_cursor})
 
 
-@router.get("/campaigns/{campaign_id}")
+@router.get("/campaigns/{campaign_id}", responses=CAMPAIGN_READ_LINKS)
 async def get_campaign(
     campaign_id: UUID, identity: CurrentIdentity, session: ReadSession
 ) -> CampaignRead:
@@ -106,7 +118,7 @@ async def get_campaign(
     return read
 
 
-@router.patch("/campaigns/{campaign_id}")
+@router.patch("/campaigns/{campaign_id}", responses=CAMPAIGN_READ_LINKS)
 async def update_campaign(
     campaign_id: UUID, body: CampaignUpdate, identity: Editor, session: Session
 ) -> CampaignRead:
@@ -183,12 +195,12 @@ async def _post_page(
     return PostPage.model_validate({"items": rows, "next_cursor": next_cursor})
 
 
-@router.get("/posts/{post_id}")
+@router.get("/posts/{post_id}", responses=POST_READ_LINKS)
 async def get_post(post_id: UUID, identity: CurrentIdentity, session: ReadSession) -> PostRead:
     return PostRead.model_validate(await reads.post(session, post_id=post_id))
 
 
-@router.patch("/posts/{post_id}")
+@router.patch("/posts/{post_id}", responses=POST_READ_LINKS)
 async def update_post(
     post_id: UUID, body: PostUpdate, identity: Editor, session: Session
 ) -> PostRead:
@@ -197,7 +209,7 @@ async def update_post(
     return PostRead.model_validate(post)
 
 
-@router.post("/posts/{post_id}/transitions")
+@router.post("/posts/{post_id}/transitions", responses=POST_READ_LINKS)
 async def transition_post(
     post_id: UUID, body: TransitionRequest, identity: Editor, session: Session
 ) -> PostRead:
@@ -208,7 +220,11 @@ async def transition_post(
     return PostRead.model_validate(post)
 
 
-@router.post("/posts/{post_id}/regenerate", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/posts/{post_id}/regenerate",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=REGENERATED_LINKS,
+)
 async def regenerate_post(
     post_id: UUID, body: RegenerateRequest, identity: Editor, session: Session
 ) -> PostRead:

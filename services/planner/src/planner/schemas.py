@@ -94,7 +94,14 @@ def _month(value: str) -> str:
     return value
 
 
-TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_zone)]
+# The format is documented (clients, and the fuzz's generator, then send zones); _known_zone
+# checks it with a message people can read.
+TimeZone = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_known_zone),
+    Field(json_schema_extra={"format": "time-zone", "examples": ["Europe/Madrid"]}),
+]
 # The pattern is documented (clients and fuzzers then send months); _month checks it with a
 # message people can read.
 Month = Annotated[

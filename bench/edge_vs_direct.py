@@ -86,6 +86,7 @@ class Targets:
     edge: str
     planner: str
     gateway: str
+    planner_pid: int | None = None  # its CPU per request is measured when known
 
 
 # ---- arguments -----------------------------------------------------------------------
@@ -128,6 +129,7 @@ def whole_stack() -> Iterator[Targets]:
             edge=stack.edge_url,
             planner=stack.service_url("planner"),
             gateway=stack.service_url("gateway"),
+            planner_pid=stack.processes["planner-api"].pid,
         )
 
 
@@ -201,20 +203,23 @@ class IdentitySource:
 
 
 # ---- the load ------------------------------------------------------------------------
-async def _drive(http: httpx.AsyncClient, target: str, params: Params) -> Sample:
+async def _drive(
+    http: httpx.AsyncClient, target: str, params: Params, planner_pid: int | None
+) -> Sample:
     send = functools.partial(http.get, LIST_PATH)
     return await drive(
         [send] * params.concurrency,  # the workers share the client and its pool
         target,
         warmup=params.warmup,
         duration=params.duration,
+        server_pid=planner_pid,
     )
 
 
 async def measure_edge(targets: Targets, token: str, params: Params) -> Sample:
     limits = pool_limits(params.concurrency)
     async with client(targets.edge, headers=bearer(token), limits=limits) as http:
-        return await _drive(http, "edge", params)
+        return await _drive(http, "edge", params, targets.planner_pid)
 
 
 async def measure_direct(targets: Targets, identity: IdentitySource, params: Params) -> Sample:
@@ -225,7 +230,7 @@ async def measure_direct(targets: Targets, identity: IdentitySource, params: Par
         http.headers[IDENTITY_HEADER] = current
         refresher = asyncio.create_task(identity.keep_fresh(http, expires_at))
         try:
-            return await _drive(http, "direct", params)
+            return await _drive(http, "direct", params, targets.planner_pid)
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -270,7 +275,17 @@ def _ratio(edge: float, direct: float) -> str:
 
 def results_table(direct: Summary, edge: Summary) -> Table:
     table = Table(title=f"GET {LIST_PATH} (authenticated)")
-    columns = ("target", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "gen CPU")
+    columns = (
+        "target",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "gen CPU",
+        "planner CPU/req",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for s in (direct, edge):
@@ -283,6 +298,7 @@ def results_table(direct: Summary, edge: Summary) -> Table:
             f"{s.p90:.1f}",
             f"{s.p99:.1f}",
             f"{s.generator_cpu:.0f}%",
+            _cpu_per_request(s),
         )
     table.add_section()
     table.add_row(
@@ -294,9 +310,18 @@ def results_table(direct: Summary, edge: Summary) -> Table:
         _ratio(edge.p90, direct.p90),
         _ratio(edge.p99, direct.p99),
         "",
+        "",
         style="bold",
     )
     return table
+
+
+def _cpu_per_request(s: Summary) -> str:
+    """Milliseconds of the planner's CPU per answered request: unlike req/s, it hardly
+    moves when other processes share the machine."""
+    if s.server_cpu is None or not s.rps:
+        return "-"
+    return f"{10 * s.server_cpu / s.rps:.2f} ms"
 
 
 def rounds_table(samples: dict[str, list[Sample]]) -> Table:

@@ -14,6 +14,9 @@
 - The formats the document names beyond JSON Schema's (``time-zone``, ``cron``) are
   generated as such: a brand, a schedule, a campaign's first step is then made often enough
   for the stateful phase to walk on from it (a random string is never a time zone).
+- The files the document declares (CSV, iCalendar, JSON lines) are read as what they are,
+  so that ``response_schema_conformance`` holds them to the document too: UTF-8 text, and
+  JSON lines of JSON objects (schemathesis skips a media type it cannot read).
 """
 
 import itertools
@@ -86,6 +89,21 @@ def before_call(
     name = body.get("name")
     if _walking(case) and (case.method, case.path) in NAMED and isinstance(name, str):
         body["name"] = f"{name[:180]} {next(NAME_NUMBERS)}"
+
+
+@schemathesis.deserializer("text/csv", "text/calendar")
+def utf8_text(ctx: schemathesis.DeserializationContext, response: schemathesis.Response) -> str:
+    return response.content.decode("utf-8")
+
+
+@schemathesis.deserializer("application/x-ndjson")
+def json_lines(ctx: schemathesis.DeserializationContext, response: schemathesis.Response) -> str:
+    """The text, once every line is a JSON object (the document can only say "a string")."""
+    text = response.content.decode("utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        if not isinstance(json.loads(line), dict):
+            raise ValueError(f"line {number} is not a JSON object: {line[:200]!r}")
+    return text
 
 
 def _walking(case: schemathesis.Case[Any]) -> bool:

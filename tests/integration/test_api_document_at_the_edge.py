@@ -93,3 +93,28 @@ async def test_every_link_leads_to_an_operation_that_takes_what_it_fills(
                 ]
     assert count >= 25
     assert faults == []
+
+
+FILES = {
+    ("get", "/v1/planner/campaigns/{campaign_id}/calendar.csv"): "text/csv",
+    ("get", "/v1/planner/campaigns/{campaign_id}/calendar.ics"): "text/calendar",
+    ("get", "/v1/mining/jobs/{job_id}/results.csv"): "text/csv",
+    ("get", "/v1/mining/jobs/{job_id}/results.jsonl"): "application/x-ndjson",
+    ("get", "/v1/events"): "text/event-stream",
+}
+
+
+async def test_every_answer_with_a_body_declares_its_media_type(
+    edge: httpx.AsyncClient,
+) -> None:
+    """Files and the live stream too: FastAPI declares none for a route's own response class."""
+    document = (await edge.get("/v1/openapi.json")).json()
+    undeclared, files = [], {}
+    for method, path, operation in _operations(document):
+        for code, answer in operation["responses"].items():
+            if code != "204" and not answer.get("content"):
+                undeclared.append(f"{method.upper()} {path} {code}")
+        if (method, path) in FILES:
+            files[(method, path)] = list(operation["responses"]["200"].get("content", {}))
+    assert undeclared == []
+    assert files == {operation: [media_type] for operation, media_type in FILES.items()}

@@ -122,6 +122,20 @@ async def test_an_unknown_last_event_id_asks_the_client_to_refetch(
         await listener.wait_for(lambda e: e.get("event") == "reset", within=2.0)
 
 
+async def test_a_reconnect_with_the_resets_id_resumes_instead_of_resetting_again(
+    edge: httpx.AsyncClient, account: Account
+) -> None:
+    # What a browser's EventSource does: it keeps the last id it read, the reset's, and sends
+    # it back when it reconnects.
+    async with listening(edge, account, last_event_id="PLANNER:999999999") as listener:
+        reset = await listener.wait_for(lambda e: e.get("event") == "reset", within=2.0)
+    assert reset["id"] != "PLANNER:999999999"
+    missed, _ = await _create(edge, account, "Created after the reset")
+    async with listening(edge, account, last_event_id=reset["id"]) as resumed:
+        await resumed.wait_for(_campaign(missed), within=5.0)
+        assert not any(e.get("event") == "reset" for e in resumed.events)
+
+
 async def test_live_events_need_a_token(edge: httpx.AsyncClient) -> None:
     response = await edge.get("/v1/events")
     assert response.status_code == 401

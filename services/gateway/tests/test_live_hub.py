@@ -14,6 +14,7 @@ from gateway.service.live import (
     Hub,
     LiveEvent,
     TooManyConnections,
+    _missed,
     _to_live,
     frame,
     stream,
@@ -55,6 +56,35 @@ def test_resume_from_an_event_older_than_the_window_is_refused() -> None:
     hub.publish(_event(1, age=120))
     hub.publish(_event(2))
     assert hub.since("t1", "PLANNER:1") is None
+
+
+def _reset_id(frames: list[bytes]) -> str:
+    (reset,) = frames
+    assert b"\nevent: reset\n" in reset
+    return reset.decode().split("\n", 1)[0].removeprefix("id: ")
+
+
+def test_a_reset_gives_an_id_the_next_reconnect_resumes_from() -> None:
+    hub = Hub(retention_seconds=60, max_per_tenant=5)
+    hub.publish(_event(1, age=5))
+    reset_id = _reset_id(list(_missed(hub, "t1", "PLANNER:999")))
+    assert reset_id != "PLANNER:999"  # repeated, it would be reset on every reconnect
+    hub.publish(_event(2))  # after the reset: the reconnect gets it, not a reset
+    assert _missed(hub, "t1", reset_id) == [_event(2).frame]
+    assert _missed(hub, "t1", reset_id) == [_event(2).frame]  # and again, as often as asked
+
+
+def test_a_reset_id_older_than_the_window_gets_a_new_reset() -> None:
+    hub = Hub(retention_seconds=60, max_per_tenant=5)
+    old = f"since:{int((time.time() - 120) * 1000)}"
+    assert hub.since("t1", old) is None
+    assert _reset_id(list(_missed(hub, "t1", old))) != old
+
+
+def test_only_digits_after_since_name_a_moment() -> None:
+    hub = Hub(retention_seconds=60, max_per_tenant=5)
+    for unknown in ("since:", "since:12a", "since:-5", "since:١٢٣", "SINCE:1"):
+        assert hub.since("t1", unknown) is None, unknown
 
 
 def test_a_client_too_slow_to_keep_up_is_closed_not_waited_for() -> None:

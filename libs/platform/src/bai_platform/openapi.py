@@ -16,6 +16,10 @@ document, so ``declare_answers`` rewrites it once per app:
 - an answer the route declared itself keeps its description, and its content becomes
   problem+json.
 
+A route whose success is a file rather than JSON (CSV, iCalendar, JSON lines) says so with
+``responses=file_answer(...)``: FastAPI declares no content for a ``response_class`` without
+a model, and a client (or schemathesis's content-type check) must know what it gets.
+
 The same rewrite turns the ids a route's answer carries into OpenAPI links
 (``bai_platform.openapi_links``). It is pure (a function of the document) and runs once:
 the result is cached, as FastAPI caches its own.
@@ -67,6 +71,12 @@ RETRY_AFTER = {
 ALWAYS = (401, 403, 404, 429, 503)
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 READS = ("get", "head", "options")
+
+
+def file_answer(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route whose 200 is a file of ``media_type``, sent as text."""
+    content = {media_type: {"schema": {"type": "string"}}}
+    return {200: {"description": description, "content": content}}
 
 
 def error_statuses(operation: dict[str, Any], method: str) -> list[int]:

@@ -73,11 +73,17 @@ LIVE_EVENT: dict[str, Any] = {
     "properties": {
         "id": {
             "type": "string",
-            "description": "`<stream>:<sequence>`: send it back as Last-Event-ID to resume.",
+            "description": (
+                "`<stream>:<sequence>`, or a reset's `since:<unix milliseconds>`: send it back "
+                "as Last-Event-ID to resume."
+            ),
         },
         "event": {
             "type": "string",
-            "description": "The event's type, or `reset` when Last-Event-ID is too old: refetch.",
+            "description": (
+                "The event's type, or `reset` when Last-Event-ID is unknown or too old: "
+                "refetch, and resume from the reset's id."
+            ),
             "examples": ["bai.planner.campaign.created.v1", "reset"],
         },
         "data": {"type": "string", "contentMediaType": "application/json"},

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from bai_platform.app_state import platform_of, settings_of
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import Admin, CurrentIdentity, Editor
+from bai_platform.openapi import file_answer
 from bai_platform.openapi_links import ANSWER_ID, leads_to
 from bai_platform.pagination import InvalidCursor
 from bai_platform.secrets import fernet_for
@@ -90,7 +91,11 @@ def _after(cursor: str | None) -> int | None:
         raise InvalidCursor("the cursor is not one this API gave") from exc
 
 
-@router.get("/jobs/{job_id}/results.csv", response_class=StreamingResponse)
+@router.get(
+    "/jobs/{job_id}/results.csv",
+    response_class=StreamingResponse,
+    responses=file_answer("text/csv", "The job's leads, one row each."),
+)
 async def results_csv(
     job_id: JobId, request: Request, identity: CurrentIdentity, session: ReadSession
 ) -> StreamingResponse:
@@ -103,7 +108,11 @@ async def results_csv(
     )
 
 
-@router.get("/jobs/{job_id}/results.jsonl", response_class=StreamingResponse)
+@router.get(
+    "/jobs/{job_id}/results.jsonl",
+    response_class=StreamingResponse,
+    responses=file_answer("application/x-ndjson", "The job's leads, one JSON object a line."),
+)
 async def results_jsonl(
     job_id: JobId, request: Request, identity: CurrentIdentity, session: ReadSession
 ) -> StreamingResponse:

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from bai_platform.db import ReadSession, Session
 from bai_platform.identity import CurrentIdentity, Editor
+from bai_platform.openapi import file_answer
 from planner.schemas import ImportResult, Month
 from planner.service import exchange
 
@@ -27,7 +28,11 @@ def _filename(name: str, month: str | None, suffix: str) -> str:
     return f"{safe}-{month or 'all'}.{suffix}"
 
 
-@router.get("/campaigns/{campaign_id}/calendar.csv", response_class=StreamingResponse)
+@router.get(
+    "/campaigns/{campaign_id}/calendar.csv",
+    response_class=StreamingResponse,
+    responses=file_answer("text/csv", "The calendar, one row per post."),
+)
 async def export_csv(
     campaign_id: UUID, identity: CurrentIdentity, session: ReadSession, month: MonthQuery = None
 ) -> StreamingResponse:
@@ -43,7 +48,11 @@ async def export_csv(
     )
 
 
-@router.get("/campaigns/{campaign_id}/calendar.ics", response_class=Response)
+@router.get(
+    "/campaigns/{campaign_id}/calendar.ics",
+    response_class=Response,
+    responses=file_answer("text/calendar", "The calendar, one event per post."),
+)
 async def export_ics(
     campaign_id: UUID, identity: CurrentIdentity, session: ReadSession, month: MonthQuery = None
 ) -> Response:

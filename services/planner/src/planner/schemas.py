@@ -167,11 +167,27 @@ class BrandPage(BaseModel):
     next_cursor: str | None
 
 
+def exactly_one_of(**members: str) -> dict[str, Any]:
+    """JSON Schema for a model validator's "give exactly one of": one of ``members`` (name:
+    its JSON type) is there and not null, and none of the others. The document then says
+    what the validator takes, and clients and fuzzers send it."""
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: {"type": json_type}}}
+            for name, json_type in members.items()
+        ]
+    }
+
+
 # ---- campaigns -------------------------------------------------------------------------
 class Cadence(BaseModel):
-    """How often a channel posts: ``per_week`` or ``per_day``, on preferred days and times."""
+    """How often a channel posts: ``per_week`` or ``per_day``, on preferred days and times.
+    At most 7 posts fall on one day (``per_week`` spread over the distinct ``weekdays``, or
+    all seven), and given ``times`` hold at least as many distinct times as that day's posts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=exactly_one_of(per_week="integer", per_day="integer")
+    )
 
     per_week: int | None = Field(default=None, ge=1, le=49)
     per_day: int | None = Field(default=None, ge=1, le=7)
@@ -385,7 +401,9 @@ class ImportResult(BaseModel):
 class ReviewLinkCreate(BaseModel):
     """A link for one post or for a campaign's month."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=exactly_one_of(post_id="string", month="string")
+    )
 
     post_id: UUID | None = None
     month: Month | None = None

@@ -6,8 +6,11 @@ moment the feed starts; the recent history (``retention`` back, so every replica
 same) is filled in beside them by a second reader that never fans out: a restarted
 gateway does not delay new events behind minutes of old ones, nor show old ones as new.
 Event ids are ``<stream>:<sequence>``, the same on every replica, so ``Last-Event-ID``
-resumes anywhere within the retention window; an id outside it gets a ``reset`` event
-(refetch state).
+resumes anywhere within the retention window; an id outside it (or one never sent) gets a
+``reset`` event (refetch state). The reset's own id is ``since:<unix milliseconds>``, the
+moment of the reset: a browser sends it back on its next reconnect and resumes from there,
+with the events stored since (had the reset repeated the unknown id, every reconnect would
+get another reset, forever).
 Slow clients never hold the feed up: each connection has a bounded queue, and one that
 overflows is closed (the browser reconnects and resumes).
 """
@@ -16,6 +19,7 @@ import asyncio
 import bisect
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +42,7 @@ log = structlog.get_logger(__name__)
 QUEUE_SIZE = 256
 _BACKGROUND: set[asyncio.Task[None]] = set()
 RETRY_MILLISECONDS = 2000
+SINCE = "since:"  # a reset's id: the moment to resume from, in unix milliseconds
 
 
 class TooManyConnections(TooManyRequests):
@@ -144,9 +149,15 @@ class Hub:
         self._expire(history)
 
     def since(self, tenant_id: str, last_event_id: str) -> list[LiveEvent] | None:
-        """Events after ``last_event_id``; None when it is no longer (or never was) held."""
+        """Events after ``last_event_id`` (an event's id or a reset's); None when it is no
+        longer (or never was) held."""
         history = self._history.get(tenant_id, [])
         self._expire(history)
+        moment = _moment(last_event_id)
+        if moment is not None:
+            if moment < time.time() - self.retention_seconds:
+                return None
+            return history[bisect.bisect_right(history, moment, key=lambda e: e.received_at) :]
         ids = [event.id for event in history]
         if last_event_id not in ids:
             return None
@@ -241,8 +252,23 @@ def _missed(hub: Hub, tenant_id: str, last_event_id: str | None) -> Iterable[byt
         return []
     missed = hub.since(tenant_id, last_event_id)
     if missed is None:
-        return [frame(last_event_id, "reset", {"reason": "the last event id is too old"})]
+        return [reset_frame(time.time())]
     return [event.frame for event in missed]
+
+
+def reset_frame(at: float) -> bytes:
+    """Refetch: the events after the client's last id are not held. Its id is the moment
+    of the reset, which the next reconnect resumes from (``Hub.since``)."""
+    reason = "the last event id is unknown or too old: refetch, then resume from this one"
+    return frame(f"{SINCE}{math.floor(at * 1000)}", "reset", {"reason": reason})
+
+
+def _moment(last_event_id: str) -> float | None:
+    """The unix time a reset's id names, or None when it is no reset's id."""
+    millis = last_event_id.removeprefix(SINCE)
+    if millis == last_event_id or not (millis.isascii() and millis.isdigit()):
+        return None
+    return int(millis) / 1000
 
 
 async def feed(hub: Hub, link: NatsLink, *, streams: Iterable[str], stop: asyncio.Event) -> None:

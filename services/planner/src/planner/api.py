@@ -155,7 +155,7 @@ async def campaign_posts(
 ) -> PostPage:
     """The campaign's calendar: posts in time order, a month of the brand's calendar."""
     await reads.campaign(session, campaign_id=campaign_id)
-    where = posts.PostFilter(
+    where = reads.PostFilter(
         campaign_id=campaign_id,
         month=month,
         channels=tuple(channel or ()),
@@ -178,7 +178,7 @@ async def list_posts(
     cursor: Cursor = None,
 ) -> PostPage:
     """Posts of every campaign between ``from`` (inclusive) and ``to`` (exclusive)."""
-    where = posts.PostFilter(
+    where = reads.PostFilter(
         campaign_id=campaign_id,
         starts=starts,
         ends=ends,
@@ -189,7 +189,7 @@ async def list_posts(
 
 
 async def _post_page(
-    session: ReadSession, where: posts.PostFilter, limit: int, cursor: str | None
+    session: ReadSession, where: reads.PostFilter, limit: int, cursor: str | None
 ) -> PostPage:
     rows, next_cursor = await reads.post_page(session, where=where, limit=limit, cursor=cursor)
     return PostPage.model_validate({"items": rows, "next_cursor": next_cursor})

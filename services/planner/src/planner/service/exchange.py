@@ -13,13 +13,14 @@ from sqlmodel import col
 
 from bai_platform.errors import Unprocessable
 from bai_platform.identity import Identity
+from bai_platform.reads import Row
 from planner.models import Brand, Campaign, Post, PostTransition
 from planner.schemas import PostState
 from planner.service.campaigns import CLOSED, CampaignClosed, get_campaign
 from planner.service.exports import CalendarEntry, calendar_csv, calendar_ics
 from planner.service.generation import request_generation
 from planner.service.imports import ImportedPost, ImportReport, RowError, parse_posts_csv
-from planner.service.posts import PostFilter, list_posts
+from planner.service.reads import PostFilter, post_page
 
 EXPORT_LIMIT = 20_000
 
@@ -35,9 +36,7 @@ async def export_entries(
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id)
     brand = await session.get_one(Brand, campaign.brand_id)
     where = PostFilter(campaign_id=campaign.id, month=month)
-    rows, _ = await list_posts(
-        session, tenant_id=tenant_id, where=where, limit=EXPORT_LIMIT, cursor=None
-    )
+    rows, _ = await post_page(session, where=where, limit=EXPORT_LIMIT, cursor=None)
     return campaign, [_entry(post, campaign, brand) for post in rows]
 
 
@@ -52,18 +51,18 @@ def ics_bytes(campaign: Campaign, entries: list[CalendarEntry]) -> bytes:
     return calendar_ics(entries, name=campaign.name)
 
 
-def _entry(post: Post, campaign: Campaign, brand: Brand) -> CalendarEntry:
+def _entry(post: Row, campaign: Campaign, brand: Brand) -> CalendarEntry:
     return CalendarEntry(
-        post_id=post.id,
+        post_id=post["id"],
         campaign=campaign.name,
-        channel=post.channel,
-        scheduled_at=post.scheduled_at,
+        channel=post["channel"],
+        scheduled_at=post["scheduled_at"],
         timezone=brand.timezone,
-        state=post.state,
-        title=post.title,
-        text=post.text,
-        hashtags=tuple(post.hashtags),
-        call_to_action=post.call_to_action,
+        state=post["state"],
+        title=post["title"],
+        text=post["text"],
+        hashtags=tuple(post["hashtags"]),
+        call_to_action=post["call_to_action"],
     )
 
 

@@ -1,22 +1,19 @@
 """Posts: calendar queries, edits, rescheduling, review moves, regeneration, history."""
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from bai_platform.errors import Conflict, FieldInvalid
 from bai_platform.identity import Identity
-from bai_platform.pagination import decode_cursor, encode_cursor
 from planner.models import Brand, Campaign, Post, PostTransition
-from planner.schemas import Channel, PostState, PostUpdate
+from planner.schemas import PostState, PostUpdate
 from planner.service._common import PostNotFound, move, now
-from planner.service.calendar import month_bounds
 from planner.service.campaigns import get_campaign
 from planner.service.generation import request_generation
 from planner.service.lifecycle import EDITABLE, MOVABLE, NEEDS_CONTENT, REGENERABLE, check_manual
@@ -29,49 +26,6 @@ class PostNotEditable(Conflict):
 
 class SlotTaken(Conflict):
     code = "slot_taken"
-
-
-@dataclass(frozen=True, slots=True)
-class PostFilter:
-    campaign_id: UUID | None = None
-    month: str | None = None
-    starts: datetime | None = None
-    ends: datetime | None = None
-    channels: tuple[Channel, ...] = ()
-    states: tuple[PostState, ...] = ()
-
-
-async def list_posts(
-    session: AsyncSession, *, tenant_id: UUID, where: PostFilter, limit: int, cursor: str | None
-) -> tuple[list[Post], str | None]:
-    """A page of the tenant's posts in calendar order, and the cursor of the next page."""
-    query = _filtered(select(Post).where(col(Post.tenant_id) == tenant_id), where)
-    query = query.order_by(col(Post.scheduled_at), col(Post.id)).limit(limit + 1)
-    if cursor:
-        at, row_id = decode_cursor(cursor)
-        query = query.where(tuple_(col(Post.scheduled_at), col(Post.id)) > tuple_(at, row_id))
-    rows = list((await session.scalars(query)).all())
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last.scheduled_at, last.id)
-
-
-def _filtered(query: Select[Post], where: PostFilter) -> Select[Post]:
-    if where.campaign_id is not None:
-        query = query.where(col(Post.campaign_id) == where.campaign_id)
-    if where.month is not None:
-        first, last = month_bounds(where.month)  # local dates: the brand's calendar month
-        query = query.where(col(Post.local_date).between(first, last))
-    if where.starts is not None:
-        query = query.where(col(Post.scheduled_at) >= where.starts)
-    if where.ends is not None:
-        query = query.where(col(Post.scheduled_at) < where.ends)
-    if where.channels:
-        query = query.where(col(Post.channel).in_([c.value for c in where.channels]))
-    if where.states:
-        query = query.where(col(Post.state).in_([s.value for s in where.states]))
-    return query
 
 
 async def get_post(

@@ -7,6 +7,8 @@ functions of ``campaigns`` and ``posts``.
 """
 
 import functools
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,10 +19,22 @@ from bai_platform.db import table_of
 from bai_platform.pagination import decode_cursor, encode_cursor
 from bai_platform.reads import TENANT, ReadQuery, Row
 from planner.models import Campaign, Post
-from planner.schemas import CampaignRead, PostRead, PostState, Progress
+from planner.schemas import CampaignRead, Channel, PostRead, PostState, Progress
 from planner.service._common import CampaignNotFound, PostNotFound
 from planner.service.calendar import month_bounds
-from planner.service.posts import PostFilter
+
+
+@dataclass(frozen=True, slots=True)
+class PostFilter:
+    """Which posts a page holds; what is left out does not filter."""
+
+    campaign_id: UUID | None = None
+    month: str | None = None
+    starts: datetime | None = None
+    ends: datetime | None = None
+    channels: tuple[Channel, ...] = ()
+    states: tuple[PostState, ...] = ()
+
 
 _CAMPAIGNS = table_of(Campaign)
 _POSTS = table_of(Post)

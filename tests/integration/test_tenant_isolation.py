@@ -80,6 +80,8 @@ async def _owned_by(edge: httpx.AsyncClient, owner: Account) -> dict[str, str]:
         "/v1/auth/invitations", json={"email": "someone@example.com"}, headers=owner.headers
     )
     me = await edge.get("/v1/auth/me", headers=owner.headers)
+    for answer in (campaign, schedule, widget, link, key, invitation, me):
+        assert answer.status_code in {200, 201}, (answer.request.url, answer.text)
     return {
         "brand_id": brand_id,
         "campaign_id": campaign_id,

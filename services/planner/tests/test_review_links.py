@@ -1,15 +1,17 @@
 """Client review links: what a link puts in review, what the client sees and decides, refusals."""
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
+import asyncpg
 import httpx
 import jwt
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlmodel import col
 
 from bai_contracts import (
@@ -17,6 +19,7 @@ from bai_contracts import (
     ReviewLinkExpiring,
 )
 from bai_platform.db import Database
+from bai_platform.devstack import Stack
 from bai_platform.identity import IDENTITY_HEADER
 from planner.models import Post, PostTransition, ReviewLink
 from planner.service.reviews import remind_expiring
@@ -257,6 +260,53 @@ async def test_a_month_link_puts_that_months_drafts_in_review_and_no_others(
         assert last[1] == "draft_ready"
     stored = await link_row(planner_db, answer["id"])
     assert (stored.month, stored.post_id, str(stored.campaign_id)) == (DECEMBER, None, campaign)
+
+
+async def test_a_month_link_waits_out_a_deadlock_with_a_worker_instead_of_failing(
+    client: httpx.AsyncClient,
+    planner_db: Database,
+    editor: dict[str, str],
+    campaign: str,
+    posts_in: PostsIn,
+    migrated: Stack,
+) -> None:
+    """The worker's batch of creator's answers locks posts in the order the drafts came; a
+    link locks the month's posts in calendar order. Here the worker holds the month's last
+    post, the link waits for it, and the worker then wants the first: PostgreSQL ends the
+    link's transaction for the deadlock (its deadlock_timeout fires first). The request
+    tries again once the worker is through, and the month is in review."""
+    first, *_, last = await posts_in(DECEMBER)
+    worker = await asyncpg.connect(migrated.admin_dsn())  # a superuser: deadlock_timeout
+    try:
+        async with worker.transaction():
+            await worker.execute("SET LOCAL deadlock_timeout = '30s'")
+            await worker.execute(LOCK_POST, last.id)
+            request = asyncio.create_task(post_link(client, editor, campaign, month=DECEMBER))
+            async with asyncio.timeout(10):
+                while not await _waiting_for_a_lock(planner_db):
+                    assert not request.done(), request.result().text
+                    await asyncio.sleep(0.05)
+            # Granted once the link's first attempt has been rolled back.
+            await worker.execute(LOCK_POST, first.id)
+    finally:
+        await worker.close()
+    async with asyncio.timeout(10):
+        response = await request
+    assert response.status_code == 201, response.text
+    assert {p.state for p in await posts_in(DECEMBER)} == {"in_review"}
+    assert {p.state for p in await posts_in(JANUARY)} == {"draft_ready"}
+
+
+LOCK_POST = "SELECT id FROM planner.posts WHERE id = $1 FOR UPDATE"
+
+
+async def _waiting_for_a_lock(db: Database) -> bool:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query ILIKE '%FOR UPDATE%'"
+    )
+    async with db.transaction() as session:
+        return bool(await session.scalar(query))
 
 
 async def test_a_link_answer_has_a_url_ending_in_its_token_and_expires_in_72_hours(

@@ -13,16 +13,18 @@ still cannot read or change another's rows. Workers and RPC handlers act for the
 and see every workspace; their queries say which rows they mean.
 """
 
+import asyncio
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, Table, column, event, func, text
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -42,6 +44,12 @@ from bai_platform.settings import ServiceSettings
 # and the client gets a 500 instead of a 422.
 PG_INTEGER_MAX = 2**31 - 1
 PG_BIGINT_MAX = 2**63 - 1
+
+# deadlock_detected and serialization_failure: PostgreSQL ended the statement's transaction
+# so that another could go on; the same work may simply be done again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+T = TypeVar("T")
+_jitter = random.SystemRandom()
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -221,6 +229,31 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+async def retrying_conflicts(
+    session: AsyncSession, work: Callable[[], Awaitable[T]], *, attempts: int = 3
+) -> T:
+    """Do ``work`` in a savepoint of ``session``, again when PostgreSQL ends it for a deadlock
+    or a serialization conflict (up to ``attempts`` times, after a short random pause).
+
+    For work that locks several rows another transaction may lock in another order: a
+    request putting a month's posts in review meets a worker's batch applying drafts to the
+    same posts in the order they were written. PostgreSQL breaks the cycle by ending one of
+    the two; the savepoint's rollback releases what this attempt locked, so the other goes
+    on, and the next attempt waits for it instead of failing the request. Whatever the
+    session did before the savepoint stays; the last conflict is raised as it came.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with session.begin_nested():
+                return await work()
+        except DBAPIError as exc:
+            sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+            if attempt == attempts or sqlstate not in RETRYABLE_SQLSTATES:
+                raise
+        await asyncio.sleep(_jitter.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:

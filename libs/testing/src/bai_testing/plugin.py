@@ -11,8 +11,9 @@ database, and a unit test that drives a service's jobs by hand must not race the
 """
 
 import base64
+import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,59 @@ from bai_platform.identity import IDENTITY_HEADER, mint_identity
 from bai_platform.settings import Environment, ServiceSettings
 
 INFRA = ("postgres", "nats")
+
+# The log folder of the session's stack once it exists, so that a failing test shows what
+# the services warned about while it ran (a 503 in a test is a lock or a pool somewhere).
+_session_logs: list[Path] = []
+_LOG_OFFSETS = pytest.StashKey[dict[Path, int]]()
+_WORRYING_LEVELS = frozenset({"warning", "warn", "error", "critical", "fatal", "exception"})
+_WORRYING_WORDS = ("ERROR:", "FATAL:", "PANIC:", "DETAIL:", "[ERR]", "[WRN]", "[FTL]")
+_MOST_LINES, _LINE_CHARS = 80, 600
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    if _session_logs:
+        item.stash[_LOG_OFFSETS] = {
+            path: path.stat().st_size for path in _session_logs[0].glob("*.log")
+        }
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    offsets = item.stash.get(_LOG_OFFSETS, None)
+    if report.when == "call" and report.failed and offsets is not None and _session_logs:
+        lines = _worrying_lines(_session_logs[0], offsets)
+        if lines:
+            report.sections.append(("stack warnings and errors while it ran", "\n".join(lines)))
+    return report
+
+
+def _worrying_lines(folder: Path, offsets: dict[Path, int]) -> list[str]:
+    """The warnings and errors the stack's logs gained since ``offsets``, newest last."""
+    found: list[str] = []
+    for path in sorted(folder.glob("*.log")):
+        with path.open("rb") as log:
+            log.seek(offsets.get(path, 0))
+            added = log.read().decode("utf-8", "replace")
+        for line in added.splitlines():
+            if _worrying(line):
+                found.append(f"{path.stem}: {line[:_LINE_CHARS]}")
+    return found[-_MOST_LINES:]
+
+
+def _worrying(line: str) -> bool:
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and str(record.get("level")) in _WORRYING_LEVELS
+    return any(word in line for word in _WORRYING_WORDS)
 
 
 @pytest.hookimpl(trylast=True)
@@ -87,9 +141,11 @@ def _stack(state_dir: Path, service_env: dict[str, str]) -> Iterator[Stack]:
 
 def _run(settings: StackSettings) -> Iterator[Stack]:
     local = Stack(settings)
+    _session_logs.append(local.logs)
     try:
         yield local
     finally:
+        _session_logs.remove(local.logs)
         local.stop()
 
 

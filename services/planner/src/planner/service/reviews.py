@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from bai_contracts import ReviewLinkExpiring
+from bai_platform.db import retrying_conflicts
 from bai_platform.errors import Conflict, NotFound, Unauthorized
 from bai_platform.identity import Identity
 from bai_platform.secrets import derive_key
@@ -76,17 +77,23 @@ async def create_link(
             raise NotFound("no such post in this campaign")
     session.add(link)
     await session.flush()
-    for post in await covered_posts(session, link, lock=True):
-        # Nothing empty is reviewed (a draft's text can be cleared by an edit): the client
-        # would have nothing to judge, and an approval would be refused.
-        if post.state == PostState.DRAFT_READY and post.text:
-            await move(
-                session,
-                post,
-                to=PostState.IN_REVIEW,
-                actor=f"user:{identity.subject}",
-                note="sent to the client for review",
-            )
+
+    async def put_in_review() -> None:
+        for post in await covered_posts(session, link, lock=True):
+            # Nothing empty is reviewed (a draft's text can be cleared by an edit): the
+            # client would have nothing to judge, and an approval would be refused.
+            if post.state == PostState.DRAFT_READY and post.text:
+                await move(
+                    session,
+                    post,
+                    to=PostState.IN_REVIEW,
+                    actor=f"user:{identity.subject}",
+                    note="sent to the client for review",
+                )
+
+    # The month's posts are locked in calendar order, while the worker's batch of creator's
+    # answers locks them in the order the drafts were written: the two can deadlock.
+    await retrying_conflicts(session, put_in_review)
     return link
 
 

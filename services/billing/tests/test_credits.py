@@ -2,6 +2,7 @@
 nothing goes below zero, and concurrent reservations are exact."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -10,7 +11,7 @@ from sqlmodel import col
 
 from bai_contracts import CommitCredits, QuotaAnswer, ReleaseCredits, ReserveCredits
 from bai_platform.db import Database
-from billing.models import LedgerEntry
+from billing.models import CreditGrant, LedgerEntry
 from billing.service import credits
 
 
@@ -156,6 +157,57 @@ async def test_committing_less_than_held_gives_the_rest_back(
 
     assert await posts_left(billing_db, tenant) == 17
     assert ("release", 7, "ext_pages") in await ledger(billing_db, tenant)
+
+
+async def test_a_commit_is_charged_to_the_grants_that_expire_soonest(
+    billing_db: Database, tenant: UUID
+) -> None:
+    # Far ahead: the expiry tests of test_stripe_events.py expire every grant due by then.
+    now = datetime(2100, 1, 1, tzinfo=UTC)
+    async with billing_db.transaction() as session:
+        for reference, amount, expires_at in [
+            ("starter", 10, None),  # never expires: spent last
+            ("in_late", 3, now + timedelta(days=10)),
+            ("in_soon", 5, now + timedelta(days=5)),
+            ("in_later", 4, now + timedelta(days=20)),
+        ]:
+            await credits.grant(
+                session,
+                tenant_id=tenant,
+                kind="posts",
+                amount=amount,
+                reference=reference,
+                expires_at=expires_at,
+            )
+    await reserve(billing_db, tenant, "gen_a", amount=9)
+    assert await grants_left(billing_db, tenant) == {
+        "starter": 10,
+        "in_late": 3,
+        "in_soon": 5,
+        "in_later": 4,
+    }  # held credits are not spent until the job commits
+
+    answer = await commit(billing_db, tenant, "gen_a", amount=7)
+
+    assert answer.ok
+    assert answer.balances["posts"] == 22 - 7
+    assert await grants_left(billing_db, tenant) == {
+        "starter": 10,
+        "in_late": 1,
+        "in_soon": 0,
+        "in_later": 4,
+    }
+    assert ("release", 2, "gen_a") in await ledger(billing_db, tenant)
+
+
+async def grants_left(db: Database, tenant: UUID) -> dict[str, int]:
+    async with db.transaction() as session:
+        rows = await session.execute(
+            select(col(CreditGrant.reference), col(CreditGrant.remaining)).where(
+                col(CreditGrant.tenant_id) == tenant
+            )
+        )
+        return {reference: int(remaining) for reference, remaining in rows}
 
 
 @pytest.mark.parametrize("operation", ["commit", "release"])

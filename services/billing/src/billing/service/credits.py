@@ -26,11 +26,13 @@ credits count as used), ``bai.billing.credits.threshold_reached.v1`` is announce
 grant period (the newest grant names the period).
 """
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, String, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -112,66 +114,88 @@ async def reserve(
     again.
     """
     tenant, kind = question.tenant_id, question.kind
-    held = await _reservation(session, tenant, kind, question.reference)
-    if held is not None:
-        return await _answer(session, tenant, ok=held.state != "released", code=_code(held))
-    taken = await _take(session, question)
-    if taken is None and starter and not await _has_starter(session, tenant):
+    params = {
+        "tenant": tenant,
+        "kind": kind,
+        "reference": question.reference,
+        "amount": question.amount,
+        "starter": f"starter:{tenant}",
+    }
+    row = (await session.execute(_RESERVE, params)).one()
+    if row.taken is None and row.existing is None and starter and not row.has_starter:
         # Whoever grants it first, this transaction or a concurrent one (which the ledger's
         # unique key makes it wait for), the balance is there when it asks again.
         await grant_starter(session, tenant, starter)
-        taken = await _take(session, question)
-    if taken is None:
-        current = await balances(session, tenant_id=tenant)
-        left = current[kind]
-        reason = f"{question.amount} {kind} credits needed, {left} left"
-        await alert_thresholds(session, tenant, kind, available=left)
+        row = (await session.execute(_RESERVE, params)).one()
+    current = _balances(row.kinds, row.availables)
+    if row.existing is not None:  # asked before: the first answer
+        ok, code = row.existing != "released", _code_of(row.existing)
+        return QuotaAnswer(ok=ok, code=code, balances=current)
+    if row.taken is not None:
+        current[kind] = int(row.taken)
+    usage = _Usage(row.period, int(row.granted or 0), frozenset(row.alerted or ()))
+    await _announce_use(session, tenant, kind, available=current[kind], usage=usage)
+    if row.taken is None:
+        reason = f"{question.amount} {kind} credits needed, {current[kind]} left"
         return QuotaAnswer(ok=False, code="insufficient_credits", reason=reason, balances=current)
-    session.add(
-        Reservation(
-            tenant_id=tenant,
-            kind=kind,
-            reference=question.reference,
-            amount=question.amount,
-            state="held",
-        )
-    )
-    await _entry(session, tenant, kind, "reservation", -question.amount, question.reference)
-    await alert_thresholds(session, tenant, kind, available=int(taken))
-    return await _answer(session, tenant, ok=True)
+    return QuotaAnswer(ok=True, balances=current)
 
 
-async def _take(session: AsyncSession, question: ReserveCredits) -> int | None:
-    """One conditional UPDATE: the balance left after holding, or None when it does not fit
-    (or nothing was ever granted: no account row)."""
-    taken = await session.scalar(
-        update(CreditAccount)
-        .where(
-            col(CreditAccount.tenant_id) == question.tenant_id,
-            col(CreditAccount.kind) == question.kind,
-            col(CreditAccount.available) >= question.amount,
-        )
-        .values(
-            available=col(CreditAccount.available) - question.amount,
-            reserved=col(CreditAccount.reserved) + question.amount,
-            updated_at=_now(),
-        )
-        .returning(col(CreditAccount.available))
-    )
-    return None if taken is None else int(taken)
-
-
-async def _has_starter(session: AsyncSession, tenant: UUID) -> bool:
-    found = await session.scalar(
-        select(col(LedgerEntry.id))
-        .where(
-            col(LedgerEntry.tenant_id) == tenant,
-            col(LedgerEntry.entry) == "grant",
-            col(LedgerEntry.reference) == f"starter:{tenant}",
-        )
-        .limit(1)
-    )
-    return found is not None
+# A reservation in one statement (a transaction's round trips, not its statements, are
+# what a quota question costs: bench/README.md): the job's earlier reservation if any;
+# else the conditional take from the account, the reservation and its ledger entry; with
+# the balances before the take, whether the starter grant was made, and what the usage
+# alerts need (the newest live grant names the period; what live grants gave; the alerts
+# of that period already announced).
+_RESERVE = text("""
+WITH existing AS (
+    SELECT state FROM reservations
+    WHERE tenant_id = :tenant AND kind = :kind AND reference = :reference
+), taken AS (
+    UPDATE credit_accounts
+    SET available = available - :amount, reserved = reserved + :amount, updated_at = now()
+    WHERE tenant_id = :tenant AND kind = :kind AND available >= :amount
+        AND NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING available
+), held AS (
+    INSERT INTO reservations (tenant_id, kind, reference, amount, state)
+    SELECT :tenant, :kind, :reference, :amount, 'held' FROM taken
+), entry AS (
+    INSERT INTO ledger_entries (tenant_id, kind, entry, amount, reference)
+    SELECT :tenant, :kind, 'reservation', -CAST(:amount AS bigint), :reference FROM taken
+    ON CONFLICT DO NOTHING
+), period AS (
+    SELECT reference, sum(amount - clawed_back) OVER () AS granted
+    FROM credit_grants
+    WHERE tenant_id = :tenant AND kind = :kind AND expired_at IS NULL
+    ORDER BY id DESC
+    LIMIT 1
+)
+SELECT
+    (SELECT state FROM existing) AS existing,
+    (SELECT available FROM taken) AS taken,
+    (SELECT array_agg(kind) FROM credit_accounts WHERE tenant_id = :tenant) AS kinds,
+    (SELECT array_agg(available) FROM credit_accounts WHERE tenant_id = :tenant) AS availables,
+    CASE WHEN NOT EXISTS (SELECT 1 FROM taken) THEN EXISTS (
+        SELECT 1 FROM ledger_entries
+        WHERE tenant_id = :tenant AND kind = ANY(:kinds) AND entry = 'grant'
+            AND reference = :starter
+    ) END AS has_starter,
+    (SELECT reference FROM period) AS period,
+    (SELECT granted FROM period) AS granted,
+    (
+        SELECT array_agg(threshold) FROM usage_alerts
+        WHERE tenant_id = :tenant AND kind = :kind
+            AND period = (SELECT reference FROM period)
+    ) AS alerted
+""").bindparams(
+    bindparam("tenant", type_=PG_UUID(as_uuid=True)),
+    bindparam("kind", type_=String),
+    bindparam("reference", type_=String),
+    bindparam("amount", type_=BigInteger),
+    bindparam("starter", type_=String),
+    bindparam("kinds", value=list(CREDIT_KINDS), type_=ARRAY(String)),
+)
 
 
 async def grant_starter(session: AsyncSession, tenant: UUID, starter: dict[str, int]) -> bool:
@@ -189,68 +213,122 @@ async def grant_starter(session: AsyncSession, tenant: UUID, starter: dict[str, 
 async def commit(session: AsyncSession, question: CommitCredits) -> QuotaAnswer:
     """Charge what the job used; what it held beyond that goes back."""
     tenant, kind = question.tenant_id, question.kind
-    held = await _reservation(session, tenant, kind, question.reference, lock=True)
-    if held is None:
-        return await _answer(session, tenant, ok=False, code="unknown_reservation")
-    if held.state != "held":
-        return await _answer(session, tenant, ok=held.state == "committed", code=_code(held))
-    used = held.amount if question.amount is None else min(question.amount, held.amount)
-    await _settle(session, held, state="committed", charged=used)
-    await _spend(session, tenant, kind, used)
-    await _entry(session, tenant, kind, "commit", 0, question.reference)
-    if used < held.amount:
-        await _entry(session, tenant, kind, "release", held.amount - used, question.reference)
-    return await _answer(session, tenant, ok=True)
+    params = {
+        "tenant": tenant,
+        "kind": kind,
+        "reference": question.reference,
+        "state": "committed",
+        "used": question.amount,
+    }
+    settled = (await session.execute(_SETTLE, params)).one()
+    if settled.charged is None:  # nothing held under that reference (any more)
+        return await _answer_unsettled(session, tenant, kind, question.reference, "committed")
+    if settled.charged > 0:
+        await session.execute(_SPEND, {"tenant": tenant, "kind": kind, "amount": settled.charged})
+    current = _balances(settled.kinds, settled.availables)
+    current[kind] = int(settled.available)
+    return QuotaAnswer(ok=True, balances=current)
 
 
 async def release(session: AsyncSession, question: ReleaseCredits) -> QuotaAnswer:
     """Give back everything the job holds (a job that failed, timed out or was cancelled)."""
     tenant, kind = question.tenant_id, question.kind
-    held = await _reservation(session, tenant, kind, question.reference, lock=True)
+    params = {
+        "tenant": tenant,
+        "kind": kind,
+        "reference": question.reference,
+        "state": "released",
+        "used": 0,
+    }
+    settled = (await session.execute(_SETTLE, params)).one()
+    if settled.available is None:  # nothing held under that reference (any more)
+        return await _answer_unsettled(session, tenant, kind, question.reference, "released")
+    current = _balances(settled.kinds, settled.availables)
+    current[kind] = int(settled.available)
+    return QuotaAnswer(ok=True, balances=current)
+
+
+async def _answer_unsettled(
+    session: AsyncSession, tenant: UUID, kind: str, reference: str, wanted: str
+) -> QuotaAnswer:
+    """The answer to settling a reservation that is not held: unknown, or settled before
+    (the same answer as then when it was settled the ``wanted`` way)."""
+    held = await _reservation(session, tenant, kind, reference)
     if held is None:
-        return await _answer(session, tenant, ok=True, code="nothing_held")
-    if held.state != "held":
-        return await _answer(session, tenant, ok=held.state == "released", code=_code(held))
-    await _settle(session, held, state="released", charged=0)
-    await _entry(session, tenant, kind, "release", held.amount, question.reference)
-    return await _answer(session, tenant, ok=True)
+        if wanted == "released":
+            return await _answer(session, tenant, ok=True, code="nothing_held")
+        return await _answer(session, tenant, ok=False, code="unknown_reservation")
+    return await _answer(session, tenant, ok=held.state == wanted, code=_code_of(held.state))
 
 
-async def _settle(session: AsyncSession, held: Reservation, *, state: str, charged: int) -> None:
-    back = held.amount - charged
-    held.state, held.charged, held.settled_at = state, charged, _now()
-    await session.execute(
-        update(CreditAccount)
-        .where(col(CreditAccount.tenant_id) == held.tenant_id, col(CreditAccount.kind) == held.kind)
-        .values(
-            available=col(CreditAccount.available) + back,
-            reserved=col(CreditAccount.reserved) - held.amount,
-            updated_at=_now(),
-        )
+# Settling runs as one statement, the reservation's row locked first, then the account's
+# (the order every transaction that touches both keeps). Only a held reservation is
+# settled: anything else (none, or settled before) leaves every column NULL, and the
+# caller reads what there is. A commit charges ``used`` (all it holds when NULL) and gives
+# the rest back; a release is a settlement that charges nothing. The balances are those
+# before the statement; the account's new balance comes back apart.
+_SETTLE = text("""
+WITH settle AS (
+    UPDATE reservations
+    SET state = :state, charged = LEAST(COALESCE(:used, amount), amount), settled_at = now()
+    WHERE tenant_id = :tenant AND kind = :kind AND reference = :reference AND state = 'held'
+    RETURNING amount, charged
+), account AS (
+    UPDATE credit_accounts AS a
+    SET available = a.available + (s.amount - s.charged), reserved = a.reserved - s.amount,
+        updated_at = now()
+    FROM settle AS s
+    WHERE a.tenant_id = :tenant AND a.kind = :kind
+    RETURNING a.available
+), entries AS (
+    INSERT INTO ledger_entries (tenant_id, kind, entry, amount, reference)
+    SELECT :tenant, :kind, 'commit', 0, :reference FROM settle WHERE :state = 'committed'
+    UNION ALL
+    SELECT :tenant, :kind, 'release', amount - charged, :reference FROM settle
+    WHERE charged < amount
+    ON CONFLICT DO NOTHING
+)
+SELECT
+    (SELECT charged FROM settle) AS charged,
+    (SELECT available FROM account) AS available,
+    (SELECT array_agg(kind) FROM credit_accounts WHERE tenant_id = :tenant) AS kinds,
+    (SELECT array_agg(available) FROM credit_accounts WHERE tenant_id = :tenant) AS availables
+""").bindparams(
+    bindparam("tenant", type_=PG_UUID(as_uuid=True)),
+    bindparam("kind", type_=String),
+    bindparam("reference", type_=String),
+    bindparam("state", type_=String),
+    bindparam("used", type_=BigInteger),
+)
+# A commit's charge, from the live grants that expire soonest (never-expiring ones last),
+# locked in that order after the account; each gives what is left of the charge after the
+# grants before it.
+_SPEND = text("""
+WITH locked AS (
+    SELECT id, remaining, expires_at FROM credit_grants
+    WHERE tenant_id = :tenant AND kind = :kind AND remaining > 0 AND expired_at IS NULL
+    ORDER BY expires_at ASC NULLS LAST, id
+    FOR UPDATE
+), spend AS (
+    SELECT id, LEAST(remaining, GREATEST(0, :amount - (sum(remaining) OVER before - remaining)))
+        AS take
+    FROM locked
+    WINDOW before AS (ORDER BY expires_at ASC NULLS LAST, id ROWS UNBOUNDED PRECEDING)
+)
+UPDATE credit_grants AS g SET remaining = g.remaining - spend.take
+FROM spend
+WHERE g.id = spend.id AND spend.take > 0
+""").bindparams(
+    bindparam("tenant", type_=PG_UUID(as_uuid=True)),
+    bindparam("kind", type_=String),
+    bindparam("amount", type_=BigInteger),
+)
+
+
+def _balances(kinds: list[str] | None, availables: list[int] | None) -> dict[str, int]:
+    return dict.fromkeys(CREDIT_KINDS, 0) | dict(
+        zip(kinds or (), map(int, availables or ()), strict=True)
     )
-
-
-async def _spend(session: AsyncSession, tenant: UUID, kind: str, amount: int) -> None:
-    """Charge ``amount`` to the grants that expire soonest (never-expiring ones last)."""
-    if amount <= 0:
-        return
-    grants = await session.scalars(
-        select(CreditGrant)
-        .where(
-            col(CreditGrant.tenant_id) == tenant,
-            col(CreditGrant.kind) == kind,
-            col(CreditGrant.remaining) > 0,
-            col(CreditGrant.expired_at).is_(None),
-        )
-        .order_by(col(CreditGrant.expires_at).asc().nulls_last(), col(CreditGrant.id))
-        .with_for_update()
-    )
-    for bucket in grants:
-        taken = min(bucket.remaining, amount)
-        bucket.remaining -= taken
-        amount -= taken
-        if amount == 0:
-            return
 
 
 async def expire_due(
@@ -343,6 +421,17 @@ async def _take_back(
     return taken
 
 
+@dataclass(frozen=True)
+class _Usage:
+    """What the usage alerts of a kind need: the period (the newest live grant's reference),
+    what the live grants gave, and the thresholds already announced for that period (None:
+    not looked up)."""
+
+    period: str | None
+    granted: int
+    alerted: frozenset[int] | None = None
+
+
 async def alert_thresholds(
     session: AsyncSession, tenant: UUID, kind: str, *, available: int
 ) -> None:
@@ -364,18 +453,25 @@ async def alert_thresholds(
             .limit(1)
         )
     ).first()
-    if newest is None:
+    if newest is not None:
+        usage = _Usage(newest[0], int(newest[1] or 0))
+        await _announce_use(session, tenant, kind, available=available, usage=usage)
+
+
+async def _announce_use(
+    session: AsyncSession, tenant: UUID, kind: str, *, available: int, usage: _Usage
+) -> None:
+    if usage.period is None or usage.granted <= 0:
         return
-    period, granted = newest[0], int(newest[1] or 0)
-    if granted <= 0:
-        return
-    used = (granted - available) * 100
+    granted, used = usage.granted, (usage.granted - available) * 100
     for threshold in THRESHOLDS:
         if used < threshold * granted:
             return
+        if usage.alerted is not None and threshold in usage.alerted:
+            continue
         inserted = await session.scalar(
             insert(UsageAlert)
-            .values(tenant_id=tenant, kind=kind, threshold=threshold, period=period)
+            .values(tenant_id=tenant, kind=kind, threshold=threshold, period=usage.period)
             .on_conflict_do_nothing()
             .returning(col(UsageAlert.threshold))
         )
@@ -387,8 +483,8 @@ async def alert_thresholds(
         await emit(session, outbox, new_event(fact, source="billing", tenant_id=tenant))
 
 
-def _code(held: Reservation) -> str | None:
-    return {"committed": "already_committed", "released": "already_released"}.get(held.state)
+def _code_of(state: str) -> str | None:
+    return {"committed": "already_committed", "released": "already_released"}.get(state)
 
 
 async def _reservation(

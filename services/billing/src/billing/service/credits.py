@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import BigInteger, String, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, String, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -212,37 +212,30 @@ async def grant_starter(session: AsyncSession, tenant: UUID, starter: dict[str, 
 
 async def commit(session: AsyncSession, question: CommitCredits) -> QuotaAnswer:
     """Charge what the job used; what it held beyond that goes back."""
-    tenant, kind = question.tenant_id, question.kind
-    params = {
-        "tenant": tenant,
-        "kind": kind,
-        "reference": question.reference,
-        "state": "committed",
-        "used": question.amount,
-    }
-    settled = (await session.execute(_SETTLE, params)).one()
-    if settled.charged is None:  # nothing held under that reference (any more)
-        return await _answer_unsettled(session, tenant, kind, question.reference, "committed")
-    if settled.charged > 0:
-        await session.execute(_SPEND, {"tenant": tenant, "kind": kind, "amount": settled.charged})
-    current = _balances(settled.kinds, settled.availables)
-    current[kind] = int(settled.available)
-    return QuotaAnswer(ok=True, balances=current)
+    return await _settle(session, question, state="committed", used=question.amount)
 
 
 async def release(session: AsyncSession, question: ReleaseCredits) -> QuotaAnswer:
     """Give back everything the job holds (a job that failed, timed out or was cancelled)."""
-    tenant, kind = question.tenant_id, question.kind
-    params = {
-        "tenant": tenant,
-        "kind": kind,
-        "reference": question.reference,
-        "state": "released",
-        "used": 0,
-    }
+    return await _settle(session, question, state="released", used=0)
+
+
+async def _settle(
+    session: AsyncSession,
+    question: CommitCredits | ReleaseCredits,
+    *,
+    state: str,
+    used: int | None,
+) -> QuotaAnswer:
+    """Settle the held reservation the ``state`` way, charging ``used`` (all it holds when
+    None) to the grants; a reservation that is not held gets the answer it got before."""
+    tenant, kind, reference = question.tenant_id, question.kind, question.reference
+    params = {"tenant": tenant, "kind": kind, "reference": reference, "state": state, "used": used}
     settled = (await session.execute(_SETTLE, params)).one()
-    if settled.available is None:  # nothing held under that reference (any more)
-        return await _answer_unsettled(session, tenant, kind, question.reference, "released")
+    if settled.charged is None:  # nothing held under that reference (any more)
+        return await _answer_unsettled(session, tenant, kind, reference, state)
+    if settled.charged > 0:
+        await session.execute(_SPEND, {"tenant": tenant, "kind": kind, "amount": settled.charged})
     current = _balances(settled.kinds, settled.availables)
     current[kind] = int(settled.available)
     return QuotaAnswer(ok=True, balances=current)
@@ -424,38 +417,11 @@ async def _take_back(
 @dataclass(frozen=True)
 class _Usage:
     """What the usage alerts of a kind need: the period (the newest live grant's reference),
-    what the live grants gave, and the thresholds already announced for that period (None:
-    not looked up)."""
+    what the live grants gave, and the thresholds already announced for that period."""
 
     period: str | None
     granted: int
-    alerted: frozenset[int] | None = None
-
-
-async def alert_thresholds(
-    session: AsyncSession, tenant: UUID, kind: str, *, available: int
-) -> None:
-    """Announce 80 % and 100 % use of ``kind`` (``available`` left now), once per grant
-    period (the newest live grant names it)."""
-    # One row: the newest live grant's reference, and what all live grants gave.
-    newest = (
-        await session.execute(
-            select(
-                col(CreditGrant.reference),
-                func.sum(col(CreditGrant.amount) - col(CreditGrant.clawed_back)).over(),
-            )
-            .where(
-                col(CreditGrant.tenant_id) == tenant,
-                col(CreditGrant.kind) == kind,
-                col(CreditGrant.expired_at).is_(None),
-            )
-            .order_by(col(CreditGrant.id).desc())
-            .limit(1)
-        )
-    ).first()
-    if newest is not None:
-        usage = _Usage(newest[0], int(newest[1] or 0))
-        await _announce_use(session, tenant, kind, available=available, usage=usage)
+    alerted: frozenset[int]
 
 
 async def _announce_use(
@@ -467,7 +433,7 @@ async def _announce_use(
     for threshold in THRESHOLDS:
         if used < threshold * granted:
             return
-        if usage.alerted is not None and threshold in usage.alerted:
+        if threshold in usage.alerted:
             continue
         inserted = await session.scalar(
             insert(UsageAlert)

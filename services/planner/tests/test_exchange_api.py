@@ -190,6 +190,17 @@ async def test_ics_export_has_one_event_per_post_at_its_utc_time(
 
 
 @pytest.mark.parametrize("calendar", ["calendar.csv", "calendar.ics"])
+async def test_an_export_of_a_month_before_year_one_is_422(
+    client: httpx.AsyncClient, editor: dict[str, str], campaign: str, calendar: str
+) -> None:
+    url = f"{CAMPAIGNS}/{campaign}/{calendar}"
+    response = await client.get(url, params={"month": "0000-01"}, headers=editor)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "month"]
+
+
+@pytest.mark.parametrize("calendar", ["calendar.csv", "calendar.ics"])
 async def test_exports_of_another_tenants_campaign_are_404(
     client: httpx.AsyncClient,
     planner_db: Database,

@@ -232,7 +232,9 @@ async def test_a_month_outside_the_campaign_is_422_naming_the_month(
     assert await stored_posts(campaign_id) == []
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "december", ""])
+# Year 0000 and non-ASCII digits passed the pattern, then failed the calendar with a 500
+# (found by the fuzz on the calendar export, which takes the same Month).
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "december", "", "0000-01", "٢٠٢٦-12"])
 async def test_a_malformed_month_is_422(
     client: httpx.AsyncClient, editor: dict[str, str], campaign_id: str, month: str
 ) -> None:

@@ -24,6 +24,7 @@ from pydantic import (
 
 from bai_platform.destinations import without_credentials
 from bai_platform.validation import NoNul
+from planner.service.calendar import month_bounds
 
 
 class Channel(StrEnum):
@@ -58,7 +59,7 @@ class CampaignState(StrEnum):
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 
 
 def _strict(*, max_length: int, min_length: int = 0) -> Any:
@@ -91,6 +92,7 @@ def _known_zone(name: str) -> str:
 def _month(value: str) -> str:
     if not MONTH.match(value):
         raise ValueError("must be a month as YYYY-MM")
+    month_bounds(value)  # the calendar's own rules too (year 0001 or later), or a 500 later
     return value
 
 
